@@ -1,0 +1,1 @@
+"""One module per ``calm-rag`` command: each has ``register(subparsers)``."""

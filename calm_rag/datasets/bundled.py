@@ -1,0 +1,42 @@
+"""The questions shipped with calm_rag: a medical set (MedQA format) and a commonsense set
+(X-CSQA format), each question in en, zh, fr, de, it and ja under one parallel id."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from calm_rag.errors import InputError
+from calm_rag.records import Question
+
+BUNDLED = ("medical", "commonsense")
+BUNDLED_LANGUAGES = ("en", "zh", "fr", "de", "it", "ja")
+
+
+def bundled_path(name: str) -> Path:
+    """Folder of a bundled set inside the installed package."""
+    if name not in BUNDLED:
+        raise InputError(f"unknown bundled set {name!r}; use one of {', '.join(BUNDLED)}",
+                         field="dataset")
+    return Path(str(resources.files("calm_rag.datasets") / "data" / name))
+
+
+def load_bundled(name: str, languages: tuple[str, ...] | list[str] = BUNDLED_LANGUAGES
+                 ) -> list[Question]:
+    """All questions of a bundled set in the given languages, grouped by language."""
+    from calm_rag.datasets.medqa import read_medqa
+    from calm_rag.datasets.xcsqa import read_xcsqa
+    from calm_rag.languages import normalize_code
+
+    folder = bundled_path(name)
+    questions = []
+    for code in (normalize_code(c) for c in languages):
+        path = folder / f"{code}.jsonl"
+        if not path.is_file():
+            raise InputError(f"the bundled {name} set has no {code} file",
+                             field="languages", hint=f"use {', '.join(BUNDLED_LANGUAGES)}")
+        if name == "medical":
+            questions += read_medqa(path, lang=code, source="bundled-medical")
+        else:
+            questions += read_xcsqa(path, source="bundled-commonsense")
+    return questions

@@ -1,0 +1,143 @@
+"""CALM's released files: Alpaca-style sample files in, LLaMA-Factory DPO files out.
+
+A CALM sample file (``x_csqa_<lang>_train_sampled.json``) is a JSON array of
+``{instruction, input, output, pred}``: ``input`` holds the stem and ``A. ...`` option lines,
+``output`` the gold letter and ``pred`` the sampled responses. Files of one folder are parallel
+by position: item *i* is the same question in every language.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from calm_rag.errors import InputError
+from calm_rag.io import atomic_dir, read_json_array, write_json
+from calm_rag.languages import LANGUAGES, normalize_code
+from calm_rag.records import PreferencePair, Question, Sample
+
+_OPTION_LINE = re.compile(r"^\s*([A-Z])\s*[.．)]\s*(.*?)\s*$")
+# What LLaMA-Factory needs to read a DPO file (see its data/dataset_info.json docs).
+_RANKING_COLUMNS = {"prompt": "instruction", "query": "input", "chosen": "chosen",
+                    "rejected": "rejected"}
+# CALM names Chinese "cn"; LLaMA-Factory users of CALM's files expect those names.
+_CALM_CODES = {"zh": "cn"}
+
+
+def split_language(path: Path) -> tuple[str, str]:
+    """``x_csqa_cn_train_sampled.json`` → ``("zh", "x_csqa_train_sampled")``."""
+    tokens = path.stem.split("_")
+    for i, token in enumerate(tokens):
+        try:
+            code = normalize_code(token)
+        except InputError:
+            continue
+        return code, "_".join(tokens[:i] + tokens[i + 1 :])
+    raise InputError("no language code in the file name", path=path,
+                     hint="name it like x_csqa_en_train_sampled.json")
+
+
+def parse_calm_input(text: str) -> tuple[str, dict[str, str]]:
+    """Split CALM's ``input`` into the stem and the ``A. ...`` options."""
+    lines = text.strip().splitlines()
+    first = next((i for i, line in enumerate(lines) if _OPTION_LINE.match(line)), None)
+    if first is None:
+        raise InputError("no option lines like 'A. ...'", field="input")
+    options = {}
+    for line in lines[first:]:
+        match = _OPTION_LINE.match(line)
+        if not match:
+            break  # a trailing "Answer:" cue ends the options
+        options[match.group(1)] = match.group(2)
+    return _strip_question_marker("\n".join(lines[:first]).strip()), options
+
+
+def _strip_question_marker(stem: str) -> str:
+    for language in LANGUAGES.values():
+        marker = language.question_marker.rstrip(":： ")
+        match = re.match(rf"^{re.escape(marker)}\s*[:：]\s*", stem)
+        if match:
+            return stem[match.end():]
+    return stem
+
+
+def read_calm_file(path: str | Path) -> list[Sample]:
+    """Samples of one CALM sample file (answers not extracted yet)."""
+    return [sample for _, _, sample in read_calm_entries(path)]
+
+
+def read_calm_entries(path: str | Path) -> list[tuple[Path, int, Sample]]:
+    """``(file, line, sample)`` for a CALM sample file, or every ``*.json`` of a folder."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.json") if p.name != "dataset_info.json")
+        if not files:
+            raise InputError("no CALM sample files (*.json) in this folder", path=path)
+        return [entry for file in files for entry in _read_one(file)]
+    return _read_one(path)
+
+
+def _read_one(path: Path) -> list[tuple[Path, int, Sample]]:
+    lang, dataset = split_language(path)
+    samples: list[tuple[Path, int, Sample]] = []
+    for index, (line, item) in enumerate(read_json_array(path)):
+        where = {"path": path, "line": line}
+        for key in ("instruction", "input", "pred"):
+            if key not in item:
+                raise InputError("missing", field=key, **where)
+        if not isinstance(item["pred"], list):
+            raise InputError("expected a list of responses", field="pred", **where)
+        try:
+            stem, options = parse_calm_input(item["input"])
+            question = Question(id=f"{dataset}-{index:05d}", lang=lang, stem=stem,
+                                options=options, answer=item.get("output") or None,
+                                source=f"calm:{dataset}")
+        except InputError as err:
+            field = "output" if err.field == "answer" else err.field
+            raise InputError(err.message, field=field, **where) from None
+        samples.extend(
+            (path, line, Sample(question=question, text=str(text), index=k,
+                                instruction=item["instruction"], input=item["input"]))
+            for k, text in enumerate(item["pred"])
+        )
+    return samples
+
+
+def read_calm_samples(path: str | Path) -> list[Sample]:
+    """Samples of a CALM sample file or folder, checked to line up across languages."""
+    from calm_rag.datasets.samples import check_aligned
+
+    entries = read_calm_entries(path)
+    check_aligned(entries)
+    return [sample for _, _, sample in entries]
+
+
+def calm_code(lang: str) -> str:
+    """The language code CALM's own file names use (``zh`` → ``cn``)."""
+    return _CALM_CODES.get(lang, lang)
+
+
+def export_llamafactory(
+    pairs: list[PreferencePair], out_dir: str | Path, calm_names: bool = False
+) -> dict[str, int]:
+    """Write ``DPO_<lang>.json`` files and ``dataset_info.json`` as LLaMA-Factory reads them.
+
+    Returns rows per language. The folder is built beside ``out_dir`` and swapped in whole.
+    """
+    by_lang: dict[str, list[dict]] = {}
+    for pair in pairs:
+        code = calm_code(pair.lang) if calm_names else pair.lang
+        by_lang.setdefault(code, []).append(
+            {"instruction": pair.instruction, "input": pair.input,
+             "chosen": pair.chosen, "rejected": pair.rejected}
+        )
+    info = {
+        f"DPO_{code}": {"file_name": f"DPO_{code}.json", "ranking": True,
+                        "columns": dict(_RANKING_COLUMNS)}
+        for code in by_lang
+    }
+    with atomic_dir(out_dir) as staging:
+        for code, rows in by_lang.items():
+            write_json(staging / f"DPO_{code}.json", rows)
+        write_json(staging / "dataset_info.json", info)
+    return {code: len(rows) for code, rows in by_lang.items()}

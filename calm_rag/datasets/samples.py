@@ -1,0 +1,68 @@
+"""Samples on disk: calm_rag's own JSONL, or CALM's sample files; and their alignment check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from calm_rag.errors import InputError
+from calm_rag.io import read_jsonl, write_jsonl
+from calm_rag.records import Sample
+
+Entry = tuple[Path, int, Sample]  # where a sample was read (file, line), and the sample
+
+
+def read_samples(path: str | Path) -> list[Sample]:
+    """Read samples from a samples JSONL, a CALM sample file, or a folder of CALM files."""
+    from calm_rag.datasets.calm import read_calm_entries
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or folder", path=path, hint="check the SAMPLES path")
+    if path.is_dir() or path.suffix == ".json":
+        entries = read_calm_entries(path)
+    else:
+        entries = [(path, line, Sample.from_dict(obj, path=path, line=line))
+                   for line, obj in read_jsonl(path)]
+    check_aligned(entries)
+    return [sample for _, _, sample in entries]
+
+
+def write_samples(path: str | Path, samples: Iterable[Sample]) -> int:
+    """Write samples as JSONL, atomically."""
+    return write_jsonl(path, (s.to_dict() for s in samples))
+
+
+def check_aligned(entries: list[Entry]) -> None:
+    """Each question's languages must share option labels and gold, and CALM files their length."""
+    first: dict[str, Sample] = {}
+    for path, line, sample in entries:
+        q = sample.question
+        ref = first.setdefault(q.id, sample).question
+        for field, mine, theirs in (("options", q.labels, ref.labels),
+                                    ("answer", q.answer, ref.answer)):
+            if mine != theirs and (field == "options" or None not in (mine, theirs)):
+                raise InputError(
+                    f"question {q.id!r} has {field} {_show(mine)} in {q.lang} but "
+                    f"{_show(theirs)} in {ref.lang}: the languages do not line up",
+                    path=path, line=line, field=f"question.{field}")
+    _check_calm_lengths(entries)
+
+
+def _show(value) -> str:
+    return ",".join(value) if isinstance(value, tuple) else repr(value)
+
+
+def _check_calm_lengths(entries: list[Entry]) -> None:
+    # CALM files are parallel by position, so files of different lengths cannot be voted on.
+    items: dict[Path, set[str]] = {}
+    for path, _, sample in entries:
+        if sample.question.source.startswith("calm:"):
+            items.setdefault(path, set()).add(sample.question.id)
+    if len({len(ids) for ids in items.values()}) > 1:
+        longest = max(items, key=lambda p: len(items[p]))
+        shortest = min(items, key=lambda p: len(items[p]))
+        raise InputError(
+            f"has {len(items[shortest])} items but {longest.name} has {len(items[longest])}: "
+            "CALM sample files are parallel by position and must have the same length",
+            path=shortest, line=1)

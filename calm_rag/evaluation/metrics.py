@@ -1,0 +1,112 @@
+"""Accuracy per language, CALM's cross-lingual consistency, and bootstrap intervals.
+
+Accuracy is per sample (unparsed counts as wrong). Consistency follows CALM: for each question,
+the share of language pairs that give the same answer, each language answering with the
+majority of its own samples; then the mean over questions. Unlike CALM's script, languages
+that gave no parsable answer are left out cleanly, and a question with fewer than two such
+languages is skipped (CALM divided by zero there) and counted in ``skipped``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from itertools import combinations
+
+import numpy as np
+
+from calm_rag.records import Sample
+from calm_rag.voting import group_by_question
+
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def language_answer(samples: list[Sample]) -> str | None:
+    """A language's answer to a question: the majority of its parsed samples (first on ties)."""
+    counts = Counter(s.answer for s in sorted(samples, key=lambda s: s.index) if s.answer)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def per_question(samples: Iterable[Sample]) -> dict[str, list[dict]]:
+    """For each setting, one row per question: gold, and per language its answer and accuracy."""
+    settings: dict[str, list[dict]] = {}
+    for (qid, setting), group in group_by_question(samples).items():
+        langs: dict[str, list[Sample]] = {}
+        for s in group:
+            langs.setdefault(s.lang, []).append(s)
+        gold = group[0].question.answer
+        settings.setdefault(setting, []).append({
+            "question_id": qid,
+            "gold": gold,
+            "answers": {lang: language_answer(ss) for lang, ss in langs.items()},
+            "accuracy": {lang: (np.mean([s.answer == gold for s in ss]) if gold else np.nan)
+                         for lang, ss in langs.items()},
+            "parsed": {lang: sum(s.answer is not None for s in ss) / len(ss)
+                       for lang, ss in langs.items()},
+        })
+    return settings
+
+
+def consistency_of(answers: dict[str, str | None], gold: str | None = None) -> tuple[float, float]:
+    """(share of agreeing language pairs, share agreeing on the gold answer); NaN under 2."""
+    parsed = {lang: a for lang, a in answers.items() if a is not None}
+    pairs = list(combinations(sorted(parsed), 2))
+    if not pairs:
+        return np.nan, np.nan
+    same = [parsed[a] == parsed[b] for a, b in pairs]
+    correct = [parsed[a] == parsed[b] == gold for a, b in pairs] if gold else [np.nan]
+    return float(np.mean(same)), float(np.mean(correct))
+
+
+def bootstrap_ci(values: np.ndarray, seed: int = 0,
+                 resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """95% percentile interval of the mean over questions (NaNs left out)."""
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _summary(values: Iterable[float]) -> dict:
+    array = np.asarray(list(values), dtype=float)
+    kept = array[~np.isnan(array)]
+    low, high = bootstrap_ci(array)
+    return {"value": float(kept.mean()) if len(kept) else None,
+            "ci95": [low, high], "n": int(len(kept))}
+
+
+def agreement_matrix(rows: list[dict], langs: list[str]) -> dict[str, dict[str, float | None]]:
+    """Share of questions on which two languages give the same parsed answer."""
+    matrix: dict[str, dict[str, float | None]] = {a: {} for a in langs}
+    for a in langs:
+        for b in langs:
+            both = [(r["answers"].get(a), r["answers"].get(b)) for r in rows]
+            both = [(x, y) for x, y in both if x is not None and y is not None]
+            matrix[a][b] = float(np.mean([x == y for x, y in both])) if both else None
+    return matrix
+
+
+def setting_metrics(rows: list[dict]) -> dict:
+    """All metrics of one setting from its per-question rows."""
+    langs = sorted({lang for r in rows for lang in r["answers"]})
+    scores = [consistency_of(r["answers"], r["gold"]) for r in rows]
+    return {
+        "n_questions": len(rows),
+        "languages": langs,
+        "accuracy": {lang: _summary(r["accuracy"].get(lang, np.nan) for r in rows)
+                     for lang in langs},
+        "extraction_rate": {lang: _summary(r["parsed"].get(lang, np.nan) for r in rows)["value"]
+                            for lang in langs},
+        "consistency": {**_summary(c for c, _ in scores),
+                        "skipped": sum(np.isnan(c) for c, _ in scores)},
+        "consistent_correct": _summary(cc for _, cc in scores),
+        "agreement": agreement_matrix(rows, langs),
+    }
+
+
+def compute_metrics(samples: Iterable[Sample]) -> dict[str, dict]:
+    """Metrics per setting (``zero-shot``, ``rag``) of samples whose answers are extracted."""
+    return {setting: setting_metrics(rows) for setting, rows in per_question(samples).items()}

@@ -1,0 +1,320 @@
+"""Language registry: codes and aliases, localized instructions and output markers.
+
+All language knowledge lives in the one ``_TABLE`` below; code elsewhere only looks things up, so
+adding a language is adding one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from calm_rag.errors import InputError
+
+
+@dataclass(frozen=True)
+class Language:
+    """One language: how to name it, how to instruct the model, how to read its answers."""
+
+    code: str
+    """ISO 639-1 code, e.g. ``"zh"``."""
+    name: str
+    """English name."""
+    native_name: str
+    aliases: tuple[str, ...]
+    """Lower-case alternative codes and names (``"cn"``, ``"jap"``, ``"chinese"``)."""
+    instruction: str
+    """The task, in this language, with a ``{letters}`` placeholder and the output format."""
+    question_marker: str
+    """Localized ``"Question:"``."""
+    explanation_markers: tuple[str, ...]
+    """Markers that open the explanation; the first is the one the instruction shows."""
+    answer_markers: tuple[str, ...]
+    """Markers that introduce the answer letter; the first is the one the instruction shows."""
+    letter_separator: str = ", "
+    """Joins all but the last two labels of a list ("A, B, C")."""
+    letter_or: str = " or "
+    """Joins the last two labels ("D or E"), spaces included where the language uses them."""
+
+    def letters(self, labels: Sequence[str]) -> str:
+        """The labels as a localized list: ``"A, B, C, D or E"``."""
+        labels = list(labels)
+        if len(labels) <= 1:
+            return "".join(labels)
+        return self.letter_separator.join(labels[:-1]) + self.letter_or + labels[-1]
+
+
+_TABLE: tuple[Language, ...] = (
+    Language(
+        code="en",
+        name="English",
+        native_name="English",
+        aliases=("eng", "english", "en-us", "en-gb"),
+        instruction=(
+            "Answer the following multiple-choice question. Give a short explanation, then exactly "
+            "ONE option letter ({letters}). Output format:\n"
+            "Explanation: <your explanation>\nAnswer: <option letter>"
+        ),
+        question_marker="Question:",
+        explanation_markers=("Explanation:",),
+        answer_markers=("Answer:", "Correct answer:", "Final answer:"),
+    ),
+    Language(
+        code="zh",
+        name="Chinese",
+        native_name="中文",
+        aliases=("cn", "zh-cn", "zh-hans", "zh-tw", "zh-hant", "zho", "chi", "chinese"),
+        instruction=(
+            "回答下面的单项选择题。先给出简短的解释，然后只给出一个选项字母（{letters}）。输出格式：\n"
+            "解释:<你的解释>\n答案:<选项字母>"
+        ),
+        question_marker="问题:",
+        explanation_markers=("解释:", "解释：", "解析:", "解析：", "說明:", "解釋:"),
+        answer_markers=("答案:", "答案：", "正确答案:", "答:", "答："),
+        letter_separator="、",
+        letter_or=" 或 ",
+    ),
+    Language(
+        code="de",
+        name="German",
+        native_name="Deutsch",
+        aliases=("ger", "deu", "german", "deutsch"),
+        instruction=(
+            "Beantworten Sie die folgende Multiple-Choice-Frage. Geben Sie eine kurze Erklärung und "
+            "danach genau EINEN Buchstaben einer Antwortoption an ({letters}). Ausgabeformat:\n"
+            "Erklärung: <Ihre Erklärung>\nAntwort: <Buchstabe der Option>"
+        ),
+        question_marker="Frage:",
+        explanation_markers=("Erklärung:", "Erläuterung:", "Begründung:"),
+        answer_markers=("Antwort:", "Richtige Antwort:"),
+        letter_or=" oder ",
+    ),
+    Language(
+        code="es",
+        name="Spanish",
+        native_name="Español",
+        aliases=("spa", "spanish", "español", "espanol"),
+        instruction=(
+            "Responde a la siguiente pregunta de opción múltiple. Da una breve explicación y después "
+            "exactamente UNA letra de opción ({letters}). Formato de salida:\n"
+            "Explicación: <tu explicación>\nRespuesta: <letra de la opción>"
+        ),
+        question_marker="Pregunta:",
+        explanation_markers=("Explicación:",),
+        answer_markers=("Respuesta:", "Respuesta correcta:"),
+        letter_or=" o ",
+    ),
+    Language(
+        code="fr",
+        name="French",
+        native_name="Français",
+        aliases=("fre", "fra", "french", "français", "francais"),
+        instruction=(
+            "Répondez à la question à choix multiples suivante. Donnez une brève explication, puis "
+            "exactement UNE lettre d'option ({letters}). Format de sortie :\n"
+            "Explication: <votre explication>\nRéponse: <lettre de l'option>"
+        ),
+        question_marker="Question:",
+        explanation_markers=("Explication:", "Explication :"),
+        answer_markers=("Réponse:", "Réponse :", "Bonne réponse:"),
+        letter_or=" ou ",
+    ),
+    Language(
+        code="it",
+        name="Italian",
+        native_name="Italiano",
+        aliases=("ita", "italian", "italiano"),
+        instruction=(
+            "Rispondi alla seguente domanda a scelta multipla. Fornisci una breve spiegazione, poi "
+            "esattamente UNA lettera di opzione ({letters}). Formato di output:\n"
+            "Spiegazione: <la tua spiegazione>\nRisposta: <lettera dell'opzione>"
+        ),
+        question_marker="Domanda:",
+        explanation_markers=("Spiegazione:",),
+        answer_markers=("Risposta:", "Risposta corretta:"),
+        letter_or=" o ",
+    ),
+    Language(
+        code="ja",
+        name="Japanese",
+        native_name="日本語",
+        aliases=("jap", "jp", "jpn", "japanese"),
+        instruction=(
+            "次の多肢選択問題に答えてください。簡潔な説明を書いたあと、選択肢の記号（{letters}）を"
+            "一つだけ答えてください。出力形式:\n説明:<あなたの説明>\n答え:<選択肢の記号>"
+        ),
+        question_marker="質問:",
+        explanation_markers=("説明:", "説明：", "解説:"),
+        answer_markers=("答え:", "回答:", "答え：", "回答：", "正解:"),
+        letter_separator="、",
+        letter_or="または",
+    ),
+    Language(
+        code="nl",
+        name="Dutch",
+        native_name="Nederlands",
+        aliases=("dut", "nld", "dutch", "nederlands"),
+        instruction=(
+            "Beantwoord de volgende meerkeuzevraag. Geef een korte uitleg en daarna precies ÉÉN "
+            "letter van een antwoordoptie ({letters}). Uitvoerformaat:\n"
+            "Uitleg: <je uitleg>\nAntwoord: <letter van de optie>"
+        ),
+        question_marker="Vraag:",
+        explanation_markers=("Uitleg:", "Verklaring:"),
+        answer_markers=("Antwoord:", "Juiste antwoord:"),
+        letter_or=" of ",
+    ),
+    Language(
+        code="pl",
+        name="Polish",
+        native_name="Polski",
+        aliases=("pol", "polish", "polski"),
+        instruction=(
+            "Odpowiedz na poniższe pytanie jednokrotnego wyboru. Podaj krótkie wyjaśnienie, a "
+            "następnie dokładnie JEDNĄ literę odpowiedzi ({letters}). Format odpowiedzi:\n"
+            "Wyjaśnienie: <twoje wyjaśnienie>\nOdpowiedź: <litera odpowiedzi>"
+        ),
+        question_marker="Pytanie:",
+        explanation_markers=("Wyjaśnienie:",),
+        answer_markers=("Odpowiedź:", "Poprawna odpowiedź:"),
+        letter_or=" lub ",
+    ),
+    Language(
+        code="pt",
+        name="Portuguese",
+        native_name="Português",
+        aliases=("por", "portuguese", "português", "portugues", "pt-br", "pt-pt"),
+        instruction=(
+            "Responda à seguinte pergunta de múltipla escolha. Dê uma breve explicação e, em "
+            "seguida, exatamente UMA letra de opção ({letters}). Formato de saída:\n"
+            "Explicação: <sua explicação>\nResposta: <letra da opção>"
+        ),
+        question_marker="Pergunta:",
+        explanation_markers=("Explicação:",),
+        answer_markers=("Resposta:", "Resposta correta:"),
+        letter_or=" ou ",
+    ),
+    Language(
+        code="ru",
+        name="Russian",
+        native_name="Русский",
+        aliases=("rus", "russian", "русский"),
+        instruction=(
+            "Ответьте на следующий вопрос с несколькими вариантами ответа. Дайте краткое объяснение, "
+            "а затем "
+            "ровно ОДНУ букву варианта ответа ({letters}). Формат вывода:\n"
+            "Объяснение: <ваше объяснение>\nОтвет: <буква варианта>"
+        ),
+        question_marker="Вопрос:",
+        explanation_markers=("Объяснение:", "Пояснение:"),
+        answer_markers=("Ответ:", "Правильный ответ:"),
+        letter_or=" или ",
+    ),
+    Language(
+        code="ar",
+        name="Arabic",
+        native_name="العربية",
+        aliases=("ara", "arabic"),
+        instruction=(
+            "أجب عن سؤال الاختيار من متعدد التالي. قدّم شرحًا موجزًا، ثم حرفًا واحدًا فقط من حروف "
+            "الخيارات ({letters}). صيغة الإخراج:\nالشرح: <شرحك>\nالإجابة: <حرف الخيار>"
+        ),
+        question_marker="السؤال:",
+        explanation_markers=("الشرح:", "التفسير:"),
+        answer_markers=("الإجابة:", "الجواب:", "الإجابة الصحيحة:"),
+        letter_separator="، ",
+        letter_or=" أو ",
+    ),
+    Language(
+        code="vi",
+        name="Vietnamese",
+        native_name="Tiếng Việt",
+        aliases=("vie", "vietnamese", "tiếng việt"),
+        instruction=(
+            "Hãy trả lời câu hỏi trắc nghiệm sau. Giải thích ngắn gọn, sau đó đưa ra đúng MỘT chữ "
+            "cái của phương án ({letters}). Định dạng đầu ra:\n"
+            "Giải thích: <lời giải thích của bạn>\nĐáp án: <chữ cái của phương án>"
+        ),
+        question_marker="Câu hỏi:",
+        explanation_markers=("Giải thích:",),
+        answer_markers=("Đáp án:", "Câu trả lời:", "Trả lời:"),
+        letter_or=" hoặc ",
+    ),
+    Language(
+        code="hi",
+        name="Hindi",
+        native_name="हिन्दी",
+        aliases=("hin", "hindi"),
+        instruction=(
+            "निम्नलिखित बहुविकल्पीय प्रश्न का उत्तर दीजिए। पहले संक्षिप्त व्याख्या दीजिए, फिर केवल एक "
+            "विकल्प का अक्षर ({letters}) लिखिए। आउटपुट प्रारूप:\n"
+            "व्याख्या: <आपकी व्याख्या>\nउत्तर: <विकल्प का अक्षर>"
+        ),
+        question_marker="प्रश्न:",
+        explanation_markers=("व्याख्या:", "स्पष्टीकरण:"),
+        answer_markers=("उत्तर:", "सही उत्तर:"),
+        letter_or=" या ",
+    ),
+    Language(
+        code="sw",
+        name="Swahili",
+        native_name="Kiswahili",
+        aliases=("swa", "swahili", "kiswahili"),
+        instruction=(
+            "Jibu swali lifuatalo la chaguo nyingi. Toa maelezo mafupi, kisha herufi MOJA tu ya "
+            "chaguo ({letters}). Muundo wa jibu:\nMaelezo: <maelezo yako>\nJibu: <herufi ya chaguo>"
+        ),
+        question_marker="Swali:",
+        explanation_markers=("Maelezo:", "Ufafanuzi:"),
+        answer_markers=("Jibu:", "Jibu sahihi:"),
+        letter_or=" au ",
+    ),
+    Language(
+        code="ur",
+        name="Urdu",
+        native_name="اردو",
+        aliases=("urd", "urdu"),
+        instruction=(
+            "درج ذیل کثیر انتخابی سوال کا جواب دیں۔ پہلے مختصر وضاحت لکھیں، پھر صرف ایک آپشن کا "
+            "حرف ({letters}) لکھیں۔ آؤٹ پٹ کی شکل:\nوضاحت: <آپ کی وضاحت>\nجواب: <آپشن کا حرف>"
+        ),
+        question_marker="سوال:",
+        explanation_markers=("وضاحت:", "تشریح:"),
+        answer_markers=("جواب:", "درست جواب:"),
+        letter_separator="، ",
+        letter_or=" یا ",
+    ),
+)
+
+LANGUAGES: dict[str, Language] = {lang.code: lang for lang in _TABLE}
+
+_ALIASES: dict[str, str] = {
+    alias: lang.code for lang in _TABLE for alias in (lang.code, lang.name.lower(), *lang.aliases)
+}
+
+
+def normalize_code(code: str) -> str:
+    """The ISO 639-1 code for a code, alias or name, case-insensitively (``"cn"`` -> ``"zh"``)."""
+    key = str(code).strip().lower().replace("_", "-")
+    if key in _ALIASES:
+        return _ALIASES[key]
+    # A regional tag we do not list ("es-mx") still names its base language.
+    base = key.split("-", 1)[0]
+    if base in LANGUAGES:
+        return base
+    raise InputError(
+        f"unknown language code {code!r}; known: {', '.join(LANGUAGES)}",
+        field="lang",
+        hint="use an ISO 639-1 code",
+    )
+
+
+def get_language(code: str) -> Language:
+    """The registry entry for a code or alias."""
+    return LANGUAGES[normalize_code(code)]
+
+
+def instruction_for(code: str, labels: Sequence[str]) -> str:
+    """The language's instruction with ``{letters}`` filled in (``"A, B, C, D or E"``)."""
+    lang = get_language(code)
+    return lang.instruction.replace("{letters}", lang.letters(labels))

@@ -1,0 +1,74 @@
+"""Preference pairs from votes: per language, agreeing responses against disagreeing ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import zip_longest
+
+from calm_rag.records import PreferencePair, Sample, Vote
+from calm_rag.voting import VoteConfig, group_by_question, in_language_order
+
+
+def build_pairs(samples: Iterable[Sample], votes: Iterable[Vote],
+                config: VoteConfig) -> list[PreferencePair]:
+    """All pairs of every voted question, in question order."""
+    decided = {(v.question_id, v.setting): v for v in votes if v.answer is not None}
+    pairs: list[PreferencePair] = []
+    for key, group in group_by_question(samples).items():
+        if key in decided:
+            pairs += pairs_for_question(group, decided[key], config)
+    return pairs
+
+
+def pairs_for_question(samples: list[Sample], vote: Vote,
+                       config: VoteConfig) -> list[PreferencePair]:
+    """One row per rejected response, each against an agreeing response (cycled)."""
+    ordered = in_language_order(samples, config.language_order)
+    per_language = []
+    for lang in dict.fromkeys(s.lang for s in ordered):
+        mine = [s for s in ordered if s.lang == lang]
+        rejected = [s for s in mine if _disagrees(s, vote.answer, config)]
+        chosen = _chosen_for(mine, ordered, vote.answer, config)
+        if rejected and chosen:
+            per_language.append([_pair(chosen[i % len(chosen)], r, vote)
+                                 for i, r in enumerate(rejected)])
+    if not config.max_pairs_per_question:
+        return [pair for batch in per_language for pair in batch]
+    # Round-robin over languages, so a cap keeps every language represented.
+    interleaved = [pair for batch in zip_longest(*per_language) for pair in batch if pair]
+    return interleaved[: config.max_pairs_per_question]
+
+
+def _disagrees(sample: Sample, majority: str, config: VoteConfig) -> bool:
+    if sample.answer is None:
+        return config.unparsed == "reject"
+    return sample.answer != majority
+
+
+def _chosen_for(mine: list[Sample], ordered: list[Sample], majority: str,
+                config: VoteConfig) -> list[Sample]:
+    agreeing = [s for s in mine if s.answer == majority]
+    if agreeing or config.chosen_fallback == "skip":
+        return agreeing
+    # CALM machine-translated an agreeing response; offline we borrow the pivot's, else any.
+    others = [s for s in ordered if s.answer == majority]
+    return [s for s in others if s.lang == config.pivot] or others
+
+
+def _pair(chosen: Sample, rejected: Sample, vote: Vote) -> PreferencePair:
+    source = "same-language" if chosen.lang == rejected.lang else f"pivot:{chosen.lang}"
+    return PreferencePair(
+        question_id=vote.question_id,
+        lang=rejected.lang,
+        setting=vote.setting,
+        instruction=rejected.instruction,
+        input=rejected.input,
+        chosen=chosen.text,
+        rejected=rejected.text,
+        chosen_answer=vote.answer,
+        rejected_answer=rejected.answer,
+        vote_counts=dict(vote.counts),
+        chosen_sample_id=chosen.id,
+        rejected_sample_id=rejected.id,
+        chosen_source=source,
+    )

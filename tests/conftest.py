@@ -1,0 +1,37 @@
+"""Shared fixtures: small questions and samples built in the test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from calm_rag.records import Question, Sample
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CALM_REFERENCE = SHARED / "calm-reference" / "xcsqa"
+
+OPTIONS = {"A": "town", "B": "school", "C": "hospital", "D": "office"}
+
+
+def make_samples(answers: dict[str, list[str | None]], qid: str = "q1", gold: str | None = "C",
+                 setting: str = "zero-shot") -> list[Sample]:
+    """Samples of one question: ``{"en": ["C", "A"], ...}``, text saying the answer."""
+    samples = []
+    for lang, letters in answers.items():
+        question = Question(id=qid, lang=lang, stem=f"stem in {lang}", options=OPTIONS,
+                            answer=gold)
+        for index, letter in enumerate(letters):
+            text = f"{lang} response {index}: Answer: {letter}" if letter else f"{lang} babble"
+            samples.append(Sample(question=question, text=text, index=index, setting=setting,
+                                  answer=letter, extraction="marker_letter" if letter else "none",
+                                  instruction=f"instruction {lang}", input=f"input {lang}"))
+    return samples
+
+
+@pytest.fixture
+def calm_reference() -> Path:
+    if not CALM_REFERENCE.is_dir():
+        pytest.skip(f"CALM's released data is not beside the project ({CALM_REFERENCE} missing); "
+                    "a user's clone has no ../shared")
+    return CALM_REFERENCE
