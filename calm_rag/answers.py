@@ -11,11 +11,12 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from calm_rag.errors import InputError
 from calm_rag.languages import LANGUAGES, Language, get_language
+from calm_rag.records import Sample
 
 AMBIGUOUS = object()
 """Returned by an extractor that saw two different labels where one answer belongs."""
@@ -83,7 +84,7 @@ def _all_answer_markers() -> tuple[str, ...]:
 
 
 def _after_last_marker(text: str, lang: Language) -> str | None:
-    """The text after the last non-empty answer slot, the language's own markers first.
+    r"""The text after the last non-empty answer slot, the language's own markers first.
 
     Any language's marker counts (models mix languages), but a slot with nothing in it is
     skipped: responses often echo the prompt's empty slot after the real answer
@@ -229,6 +230,19 @@ def extract_answer(
         if result is not None:
             return Extraction(str(result), name)
     return Extraction(None, "none")
+
+
+def extract_samples(
+    samples: Iterable[Sample], chain: Sequence[str] = DEFAULT_CHAIN
+) -> list[Sample]:
+    """The samples with answers extracted; those extracted already are kept as they are."""
+    done = []
+    for sample in samples:
+        if not sample.extraction:
+            found = extract_answer(sample.text, sample.lang, sample.question.options, chain)
+            sample = replace(sample, answer=found.answer, extraction=found.method)
+        done.append(sample)
+    return done
 
 
 def extraction_rates(pairs: Iterable[tuple[str, bool]]) -> dict[str, float]:

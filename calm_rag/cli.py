@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "calm_rag.commands.vote",
     "calm_rag.commands.export",
     "calm_rag.commands.metrics",
+    "calm_rag.commands.index",
 )
 
 

@@ -67,7 +67,12 @@ class EmbedderStatus:
     languages: str
     installed: bool  # its package is importable
     path: Path | None  # where it is (or will be) loaded from
-    ready: bool  # loadable now without a conversion
+    state: str  # "ready", "not prepared", "outdated" (source changed) or "package missing"
+
+    @property
+    def ready(self) -> bool:
+        """Loadable now, without a conversion."""
+        return self.state == "ready"
 
 
 def home() -> Path:
@@ -233,18 +238,25 @@ def _bundled_minilm() -> Path:
 def _status(spec: DefaultEmbedder) -> EmbedderStatus:
     installed = _installed(spec)
     if spec.converted:
-        folder = _e5_folder()
-        ready = _converted_stamp(folder) is not None
-        if ready and installed:
-            from calm_rag.retrieval.e5_convert import find_source
-
-            with contextlib.suppress(InputError):  # a broken install: the folder still runs
-                ready = _is_current(folder, find_source())
-        path: Path | None = folder
+        path: Path | None = _e5_folder()
+        state = _conversion_state(path, installed)
     else:
         path = _bundled_minilm() if installed else None
-        ready = installed
-    return EmbedderStatus(spec.name, spec.package, spec.languages, installed, path, ready)
+        state = "ready" if installed else "package missing"
+    return EmbedderStatus(spec.name, spec.package, spec.languages, installed, path, state)
+
+
+def _conversion_state(folder: Path, installed: bool) -> str:
+    from calm_rag.retrieval.e5_convert import find_source
+
+    if _converted_stamp(folder) is None:
+        return "not prepared" if installed else "package missing"
+    if not installed:
+        return "ready"  # converted earlier; runs without the package
+    try:
+        return "ready" if _is_current(folder, find_source()) else "outdated"
+    except InputError:  # a broken install: the converted folder still runs
+        return "ready"
 
 
 # --------------------------------------------------------------------------- CLI
@@ -288,8 +300,7 @@ def _cmd_list(args: argparse.Namespace, echo: Callable[[str], None] = print) -> 
     echo(f"cache: {models_dir()}")
     rows = [("NAME", "STATUS", "LANGUAGES", "PACKAGE", "PATH")]
     for s in list_embedders():
-        status = "ready" if s.ready else ("not prepared" if s.installed else "package missing")
-        rows.append((s.name, status, s.languages, s.package, str(s.path or "-")))
+        rows.append((s.name, s.state, s.languages, s.package, str(s.path or "-")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for *cells, last in rows:
         echo("  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=True)), last]))

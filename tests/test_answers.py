@@ -14,11 +14,13 @@ from calm_rag.answers import (
     EXTRACTORS,
     Extraction,
     extract_answer,
+    extract_samples,
     extraction_rates,
     register_extractor,
 )
 from calm_rag.errors import InputError
 from calm_rag.languages import LANGUAGES, get_language
+from calm_rag.records import Question, Sample
 
 OPTIONS = {"A": "town", "B": "school", "C": "hospital", "D": "office", "E": "office building"}
 
@@ -291,3 +293,18 @@ def test_default_chain_reads_most_released_samples(calm_reference):
             for p in s["pred"]
         ]
         assert extraction_rates(pairs)[lang] > 0.97, lang
+
+
+def test_extract_samples_fills_only_what_is_missing():
+    question = Question(id="q1", lang="fr", stem="?", options=OPTIONS)
+    fresh = Sample(question=question, text="Réponse : C. hôpital")
+    done = Sample(question=question, text="Réponse: A", answer="B", extraction="manual", index=1)
+    blank = Sample(question=question, text="Je ne sais pas.", index=2)
+    out = extract_samples([fresh, done, blank])
+    assert [(s.answer, s.extraction) for s in out] == [
+        ("C", "marker_letter"),
+        ("B", "manual"),
+        (None, "none"),
+    ]
+    calm = Sample(question=question, text="Réponse: C. hôpital")
+    assert extract_samples([calm], chain=CALM_CHAIN)[0].extraction == "calm_first_char"

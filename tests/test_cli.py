@@ -14,7 +14,7 @@ COMMANDS = ["vote", "export", "metrics"]
 
 
 def samples_file(tmp_path):
-    samples = (make_samples({"en": ["C", "A"], "zh": ["C", "B"], "fr": ["A"]}, qid="q1")
+    samples = (make_samples({"en": ["C", "A"], "zh": ["C", "B"], "fr": ["C"]}, qid="q1")
                + make_samples({"en": ["B"], "zh": ["B"], "fr": ["B"]}, qid="q2", gold="B"))
     # Let the CLI extract the answers from the text, as it does for fresh samples.
     raw = [s.__class__(**{**s.__dict__, "answer": None, "extraction": ""}) for s in samples]

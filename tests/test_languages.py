@@ -5,8 +5,23 @@ import pytest
 from calm_rag.errors import InputError
 from calm_rag.languages import LANGUAGES, get_language, instruction_for, normalize_code
 
-XCSQA = tuple(
-    ["en", "zh", "de", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "ar", "vi", "hi", "sw", "ur"]
+XCSQA = (
+    "en",
+    "zh",
+    "de",
+    "es",
+    "fr",
+    "it",
+    "ja",
+    "nl",
+    "pl",
+    "pt",
+    "ru",
+    "ar",
+    "vi",
+    "hi",
+    "sw",
+    "ur",
 )
 
 

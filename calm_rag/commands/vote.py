@@ -58,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
     from calm_rag.pairs import build_pairs
     from calm_rag.voting import vote_all
 
+    from calm_rag.answers import CALM_CHAIN
+
     config = config_from_args(args)
-    samples = load_samples(args.samples, args.extractors)
+    # CALM's pairs rest on the authors' own letter reading, quirks included (see answers.py).
+    default_chain = CALM_CHAIN if args.policy == "calm" else None
+    samples = load_samples(args.samples, args.extractors, default_chain)
     votes = vote_all(samples, config)
     pairs = build_pairs(samples, votes, config)
     summary = summarize(samples, votes, pairs, config)

@@ -52,12 +52,15 @@ def parse_calm_input(text: str) -> tuple[str, dict[str, str]]:
     return _strip_question_marker("\n".join(lines[:first]).strip()), options
 
 
+_QUESTION_MARKER = re.compile(
+    "^(?:" + "|".join(sorted({re.escape(lang.question_marker.rstrip(":： "))
+                               for lang in LANGUAGES.values()})) + r")\s*[:：]\s*")
+
+
 def _strip_question_marker(stem: str) -> str:
-    for language in LANGUAGES.values():
-        marker = language.question_marker.rstrip(":： ")
-        match = re.match(rf"^{re.escape(marker)}\s*[:：]\s*", stem)
-        if match:
-            return stem[match.end():]
+    # CALM's German DPO inputs say "Frage:Frage: ...": strip every leading marker.
+    while match := _QUESTION_MARKER.match(stem):
+        stem = stem[match.end():]
     return stem
 
 

@@ -73,9 +73,9 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0,
 def _summary(values: Iterable[float]) -> dict:
     array = np.asarray(list(values), dtype=float)
     kept = array[~np.isnan(array)]
-    low, high = bootstrap_ci(array)
+    interval = [None if np.isnan(x) else x for x in bootstrap_ci(array)]  # JSON has no NaN
     return {"value": float(kept.mean()) if len(kept) else None,
-            "ci95": [low, high], "n": int(len(kept))}
+            "ci95": interval, "n": int(len(kept))}
 
 
 def agreement_matrix(rows: list[dict], langs: list[str]) -> dict[str, dict[str, float | None]]:
@@ -101,7 +101,7 @@ def setting_metrics(rows: list[dict]) -> dict:
         "extraction_rate": {lang: _summary(r["parsed"].get(lang, np.nan) for r in rows)["value"]
                             for lang in langs},
         "consistency": {**_summary(c for c, _ in scores),
-                        "skipped": sum(np.isnan(c) for c, _ in scores)},
+                        "skipped": int(sum(np.isnan(c) for c, _ in scores))},
         "consistent_correct": _summary(cc for _, cc in scores),
         "agreement": agreement_matrix(rows, langs),
     }

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 
 def _pct(value: float | None) -> str:
-    return "n/a" if value is None or value != value else f"{100 * value:.1f}"
+    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 def _with_ci(summary: dict) -> str:
     low, high = summary["ci95"]
-    if low != low:  # NaN: too few questions for an interval
+    if low is None:  # too few questions for an interval
         return _pct(summary["value"])
     return f"{_pct(summary['value'])} [{_pct(low)}, {_pct(high)}]"
 

@@ -1,0 +1,114 @@
+"""``calm-rag index build|query|info|list``: thin wrappers over :mod:`calm_rag.retrieval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "index", help="build, query and inspect retrieval indexes",
+        description="FAISS indexes over corpora, described by YAML specs in indexes/.")
+    actions = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    dir_help = "where built indexes live (default: $CALM_RAG_INDEX_DIR or ./indexes)"
+
+    build = actions.add_parser("build", help="build an index from its spec",
+                               description="Chunk, embed and index a corpus into OUT_DIR/<name>/. "
+                                           "A killed build resumes; an up-to-date index is kept.")
+    build.add_argument("spec", type=Path, metavar="SPEC", help="index spec (YAML)")
+    build.add_argument("--out-dir", type=Path, default=None, help=dir_help)
+    build.add_argument("--force", action="store_true",
+                       help="rebuild even if the index exists (the old one stays until done)")
+    build.add_argument("--keep-embeddings", action="store_true",
+                       help="keep the embedding shards in OUT_DIR/.cache/ after the build")
+    build.set_defaults(func=run_build)
+
+    query = actions.add_parser("query", help="search an index",
+                               description="Print the top passages for a query.")
+    query.add_argument("name", metavar="NAME", help="index name, folder or spec")
+    query.add_argument("text", metavar="TEXT", help="the query")
+    query.add_argument("--k", type=int, default=5, help="passages to show (default: %(default)s)")
+    query.add_argument("--lang", metavar="xx", help="only passages in this language")
+    query.add_argument("--policy", default="native", help="native, pivot or fused")
+    query.add_argument("--pivot", metavar="TEXT", help="the parallel English query")
+    query.add_argument("--hybrid", action="store_true", help="fuse BM25 with dense results")
+    query.add_argument("--embedder", metavar="NAME",
+                       help="fail unless the index was built with this embedder")
+    query.add_argument("--json", action="store_true", help="one JSON object a hit")
+    query.add_argument("--index-dir", type=Path, default=None, help=dir_help)
+    query.set_defaults(func=run_query)
+
+    info = actions.add_parser("info", help="show an index's manifest")
+    info.add_argument("name", metavar="NAME", help="index name, folder or spec")
+    info.add_argument("--json", action="store_true", help="print the whole manifest")
+    info.add_argument("--index-dir", type=Path, default=None, help=dir_help)
+    info.set_defaults(func=run_info)
+
+    listing = actions.add_parser("list", help="list index specs and built indexes")
+    listing.add_argument("--index-dir", type=Path, default=None, help=dir_help)
+    listing.set_defaults(func=run_list)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from calm_rag.retrieval.build import build_index
+    from calm_rag.retrieval.catalog import default_index_dir
+    from calm_rag.retrieval.spec import load_spec
+
+    spec = load_spec(args.spec)
+    result = build_index(spec, args.out_dir or default_index_dir(), force=args.force,
+                         keep_embeddings=args.keep_embeddings)
+    if not result.built:
+        print(f"{result.path}: up to date (use --force to rebuild)")
+    else:
+        print(f"{result.path}: {result.chunks} chunks in {result.seconds:.1f} s "
+              f"({result.embedded_shards} shards embedded, {result.reused_shards} reused)")
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    from calm_rag.errors import InputError
+    from calm_rag.retrieval.retriever import Retriever
+
+    if args.k <= 0:
+        raise InputError("must be positive", field="--k")
+    retriever = Retriever.open(args.name, index_dir=args.index_dir, embedder=args.embedder)
+    hits = retriever.retrieve(args.text, lang=args.lang, k=args.k, policy=args.policy,
+                              pivot_query=args.pivot, hybrid=args.hybrid)
+    for hit in hits:
+        if args.json:
+            print(json.dumps(hit.to_dict(), ensure_ascii=False))
+            continue
+        chunk = hit.chunk
+        print(f"{hit.rank}. [{hit.score:.4f}] {chunk.id} ({chunk.lang}) {chunk.title}")
+        print(f"   {' '.join(chunk.text.split())[:300]}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from calm_rag.retrieval import manifest as mf
+    from calm_rag.retrieval.catalog import locate_index
+
+    folder = locate_index(args.name, args.index_dir)
+    manifest = mf.read_manifest(folder)
+    mf.verify_files(folder, manifest, checksums=False)
+    print(mf.dumps(manifest) if args.json else f"folder:     {folder}\n{mf.summary(manifest)}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from calm_rag.retrieval.catalog import default_index_dir, list_indexes
+
+    index_dir = args.index_dir or default_index_dir()
+    entries = list_indexes(index_dir)
+    if not entries:
+        print(f"no index specs or built indexes in {index_dir}")
+        return 0
+    rows = [("NAME", "STATUS", "CHUNKS", "EMBEDDER", "FAISS", "DESCRIPTION")]
+    rows += [(e.name, e.status, "-" if e.chunks is None else str(e.chunks), e.embedder or "-",
+              e.factory or "-", e.description) for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for *cells, last in rows:
+        print("  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=True)), last]))
+    return 0

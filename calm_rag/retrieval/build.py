@@ -1,0 +1,277 @@
+"""Building an index: read → chunk → embed in shards → train and fill FAISS → manifest.
+
+The folder is built beside the old one and swapped in at the end (a failed rebuild leaves the
+previous index usable). Embeddings stream to shard files under ``<out-dir>/.cache/<name>/``, so
+memory holds one shard at a time and a killed build skips the shards it already wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calm_rag.errors import InputError
+from calm_rag.io import atomic_dir
+from calm_rag.retrieval import faiss_index, manifest as mf
+from calm_rag.retrieval.chunking import Chunk, chunk_documents, make_splitter
+from calm_rag.retrieval.corpora import hash_corpus, read_corpus
+from calm_rag.retrieval.embedder import Embedder
+from calm_rag.retrieval.shards import EmbeddingShards
+from calm_rag.retrieval.spec import IndexSpec, resolve_path
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR = ".cache"
+
+
+@dataclass
+class BuildResult:
+    """What a build did."""
+
+    path: Path
+    built: bool
+    """False when the index was already up to date and nothing was done."""
+    chunks: int = 0
+    embedded_shards: int = 0
+    reused_shards: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Source:
+    type: str
+    path: str
+    resolved: Path
+    lang: str | None
+    sha256: str
+    documents: int = 0
+    chunks: int = 0
+
+
+@dataclass
+class _ChunkStats:
+    documents: int = 0
+    chunks: int = 0
+    languages: Counter = field(default_factory=Counter)
+
+
+def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool = False,
+                keep_embeddings: bool = False, progress: bool = True) -> BuildResult:
+    """Build ``<out_dir>/<spec.name>/``; an up-to-date index is left alone unless ``force``."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    target = out_dir / spec.name
+    sources = _resolve_sources(spec)
+    embedder = Embedder.load(spec.embedder.model, normalize=spec.embedder.normalize,
+                             batch_size=spec.embedder.batch_size)
+    index = faiss_index.make_index(spec.faiss, embedder.dimension)  # a bad factory fails now
+    key = build_key(spec, sources, embedder)
+    if target.exists() and not force:
+        if _existing_key(target) == key:
+            log.info("%s is up to date", target)
+            return BuildResult(path=target, built=False)
+        raise InputError("an index of this name exists, built from other inputs", path=target,
+                         hint="pass --force to rebuild it (the old one stays until the new "
+                              "one is complete)")
+    _warn_truncation(spec, embedder)
+    shards = EmbeddingShards(out_dir / CACHE_DIR / spec.name, _embedder_key(spec, embedder),
+                             embedder.dimension)
+    with atomic_dir(target) as staging:
+        stats = _write_chunks(spec, sources, embedder, staging / mf.CHUNKS_FILE, progress)
+        faiss_index.check_trainable(index, spec.faiss, stats.chunks)
+        plan, embedded = _embed_shards(spec, embedder, shards, staging / mf.CHUNKS_FILE,
+                                       stats.chunks, progress)
+        _fill_index(index, spec, shards, plan, progress)
+        faiss_index.write_index(index, staging / mf.INDEX_FILE)
+        seconds = time.perf_counter() - started
+        manifest = _manifest(spec, sources, embedder, index, stats, key, staging, seconds)
+        mf.write_manifest(staging, manifest)
+    if not keep_embeddings:
+        shards.remove()
+    log.info("built %s: %d chunks in %.1f s", target, stats.chunks, seconds)
+    return BuildResult(path=target, built=True, chunks=stats.chunks, embedded_shards=embedded,
+                       reused_shards=len(plan) - embedded, seconds=seconds)
+
+
+def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> str:
+    """Everything that decides the index's content; equal keys mean nothing to rebuild."""
+    inputs = {"format": mf.FORMAT, "spec": {k: v for k, v in spec.to_dict().items()
+                                            if k != "description"},
+              "corpus": [s.sha256 for s in sources], "embedder": embedder.fingerprint}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _resolve_sources(spec: IndexSpec) -> list[_Source]:
+    sources = []
+    for i, source in enumerate(spec.corpus):
+        resolved = resolve_path(source.path, spec.base_dir)
+        if not resolved.exists():
+            raise InputError(f"no such file or folder: {resolved}", path=spec.spec_path or None,
+                             field=f"corpus[{i}].path", hint="check the corpus path")
+        sources.append(_Source(source.type, source.path, resolved, source.lang,
+                               hash_corpus(source.type, resolved)))
+    return sources
+
+
+def _existing_key(target: Path) -> str | None:
+    try:
+        return mf.read_manifest(target).get("build_key")
+    except InputError:
+        return None
+
+
+def _warn_truncation(spec: IndexSpec, embedder: Embedder) -> None:
+    room = embedder.max_seq_length - embedder.count_tokens(embedder.document_prompt) - 2
+    if spec.chunking.chunk_size > room:
+        log.warning("chunk_size %d exceeds what %s reads (%d tokens after its prompt): chunk "
+                    "ends will be cut off", spec.chunking.chunk_size, spec.embedder.model, room)
+
+
+def _embedder_key(spec: IndexSpec, embedder: Embedder) -> str:
+    return (f"{embedder.fingerprint}|{embedder.document_prompt}|{embedder.normalize}"
+            f"|title={spec.chunking.include_title}")
+
+
+def _write_chunks(spec: IndexSpec, sources: list[_Source], embedder: Embedder, path: Path,
+                  progress: bool) -> _ChunkStats:
+    from tqdm.auto import tqdm
+
+    splitter = make_splitter(spec.chunking, embedder.tokenize)
+    stats = _ChunkStats()
+    with path.open("w", encoding="utf-8") as handle, \
+            tqdm(desc="chunking", unit="doc", disable=not progress) as bar:
+        for source in sources:
+            documents = _counted(read_corpus(source.type, source.resolved, source.lang), source,
+                                 bar)
+            for chunk in chunk_documents(documents, splitter, first_row=stats.chunks):
+                handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+                stats.chunks += 1
+                source.chunks += 1
+                stats.languages[chunk.lang] += 1
+            stats.documents += source.documents
+    if stats.chunks == 0:
+        raise InputError("the corpus gave no chunks", path=sources[0].resolved)
+    return stats
+
+
+def _counted(documents: Iterator, source: _Source, bar: Any) -> Iterator:
+    for document in documents:
+        source.documents += 1
+        bar.update(1)
+        yield document
+
+
+def _read_chunk_groups(path: Path, size: int) -> Iterator[list[Chunk]]:
+    group: list[Chunk] = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            group.append(Chunk.from_dict(json.loads(line)))
+            if len(group) == size:
+                yield group
+                group = []
+    if group:
+        yield group
+
+
+def _embed_shards(spec: IndexSpec, embedder: Embedder, shards: EmbeddingShards,
+                  chunks_path: Path, total: int, progress: bool
+                  ) -> tuple[list[tuple[str, int]], int]:
+    """Embed each shard not on disk yet; return the plan ``[(key, rows)]`` and how many
+    shards were embedded (the rest were reused)."""
+    from tqdm.auto import tqdm
+
+    plan, embedded = [], 0
+    with tqdm(total=total, desc="embedding", unit="chunk", disable=not progress) as bar:
+        for group in _read_chunk_groups(chunks_path, spec.embedder.shard_size):
+            texts = [c.embedding_text(spec.chunking.include_title) for c in group]
+            key = shards.key(texts)
+            if shards.load(key, len(texts)) is None:
+                shards.save(key, _embed_sorted(embedder, texts, bar))
+                embedded += 1
+            else:
+                bar.update(len(texts))
+            plan.append((key, len(texts)))
+            bar.set_postfix(reused=len(plan) - embedded)
+    return plan, embedded
+
+
+def _embed_sorted(embedder: Embedder, texts: list[str], bar: Any) -> np.ndarray:
+    """Embed longest first, in slices that move the progress bar: texts of similar length
+    share a batch, so little is spent on padding."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out = np.empty((len(texts), embedder.dimension), dtype=np.float32)
+    step = embedder.batch_size * 4
+    for start in range(0, len(order), step):
+        rows = order[start:start + step]
+        out[rows] = embedder.embed_documents([texts[i] for i in rows])
+        bar.update(len(rows))
+    return out
+
+
+def _fill_index(index: Any, spec: IndexSpec, shards: EmbeddingShards,
+                plan: list[tuple[str, int]], progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    if not index.is_trained:
+        sample = _training_sample(shards, plan, spec.faiss.train_size)
+        log.info("training %s on %d vectors", spec.faiss.factory, len(sample))
+        faiss_index.train(index, spec.faiss, sample)
+    total = sum(rows for _, rows in plan)
+    with tqdm(total=total, desc="indexing", unit="chunk", disable=not progress) as bar:
+        for key, rows in plan:
+            index.add(np.ascontiguousarray(shards.load(key, rows)))
+            bar.update(rows)
+    faiss_index.configure_search(index, spec.faiss)
+
+
+def _training_sample(shards: EmbeddingShards, plan: list[tuple[str, int]], size: int
+                     ) -> np.ndarray:
+    """An evenly spread, fixed sample: the same corpus always trains the same index."""
+    total = sum(rows for _, rows in plan)
+    wanted = np.unique(np.linspace(0, total - 1, num=min(size, total)).astype(np.int64))
+    parts, offset = [], 0
+    for key, rows in plan:
+        inside = wanted[(wanted >= offset) & (wanted < offset + rows)] - offset
+        if len(inside):
+            parts.append(np.asarray(shards.load(key, rows)[inside]))
+        offset += rows
+    return np.ascontiguousarray(np.concatenate(parts))
+
+
+def _manifest(spec: IndexSpec, sources: list[_Source], embedder: Embedder, index: Any,
+              stats: _ChunkStats, key: str, staging: Path, seconds: float) -> dict[str, Any]:
+    return {
+        "format": mf.FORMAT,
+        "name": spec.name,
+        "description": spec.description,
+        "spec_path": spec.spec_path,
+        "spec": spec.to_dict(),
+        "build_key": key,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(seconds, 2),
+        "embedder": {**embedder.identity(), "batch_size": embedder.batch_size},
+        "faiss": {"factory": spec.faiss.factory, "metric": spec.faiss.metric,
+                  "dimension": index.d, "ntotal": index.ntotal, "nprobe": spec.faiss.nprobe,
+                  "ef_search": spec.faiss.ef_search},
+        "chunks": {"count": stats.chunks, "chunk_size": spec.chunking.chunk_size,
+                   "chunk_overlap": spec.chunking.chunk_overlap,
+                   "include_title": spec.chunking.include_title, "tokenizer": "embedder"},
+        "documents": stats.documents,
+        "languages": dict(sorted(stats.languages.items())),
+        "corpus": [{"type": s.type, "path": s.path, "resolved": str(s.resolved),
+                    "sha256": s.sha256, "documents": s.documents, "chunks": s.chunks}
+                   for s in sources],
+        "files": {name: mf.file_entry(staging / name)
+                  for name in (mf.INDEX_FILE, mf.CHUNKS_FILE)},
+        "versions": mf.package_versions(),
+    }

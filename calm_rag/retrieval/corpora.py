@@ -1,0 +1,156 @@
+"""Corpus readers: MedQA textbooks, generic JSONL, folders of ``.txt`` files.
+
+Each reader yields :class:`Document` records in a fixed order (files sorted by name), so the same
+corpus always gives the same chunks, the same hashes and the same embedding shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from calm_rag.errors import InputError
+from calm_rag.io import read_jsonl
+from calm_rag.retrieval.language_id import detect_language, language_code
+
+log = logging.getLogger(__name__)
+
+# MedQA's release: textbooks/en/*.txt (English) and textbooks/zh_paragraph/*.txt (Chinese, one
+# paragraph a line); zh_sentence/ holds the same Chinese text cut finer, so it is not read.
+MEDQA_TEXTBOOK_FOLDERS = {"en": "en", "zh_paragraph": "zh"}
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus entry before chunking: a JSONL passage or a whole text file."""
+
+    id: str
+    lang: str
+    title: str
+    text: str
+    source: str
+    """Where it came from: ``file`` or ``file:line``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_jsonl_corpus(path: Path, lang: str | None = None) -> Iterator[Document]:
+    """``{"id", "text", "title"?, "lang"?}`` a line; ids must be unique (qrels name them)."""
+    seen: dict[str, int] = {}
+    for line, obj in read_jsonl(path):
+        doc_id = _field(obj, "id", (str, int), path, line)
+        text = _field(obj, "text", str, path, line)
+        title = obj.get("title") or ""
+        if not isinstance(title, str):
+            raise InputError("expected a string", path=path, line=line, field="title")
+        doc_id = str(doc_id)
+        if doc_id in seen:
+            raise InputError(f"duplicate id {doc_id!r} (first on line {seen[doc_id]})",
+                             path=path, line=line, field="id")
+        seen[doc_id] = line
+        given = lang or obj.get("lang")
+        if given is not None and not isinstance(given, str):
+            raise InputError("expected a language code", path=path, line=line, field="lang")
+        yield Document(id=doc_id, lang=_language(given, text), title=title, text=text,
+                       source=f"{path.name}:{line}")
+
+
+def read_text_folder(path: Path, lang: str | None = None) -> Iterator[Document]:
+    """Every ``.txt`` file under ``path`` (recursively) is one document, its id the relative
+    path without the suffix and its title the file name."""
+    for file in corpus_files("text", path):
+        doc_id = file.relative_to(path).with_suffix("").as_posix()
+        yield _text_file_document(file, doc_id, lang)
+
+
+def read_medqa_textbooks(path: Path, lang: str | None = None) -> Iterator[Document]:
+    """MedQA's ``textbooks`` folder: ``en/*.txt`` and ``zh_paragraph/*.txt``, one book a file."""
+    for file in corpus_files("medqa-textbooks", path):
+        code = MEDQA_TEXTBOOK_FOLDERS[file.parent.name]
+        yield _text_file_document(file, f"{code}/{file.stem}", lang or code)
+
+
+def corpus_files(kind: str, path: Path) -> list[Path]:
+    """The files a corpus source reads, in reading order (what its hash covers)."""
+    if kind == "jsonl":
+        if not path.is_file():
+            raise InputError("expected a JSONL file, found a folder", path=path)
+        return [path]
+    if not path.is_dir():
+        raise InputError("expected a folder, found a file", path=path)
+    if kind == "medqa-textbooks":
+        folders = [path / sub for sub in MEDQA_TEXTBOOK_FOLDERS if (path / sub).is_dir()]
+        if not folders:
+            raise InputError("no en/ or zh_paragraph/ folder inside", path=path,
+                             hint="point to MedQA's data_clean/textbooks folder")
+        files = [file for folder in folders for file in sorted(folder.glob("*.txt"))]
+    else:
+        files = sorted(path.rglob("*.txt"))
+    if not files:
+        raise InputError("no .txt files in this folder", path=path)
+    return files
+
+
+def hash_corpus(kind: str, path: Path) -> str:
+    """SHA-256 over the names and bytes of the files a source reads."""
+    digest = hashlib.sha256()
+    for file in corpus_files(kind, path):
+        name = file.name if file == path else file.relative_to(path).as_posix()
+        digest.update(f"{name}\n{file.stat().st_size}\n".encode())
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+READERS: dict[str, Callable[[Path, str | None], Iterator[Document]]] = {
+    "jsonl": read_jsonl_corpus,
+    "text": read_text_folder,
+    "medqa-textbooks": read_medqa_textbooks,
+}
+
+
+def read_corpus(kind: str, path: Path, lang: str | None = None) -> Iterator[Document]:
+    """Documents of one corpus source; errors name the path (and line) and what to do."""
+    if kind not in READERS:
+        raise InputError(f"unknown corpus type {kind!r}; use one of {', '.join(READERS)}",
+                         field="corpus.type")
+    if not path.exists():
+        raise InputError("no such file or folder", path=path, hint="check the corpus path")
+    count = 0
+    for document in READERS[kind](path, language_code(lang) if lang else None):
+        if document.text.strip():
+            count += 1
+            yield document
+        else:
+            log.warning("%s: skipping document %r: no text", path, document.id)
+    if count == 0:
+        raise InputError("the corpus has no document with text", path=path)
+
+
+def _text_file_document(file: Path, doc_id: str, lang: str | None) -> Document:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text (byte {err.start})", path=file) from None
+    title = file.stem.replace("_", " ")
+    return Document(id=doc_id, lang=_language(lang, text), title=title, text=text,
+                    source=str(file))
+
+
+def _language(given: str | None, text: str) -> str:
+    return language_code(given) if given else detect_language(text)
+
+
+def _field(obj: dict, key: str, kind: type | tuple[type, ...], path: Path, line: int) -> Any:
+    if obj.get(key) is None:
+        raise InputError("missing", path=path, line=line, field=key)
+    if not isinstance(obj[key], kind) or isinstance(obj[key], bool):
+        raise InputError(f"expected {'a string' if kind is str else 'a string or number'}, "
+                         f"got {type(obj[key]).__name__}", path=path, line=line, field=key)
+    return obj[key]

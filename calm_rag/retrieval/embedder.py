@@ -1,0 +1,145 @@
+"""The sentence-transformers embedder: prompts, batching, and a fingerprint of its weights.
+
+E5-style models want ``passage: `` before a document and ``query: `` before a query; a model
+that defines such prompts (``config_sentence_transformers.json``) gets them, one that does not
+gets the bare text. The fingerprint (a hash of the weights) tells whether an index was built by
+the very model that now embeds the queries.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calm_rag.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DOCUMENT_PROMPTS = ("document", "passage", "corpus")
+QUERY_PROMPTS = ("query",)
+
+
+@dataclass
+class Embedder:
+    """A loaded sentence-transformers model with the prompts and settings an index uses."""
+
+    name: str
+    """The name asked for (``multilingual-e5-small``, a hub id or a folder)."""
+    location: str
+    """What it was loaded from after :func:`calm_rag.models.resolve_embedder`."""
+    model: Any = field(repr=False)
+    normalize: bool = True
+    batch_size: int = 32
+
+    @classmethod
+    def load(cls, name: str, *, normalize: bool = True, batch_size: int = 32) -> Embedder:
+        """Load (once per process) the model a spec or manifest names."""
+        location = _resolve(name)
+        return cls(name=name, location=location, model=_load_model(location),
+                   normalize=normalize, batch_size=batch_size)
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def document_prompt(self) -> str:
+        return _first_prompt(self.model.prompts, DOCUMENT_PROMPTS)
+
+    @property
+    def query_prompt(self) -> str:
+        return _first_prompt(self.model.prompts, QUERY_PROMPTS)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the weights and the sequence length (computed once per model)."""
+        return _fingerprint(self.model)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids without special tokens, for the chunker's length counts."""
+        return self.model.tokenizer.encode(text, add_special_tokens=False, verbose=False)
+
+    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of chunk texts, ``float32 [n, dimension]``, with the document prompt."""
+        return self._encode(self.model.encode_document, texts, self.document_prompt)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of queries, ``float32 [n, dimension]``, with the query prompt."""
+        return self._encode(self.model.encode_query, texts, self.query_prompt)
+
+    def _encode(self, encode: Any, texts: Sequence[str], prompt: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        # The prompt is passed explicitly (even "") so a model's default prompt never sneaks in.
+        vectors = encode(list(texts), prompt=prompt, batch_size=self.batch_size,
+                         normalize_embeddings=self.normalize, convert_to_numpy=True,
+                         show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def identity(self) -> dict[str, Any]:
+        """What the manifest records about the embedder."""
+        return {
+            "name": self.name,
+            "location": self.location,
+            "fingerprint": self.fingerprint,
+            "dimension": self.dimension,
+            "max_seq_length": self.max_seq_length,
+            "document_prompt": self.document_prompt,
+            "query_prompt": self.query_prompt,
+            "normalize": self.normalize,
+        }
+
+
+def _resolve(name: str) -> str:
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    from calm_rag.models import resolve_embedder
+
+    return resolve_embedder(name)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_model(location: str) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    log.info("loading embedder %s", location)
+    try:
+        return SentenceTransformer(location)
+    except OSError as err:
+        raise InputError(f"cannot load the embedder: {err}", path=location,
+                         hint="name a default (calm-rag models list), a hub id or a "
+                              "sentence-transformers folder") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _fingerprint(model: Any) -> str:
+    import torch
+
+    digest = hashlib.sha256(f"max_seq_length={model.max_seq_length}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        # As raw bytes, so any dtype (bfloat16 too) hashes without a conversion.
+        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest.update(raw.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _first_prompt(prompts: dict[str, str], names: tuple[str, ...]) -> str:
+    for name in names:
+        if prompts.get(name):
+            return prompts[name]
+    return ""

@@ -1,0 +1,129 @@
+"""FAISS: making an index from a factory string, training, searching with a row filter.
+
+Scores are similarities (higher is better) whatever the metric: ``ip`` gives the inner product,
+``l2`` the negated squared distance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calm_rag.errors import InputError
+from calm_rag.retrieval.spec import FaissConfig
+
+FACTORY_HINT = "examples: Flat, HNSW32, IVF1024,Flat, IVF4096,PQ64"
+
+
+def make_index(config: FaissConfig, dimension: int) -> Any:
+    """An empty index; a factory string FAISS cannot parse is an input error."""
+    import faiss
+
+    metric = faiss.METRIC_INNER_PRODUCT if config.metric == "ip" else faiss.METRIC_L2
+    try:
+        return faiss.index_factory(dimension, config.factory, metric)
+    except RuntimeError as err:
+        reason = _faiss_reason(err)
+        raise InputError(f"FAISS cannot build {config.factory!r} for {dimension}-dimensional "
+                         f"vectors: {reason}", field="faiss.factory", hint=FACTORY_HINT) from None
+
+
+def check_trainable(index: Any, config: FaissConfig, rows: int) -> None:
+    """Refuse early (before embedding) an IVF index with more lists than chunks."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and ivf.nlist > min(rows, config.train_size):
+        raise InputError(
+            f"{config.factory!r} has {ivf.nlist} inverted lists but only "
+            f"{min(rows, config.train_size)} chunks to train them on",
+            field="faiss.factory", hint="use Flat or HNSW32 for a small corpus, or fewer lists")
+
+
+def train(index: Any, config: FaissConfig, sample: np.ndarray) -> None:
+    if index.is_trained:
+        return
+    try:
+        index.train(sample)
+    except RuntimeError as err:
+        raise InputError(f"FAISS cannot train {config.factory!r} on {len(sample)} vectors: "
+                         f"{_faiss_reason(err)}", field="faiss.factory",
+                         hint="use Flat or HNSW32 for a small corpus") from None
+
+
+def configure_search(index: Any, config: FaissConfig) -> None:
+    """Set the search breadth an index type understands (nprobe, efSearch)."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = config.nprobe
+    hnsw = _hnsw(index)
+    if hnsw is not None:
+        hnsw.hnsw.efSearch = config.ef_search
+
+
+def search(index: Any, queries: np.ndarray, k: int, metric: str,
+           allowed_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` ``(scores, rows)`` per query; rows are -1 where fewer were found.
+
+    ``allowed_rows`` restricts the search to those rows (a language filter) inside FAISS, so a
+    rare language still gets ``k`` results instead of what survives a post-filter.
+    """
+    k = max(1, min(k, index.ntotal))
+    params = None if allowed_rows is None else _filter_params(index, allowed_rows)
+    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k,
+                                params=params)
+    if metric == "l2":
+        scores = -scores
+    return scores, rows
+
+
+def write_index(index: Any, path: Path) -> None:
+    import faiss
+
+    faiss.write_index(index, str(path))
+
+
+def read_index(path: Path) -> Any:
+    import faiss
+
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as err:
+        raise InputError(f"FAISS cannot read the index: {_faiss_reason(err)}", path=path) from None
+
+
+def _filter_params(index: Any, allowed_rows: np.ndarray) -> Any:
+    import faiss
+
+    selector = faiss.IDSelectorBatch(np.asarray(allowed_rows, dtype=np.int64))
+    # Each index family wants its own parameter type, and its defaults (nprobe=1, efSearch=16)
+    # would override the index's own settings, so they are copied over.
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+    elif (hnsw := _hnsw(index)) is not None:
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.hnsw.efSearch)
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    params.selector_owner = selector  # keep the selector alive as long as the parameters
+    return params
+
+
+def _hnsw(index: Any) -> Any:
+    """The HNSW index inside ``index`` (itself, or behind a pre-transform), or None."""
+    import faiss
+
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        index = faiss.downcast_index(index.index)
+    return index if isinstance(index, faiss.IndexHNSW) else None
+
+
+def _faiss_reason(err: RuntimeError) -> str:
+    # FAISS messages start with the C++ location; the reason follows "Error: ".
+    text = str(err).strip()
+    return text.split("Error: ", 1)[-1].splitlines()[0] if "Error: " in text else text

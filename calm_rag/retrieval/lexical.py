@@ -1,0 +1,56 @@
+"""BM25 over the chunks (``bm25s``), with a tokenizer that also works for Chinese and Japanese.
+
+Scripts written without spaces are cut into overlapping character pairs (the usual choice for
+CJK keyword search); other scripts into lower-cased words.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
+_CJK_RUN = re.compile(rf"^[{_CJK}]+$")
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words, and character bigrams for CJK runs."""
+    tokens: list[str] = []
+    for run in _TOKEN.findall(text.lower()):
+        if _CJK_RUN.match(run):
+            tokens += [run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)]
+        else:
+            tokens.append(run)
+    return tokens
+
+
+class LexicalIndex:
+    """A BM25 index over chunk texts (rows as in the FAISS index)."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        import bm25s
+
+        self.size = len(texts)
+        self._bm25 = bm25s.BM25()
+        self._bm25.index([tokenize(t) for t in texts], show_progress=False)
+
+    def search(self, query: str, k: int, allowed: np.ndarray | None = None
+               ) -> list[tuple[int, float]]:
+        """Top-``k`` ``(row, score)``, best first; rows where ``allowed`` is False are skipped,
+        and so are rows that share no term with the query."""
+        ids = self._bm25.get_tokens_ids(tokenize(query))
+        if not ids:
+            return []
+        scores = self._bm25.get_scores_from_ids(ids)
+        if allowed is not None:
+            scores = np.where(allowed, scores, 0.0)
+        k = min(k, self.size)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(row), float(scores[row])) for row in top if scores[row] > 0]

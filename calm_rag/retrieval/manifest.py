@@ -1,0 +1,140 @@
+"""The manifest beside every built index, and the checks made when an index is opened.
+
+``indexes/<name>/manifest.json`` says what the index was built from (spec, corpus hashes), with
+what (embedder name, weight fingerprint, dimension, normalization, package versions) and what the
+folder holds (each file's size and SHA-256), so an opened index can refuse to run with another
+embedder and a truncated or corrupt file is caught before FAISS reads garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from calm_rag.errors import InputError
+from calm_rag.io import read_json, write_json
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+CHUNKS_FILE = "chunks.jsonl"
+VERSIONED_PACKAGES = ("calm-rag", "faiss-cpu", "faiss-gpu", "sentence-transformers",
+                      "transformers", "torch", "llama-index-core", "numpy")
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_entry(path: Path) -> dict[str, Any]:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def rebuild_hint(manifest: dict[str, Any] | None, folder: Path) -> str:
+    """The command that rebuilds this index, as precisely as the manifest allows."""
+    spec_path = (manifest or {}).get("spec_path") or f"indexes/{folder.name}.yaml"
+    return f"rebuild with: calm-rag index build {spec_path} --out-dir {folder.parent} --force"
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a built index; a folder without one is not an index."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise InputError("not a built index (no manifest.json)", path=folder,
+                         hint=rebuild_hint(None, folder).replace(" --force", ""))
+    try:
+        manifest = read_json(path)
+    except InputError as err:
+        raise InputError(f"unreadable manifest: {err.message}", path=path, line=err.line,
+                         hint=rebuild_hint(None, folder)) from None
+    if not isinstance(manifest, dict):
+        raise InputError("the manifest is not a JSON object", path=path,
+                         hint=rebuild_hint(None, folder))
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"manifest format {manifest.get('format')!r} is not {FORMAT} (built by "
+                         "another calm_rag version)", path=path,
+                         hint=rebuild_hint(manifest, folder))
+    return manifest
+
+
+def verify_files(folder: Path, manifest: dict[str, Any], *, checksums: bool = True) -> None:
+    """Every file the manifest lists is there, whole (size) and unchanged (SHA-256)."""
+    for name, expected in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise InputError(f"{name} is missing", path=folder,
+                             hint=rebuild_hint(manifest, folder))
+        size = path.stat().st_size
+        if size != expected["bytes"]:
+            raise InputError(f"truncated or corrupt: {size} bytes, the manifest says "
+                             f"{expected['bytes']}", path=path,
+                             hint=rebuild_hint(manifest, folder))
+        if checksums and sha256_file(path) != expected["sha256"]:
+            raise InputError("corrupt: its checksum differs from the manifest's", path=path,
+                             hint=rebuild_hint(manifest, folder))
+
+
+def check_asked_embedder(manifest: dict[str, Any], folder: Path, asked: str) -> None:
+    """The index was built with the embedder the caller names."""
+    built = manifest["embedder"]["name"]
+    if asked != built:
+        raise InputError(f"built with embedder {built!r}, not {asked!r}", path=folder,
+                         hint=f"ask for {built!r}, or set embedder.model to {asked!r} in the "
+                              f"spec and {rebuild_hint(manifest, folder)}")
+
+
+def check_embedder(manifest: dict[str, Any], folder: Path, identity: dict[str, Any]) -> None:
+    """The embedder about to embed queries is the one that built the index."""
+    built = manifest["embedder"]
+    hint = rebuild_hint(manifest, folder)
+    if identity["dimension"] != built["dimension"]:
+        raise InputError(f"built with {built['dimension']}-dimensional embeddings, but "
+                         f"{identity['name']!r} gives {identity['dimension']}", path=folder,
+                         hint=hint)
+    if identity["fingerprint"] != built["fingerprint"]:
+        raise InputError(f"the embedder {built['name']!r} has changed since the index was built "
+                         "(its weights differ)", path=folder, hint=hint)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    write_json(folder / MANIFEST, manifest)
+
+
+def summary(manifest: dict[str, Any]) -> str:
+    """A few readable lines for ``calm-rag index info``."""
+    embedder = manifest["embedder"]
+    faiss = manifest["faiss"]
+    lines = [
+        f"name:       {manifest['name']}",
+        f"chunks:     {manifest['chunks']['count']} from {manifest['documents']} documents "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(manifest['languages'].items()))})",
+        f"embedder:   {embedder['name']} (dim {embedder['dimension']}, "
+        f"normalize={embedder['normalize']}, weights {embedder['fingerprint'][:12]})",
+        f"faiss:      {faiss['factory']} metric={faiss['metric']} ntotal={faiss['ntotal']}",
+        f"built:      {manifest['built_at']} in {manifest['build_seconds']:.1f} s",
+        f"spec:       {manifest.get('spec_path') or '-'}",
+    ]
+    lines += [f"corpus:     {c['type']} {c['path']} ({c['documents']} docs, sha256 "
+              f"{c['sha256'][:12]})" for c in manifest["corpus"]]
+    return "\n".join(lines)
+
+
+def dumps(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, ensure_ascii=False, indent=2)

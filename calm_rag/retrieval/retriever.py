@@ -1,0 +1,221 @@
+"""The retriever: top-k chunks of a built index for a question, by policy, dense or hybrid.
+
+    retriever = Retriever.open("medical-demo")
+    hits = retriever.retrieve("Quelle est la dose ...", k=5, policy="fused",
+                              pivot_query="What is the dose ...", hybrid=True)
+
+Scores: with one ranking (``native`` or ``pivot``, not hybrid) a hit's score is the similarity
+(cosine for normalized ``ip`` indexes, BM25 never alone); when rankings are fused it is the
+reciprocal-rank-fusion score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calm_rag.errors import InputError
+from calm_rag.retrieval import faiss_index, manifest as mf
+from calm_rag.retrieval.catalog import locate_index
+from calm_rag.retrieval.chunking import Chunk
+from calm_rag.retrieval.embedder import Embedder
+from calm_rag.retrieval.fusion import RRF_K, reciprocal_rank_fusion
+from calm_rag.retrieval.language_id import language_code
+from calm_rag.retrieval.policies import QUERY_POLICIES
+from calm_rag.retrieval.spec import FaissConfig
+
+log = logging.getLogger(__name__)
+
+Ranking = list[tuple[int, float]]  # (row, score), best first
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk."""
+
+    chunk: Chunk
+    score: float
+    rank: int
+    """1 for the best hit."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.chunk.to_dict(), "score": self.score, "rank": self.rank}
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    """How an experiment retrieves (a group of keys in a pipeline YAML)."""
+
+    index: str = "medical-demo"
+    """A built index: its name in ``indexes/``, its folder, or its spec file."""
+    policy: str = "native"
+    """``native`` (the question's own language), ``pivot`` (its English version) or ``fused``
+    (both, merged by reciprocal-rank fusion)."""
+    k: int = 5
+    """Passages per question."""
+    hybrid: bool = False
+    """Fuse BM25 keyword rankings with the dense ones."""
+    lang: str | None = None
+    """Only passages in this language (default: any)."""
+
+    def __post_init__(self) -> None:
+        QUERY_POLICIES.get(self.policy, field="policy")
+        if self.k <= 0:
+            raise InputError("must be positive", field="k")
+
+
+class Retriever:
+    """A built index opened for search: FAISS, its chunks and the embedder that built it."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], embedder: Embedder, index: Any,
+                 chunks: list[Chunk]) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.embedder = embedder
+        self.index = index
+        self.chunks = chunks
+        self.metric = manifest["faiss"]["metric"]
+
+    @classmethod
+    def open(cls, name_or_path: str | Path, *, index_dir: str | Path | None = None,
+             embedder: str | None = None, verify: bool = True) -> Retriever:
+        """Open a built index after checking its files and its embedder.
+
+        ``embedder``: the embedder the caller expects (an error if the index was built with
+        another); ``verify``: check the files' SHA-256 (sizes are always checked).
+        """
+        folder = locate_index(name_or_path, index_dir)
+        manifest = mf.read_manifest(folder)
+        mf.verify_files(folder, manifest, checksums=verify)
+        built = manifest["embedder"]
+        if embedder is not None:
+            mf.check_asked_embedder(manifest, folder, embedder)
+        loaded = Embedder.load(built["name"], normalize=built["normalize"],
+                               batch_size=built.get("batch_size", 32))
+        mf.check_embedder(manifest, folder, loaded.identity())
+        index = faiss_index.read_index(folder / mf.INDEX_FILE)
+        faiss_index.configure_search(index, FaissConfig(**_search_settings(manifest)))
+        chunks = _read_chunks(folder / mf.CHUNKS_FILE)
+        if not index.ntotal == len(chunks) == manifest["chunks"]["count"]:
+            raise InputError(f"the index holds {index.ntotal} vectors for {len(chunks)} chunks",
+                             path=folder, hint=mf.rebuild_hint(manifest, folder))
+        return cls(folder, manifest, loaded, index, chunks)
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @cached_property
+    def languages(self) -> np.ndarray:
+        return np.array([c.lang for c in self.chunks])
+
+    def retrieve(self, query: str, lang: str | None = None, k: int = 5, policy: str = "native",
+                 pivot_query: str | None = None, hybrid: bool = False) -> list[Hit]:
+        """The top-``k`` chunks for one question (see :meth:`retrieve_many`)."""
+        return self.retrieve_many([query], [pivot_query], lang=lang, k=k, policy=policy,
+                                  hybrid=hybrid)[0]
+
+    def retrieve_many(self, queries: Sequence[str],
+                      pivot_queries: Sequence[str | None] | None = None, *,
+                      lang: str | None = None, k: int = 5, policy: str = "native",
+                      hybrid: bool = False) -> list[list[Hit]]:
+        """Top-``k`` chunks for each query; all query texts are embedded in one batch.
+
+        ``pivot_queries``: the parallel English question of each query (for ``pivot`` and
+        ``fused``); ``lang``: only chunks in that language; ``hybrid``: add BM25 rankings.
+        """
+        policy_fn = QUERY_POLICIES.get(policy, field="policy")
+        pivots = list(pivot_queries) if pivot_queries is not None else [None] * len(queries)
+        if len(pivots) != len(queries):
+            raise InputError("one pivot query per query (None where there is none)",
+                             field="pivot_queries")
+        texts = [policy_fn(q, p) for q, p in zip(queries, pivots, strict=True)]
+        fusing = hybrid or any(len(t) > 1 for t in texts)
+        depth = max(4 * k, 20) if fusing else k
+        allowed = self._allowed_rows(lang)
+        unique = list(dict.fromkeys(t for group in texts for t in group))
+        dense = dict(zip(unique, self.dense_rankings(unique, depth, allowed), strict=True))
+        results = []
+        for group in texts:
+            rankings = [dense[t] for t in group]
+            if hybrid:
+                rankings += [self.lexical_ranking(t, depth, allowed) for t in group]
+            results.append(self._hits(rankings, k))
+        return results
+
+    def dense_rankings(self, texts: Sequence[str], depth: int,
+                       allowed_rows: np.ndarray | None = None) -> list[Ranking]:
+        """Nearest chunks of each text by embedding similarity."""
+        vectors = self.embedder.embed_queries(list(texts))
+        scores, rows = faiss_index.search(self.index, vectors, depth, self.metric, allowed_rows)
+        return [[(int(r), float(s)) for r, s in zip(row, score, strict=True) if r >= 0]
+                for row, score in zip(rows, scores, strict=True)]
+
+    def lexical_ranking(self, text: str, depth: int,
+                        allowed_rows: np.ndarray | None = None) -> Ranking:
+        """Best chunks of ``text`` by BM25."""
+        allowed = None
+        if allowed_rows is not None:
+            allowed = np.zeros(len(self.chunks), dtype=bool)
+            allowed[allowed_rows] = True
+        return self.lexical.search(text, depth, allowed)
+
+    @cached_property
+    def lexical(self) -> Any:
+        """The BM25 index, built on first hybrid use (seconds for 100k chunks)."""
+        from calm_rag.retrieval.lexical import LexicalIndex
+
+        log.info("building the BM25 index of %s (%d chunks)", self.name, len(self.chunks))
+        return LexicalIndex([c.embedding_text(True) for c in self.chunks])
+
+    def as_llama_retriever(self, **options: Any) -> Any:
+        """This retriever as a llama-index ``BaseRetriever`` (for a query engine)."""
+        from calm_rag.retrieval.llama_adapter import LlamaIndexRetriever
+
+        return LlamaIndexRetriever(self, **options)
+
+    def _allowed_rows(self, lang: str | None) -> np.ndarray | None:
+        if lang is None:
+            return None
+        code = language_code(lang)
+        rows = np.flatnonzero(self.languages == code)
+        if len(rows) == 0:
+            present = ", ".join(sorted(set(self.languages.tolist())))
+            raise InputError(f"the index {self.name!r} has no chunk in language {code!r}",
+                             field="lang", hint=f"it has: {present}")
+        return rows
+
+    def _hits(self, rankings: list[Ranking], k: int) -> list[Hit]:
+        if len(rankings) == 1:
+            scored = rankings[0][:k]
+        else:
+            fused = reciprocal_rank_fusion([[row for row, _ in r] for r in rankings], k=RRF_K)
+            scored = fused[:k]
+        return [Hit(self.chunks[row], score, rank)
+                for rank, (row, score) in enumerate(scored, start=1)]
+
+
+def _search_settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    faiss = manifest["faiss"]
+    return {"factory": faiss["factory"], "metric": faiss["metric"], "nprobe": faiss["nprobe"],
+            "ef_search": faiss["ef_search"]}
+
+
+def _read_chunks(path: Path) -> list[Chunk]:
+    with path.open(encoding="utf-8") as handle:
+        return [Chunk.from_dict(json.loads(line)) for line in handle]
+
+
+def question_query(question: Any, with_options: bool = True) -> str:
+    """The text searched for a :class:`~calm_rag.records.Question`: its stem, then its
+    options (they name what the passage should be about)."""
+    if not with_options:
+        return question.stem
+    return "\n".join([question.stem, *question.options.values()])

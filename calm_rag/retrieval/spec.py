@@ -1,0 +1,175 @@
+"""Index specs: the YAML files in ``indexes/`` that say what an index is built from.
+
+Example (``indexes/medical-demo.yaml``)::
+
+    name: medical-demo
+    corpus:
+      - {type: jsonl, path: "package:calm_rag/retrieval/data/medical_corpus.jsonl"}
+    chunking: {chunk_size: 256, chunk_overlap: 32}
+    embedder: {model: multilingual-e5-small, batch_size: 32, normalize: true}
+    faiss: {factory: Flat, metric: ip}
+
+The dataclasses below are the manual: each key's documentation is the text under its field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from calm_rag.errors import InputError
+from calm_rag.retrieval.yaml_config import INTERNAL, from_mapping, read_yaml
+
+CORPUS_TYPES = ("jsonl", "text", "medqa-textbooks")
+PACKAGE_PREFIX = "package:"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """One corpus to index."""
+
+    type: Literal["jsonl", "text", "medqa-textbooks"]
+    """``jsonl``: one ``{"id", "text", "title"?, "lang"?}`` object a line; ``text``: a folder of
+    ``.txt`` files (searched recursively), one document each; ``medqa-textbooks``: MedQA's
+    ``textbooks`` folder (``en/*.txt`` and ``zh_paragraph/*.txt``)."""
+    path: str
+    """File or folder. Relative paths start at the spec's folder; ``package:calm_rag/...`` names
+    data inside an installed package; ``${VAR}`` and ``${VAR:-default}`` are expanded."""
+    lang: str | None = None
+    """The language of every document (ISO 639-1); when absent, a document's own ``lang`` or
+    the detected language is used."""
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    """How documents are cut into passages (llama-index ``SentenceSplitter``)."""
+
+    chunk_size: int = 256
+    """Most tokens in a chunk, counted with the embedder's own tokenizer, so that a chunk is
+    not truncated when embedded (keep it at most the model's ``max_seq_length``)."""
+    chunk_overlap: int = 32
+    """Tokens shared by consecutive chunks of a document."""
+    include_title: bool = True
+    """Embed ``title`` + newline + chunk text (the stored chunk text stays without it)."""
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0:
+            raise InputError("must be positive", field="chunk_size")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise InputError(f"must be at least 0 and less than chunk_size ({self.chunk_size})",
+                             field="chunk_overlap")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """The sentence-transformers model that embeds chunks and queries."""
+
+    model: str = "multilingual-e5-small"
+    """A default name (``multilingual-e5-small``, ``all-MiniLM-L6-v2``: prepared offline by
+    ``calm_rag.models``), a hub id, or a local sentence-transformers folder."""
+    batch_size: int = 32
+    """Chunks embedded at once."""
+    normalize: bool = True
+    """Scale embeddings to unit length (with ``metric: ip`` the score is the cosine)."""
+    shard_size: int = 2048
+    """Chunks per embedding shard written to disk: memory stays bounded by one shard, and a
+    killed build resumes after its last finished shard."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "shard_size"):
+            if getattr(self, name) <= 0:
+                raise InputError("must be positive", field=name)
+
+
+@dataclass(frozen=True)
+class FaissConfig:
+    """The FAISS index that stores the embeddings."""
+
+    factory: str = "Flat"
+    """A ``faiss.index_factory`` string: ``Flat`` (exact), ``HNSW32`` (graph, no training),
+    ``IVF1024,Flat`` or ``IVF4096,PQ64`` (trained; needs at least as many chunks as lists)."""
+    metric: Literal["ip", "l2"] = "ip"
+    """``ip``: inner product (cosine when normalized); ``l2``: Euclidean distance."""
+    train_size: int = 100_000
+    """Most embeddings used to train a trained index (an evenly spread, fixed sample)."""
+    nprobe: int = 16
+    """IVF indexes: inverted lists visited per query (more: better recall, slower)."""
+    ef_search: int = 128
+    """HNSW indexes: breadth of the graph search per query (more: better recall, slower)."""
+
+    def __post_init__(self) -> None:
+        for name in ("train_size", "nprobe", "ef_search"):
+            if getattr(self, name) <= 0:
+                raise InputError("must be positive", field=name)
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A retrieval index: its corpus, chunking, embedder and FAISS layout."""
+
+    name: str
+    """The index's name; it is built into ``<out-dir>/<name>/``."""
+    corpus: tuple[CorpusSource, ...]
+    """The corpora to index, in order."""
+    description: str = ""
+    """Free text shown by ``calm-rag index list``."""
+    chunking: ChunkingConfig = ChunkingConfig()
+    embedder: EmbedderConfig = EmbedderConfig()
+    faiss: FaissConfig = FaissConfig()
+    spec_path: str = field(default="", metadata=INTERNAL, compare=False)
+    """Where the spec was read from (set by :func:`load_spec`); relative paths start there."""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InputError(f"{self.name!r} is not a usable folder name", field="name",
+                             hint="use letters, digits, '.', '_' and '-'")
+        if not self.corpus:
+            raise InputError("lists no corpus", field="corpus")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as YAML would say it (for the manifest)."""
+        data = dataclasses.asdict(self)
+        data.pop("spec_path")
+        return data
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.spec_path).parent if self.spec_path else Path.cwd()
+
+
+def load_spec(path: str | Path) -> IndexSpec:
+    """Read and check an index spec YAML file."""
+    path = Path(path)
+    data, lines = read_yaml(path)
+    spec = from_mapping(IndexSpec, data, path=path, lines=lines)
+    return dataclasses.replace(spec, spec_path=str(path.resolve()))
+
+
+def spec_from_dict(data: dict[str, Any], base_dir: str | Path | None = None) -> IndexSpec:
+    """Build a spec in code (a notebook, a test); relative paths start at ``base_dir``."""
+    spec = from_mapping(IndexSpec, data)
+    if base_dir is None:
+        return spec
+    return dataclasses.replace(spec, spec_path=str(Path(base_dir).resolve() / "spec.yaml"))
+
+
+def resolve_path(raw: str, base_dir: Path) -> Path:
+    """A corpus path as written in a spec, made absolute (see :attr:`CorpusSource.path`)."""
+    text = _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or m.group(0)), raw)
+    if text.startswith(PACKAGE_PREFIX):
+        package, _, inner = text[len(PACKAGE_PREFIX):].strip("/").partition("/")
+        try:
+            root = importlib.resources.files(package)
+        except ModuleNotFoundError:
+            raise InputError(f"no installed package {package!r} for {raw!r}",
+                             field="corpus.path") from None
+        return Path(str(root.joinpath(inner)))
+    path = Path(os.path.expanduser(text))
+    return path if path.is_absolute() else base_dir / path
