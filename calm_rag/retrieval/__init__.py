@@ -33,7 +33,26 @@ _EXPORTS = {
     "locate_index": "catalog",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = (
+    "QUERY_POLICIES",
+    "BuildResult",
+    "Chunk",
+    "Document",
+    "Embedder",
+    "Hit",
+    "IndexSpec",
+    "RetrievalConfig",
+    "Retriever",
+    "build_index",
+    "detect_language",
+    "list_indexes",
+    "load_spec",
+    "locate_index",
+    "question_query",
+    "read_corpus",
+    "reciprocal_rank_fusion",
+    "spec_from_dict",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -7,9 +7,11 @@ memory holds one shard at a time and a killed build skips the shards it already 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +24,8 @@ import numpy as np
 
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir
-from calm_rag.retrieval import faiss_index, manifest as mf
+from calm_rag.retrieval import faiss_index
+from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.chunking import Chunk, chunk_documents, make_splitter
 from calm_rag.retrieval.corpora import hash_corpus, read_corpus
 from calm_rag.retrieval.embedder import Embedder
@@ -86,21 +89,49 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
     _warn_truncation(spec, embedder)
     shards = EmbeddingShards(out_dir / CACHE_DIR / spec.name, _embedder_key(spec, embedder),
                              embedder.dimension)
-    with atomic_dir(target) as staging:
-        stats = _write_chunks(spec, sources, embedder, staging / mf.CHUNKS_FILE, progress)
-        faiss_index.check_trainable(index, spec.faiss, stats.chunks)
-        plan, embedded = _embed_shards(spec, embedder, shards, staging / mf.CHUNKS_FILE,
-                                       stats.chunks, progress)
-        _fill_index(index, spec, shards, plan, progress)
-        faiss_index.write_index(index, staging / mf.INDEX_FILE)
-        seconds = time.perf_counter() - started
-        manifest = _manifest(spec, sources, embedder, index, stats, key, staging, seconds)
-        mf.write_manifest(staging, manifest)
-    if not keep_embeddings:
-        shards.remove()
+    with _exclusive_build(out_dir, spec.name):
+        with atomic_dir(target) as staging:
+            stats = _write_chunks(spec, sources, embedder, staging / mf.CHUNKS_FILE, progress)
+            faiss_index.check_trainable(index, spec.faiss, stats.chunks)
+            plan, embedded = _embed_shards(spec, embedder, shards, staging / mf.CHUNKS_FILE,
+                                           stats.chunks, progress)
+            _fill_index(index, spec, shards, plan, progress)
+            faiss_index.write_index(index, staging / mf.INDEX_FILE)
+            seconds = time.perf_counter() - started
+            manifest = _manifest(spec, sources, embedder, index, stats, key, staging, seconds)
+            mf.write_manifest(staging, manifest)
+        if not keep_embeddings:  # under the lock: no other build is using the shards
+            shards.remove()
     log.info("built %s: %d chunks in %.1f s", target, stats.chunks, seconds)
     return BuildResult(path=target, built=True, chunks=stats.chunks, embedded_shards=embedded,
                        reused_shards=len(plan) - embedded, seconds=seconds)
+
+
+@contextlib.contextmanager
+def _exclusive_build(out_dir: Path, name: str) -> Iterator[None]:
+    """One build of an index at a time; the holder removes what killed builds left behind
+    (atomic_dir's ``.<name>.*.new`` staging folders)."""
+    lock_path = out_dir / CACHE_DIR / f"{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        if not _try_lock(handle):
+            raise InputError("another build of this index is running", path=out_dir / name,
+                             hint="wait for it to finish")
+        for leftover in out_dir.glob(f".{name}.*.new"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        yield  # closing the file releases the lock
+
+
+def _try_lock(handle: Any) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks here: builds are not guarded against each other
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> str:

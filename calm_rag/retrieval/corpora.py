@@ -41,6 +41,7 @@ class Document:
 
 def read_jsonl_corpus(path: Path, lang: str | None = None) -> Iterator[Document]:
     """``{"id", "text", "title"?, "lang"?}`` a line; ids must be unique (qrels name them)."""
+    corpus_files("jsonl", path)  # a folder given for a file is named as such
     seen: dict[str, int] = {}
     for line, obj in read_jsonl(path):
         doc_id = _field(obj, "id", (str, int), path, line)

@@ -134,7 +134,7 @@ def _fingerprint(model: Any) -> str:
         digest.update(name.encode())
         # As raw bytes, so any dtype (bfloat16 too) hashes without a conversion.
         raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-        digest.update(raw.numpy().tobytes())
+        digest.update(raw.numpy())  # the buffer itself: no copy of the weights
     return digest.hexdigest()
 
 

@@ -6,6 +6,7 @@ CJK keyword search); other scripts into lower-cased words.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Sequence
@@ -20,14 +21,25 @@ _CJK_RUN = re.compile(rf"^[{_CJK}]+$")
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased words, and character bigrams for CJK runs."""
+    """Lower-cased words, and character bigrams for CJK runs; stopwords left out."""
     tokens: list[str] = []
     for run in _TOKEN.findall(text.lower()):
         if _CJK_RUN.match(run):
             tokens += [run] if len(run) == 1 else [run[i:i + 2] for i in range(len(run) - 1)]
         else:
             tokens.append(run)
-    return tokens
+    stop = _stopwords()
+    return [t for t in tokens if t not in stop]
+
+
+@functools.cache
+def _stopwords() -> frozenset[str]:
+    """The stopwords of every language bm25s lists: in a multilingual corpus the few
+    documents in one language would otherwise rank high on that language's "the" and "of"."""
+    from bm25s import stopwords
+
+    lists = [getattr(stopwords, name) for name in dir(stopwords) if name.startswith("STOPWORDS_")]
+    return frozenset(word for words in lists for word in words)
 
 
 class LexicalIndex:

@@ -123,10 +123,10 @@ def summary(manifest: dict[str, Any]) -> str:
     faiss = manifest["faiss"]
     lines = [
         f"name:       {manifest['name']}",
-        f"chunks:     {manifest['chunks']['count']} from {manifest['documents']} documents "
-        f"({', '.join(f'{k} {v}' for k, v in sorted(manifest['languages'].items()))})",
-        f"embedder:   {embedder['name']} (dim {embedder['dimension']}, "
-        f"normalize={embedder['normalize']}, weights {embedder['fingerprint'][:12]})",
+        (f"chunks:     {manifest['chunks']['count']} from {manifest['documents']} documents "
+         f"({', '.join(f'{k} {v}' for k, v in sorted(manifest['languages'].items()))})"),
+        (f"embedder:   {embedder['name']} (dim {embedder['dimension']}, "
+         f"normalize={embedder['normalize']}, weights {embedder['fingerprint'][:12]})"),
         f"faiss:      {faiss['factory']} metric={faiss['metric']} ntotal={faiss['ntotal']}",
         f"built:      {manifest['built_at']} in {manifest['build_seconds']:.1f} s",
         f"spec:       {manifest.get('spec_path') or '-'}",

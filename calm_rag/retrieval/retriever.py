@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from calm_rag.errors import InputError
-from calm_rag.retrieval import faiss_index, manifest as mf
+from calm_rag.retrieval import faiss_index
+from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.catalog import locate_index
 from calm_rag.retrieval.chunking import Chunk
 from calm_rag.retrieval.embedder import Embedder

@@ -160,6 +160,29 @@ def spec_from_dict(data: dict[str, Any], base_dir: str | Path | None = None) -> 
     return dataclasses.replace(spec, spec_path=str(Path(base_dir).resolve() / "spec.yaml"))
 
 
+def describe_spec(cls: type = IndexSpec, prefix: str = "") -> list[str]:
+    """The spec's manual: one entry per key with its type, default and documentation."""
+    import typing
+
+    from calm_rag.retrieval.yaml_config import field_docs
+
+    docs, hints, lines = field_docs(cls), typing.get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        key, hint = f"{prefix}{f.name}", hints[f.name]
+        inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
+        if dataclasses.is_dataclass(inner):
+            listed = " (a list of)" if inner is not hint else ""
+            lines.append(f"{key}{listed}: {inner.__doc__}")
+            lines += describe_spec(inner, f"{key}{'[].' if inner is not hint else '.'}")
+            continue
+        default = "required" if f.default is dataclasses.MISSING else f"default {f.default!r}"
+        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        lines.append(f"{key} ({kind}, {default}): {docs.get(f.name, '')}")
+    return lines
+
+
 def resolve_path(raw: str, base_dir: Path) -> Path:
     """A corpus path as written in a spec, made absolute (see :attr:`CorpusSource.path`)."""
     text = _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or m.group(0)), raw)

@@ -8,6 +8,7 @@ refused with the dotted key (``faiss.factory``) and its line in the YAML file.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from pathlib import Path
@@ -77,7 +78,7 @@ def field_docs(cls: type) -> dict[str, str]:
         return {}
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
-    for node, after in zip(body, body[1:], strict=False):
+    for node, after in itertools.pairwise(body):
         if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                 and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
                 and isinstance(after.value.value, str)):

@@ -21,7 +21,7 @@ class SamplingParams:
         metadata={"help": "Softmax temperature; 0 means greedy decoding (n identical copies)."},
     )
     top_p: float = field(
-        default=0.95, metadata={"help": "Nucleus sampling: keep the smallest token set of this mass."}
+        default=0.95, metadata={"help": "Nucleus sampling: keep the likeliest tokens of this mass."}
     )
     max_tokens: int = field(
         default=192, metadata={"help": "New tokens per response, at most (explanation + letter)."}

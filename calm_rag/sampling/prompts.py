@@ -65,9 +65,9 @@ def messages_from_fields(instruction: str, input: str) -> list[dict[str, str]]:
     """The chat for a recorded ``(instruction, input)``: one user turn, instruction first.
 
     Training rebuilds prompts from the recorded fields through this same function, so what DPO
-    sees is exactly what the generator was asked. The instruction goes into the user turn, not
-    a system turn: small chat models (SmolLM2-135M) follow the output format more often so, and
-    the model's own system prompt stays in place.
+    sees is exactly what the generator was asked. Instruction and input form one user turn, as
+    in CALM's Alpaca rows; the model keeps its own system prompt (SmolLM2-135M followed the
+    format no better with the instruction as the system turn).
     """
     return [{"role": "user", "content": f"{instruction}\n\n{input}"}]
 
