@@ -5,8 +5,19 @@ The public API the CLI and notebooks share::
     from calm_rag import load_bundled, read_samples, VoteConfig, vote_all, build_pairs
 """
 
-from calm_rag.answers import CALM_CHAIN, DEFAULT_CHAIN, extract_answer, extract_samples
-from calm_rag.datasets import (
+import os
+
+# Spinning OpenMP threads make torch 6-10x slower on a busy 2-core machine; this must be set
+# before anything imports torch, so it lives here. A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from calm_rag.answers import (  # noqa: E402
+    CALM_CHAIN,
+    DEFAULT_CHAIN,
+    extract_answer,
+    extract_samples,
+)
+from calm_rag.datasets import (  # noqa: E402
     export_llamafactory,
     export_trl,
     load_bundled,
@@ -17,12 +28,12 @@ from calm_rag.datasets import (
     read_xcsqa,
     write_samples,
 )
-from calm_rag.errors import InputError
-from calm_rag.evaluation import compute_metrics, format_metrics_table
-from calm_rag.languages import LANGUAGES, get_language, normalize_code
-from calm_rag.pairs import build_pairs
-from calm_rag.records import PreferencePair, Question, Sample, Vote
-from calm_rag.voting import PRESETS, VoteConfig, vote, vote_all
+from calm_rag.errors import InputError  # noqa: E402
+from calm_rag.evaluation import compute_metrics, format_metrics_table  # noqa: E402
+from calm_rag.languages import LANGUAGES, get_language, normalize_code  # noqa: E402
+from calm_rag.pairs import build_pairs  # noqa: E402
+from calm_rag.records import PreferencePair, Question, Sample, Vote  # noqa: E402
+from calm_rag.voting import PRESETS, VoteConfig, vote, vote_all  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -46,14 +46,25 @@ def pick_questions(config: DemoConfig) -> list[Question]:
     return [q for q in questions if q.id in keep]
 
 
-def passages_for_questions(config: DemoConfig):
-    """A function giving each question its top-k passages, building the index if missing."""
+def passages_for_questions(config: DemoConfig, questions: list[Question]):
+    """A function giving each question its top-k passages, building the index if missing.
+
+    Retrieval fuses the question's own language with its English version: multilingual-e5
+    ranks same-language passages first, and half the bundled facts live in English.
+    """
     from calm_rag.retrieval import Retriever, build_index, load_spec, question_query
 
     spec = Path(config.index_dir) / f"{config.index_name}.yaml"
     build_index(load_spec(spec), config.index_dir)  # leaves an up-to-date index alone
     retriever = Retriever.open(config.index_name, index_dir=config.index_dir)
-    return lambda q: [hit.chunk.text for hit in retriever.retrieve(question_query(q), k=config.k)]
+    english = {q.id: question_query(q) for q in questions if q.lang == "en"}
+
+    def passages_for(question: Question) -> list[str]:
+        hits = retriever.retrieve(question_query(question), k=config.k, policy="fused",
+                                  pivot_query=english.get(question.id))
+        return [hit.chunk.text for hit in hits]
+
+    return passages_for
 
 
 def sample_demo(config: DemoConfig) -> list[Sample]:
@@ -66,7 +77,7 @@ def sample_demo(config: DemoConfig) -> list[Sample]:
     log.warning("sampling %d prompts x n=%d zero-shot", len(questions), config.n)
     samples = sample_questions(questions, sampler, params, "zero-shot")
     if config.retrieval:
-        passages_for = passages_for_questions(config)
+        passages_for = passages_for_questions(config, questions)
         log.warning("sampling %d prompts x n=%d with retrieval", len(questions), config.n)
         samples += sample_questions(questions, sampler, params, "rag", passages_for)
     return samples

@@ -270,11 +270,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     actions = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     prepare = actions.add_parser(
-        "prepare", help="convert/locate the default embedders (idempotent)",
+        "prepare", help="convert/locate the default generator and embedders (idempotent)",
         description=f"Prepare default embedders under {HOME_ENV} (default ~/.cache/calm_rag).",
     )
     prepare.add_argument("names", nargs="*", metavar="NAME",
-                         help=f"which defaults (default: all of {', '.join(DEFAULT_EMBEDDERS)})")
+                         help="which defaults (default: all: smollm2-135m-instruct, "
+                              f"{', '.join(DEFAULT_EMBEDDERS)})")
     prepare.add_argument("--force", action="store_true", help="convert again even if prepared")
     prepare.set_defaults(func=_cmd_prepare)
     listing = actions.add_parser("list", help="show the default embedders and their status")
@@ -282,7 +283,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_prepare(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
-    names = args.names or None
+    from calm_rag.sampling.default_model import DEFAULT_GENERATOR, prepare_generator
+
+    names = [n for n in args.names if n != DEFAULT_GENERATOR] if args.names else None
+    if not args.names or DEFAULT_GENERATOR in args.names:
+        echo(f"{DEFAULT_GENERATOR}: {prepare_generator(force=args.force)} (generator)")
+        if names == []:
+            return 0
     was_ready = {s.name: s.ready for s in list_embedders()}
     for name, path in prepare_embedders(force=args.force, names=names).items():
         spec = DEFAULT_EMBEDDERS[name]
