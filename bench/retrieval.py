@@ -1,8 +1,8 @@
 """Retrieval benchmark (not a test): prints figures and ratios; bench/README.md records them.
 
-    python bench/retrieval.py                  # everything (~15 min on 2 cores)
+    python bench/retrieval.py                  # everything (~1 h on 2 cores)
     python bench/retrieval.py --sections build,query --repeat 3
-    python bench/retrieval.py --sections ann --ann-size 100000
+    python bench/retrieval.py --sections real  # 100k real chunks: build, memory, ANN recall
 
 Sections:
 
@@ -11,21 +11,33 @@ Sections:
   chunks written). The model is loaded once and shared; calm_rag's weight fingerprint, corpus
   hashes, shards and checksums count against it.
 * ``query``  query throughput: ``Retriever.retrieve_many`` / ``retrieve`` vs raw encode + search.
-* ``ann``    recall@10 and speed-up of HNSW and IVF against exact (Flat) search on synthetic
-  clustered unit vectors (embedding 100k real chunks takes hours on 2 cores).
-* ``memory`` peak RSS of a ``build_index`` of 100k chunks (real chunking and tokenizer, real
-  FAISS, shards on disk; embeddings faked by a fast hash so the run takes minutes, not hours).
+* ``real``   100k chunks of real English text found on this machine (Python docstrings, package
+  documentation, licenses, changelogs), built through ``build_index`` with all-MiniLM-L6-v2 into
+  Flat, HNSW32 and IVF1024 indexes, each build in a fresh process: build time, embedding rate,
+  peak RSS, then recall@10 and search speed-up of HNSW and IVF against Flat for 1 000 held-out
+  passages' first sentences. The embeddings are computed once (the Flat build keeps its shards,
+  the ANN builds reuse them).
+* ``synthetic`` (extra) the same recall and speed-up comparison on synthetic clustered unit
+  vectors: the hard, weakly clustered case that real text does not show.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import gzip
+import hashlib
+import inspect
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +45,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "calm_rag" / "retrieval" / "data"
 CORPORA = [DATA / "medical_corpus.jsonl", DATA / "commonsense_corpus.jsonl"]
-SECTIONS = ("build", "query", "ann", "memory")
+SECTIONS = ("build", "query", "real", "synthetic")
 
 
 def main() -> None:
@@ -42,10 +54,10 @@ def main() -> None:
     sections = args.sections.split(",")
     if "build" in sections or "query" in sections:
         results.update(bench_build_and_query(args, sections))
-    if "ann" in sections:
-        results["ann"] = bench_ann(args.ann_size, args.ann_queries)
-    if "memory" in sections:
-        results["memory"] = bench_memory(args.memory_size, args.model)
+    if "real" in sections:
+        results["real"] = bench_real(args)
+    if "synthetic" in sections:
+        results["synthetic"] = bench_ann(args.ann_size, args.ann_queries)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
@@ -55,11 +67,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--model", default="multilingual-e5-small")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each side; best kept")
-    parser.add_argument("--ann-size", type=int, default=100_000)
+    parser.add_argument("--real-size", type=int, default=100_000, help="chunks (real section)")
+    parser.add_argument("--real-queries", type=int, default=1000)
+    parser.add_argument("--real-dir", type=Path, default=None,
+                        help="where the real corpus is cached and the indexes are built "
+                             "(default: $CALM_RAG_HOME/bench/real-<size>; indexes removed after)")
+    parser.add_argument("--ann-size", type=int, default=100_000, help="vectors (synthetic)")
     parser.add_argument("--ann-queries", type=int, default=1000)
-    parser.add_argument("--memory-size", type=int, default=100_000)
     parser.add_argument("--json", help="also write the figures to this file")
-    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--build-child", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -198,7 +214,7 @@ def report(name: str, calm: float, raw: float, what: str, aim: float) -> dict:
             "aim": aim, "what": what}
 
 
-# --------------------------------------------------------------------------- ANN vs Flat
+# --------------------------------------------------------------------------- synthetic ANN
 
 
 def clustered_vectors(n: int, dim: int, rng: np.random.Generator, centers: np.ndarray,
@@ -246,7 +262,7 @@ def ann_on(base: np.ndarray, queries: np.ndarray, k: int) -> dict:
         search_s = time.perf_counter() - started
         if truth is None:
             truth, flat_search = rows, search_s
-        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(rows, truth, strict=True)])
+        recall = recall_at(rows, truth, k)
         results[factory] = {"build_s": round(build_s, 2), "search_s": round(search_s, 3),
                             "qps": round(len(queries) / search_s),
                             "recall_at_10": round(float(recall), 4),
@@ -257,63 +273,293 @@ def ann_on(base: np.ndarray, queries: np.ndarray, k: int) -> dict:
     return results
 
 
-# --------------------------------------------------------------------------- memory
+def recall_at(rows: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """The share of the exact top ``k`` that the approximate top ``k`` found."""
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(rows, truth, strict=True)]))
 
 
-def bench_memory(size: int, model: str) -> dict:
-    """Run the build in a fresh process so its peak memory is its own."""
-    print(f"\nmemory: build_index of {size} chunks (fake embeddings) in a fresh process",
-          flush=True)
-    done = subprocess.run([sys.executable, __file__, "--memory-child", str(size),
-                           "--model", model], capture_output=True, text=True, check=True)
+# --------------------------------------------------------------------------- real text, 100k
+
+REAL_MODEL = "all-MiniLM-L6-v2"  # the fast local English model: the gathered text is English
+REAL_CHUNKING = {"chunk_size": 64, "chunk_overlap": 8}
+REAL_BATCH = 128
+REAL_NAME = "real"
+# (factory, its search setting, the value it is built with, the values tried at search time):
+# the built-in value is calm_rag's default; the others show the recall/speed trade.
+REAL_INDEXES = (("Flat", None, None, ()),
+                ("HNSW32", "ef_search", 128, (64, 128, 256)),
+                ("IVF1024,Flat", "nprobe", 16, (8, 16, 32, 64)))
+DOC_SUFFIXES = (".txt", ".md", ".rst")
+DOC_NAMES = ("readme", "license", "copying", "copyright", "notice", "news", "changelog",
+             "authors", "changes", "history")
+CODE_LINE = re.compile(r"^(>>>|\.\.\.|\$ |[-=~^*#`_+.]{3,}$)")  # doctests, prompts, rules
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def bench_real(args: argparse.Namespace) -> dict:
+    from calm_rag.models import home
+
+    folder = args.real_dir or home() / "bench" / f"real-{args.real_size}"
+    corpus, queries, meta = prepare_real_corpus(folder, args.real_size, args.real_queries)
+    print(f"\nreal text: {meta['chunks']} distinct chunks ({REAL_CHUNKING['chunk_size']} tokens, "
+          f"overlap {REAL_CHUNKING['chunk_overlap']}) of {meta['documents']} documents "
+          f"({meta['characters'] / 1e6:.1f} M characters; {meta['sources']}), "
+          f"{len(queries)} held-out queries; corpus in {corpus}", flush=True)
+    out = folder / "indexes"
+    shutil.rmtree(out, ignore_errors=True)  # nothing reused from an earlier run
+    builds = {}
+    for i, (factory, key, value, _) in enumerate(REAL_INDEXES):
+        # The Flat build embeds and keeps its shards; the ANN builds reuse them.
+        keep = i < len(REAL_INDEXES) - 1
+        setting = {key: value} if key else {}
+        builds[factory] = build_in_child(real_spec(factory, setting, corpus), out, keep)
+        (out / REAL_NAME).rename(out / index_folder(factory))
+    searches = compare_indexes(out, queries)
+    shutil.rmtree(out)  # kept when something failed, to look at
+    return {"corpus": meta, "builds": builds, "searches": searches}
+
+
+def real_spec(factory: str, setting: dict, corpus: Path) -> dict:
+    return {"name": REAL_NAME, "corpus": [{"type": "jsonl", "path": str(corpus)}],
+            "chunking": REAL_CHUNKING,
+            "embedder": {"model": REAL_MODEL, "batch_size": REAL_BATCH, "normalize": True},
+            "faiss": {"factory": factory, "metric": "ip", **setting}}
+
+
+def index_folder(factory: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", factory).strip("-")
+
+
+# Gathering the corpus ------------------------------------------------------------------------
+
+
+def prepare_real_corpus(folder: Path, size: int, n_queries: int) -> tuple[Path, list[str], dict]:
+    """A JSONL corpus of ``size`` distinct chunks and ``n_queries`` held-out queries, made once
+    and cached in ``folder`` (gathering and chunking take minutes).
+
+    Documents are taken in a fixed pseudo-random order, so every source is represented. The
+    first ``n_queries`` documents with a usable first sentence are held out and that sentence
+    is a query (related passages are indexed, the passage itself is not). A later document is
+    indexed only if none of its paragraphs was seen before and all of its chunks (cut by the
+    very splitter the build uses) are new, until ``size`` chunks.
+    """
+    from calm_rag.retrieval.chunking import make_splitter
+    from calm_rag.retrieval.embedder import Embedder
+    from calm_rag.retrieval.spec import ChunkingConfig
+
+    corpus, meta_path = folder / "corpus.jsonl", folder / "corpus.json"
+    wanted = {"size": size, "queries": n_queries, "model": REAL_MODEL, **REAL_CHUNKING}
+    if corpus.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta["wanted"] == wanted:
+            return corpus, meta.pop("query_texts"), meta
+    print(f"gathering real text for {size} chunks (once; cached in {folder})", flush=True)
+    started = time.perf_counter()
+    documents = sorted(real_documents(), key=lambda doc: stable_hash(doc[0]))
+    splitter = make_splitter(ChunkingConfig(**REAL_CHUNKING), Embedder.load(REAL_MODEL).tokenize)
+    folder.mkdir(parents=True, exist_ok=True)
+    with corpus.open("w", encoding="utf-8") as handle:
+        picked = pick_documents(documents, splitter, size, n_queries)
+        for doc in picked["documents"]:
+            handle.write(json.dumps(doc, ensure_ascii=False) + "\n")
+    meta = {"wanted": wanted, "chunks": picked["chunks"], "documents": len(picked["documents"]),
+            "characters": sum(len(doc["text"]) for doc in picked["documents"]),
+            "sources": picked["sources"], "gathered_s": round(time.perf_counter() - started)}
+    meta_path.write_text(json.dumps({**meta, "query_texts": picked["queries"]}, indent=1),
+                         encoding="utf-8")
+    return corpus, picked["queries"], meta
+
+
+def pick_documents(documents: list[tuple[str, str, str]], splitter, size: int,
+                   n_queries: int) -> dict:
+    from calm_rag.retrieval.chunking import chunk_documents
+    from calm_rag.retrieval.corpora import Document
+
+    seen_paragraphs: set[bytes] = set()
+    seen_chunks: set[bytes] = set()
+    picked: list[dict] = []
+    queries: list[str] = []
+    sources: dict[str, int] = {}
+    for doc_id, title, text in documents:
+        if len(seen_chunks) >= size:
+            break
+        paragraphs = prose_paragraphs(text)
+        keys = [stable_hash(p.lower()) for p in paragraphs]
+        if not paragraphs or seen_paragraphs.intersection(keys):
+            continue
+        if len(queries) < n_queries:
+            if sentence := first_sentence(paragraphs[0]):
+                queries.append(sentence)
+                seen_paragraphs.update(keys)  # its copies elsewhere stay out of the index too
+            continue
+        text = "\n\n".join(paragraphs)
+        document = Document(id=doc_id, lang="en", title=title, text=text, source=doc_id)
+        chunks = [stable_hash(c.text) for c in chunk_documents([document], splitter)]
+        if len(set(chunks)) < len(chunks) or seen_chunks.intersection(chunks):
+            continue
+        seen_paragraphs.update(keys)
+        seen_chunks.update(chunks)
+        picked.append({"id": doc_id, "lang": "en", "title": title, "text": text})
+        label = doc_id.split(":", 1)[0]
+        sources[label] = sources.get(label, 0) + 1
+    if len(seen_chunks) < size or len(queries) < n_queries:
+        sys.exit(f"found only {len(seen_chunks)} distinct chunks and {len(queries)} queries")
+    return {"documents": picked, "chunks": len(seen_chunks), "queries": queries,
+            "sources": sources}
+
+
+def real_documents() -> Iterator[tuple[str, str, str]]:
+    """``(id, title, text)`` of the English prose on this machine: the docstrings of Python's
+    standard library and of the installed packages, the packages' text files (licenses,
+    READMEs) and the Debian packages' documentation (copyrights, changelogs, READMEs)."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    packages = Path(sysconfig.get_paths()["purelib"])
+    yield from python_docstrings(stdlib, "stdlib")
+    yield from python_docstrings(packages, "packages")
+    yield from text_files(packages, "package-docs")
+    yield from text_files(Path("/usr/share/doc"), "debian-docs")
+
+
+def python_docstrings(root: Path, label: str) -> Iterator[tuple[str, str, str]]:
+    import warnings
+
+    for file in sorted(root.rglob("*.py")):
+        relative = file.relative_to(root)
+        # The standard library's folder holds the base interpreter's own site-packages.
+        if "site-packages" in relative.parts or file.stat().st_size > 2**20:
+            continue
+        module = ".".join(relative.with_suffix("").parts).removesuffix(".__init__")
+        try:
+            with warnings.catch_warnings():  # invalid escapes in old files
+                warnings.simplefilter("ignore")
+                tree = ast.parse(file.read_bytes())
+        except (SyntaxError, ValueError, RecursionError):
+            continue
+        if text := ast.get_docstring(tree):
+            yield f"{label}:{module}", module, text
+        for qualname, text in docstrings(tree):
+            yield f"{label}:{module}.{qualname}", f"{module}.{qualname}", text
+
+
+def docstrings(node: ast.AST, qualname: str = "") -> Iterator[tuple[str, str]]:
+    """``(qualified name, docstring)`` of the classes and functions under ``node``, also those
+    defined inside ``if``/``try`` blocks."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            name = f"{qualname}.{child.name}" if qualname else child.name
+            if text := ast.get_docstring(child):
+                yield name, text
+            yield from docstrings(child, name)
+        elif isinstance(child, (ast.stmt, ast.excepthandler)):
+            yield from docstrings(child, qualname)
+
+
+def text_files(root: Path, label: str) -> Iterator[tuple[str, str, str]]:
+    for file in sorted(root.rglob("*")):
+        name = file.name.lower().removesuffix(".gz")
+        if not (name.endswith(DOC_SUFFIXES) or name.startswith(DOC_NAMES)) or not file.is_file():
+            continue
+        if text := read_text_file(file):
+            relative = file.relative_to(root).as_posix().removesuffix(".gz")
+            yield f"{label}:{relative}", relative.replace("/", " "), text
+
+
+def read_text_file(file: Path) -> str | None:
+    """The file's text (gunzipped), or None when it is big or not UTF-8 (data, not prose)."""
+    if file.stat().st_size > 2**21:
+        return None
+    try:
+        raw = file.read_bytes()
+        return (gzip.decompress(raw) if file.suffix == ".gz" else raw).decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError):
+        return None
+
+
+def prose_paragraphs(text: str) -> list[str]:
+    """The paragraphs that read as prose, whitespace collapsed: code examples, rules, tables of
+    short cells, word lists and number dumps are dropped."""
+    text = inspect.cleandoc(text)
+    kept = []
+    for block in re.split(r"\n\s*\n", text):
+        lines = [line.strip() for line in block.splitlines()]
+        lines = [line for line in lines if line and not CODE_LINE.match(line)]
+        words = " ".join(lines).split()
+        if len(words) < 5 or len(words) < 3 * len(lines):  # lists: a word or two a line
+            continue
+        letters = sum(ch.isalpha() for word in words for ch in word)
+        if letters >= 0.6 * sum(len(word) for word in words):
+            kept.append(" ".join(words))
+    return kept
+
+
+def first_sentence(paragraph: str) -> str | None:
+    """A query: the paragraph's first sentence when it is a real one (6 to 40 words)."""
+    sentence = SENTENCE_END.split(paragraph, maxsplit=1)[0]
+    return sentence if 6 <= len(sentence.split()) <= 40 else None
+
+
+def stable_hash(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).digest()
+
+
+# Building, in a fresh process each -----------------------------------------------------------
+
+
+def build_in_child(spec: dict, out: Path, keep: bool) -> dict:
+    """Build in a fresh process, so that its peak memory is the build's own."""
+    factory = spec["faiss"]["factory"]
+    print(f"  building {factory} ...", flush=True)
+    job = json.dumps({"spec": spec, "out": str(out), "keep": keep})
+    env = {**os.environ, "TQDM_MININTERVAL": "30"}  # progress bars in a log: a line per 30 s
+    done = subprocess.run([sys.executable, __file__, "--build-child", job], env=env,
+                          stdout=subprocess.PIPE, text=True, check=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"  RSS after imports + model {figures['baseline_mb']:.0f} MB; peak during build "
-          f"{figures['peak_mb']:.0f} MB (+{figures['peak_mb'] - figures['baseline_mb']:.0f} MB); "
-          f"index {figures['index_mb']:.0f} MB; {figures['chunks']} chunks in "
-          f"{figures['build_s']:.0f} s", flush=True)
+    rate = (f"embedded {figures['chunks']} chunks in {figures['embed_s']:.0f} s "
+            f"({figures['chunks'] / figures['embed_s']:.1f} chunks/s)"
+            if figures["embedded_shards"] else f"reused {figures['reused_shards']} shards")
+    print(f"  {factory:<13} build {figures['build_s']:7.1f} s ({rate}); RSS after loading the "
+          f"model {figures['baseline_mb']:.0f} MB, peak {figures['peak_mb']:.0f} MB "
+          f"(+{figures['peak_mb'] - figures['baseline_mb']:.0f} MB); index "
+          f"{figures['index_mb']:.0f} MB", flush=True)
     return figures
 
 
-def memory_child(size: int, model: str) -> None:
+def build_child(job: dict) -> None:
     from calm_rag.retrieval.build import build_index
     from calm_rag.retrieval.embedder import Embedder
+    from calm_rag.retrieval.spec import spec_from_dict
 
-    loaded = Embedder.load(model)
-    dim = loaded.dimension
-    loaded.fingerprint  # noqa: B018 (hashed before the baseline is taken)
+    spec = spec_from_dict(job["spec"])
+    # Loaded and hashed before the baseline (build_index gets both from the process's cache):
+    # the peak's increase over the baseline is then the build's own memory.
+    Embedder.load(spec.embedder.model).fingerprint  # noqa: B018
+    embedding = time_calls(Embedder, "embed_documents")
+    baseline = rss_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to now
+    started = time.perf_counter()
+    result = build_index(spec, job["out"], keep_embeddings=job["keep"])
+    print(json.dumps({
+        "chunks": result.chunks, "build_s": round(time.perf_counter() - started, 1),
+        "embed_s": round(embedding[0], 1), "embedded_shards": result.embedded_shards,
+        "reused_shards": result.reused_shards, "baseline_mb": round(baseline),
+        "peak_mb": round(rss_mb("VmHWM")),
+        "index_mb": round((result.path / "index.faiss").stat().st_size / 2**20)}))
 
-    def fake_embed(self, texts):
-        # Deterministic per text, no model call: isolates the pipeline's own memory.
-        seeds = [int.from_bytes(t.encode()[-8:].rjust(8, b"\0"), "little") for t in texts]
-        out = np.stack([np.random.default_rng(s).standard_normal(dim, dtype=np.float32)
-                        for s in seeds])
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
-    Embedder.embed_documents = fake_embed
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        corpus = tmp / "corpus.jsonl"
-        write_synthetic_corpus(corpus, size)
-        spec = bench_spec(model, tmp, [corpus])
-        baseline = rss_mb("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to now
+def time_calls(cls: type, name: str) -> list[float]:
+    """Wrap ``cls.name`` so that the seconds spent in it add up in the returned list's item."""
+    spent = [0.0]
+    original = getattr(cls, name)
+
+    def timed(*args, **kwargs):
         started = time.perf_counter()
-        result = build_index(spec, tmp / "indexes", progress=False)
-        figures = {"chunks": result.chunks, "build_s": round(time.perf_counter() - started, 1),
-                   "baseline_mb": baseline, "peak_mb": rss_mb("VmHWM"),
-                   "index_mb": (result.path / "index.faiss").stat().st_size / 2**20,
-                   "shard_size": spec.embedder.shard_size}
-    print(json.dumps(figures))
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
 
-
-def write_synthetic_corpus(path: Path, size: int) -> None:
-    """``size`` one-chunk documents: the bundled passages, each numbered into variants."""
-    documents = read_documents()
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(size):
-            doc = documents[i % len(documents)]
-            handle.write(json.dumps({"id": f"d{i}", "lang": doc["lang"], "title": doc["title"],
-                                     "text": f"{doc['text']} ({i})"}, ensure_ascii=False) + "\n")
+    setattr(cls, name, timed)
+    return spent
 
 
 def rss_mb(field: str) -> float:
@@ -323,9 +569,58 @@ def rss_mb(field: str) -> float:
     return float("nan")
 
 
+# Searching ------------------------------------------------------------------------------------
+
+
+def compare_indexes(out: Path, queries: list[str], k: int = 10, repeat: int = 3) -> dict:
+    """recall@k of each index and setting against Flat, and its search speed-up (the best of
+    ``repeat`` interleaved runs; the queries are embedded once, so only search is timed)."""
+    from calm_rag.retrieval import faiss_index
+    from calm_rag.retrieval.retriever import Retriever
+    from calm_rag.retrieval.spec import FaissConfig
+
+    opened = {factory: Retriever.open(out / index_folder(factory))
+              for factory, *_ in REAL_INDEXES}
+    flat = opened["Flat"]
+    distinct = len({chunk.text for chunk in flat.chunks})
+    started = time.perf_counter()
+    vectors = flat.embedder.embed_queries(queries)
+    encode_s = time.perf_counter() - started
+    print(f"  indexed chunks {flat.index.ntotal} ({distinct} distinct texts); {len(queries)} "
+          f"queries embedded once in {encode_s:.1f} s ({len(queries) / encode_s:.0f} q/s), "
+          f"not counted below", flush=True)
+    runs = [("Flat", {})] + [(factory, {key: value}) for factory, key, _, tried in REAL_INDEXES
+                             if key for value in tried]
+    best: dict[int, float] = {}
+    rows: dict[int, np.ndarray] = {}
+    for _ in range(repeat):
+        for i, (factory, setting) in enumerate(runs):
+            index = opened[factory].index
+            faiss_index.configure_search(index, FaissConfig(factory=factory, **setting))
+            started = time.perf_counter()
+            _, rows[i] = faiss_index.search(index, vectors, k, "ip")
+            best[i] = min(best.get(i, np.inf), time.perf_counter() - started)
+    return report_searches(runs, best, rows, len(queries), k)
+
+
+def report_searches(runs: list[tuple[str, dict]], best: dict[int, float],
+                    rows: dict[int, np.ndarray], n_queries: int, k: int) -> list[dict]:
+    out = []
+    for i, (factory, setting) in enumerate(runs):
+        recall = recall_at(rows[i], rows[0], k)  # runs[0] is Flat: exact
+        speedup = best[0] / best[i]
+        label = ", ".join(f"{key} {value}" for key, value in setting.items()) or "exact"
+        print(f"  {factory:<13} {label:<13} search {best[i]:6.3f} s ({n_queries / best[i]:7.0f} "
+              f"q/s)  recall@{k} {recall:.4f}  speed-up x{speedup:5.1f}", flush=True)
+        out.append({"factory": factory, **setting, "search_s": round(best[i], 4),
+                    "qps": round(n_queries / best[i]), f"recall_at_{k}": round(recall, 4),
+                    "speedup_vs_flat": round(speedup, 2)})
+    return out
+
+
 if __name__ == "__main__":
     options = parse_args()
-    if options.memory_child:
-        memory_child(options.memory_child, options.model)
+    if options.build_child:
+        build_child(json.loads(options.build_child))
     else:
         main()

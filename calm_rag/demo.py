@@ -24,13 +24,13 @@ class DemoConfig:
     dataset: str = field(default="medical", metadata={"help": "bundled set: medical|commonsense"})
     languages: tuple[str, ...] = field(default=BUNDLED_LANGUAGES,
                                        metadata={"help": "languages asked"})
-    questions: int = field(default=12, metadata={"help": "questions taken (each in every language)"})
+    questions: int = field(default=8, metadata={"help": "questions taken (each in every language)"})
     n: int = field(default=3, metadata={"help": "responses sampled per question and language"})
-    max_tokens: int = field(default=128, metadata={"help": "new tokens per response"})
+    max_tokens: int = field(default=96, metadata={"help": "new tokens per response"})
     model: str = field(default="smollm2-135m-instruct",
                        metadata={"help": "generator: a default's name, a folder or a hub name"})
     retrieval: bool = field(default=True, metadata={"help": "also run the RAG setting"})
-    k: int = field(default=3, metadata={"help": "passages per question with retrieval"})
+    k: int = field(default=2, metadata={"help": "passages per question with retrieval"})
     index_dir: str = field(default="indexes", metadata={"help": "where indexes are built"})
 
     @property
