@@ -144,3 +144,22 @@ def read_json_array(path: str | Path) -> list[tuple[int, Any]]:
         lines.append(line)
         _, offset = decoder.raw_decode(text, offset)
     return list(zip(lines, data, strict=True))
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | Path) -> Iterator[None]:
+    """Hold an advisory lock so parallel runs do one-time work once (a no-op where fcntl is
+    missing; atomic_dir still keeps half-written folders invisible)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -20,18 +20,17 @@ Any other name (a hub id such as ``intfloat/multilingual-e5-small``) or path pas
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from calm_rag.errors import InputError
-from calm_rag.io import atomic_dir
+from calm_rag.io import atomic_dir, exclusive_lock
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +166,7 @@ def _prepare_e5(*, force: bool, progress: bool) -> Path:
         raise
     if not force and _is_current(target, source):
         return target
-    with _exclusive(target.with_name(f".{target.name}.lock")):
+    with exclusive_lock(target.with_name(f".{target.name}.lock")):
         # Another process may have converted it while this one waited for the lock.
         if not force and _is_current(target, source):
             return target
@@ -201,24 +200,6 @@ def _remove_leftovers(target: Path) -> None:
     for path in target.parent.glob(f".{target.name}.*"):
         if path != lock and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an advisory lock so parallel runs convert once; a no-op where fcntl is missing
-    (atomic_dir still guarantees that no half-written folder is ever visible)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _bundled_minilm() -> Path:

@@ -8,16 +8,14 @@ transformers folder (model, tokenizer, chat template) under
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from calm_rag.errors import InputError
-from calm_rag.io import atomic_dir
+from calm_rag.io import atomic_dir, exclusive_lock
 from calm_rag.models import home as calm_home
 
 log = logging.getLogger(__name__)
@@ -62,7 +60,7 @@ def prepare_generator(home: Path | None = None, force: bool = False) -> Path:
     if not force and _stamp(target) is not None and not _outdated(target):
         return target
     source = gguf_path()
-    with _exclusive(target.with_name(f".{target.name}.lock")):
+    with exclusive_lock(target.with_name(f".{target.name}.lock")):
         # Another process may have finished the conversion while this one waited.
         if not force and _stamp(target) == _source_stamp(source):
             return target
@@ -130,19 +128,3 @@ def _outdated(folder: Path) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An advisory lock so parallel runs convert once (a no-op where fcntl is missing;
-    atomic_dir still keeps half-written folders invisible)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
