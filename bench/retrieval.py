@@ -294,6 +294,9 @@ DOC_NAMES = ("readme", "license", "copying", "copyright", "notice", "news", "cha
              "authors", "changes", "history")
 CODE_LINE = re.compile(r"^(>>>|\.\.\.|\$ |[-=~^*#`_+.]{3,}$)")  # doctests, prompts, rules
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+# A document's first paragraphs up to this length: a 270 kB NEWS file would otherwise stand for
+# thousands of near-alike chunks, and the last document would overshoot the size by as many.
+MAX_DOC_CHARS = 6000
 
 
 def bench_real(args: argparse.Namespace) -> dict:
@@ -348,7 +351,8 @@ def prepare_real_corpus(folder: Path, size: int, n_queries: int) -> tuple[Path, 
     from calm_rag.retrieval.spec import ChunkingConfig
 
     corpus, meta_path = folder / "corpus.jsonl", folder / "corpus.json"
-    wanted = {"size": size, "queries": n_queries, "model": REAL_MODEL, **REAL_CHUNKING}
+    wanted = {"size": size, "queries": n_queries, "model": REAL_MODEL,
+              "max_doc_chars": MAX_DOC_CHARS, **REAL_CHUNKING}
     if corpus.is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta["wanted"] == wanted:
@@ -380,10 +384,11 @@ def pick_documents(documents: list[tuple[str, str, str]], splitter, size: int,
     picked: list[dict] = []
     queries: list[str] = []
     sources: dict[str, int] = {}
+    copies: dict[str, int] = {}
     for doc_id, title, text in documents:
         if len(seen_chunks) >= size:
             break
-        paragraphs = prose_paragraphs(text)
+        paragraphs = leading(prose_paragraphs(text), MAX_DOC_CHARS)
         keys = [stable_hash(p.lower()) for p in paragraphs]
         if not paragraphs or seen_paragraphs.intersection(keys):
             continue
@@ -399,7 +404,10 @@ def pick_documents(documents: list[tuple[str, str, str]], splitter, size: int,
             continue
         seen_paragraphs.update(keys)
         seen_chunks.update(chunks)
-        picked.append({"id": doc_id, "lang": "en", "title": title, "text": text})
+        # A property's getter and setter share a name: ids must be unique in a JSONL corpus.
+        copies[doc_id] = copies.get(doc_id, 0) + 1
+        unique_id = doc_id if copies[doc_id] == 1 else f"{doc_id}~{copies[doc_id]}"
+        picked.append({"id": unique_id, "lang": "en", "title": title, "text": text})
         label = doc_id.split(":", 1)[0]
         sources[label] = sources.get(label, 0) + 1
     if len(seen_chunks) < size or len(queries) < n_queries:
@@ -492,6 +500,16 @@ def prose_paragraphs(text: str) -> list[str]:
     return kept
 
 
+def leading(paragraphs: list[str], limit: int) -> list[str]:
+    """The first paragraphs, as many as fit in ``limit`` characters (at least one)."""
+    total = 0
+    for n, paragraph in enumerate(paragraphs):
+        total += len(paragraph)
+        if total > limit:
+            return paragraphs[:max(n, 1)]
+    return paragraphs
+
+
 def first_sentence(paragraph: str) -> str | None:
     """A query: the paragraph's first sentence when it is a real one (6 to 40 words)."""
     sentence = SENTENCE_END.split(paragraph, maxsplit=1)[0]
@@ -582,13 +600,15 @@ def compare_indexes(out: Path, queries: list[str], k: int = 10, repeat: int = 3)
     opened = {factory: Retriever.open(out / index_folder(factory))
               for factory, *_ in REAL_INDEXES}
     flat = opened["Flat"]
-    distinct = len({chunk.text for chunk in flat.chunks})
+    texts = [chunk.text for chunk in flat.chunks]
+    tokens = np.mean([flat.embedder.count_tokens(text) for text in texts])
+    print(f"  indexed chunks {flat.index.ntotal} ({len(set(texts))} distinct texts), on average "
+          f"{tokens:.0f} tokens ({np.mean([len(t) for t in texts]):.0f} characters)", flush=True)
     started = time.perf_counter()
     vectors = flat.embedder.embed_queries(queries)
     encode_s = time.perf_counter() - started
-    print(f"  indexed chunks {flat.index.ntotal} ({distinct} distinct texts); {len(queries)} "
-          f"queries embedded once in {encode_s:.1f} s ({len(queries) / encode_s:.0f} q/s), "
-          f"not counted below", flush=True)
+    print(f"  {len(queries)} queries embedded once in {encode_s:.1f} s "
+          f"({len(queries) / encode_s:.0f} q/s), not counted below", flush=True)
     runs = [("Flat", {})] + [(factory, {key: value}) for factory, key, _, tried in REAL_INDEXES
                              if key for value in tried]
     best: dict[int, float] = {}
