@@ -92,7 +92,7 @@ def _after_last_marker(text: str, lang: Language) -> str | None:
     """
     found = list(_marker_regex(_all_answer_markers()).finditer(text))
     ends = [m.start() for m in found[1:]] + [len(text)]
-    slots = [(m, end) for m, end in zip(found, ends) if text[m.end() : end].strip()]
+    slots = [(m, end) for m, end in zip(found, ends, strict=False) if text[m.end() : end].strip()]
     own = _marker_regex(lang.answer_markers)
     for m, _ in reversed(slots):
         if own.fullmatch(m[0]):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from calm_rag.errors import InputError
 from calm_rag.languages import normalize_code
-from calm_rag.records import PreferencePair, Sample, Vote
+from calm_rag.records import Sample, Vote
 from calm_rag.registry import Registry
 
 TiePolicy = Callable[[list[str], list[Sample], "VoteConfig"], str | None]

@@ -279,7 +279,7 @@ def test_calm_chain_rebuilds_every_released_pair(calm_reference):
             majority = votes.most_common(1)[0][0]
             got = Counter(
                 (p, majority)
-                for p, a in zip(s["pred"], letters[lang][i])
+                for p, a in zip(s["pred"], letters[lang][i], strict=True)
                 if a is not None and a != majority
             )
             assert got == want[i], (lang, i)

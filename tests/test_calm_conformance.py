@@ -30,7 +30,7 @@ def released_rows(path, lang):
 def our_rows(path):
     rows = Counter()
     for row in json.loads(path.read_text(encoding="utf-8")):
-        stem, options = parse_calm_input(row["input"])
+        stem, _ = parse_calm_input(row["input"])
         rows[stem, row["rejected"], row["chosen_answer"]] += 1
     return rows
 
@@ -56,7 +56,8 @@ def test_vote_and_export_rebuild_the_released_pairs(calm_reference, tmp_path, ca
         ours_file.write_text(json.dumps(ours, ensure_ascii=False))
         expected = released_rows(calm_reference / "train" / "dpo" / f"DPO_{lang}.json", lang)
         got = our_rows(ours_file)
-        assert got == expected, (lang, sum((expected - got).values()), sum((got - expected).values()))
+        missing, extra = sum((expected - got).values()), sum((got - expected).values())
+        assert got == expected, (lang, missing, extra)
         total += sum(got.values())
     assert total == 3876
     info = json.loads((exported / "dataset_info.json").read_text())

@@ -128,7 +128,8 @@ def test_calm_input_parsing_and_file_names():
 
 
 def test_calm_folder_reads_parallel_samples(tmp_path):
-    write_calm(tmp_path, "en", [calm_item("Q1", ["Answer: B", "Answer: A"]), calm_item("Q2", ["x"])])
+    write_calm(tmp_path, "en", [calm_item("Q1", ["Answer: B", "Answer: A"]),
+                                calm_item("Q2", ["x"])])
     write_calm(tmp_path, "cn", [calm_item("问1", ["答案:B"]), calm_item("问2", ["答案:C"])])
     samples = read_calm_samples(tmp_path)
     assert {s.question.id for s in samples} == {"x_csqa_train_sampled-00000",

@@ -12,7 +12,8 @@ from tests.conftest import make_samples
 
 def test_consistency_is_the_share_of_agreeing_language_pairs():
     # en=C, zh=C, fr=A: pairs (en,zh) agree, (en,fr) and (fr,zh) do not.
-    assert consistency_of({"en": "C", "zh": "C", "fr": "A"}, gold="C") == pytest.approx((1 / 3, 1 / 3))
+    agreeing = consistency_of({"en": "C", "zh": "C", "fr": "A"}, gold="C")
+    assert agreeing == pytest.approx((1 / 3, 1 / 3))
     assert consistency_of({"en": "A", "zh": "A"}, gold="C") == (1.0, 0.0)
 
 

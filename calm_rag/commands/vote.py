@@ -54,11 +54,10 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from calm_rag.answers import CALM_CHAIN
     from calm_rag.io import atomic_dir, write_json, write_jsonl
     from calm_rag.pairs import build_pairs
     from calm_rag.voting import vote_all
-
-    from calm_rag.answers import CALM_CHAIN
 
     config = config_from_args(args)
     # CALM's pairs rest on the authors' own letter reading, quirks included (see answers.py).

@@ -27,7 +27,8 @@ def guess_medqa_language(path: Path) -> str | None:
     return None
 
 
-def read_medqa(path: str | Path, lang: str | None = None, source: str | None = None) -> list[Question]:
+def read_medqa(path: str | Path, lang: str | None = None,
+               source: str | None = None) -> list[Question]:
     """Read a MedQA jsonl file; ``lang`` defaults to what the file name implies."""
     path = Path(path)
     lang = normalize_code(lang) if lang else guess_medqa_language(path)

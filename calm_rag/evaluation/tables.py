@@ -24,8 +24,9 @@ def format_metrics_table(metrics: dict[str, dict]) -> str:
             lines.append(f"| {lang} | {_with_ci(m['accuracy'][lang])} | "
                          f"{_pct(m['extraction_rate'][lang])} |")
         c = m["consistency"]
-        lines += ["", f"Cross-lingual consistency: {_with_ci(c)} % "
-                      f"({c['n']} questions; {c['skipped']} with < 2 parsed languages skipped)",
+        consistency = (f"Cross-lingual consistency: {_with_ci(c)} % ({c['n']} questions; "
+                       f"{c['skipped']} with < 2 parsed languages skipped)")
+        lines += ["", consistency,
                   f"Consistent and correct: {_with_ci(m['consistent_correct'])} %"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
