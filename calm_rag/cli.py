@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "calm_rag.commands.metrics",
     "calm_rag.commands.index",
     "calm_rag.models",
+    "calm_rag.commands.run",
     "calm_rag.commands.demo",
 )
 

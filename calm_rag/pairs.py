@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from itertools import zip_longest
 
 from calm_rag.records import PreferencePair, Sample, Vote
-from calm_rag.voting import VoteConfig, group_by_question, in_language_order
+from calm_rag.voting import VoteConfig, group_by_question, in_language_order, vote
 
 
 def build_pairs(samples: Iterable[Sample], votes: Iterable[Vote],
@@ -72,3 +73,14 @@ def _pair(chosen: Sample, rejected: Sample, vote: Vote) -> PreferencePair:
         rejected_sample_id=rejected.id,
         chosen_source=source,
     )
+
+
+def gold_votes(samples: Iterable[Sample], config: VoteConfig) -> list[Vote]:
+    """Votes whose answer is each question's gold label: the ``target: gold`` baseline, whose
+    pairs prefer correct responses over wrong ones instead of the majority over the rest."""
+    votes = []
+    for group in group_by_question(samples).values():
+        counted = vote(group, config)
+        gold = group[0].question.answer
+        votes.append(replace(counted, answer=gold, status="gold" if gold else "no-gold"))
+    return votes

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from calm_rag.errors import InputError
-from calm_rag.retrieval.yaml_config import INTERNAL, from_mapping, read_yaml
+from calm_rag.yaml_config import INTERNAL, from_mapping, read_yaml
 
 CORPUS_TYPES = ("jsonl", "text", "medqa-textbooks")
 PACKAGE_PREFIX = "package:"
@@ -164,7 +164,7 @@ def describe_spec(cls: type = IndexSpec, prefix: str = "") -> list[str]:
     """The spec's manual: one entry per key with its type, default and documentation."""
     import typing
 
-    from calm_rag.retrieval.yaml_config import field_docs
+    from calm_rag.yaml_config import field_docs
 
     docs, hints, lines = field_docs(cls), typing.get_type_hints(cls), []
     for f in dataclasses.fields(cls):

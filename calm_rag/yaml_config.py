@@ -134,10 +134,16 @@ class _Where:
                                  hint=f"use one of {', '.join(map(str, args))}")
             return value
         if origin in (list, tuple):
+            if isinstance(value, tuple):  # a default or a value set in code
+                value = list(value)
             if not isinstance(value, list):
                 raise self.error(key, f"expected a list, got {_kind(value)}")
             items = [self.convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
             return items if origin is list else tuple(items)
+        if origin is dict:
+            if not isinstance(value, dict):
+                raise self.error(key, f"expected a mapping of keys, got {_kind(value)}")
+            return {str(k): self.convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
         if dataclasses.is_dataclass(hint):
             return self.build(hint, value, key)
         return self.scalar(hint, value, key)

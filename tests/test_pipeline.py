@@ -1,0 +1,220 @@
+"""The CALM loop end to end on a tiny model: run, cache, resume after kill -9, config errors.
+
+Everything is real: transformers sampling (``hf``), the log-prob fallback, voting, TRL DPO with
+a PEFT LoRA adapter, evaluation and the report. The model is the 2-layer Llama of
+tests/tiny_model.py, so a whole run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from calm_rag.cli import main
+from calm_rag.errors import InputError
+from calm_rag.experiment import load_experiment
+from tests.tiny_model import build_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", init_range=0.5)
+
+
+def experiment(tiny: Path, runs: Path, **changes) -> dict:
+    """A small experiment on the tiny model: 4 train + 2 held-out questions, 2 languages."""
+    data = {
+        "name": "tiny",
+        "data": {"source": "bundled", "dataset": "commonsense", "languages": ["en", "fr"],
+                 "train": 4, "heldout": 2},
+        "generator": {"backend": "hf", "model": str(tiny),
+                      "options": {"batch_size": 4, "threads": 1}},
+        "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 12, "seed": 1},
+        "retrieval": {"enabled": False},
+        "vote": {"chosen_fallback": "pivot"},
+        "align": {"epochs": 1, "batch_size": 4, "max_length": 256, "learning_rate": 1e-3,
+                  "threads": 1},
+        "evaluation": {"sampling": {"n": 1, "temperature": 0.0, "max_tokens": 12}},
+        "shard_questions": 2,
+        "runs_dir": str(runs),
+    }
+    for key, value in changes.items():
+        node = data
+        *parents, last = key.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return data
+
+
+def write_experiment(folder: Path, data: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "exp.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def run_cli(path: Path, *args: str) -> int:
+    return main(["run", str(path), "--quiet", *args])
+
+
+def latest_run(runs: Path, name: str = "tiny") -> Path:
+    folder = runs / name
+    return folder / (folder / "LATEST").read_text().strip()
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_model, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    path = write_experiment(root, experiment(tiny_model, root / "runs"))
+    assert run_cli(path) == 0
+    return root
+
+
+def test_run_writes_every_artifact(finished):
+    run = latest_run(finished / "runs")
+    for name in ("config.yaml", "manifest.json", "samples.jsonl", "votes.jsonl", "pairs.jsonl",
+                 "metrics.json", "report.md", "loss.png", "adapter/adapter_config.json",
+                 "plots/accuracy.png", "eval/train-before.jsonl", "eval/heldout-after.jsonl"):
+        assert (run / name).is_file(), name
+    samples = (run / "samples.jsonl").read_text().splitlines()
+    assert len(samples) == 4 * 2 * 3  # train questions x languages x n
+    # Every sample has an answer, each saying how it was obtained.
+    rows = [json.loads(line) for line in samples]
+    assert all(r["answer"] and r["extraction"] not in ("", "none") for r in rows)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert {"seeds", "packages", "git", "stages", "models", "questions"} <= set(manifest)
+    assert manifest["packages"]["trl"] and manifest["packages"]["transformers"]
+    assert len(manifest["questions"]["train"]) == 4
+    grid = json.loads((run / "metrics.json").read_text())
+    assert set(grid["cells"]) == {"train/before", "train/after", "heldout/before",
+                                  "heldout/after"}
+    report = (run / "report.md").read_text()
+    assert "## Consistency before → after" in report and "](plots/accuracy.png)" in report
+    assert str(finished) not in report.replace(str(finished / "runs" / ".cache"), "")
+
+
+def test_resolved_config_reads_back(finished):
+    run = latest_run(finished / "runs")
+    again = load_experiment(run / "config.yaml")
+    assert again.sampling.n == 3 and again.align.method == "dpo"
+
+
+def test_rerun_recomputes_nothing(finished):
+    path = finished / "exp.yaml"
+    first = latest_run(finished / "runs")
+    assert run_cli(path) == 0
+    second = latest_run(finished / "runs")
+    assert second != first
+    stages = json.loads((second / "manifest.json").read_text())["stages"]
+    assert stages and all(stage["cached"] for stage in stages)
+    assert (second / "samples.jsonl").read_bytes() == (first / "samples.jsonl").read_bytes()
+
+
+def test_sft_and_gold_target_baselines(tiny_model, tmp_path):
+    data = experiment(tiny_model, tmp_path / "runs", align__method="sft", align__target="gold")
+    assert run_cli(write_experiment(tmp_path, data)) == 0
+    run = latest_run(tmp_path / "runs")
+    pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    gold = {json.loads(line)["question"]["id"]: json.loads(line)["question"]["answer"]
+            for line in (run / "samples.jsonl").read_text().splitlines()}
+    assert pairs and all(p["chosen_answer"] == gold[p["question_id"]] for p in pairs)
+    log = json.loads((run / "manifest.json").read_text())["stages"]
+    assert any(s["stage"] == "align" and not s["cached"] for s in log)
+
+
+# ---------------------------------------------------------------------------- kill -9, resume
+
+
+def shards(runs: Path) -> list[Path]:
+    return sorted((runs / ".cache" / "sample").glob("*.partial/shard-*.jsonl"))
+
+
+def test_killed_run_resumes_without_duplicates(tiny_model, tmp_path):
+    """kill -9 during sampling, run again: every sample once, the same as an unbroken run."""
+    slow = {"sampling__max_tokens": 48, "data__train": 8, "align__epochs": 1,
+            "shard_questions": 1, "generator__options": {"batch_size": 1, "threads": 1}}
+    broken = write_experiment(tmp_path / "a", experiment(tiny_model, tmp_path / "a/runs", **slow))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "calm_rag.cli", "run", str(broken), "--quiet"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not shards(tmp_path / "a/runs") and proc.poll() is None:
+            assert time.monotonic() < deadline, "no shard was written"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    done = len(shards(tmp_path / "a/runs"))
+    assert 1 <= done < 8, f"the kill came after {done} of 8 shards"
+    assert run_cli(broken) == 0
+
+    whole = write_experiment(tmp_path / "b", experiment(tiny_model, tmp_path / "b/runs", **slow))
+    assert run_cli(whole) == 0
+    resumed = (latest_run(tmp_path / "a/runs") / "samples.jsonl").read_text().splitlines()
+    unbroken = (latest_run(tmp_path / "b/runs") / "samples.jsonl").read_text().splitlines()
+    ids = [json.loads(line)["id"] for line in resumed]
+    assert len(ids) == len(set(ids)) == 8 * 2 * 3
+    assert resumed == unbroken
+    assert not shards(tmp_path / "a/runs")  # the partial work is gone once complete
+
+
+# ---------------------------------------------------------------------------- bad config
+
+
+@pytest.mark.parametrize(("change", "key", "allowed"), [
+    ({"align": {"betta": 0.1}}, "align.betta", "beta"),
+    ({"sampling": {"n": "three"}}, "sampling.n", "expected int"),
+    ({"retrieval": {"policy": "psychic"}}, "retrieval.policy", "fused"),
+    ({"generator": {"backend": "telepathy"}}, "generator.backend", "hf"),
+    ({"answers": {"fallback": 3}}, "answers.fallback", "logprob"),
+])
+def test_bad_config_names_the_key(tmp_path, capsys, change, key, allowed):
+    data = {"name": "bad", "runs_dir": str(tmp_path / "runs"), **change}
+    path = write_experiment(tmp_path, data)
+    assert run_cli(path) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert key in err and allowed in err and "exp.yaml" in err
+    assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_missing_model_and_index_are_named(tiny_model, tmp_path, capsys):
+    data = experiment(tiny_model, tmp_path / "runs", generator__model=str(tmp_path / "nope"))
+    assert run_cli(write_experiment(tmp_path / "m", data)) == 2
+    assert "generator.model" in capsys.readouterr().err
+    data = experiment(tiny_model, tmp_path / "runs", retrieval={
+        "enabled": True, "index": "no-such-index", "index_dir": str(tmp_path / "indexes")})
+    assert run_cli(write_experiment(tmp_path / "i", data)) == 2
+    err = capsys.readouterr().err
+    assert "no-such-index" in err and "calm-rag index build" in err
+    assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_set_overrides_and_retrieval_toggle(tmp_path):
+    path = write_experiment(tmp_path, {"name": "x", "retrieval": {"enabled": True}})
+    loaded = load_experiment(path, ["retrieval.k=3", "retrieval.enabled=false", "sampling.n=2"])
+    assert loaded.retrieval.k == 3 and not loaded.retrieval.enabled and loaded.sampling.n == 2
+    assert loaded.settings == ("zero-shot",)
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        load_experiment(path, ["retrieval.k"])
+
+
+def test_shipped_experiments_load():
+    for name in ("demo", "medqa", "xcsqa"):
+        loaded = load_experiment(REPO / "pipelines" / f"{name}.yaml")
+        assert loaded.retrieval.enabled and "rag" in loaded.settings
