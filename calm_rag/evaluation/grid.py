@@ -1,0 +1,130 @@
+"""The evaluation grid: split × phase cells (``heldout/after``), each scored per setting.
+
+``evaluation_grid`` is what ``metrics.json`` holds; ``format_grid_table`` prints it for the
+README and the terminal; ``consistency_change`` says whether alignment made a split's answers
+more consistent across languages.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+
+from calm_rag.evaluation.delta import retrieval_delta
+from calm_rag.evaluation.metrics import bootstrap_ci, compute_metrics, consistency_of, per_question
+from calm_rag.evaluation.tables import _pct, _with_ci
+from calm_rag.records import Sample
+
+NOT_EXTRACTED = "unextracted"  # Sample.extraction == "": the answers stage has not run
+UNANSWERED = ("none", NOT_EXTRACTED)
+
+
+def split_phase(cell: str) -> tuple[str, str]:
+    """``"heldout/after"`` → ``("heldout", "after")``."""
+    split, _, phase = cell.partition("/")
+    if not split or not phase or "/" in phase:
+        raise ValueError(f"evaluation cell {cell!r} is not named 'split/phase' "
+                         "(like 'heldout/before')")
+    return split, phase
+
+
+def extraction_methods(samples: Iterable[Sample]) -> dict[str, dict[str, float]]:
+    """Per setting, the share of samples whose answer each method gave (most used first)."""
+    counts: dict[str, Counter] = {}
+    for s in samples:
+        counts.setdefault(s.setting, Counter())[s.extraction or NOT_EXTRACTED] += 1
+    return {setting: {method: n / sum(c.values()) for method, n in c.most_common()}
+            for setting, c in counts.items()}
+
+
+def consistency_by_question(samples: Iterable[Sample]) -> dict[str, dict[str, float | None]]:
+    """Per setting, each question's consistency (None under two answering languages)."""
+    return {setting: {r["question_id"]: _finite(consistency_of(r["answers"])[0]) for r in rows}
+            for setting, rows in per_question(samples).items()}
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)  # JSON has no NaN
+
+
+def evaluate_cell(samples: list[Sample]) -> dict:
+    """Everything the report shows about one cell's samples."""
+    return {
+        "n_samples": len(samples),
+        "metrics": compute_metrics(samples),
+        "extraction": extraction_methods(samples),
+        "consistency_by_question": consistency_by_question(samples),
+        "retrieval_delta": retrieval_delta(samples) or None,
+    }
+
+
+def evaluation_grid(cells: dict[str, list[Sample]]) -> dict:
+    """Score each ``split/phase`` cell; JSON-serializable (it is ``metrics.json``)."""
+    for name in cells:
+        split_phase(name)
+    grid = {"cells": {name: evaluate_cell(list(samples)) for name, samples in cells.items()}}
+    splits = dict.fromkeys(split_phase(name)[0] for name in cells)
+    grid["consistency_change"] = {split: consistency_change(grid, split) for split in splits}
+    return grid
+
+
+def consistency_change(grid: dict, split: str, before: str = "before",
+                       after: str = "after") -> dict[str, dict]:
+    """Per setting, consistency before and after alignment and the paired change.
+
+    The change is the mean over questions answered in two or more languages in both phases of
+    (after − before), with a bootstrap interval; ``{}`` when the split lacks a phase.
+    """
+    cells = grid["cells"]
+    first, last = cells.get(f"{split}/{before}"), cells.get(f"{split}/{after}")
+    if first is None or last is None:
+        return {}
+    changes = {}
+    for setting in first["metrics"]:
+        if setting not in last["metrics"]:
+            continue
+        old = first["consistency_by_question"][setting]
+        new = last["consistency_by_question"][setting]
+        paired = [new[q] - old[q] for q in old
+                  if old[q] is not None and new.get(q) is not None]
+        diffs = np.asarray(paired, dtype=float)
+        changes[setting] = {
+            before: first["metrics"][setting]["consistency"],
+            after: last["metrics"][setting]["consistency"],
+            "change": {"value": float(diffs.mean()) if len(diffs) else None,
+                       "ci95": [_finite(x) for x in bootstrap_ci(diffs)], "n": len(diffs)},
+        }
+    return changes
+
+
+def grid_languages(grid: dict) -> list[str]:
+    """The languages of all cells, in order of first appearance."""
+    langs = (lang for cell in grid["cells"].values() for m in cell["metrics"].values()
+             for lang in m["languages"])
+    return list(dict.fromkeys(langs))
+
+
+def answered_share(methods: dict[str, float]) -> float:
+    """Share of samples with an answer, by any method."""
+    return sum(share for method, share in methods.items() if method not in UNANSWERED)
+
+
+def format_grid_table(grid: dict) -> str:
+    """One markdown row per cell and setting: accuracy per language, consistency [95% CI],
+    consistent-and-correct, and the share of samples answered (of which by log-prob), in %."""
+    langs = grid_languages(grid)
+    header = (["cell", "setting"] + [f"acc {lang}" for lang in langs]
+              + ["consistency [95% CI]", "consistent & correct", "answered (log-prob)"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, cell in grid["cells"].items():
+        for setting, m in cell["metrics"].items():
+            methods = cell["extraction"].get(setting, {})
+            accuracy = [_pct(m["accuracy"][lang]["value"]) if lang in m["accuracy"] else "–"
+                        for lang in langs]
+            row = ([name, setting] + accuracy
+                   + [_with_ci(m["consistency"]), _pct(m["consistent_correct"]["value"]),
+                      f"{_pct(answered_share(methods))} ({_pct(methods.get('logprob', 0.0))})"])
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,219 @@
+"""``report.md`` with its PNG plots: the evaluation grid of a run, readable on GitHub.
+
+All links are relative to the report's folder, so a run folder can be moved or shared whole.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from calm_rag.evaluation.delta import CLASSES
+from calm_rag.evaluation.grid import (
+    UNANSWERED,
+    answered_share,
+    format_grid_table,
+    grid_languages,
+)
+from calm_rag.evaluation.plots import (
+    has_retrieval_delta,
+    plot_accuracy,
+    plot_agreement,
+    plot_retrieval_delta,
+)
+from calm_rag.evaluation.tables import _pct, _with_ci
+from calm_rag.io import atomic_write
+
+MAX_HEATMAPS = 4
+# Which agreement heatmaps to draw first: held-out questions, after alignment, with retrieval.
+RANK = {"heldout": 0, "train": 1, "after": 0, "before": 1, "rag": 0, "zero-shot": 1}
+
+GRID_LEGEND = ("All numbers in %. Accuracy is per sample (unanswered counts as wrong). "
+               "Consistency is CALM's cross-lingual consistency: the share of language pairs "
+               "giving the same answer, averaged over questions, with a 95% bootstrap interval. "
+               "Answered: samples with an answer by any method; in parentheses, those answered "
+               "by the log-prob fallback.")
+
+
+def write_report(folder: str | Path, grid: dict, *, title: str, summary: dict[str, str],
+                 training: dict | None = None) -> Path:
+    """Write ``folder/plots/*.png`` and ``folder/report.md``; return the report's path."""
+    folder = Path(folder)
+    plots = write_plots(folder, grid)
+    sections = [
+        f"# {title}",
+        "\n".join(f"- **{key}**: {_shown(value, folder)}" for key, value in summary.items()),
+        f"## Results\n\n{format_grid_table(grid)}\n\n{GRID_LEGEND}",
+        consistency_section(grid),
+        extraction_section(grid),
+        delta_section(grid),
+        plots_section(plots),
+        training_section(training, folder) if training else "",
+    ]
+    path = folder / "report.md"
+    with atomic_write(path) as handle:
+        handle.write("\n\n".join(s for s in sections if s) + "\n")
+    return path
+
+
+def agreement_choices(grid: dict, limit: int = MAX_HEATMAPS) -> list[tuple[str, str]]:
+    """The (cell, setting) pairs whose agreement heatmap the report shows, in grid order."""
+    pairs = [(name, setting) for name, cell in grid["cells"].items()
+             for setting in cell["metrics"]]
+
+    def rank(pair: tuple[str, str]) -> tuple[int, ...]:
+        split, phase = pair[0].split("/", 1)
+        return tuple(RANK.get(part, len(RANK)) for part in (split, phase, pair[1]))
+
+    chosen = set(sorted(pairs, key=rank)[:limit])
+    return [pair for pair in pairs if pair in chosen]
+
+
+def write_plots(folder: Path, grid: dict) -> list[tuple[str, str]]:
+    """Render the plots into ``folder/plots``; return (caption, relative link) pairs."""
+    plots, written = folder / "plots", []
+    if grid_languages(grid):  # a grid of empty cells has nothing to draw
+        written.append(("Accuracy per language, before and after alignment", "accuracy.png"))
+        plot_accuracy(grid, plots / written[-1][1])
+    if has_retrieval_delta(grid):
+        written.append(("Retrieval delta: answers helped and hurt per language",
+                        "retrieval_delta.png"))
+        plot_retrieval_delta(grid, plots / written[-1][1])
+    for name, setting in agreement_choices(grid):
+        caption = f"Language-pair agreement, {name} · {setting}"
+        file = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"agreement_{name}_{setting}") + ".png"
+        plot_agreement(grid["cells"][name]["metrics"][setting], plots / file,
+                       f"Agreement % — {name} · {setting}")
+        written.append((caption, file))
+    return [(caption, f"plots/{file}") for caption, file in written]
+
+
+def _signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def consistency_section(grid: dict) -> str:
+    """Consistency before and after alignment per split and setting, with intervals."""
+    rows = []
+    for split, settings in grid["consistency_change"].items():
+        for setting, c in settings.items():
+            change = c["change"]
+            low, high = change["ci95"]
+            interval = "" if low is None else f" [{_signed(low)}, {_signed(high)}]"
+            rows.append([split, setting, _with_ci(c["before"]), _with_ci(c["after"]),
+                         _signed(change["value"]) + interval, str(change["n"])])
+    head = "## Consistency before → after"
+    if not rows:
+        return f"{head}\n\nNo split was evaluated both before and after alignment."
+    note = ("Cross-lingual consistency in % [95% CI]. The change is paired: the mean over "
+            "questions answered in two or more languages in both phases of (after − before), "
+            "in percentage points.")
+    header = ["split", "setting", "before", "after", "change (points)", "questions paired"]
+    return f"{head}\n\n{note}\n\n{_table(header, rows)}"
+
+
+def extraction_section(grid: dict) -> str:
+    """How the answers were obtained: share of samples per extraction method."""
+    cells = grid["cells"]
+    seen = dict.fromkeys(m for c in cells.values() for s in c["extraction"].values() for m in s)
+    # Extractors first, then the fallback, then the unanswered.
+    last = ["logprob", *UNANSWERED]
+    methods = [m for m in seen if m not in last] + [m for m in last if m in seen]
+    rows = [[name, setting, _pct(answered_share(shares))]
+            + [_pct(shares.get(m, 0.0)) for m in methods]
+            for name, cell in cells.items() for setting, shares in cell["extraction"].items()]
+    note = ("Share of samples (%) whose answer each method gave: the extractors in order, "
+            "`logprob` the log-probability fallback, `none` no answer.")
+    table = _table(["cell", "setting", "answered", *methods], rows)
+    return f"## How answers were obtained\n\n{note}\n\n{table}"
+
+
+def _count(n: int, total: int) -> str:
+    return f"{n} ({_pct(n / total) if total else 'n/a'}%)"
+
+
+def _net(n: int) -> str:
+    return f"{n:+d}" if n else "0"
+
+
+def delta_section(grid: dict) -> str:
+    """Helped / hurt / changed / unchanged per language, for cells with both settings."""
+    rows, without_gold = [], []
+    for name, cell in grid["cells"].items():
+        delta = cell.get("retrieval_delta")
+        if not delta:
+            continue
+        groups = [*delta["by_language"].items(), ("all", {**delta["overall"], "n": delta["n"]})]
+        for lang, counts in groups:
+            rows.append([name, lang, str(counts["n"])]
+                        + [_count(counts[c], counts["n"]) for c in CLASSES]
+                        + [_net(counts["helped"] - counts["hurt"])])
+        if delta["without_gold"]:
+            without_gold.append(f"{name}: {delta['without_gold']}")
+    if not rows:
+        return ""
+    note = ("Per question and language, the language's majority answer zero-shot against with "
+            "retrieval: helped = wrong or unanswered → right, hurt = right → wrong or "
+            "unanswered, changed = another answer, right neither time. Net = helped − hurt.")
+    if without_gold:
+        note += (" Question-languages without a gold answer (only changed / unchanged): "
+                 + "; ".join(without_gold) + ".")
+    table = _table(["cell", "language", "compared", *CLASSES, "net"], rows)
+    return f"## Retrieval delta\n\n{note}\n\n{table}"
+
+
+def plots_section(plots: list[tuple[str, str]]) -> str:
+    if not plots:
+        return ""
+    return "## Plots\n\n" + "\n\n".join(f"![{caption}]({link})" for caption, link in plots)
+
+
+def _relative(path: str | Path, folder: Path) -> str:
+    """A link to ``path`` from inside ``folder``.
+
+    A relative path naming a file inside ``folder`` (or one that exists nowhere yet) is taken as
+    already relative to it; any other path is made relative to it.
+    """
+    path = Path(path)
+    inside = not path.is_absolute() and ((folder / path).exists() or not path.exists())
+    if not inside:
+        path = Path(os.path.relpath(path.resolve(), folder.resolve()))
+    return path.as_posix()
+
+
+def _shown(value: object, folder: Path) -> str:
+    """A value for the report; an absolute path becomes relative to the run folder when inside
+    it, else home-relative (``~/...``), so the report names no one's absolute paths."""
+    text = str(value)
+    if not Path(text).is_absolute():
+        return text
+    path, home = Path(text).resolve(), Path.home().resolve()
+    if path.is_relative_to(folder.resolve()):
+        return path.relative_to(folder.resolve()).as_posix()
+    return f"~/{path.relative_to(home).as_posix()}" if path.is_relative_to(home) else text
+
+
+def _value(key: str, value: object, folder: Path) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}" if "loss" in key else f"{value:.1f}"
+    return _shown(value, folder)
+
+
+def training_section(training: dict, folder: Path) -> str:
+    """The alignment run: method, rows, seconds, final loss (any other scalar too), loss plot."""
+    lines = [f"- **{key.replace('_', ' ')}**: {_value(key, value, folder)}"
+             for key, value in training.items()
+             if key != "loss_plot" and isinstance(value, str | int | float | Path | None)]
+    text = "## Training\n\n" + "\n".join(lines)
+    if training.get("loss_plot"):
+        text += f"\n\n![Training loss]({_relative(training['loss_plot'], folder)})"
+    return text
