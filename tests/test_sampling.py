@@ -27,21 +27,10 @@ from calm_rag.sampling import (
     sample_questions,
 )
 from calm_rag.sampling.prompts import CONTEXT_HEADINGS
+from tests.tiny_model import build_tiny_model
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
-    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
-)
-CORPUS = [
-    "Question: Where is milk kept? Answer: B. refrigerator",
-    "Explanation: milk spoils quickly when it is warm.",
-    "问题: 牛奶应该放在哪里？ 答案: B",
-    "Réponse: la bonne réponse est C. Erklärung: Antwort: A",
-    "質問: 牛乳はどこに保管すべきですか？ 答え: B",
-]
 
 QUESTIONS = {
     "en": ("Where should milk be kept?", ["pantry", "refrigerator", "oven"]),
@@ -62,26 +51,7 @@ def question(lang: str, qid: str = "q1") -> Question:
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A saved 2-layer Llama with a locally trained byte-level BPE tokenizer and chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(CORPUS, trainer)
-    tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(folder)
-    config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,222 @@
+"""The ``openai`` backend: any OpenAI-compatible chat server (``vllm serve``, SGLang, llama.cpp's
+``llama-server``), over HTTP with the standard library only.
+
+Every prompt of a call is submitted at once to a pool of ``concurrency`` threads, so the server
+batches them as it likes (vLLM and SGLang batch continuously). Each prompt is seeded from the
+call's seed and its own messages, so its texts do not depend on which prompts share the call.
+
+>>> # vllm serve HuggingFaceTB/SmolLM2-135M-Instruct --port 8000
+>>> sampler = make_sampler("openai", {"base_url": "http://127.0.0.1:8000/v1"})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from calm_rag.errors import InputError
+from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
+from calm_rag.sampling.params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+START_HINT = ("start one with `vllm serve <model>` (or SGLang, llama.cpp's llama-server) and "
+              "set sampler.base_url to its /v1 address")
+# A request parameter the server rejects ("param" in its error) names this config key.
+PARAM_FIELDS = {"model": "sampler.model", "n": "sampling.n", "seed": "sampling.seed",
+                "temperature": "sampling.temperature", "top_p": "sampling.top_p",
+                "max_tokens": "sampling.max_tokens"}
+
+
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """Parameters of the ``openai`` sampler (the ``sampler:`` block when ``backend: openai``)."""
+
+    base_url: str = field(
+        default="http://127.0.0.1:8000/v1",
+        metadata={"help": "The server's OpenAI API root, up to and including /v1."},
+    )
+    model: str | None = field(
+        default=None,
+        metadata={"help": "The model name the server serves; default: the first it lists."},
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "Environment variable holding the API key; unset: no key is sent."},
+    )
+    concurrency: int = field(
+        default=8, metadata={"help": "Requests in flight at once (the server batches them)."}
+    )
+    timeout: float = field(
+        default=120.0, metadata={"help": "Seconds to wait for one request's answer."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def __post_init__(self) -> None:
+        checks = {
+            "base_url": (self.base_url.startswith(("http://", "https://")),
+                         f"must be an http:// or https:// address, got {self.base_url!r}"),
+            "model": (self.model is None or bool(self.model.strip()),
+                      "must be a model name (or left out for the server's first model)"),
+            "api_key_env": (bool(self.api_key_env.strip()),
+                            "must name an environment variable"),
+            "concurrency": (self.concurrency >= 1, f"must be at least 1, got {self.concurrency}"),
+            "timeout": (self.timeout > 0, f"must be more than 0, got {self.timeout}"),
+        }
+        for key, (ok, why) in checks.items():
+            if not ok:
+                raise InputError(why, field=f"sampler.{key}")
+
+
+@SAMPLERS.register("openai")
+class OpenAISampler(Sampler):
+    """Samples from an OpenAI-compatible server: one chat completion request per prompt."""
+
+    Options = OpenAIOptions
+
+    def __init__(self, options: OpenAIOptions | None = None) -> None:
+        """Nothing is sent until the first ``generate``: the server may start later."""
+        self.options = options or OpenAIOptions()
+        self.model: str | None = self.options.model
+        self.last_stats: dict[str, float] = {}
+        self._checked = False
+
+    def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
+        from tqdm.auto import tqdm
+
+        model = self._served_model()
+        results: list[list[str]] = [[] for _ in prompts]
+        started, new_tokens, requests = time.perf_counter(), 0, 0
+        bar = tqdm(total=len(prompts), desc="sampling", unit="prompt",
+                   disable=not self.options.progress)
+        pool = ThreadPoolExecutor(max_workers=self.options.concurrency,
+                                  thread_name_prefix="calm-rag-openai")
+        try:
+            futures = {pool.submit(self._sample, model, chat, params): i
+                       for i, chat in enumerate(prompts)}
+            for future in as_completed(futures):
+                texts, tokens, asked = future.result()
+                results[futures[future]] = texts
+                new_tokens, requests = new_tokens + tokens, requests + asked
+                bar.update(1)
+                bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - started):.0f}")
+        finally:
+            # On an error (or ^C) the queued requests are dropped; those in flight end by
+            # themselves within the timeout.
+            pool.shutdown(wait=False, cancel_futures=True)
+            bar.close()
+        seconds = time.perf_counter() - started
+        self.last_stats = {"prompts": len(prompts), "sequences": len(prompts) * params.n,
+                           "requests": requests, "new_tokens": new_tokens, "seconds": seconds,
+                           "tokens_per_s": new_tokens / seconds if seconds else 0.0}
+        log.info("sampled %d prompts x %d from %s in %.1f s (%d requests, %d new tokens)",
+                 len(prompts), params.n, self.options.base_url, seconds, requests, new_tokens)
+        return results
+
+    def _sample(self, model: str, chat: Messages, params: SamplingParams
+                ) -> tuple[list[str], int, int]:
+        """``n`` texts for one chat, the tokens they took and the requests it needed.
+
+        A server may return fewer choices than asked (llama.cpp's ignores ``n``): the rest is
+        asked for again, with a new seed so that the texts differ.
+        """
+        wanted = 1 if params.greedy else params.n  # greedy copies are identical: ask for one
+        texts: list[str] = []
+        tokens = rounds = 0
+        while len(texts) < wanted:
+            reply = self._request("/chat/completions", {
+                "model": model, "messages": chat, "n": wanted - len(texts),
+                "temperature": params.temperature,
+                "top_p": 1.0 if params.greedy else params.top_p,
+                "max_tokens": params.max_tokens,
+                "seed": _prompt_seed(params.seed, chat, rounds),
+            })
+            choices = sorted(reply.get("choices") or [], key=lambda c: c.get("index", 0))
+            if not choices:
+                raise RuntimeError(f"the server at {self.options.base_url} answered with no "
+                                   f"choices: {json.dumps(reply)[:300]}")
+            texts += [(c.get("message") or {}).get("content") or "" for c in choices]
+            tokens += int((reply.get("usage") or {}).get("completion_tokens") or 0)
+            rounds += 1
+        texts = texts[:wanted]
+        return (texts * params.n if params.greedy else texts), tokens, rounds
+
+    def _served_model(self) -> str:
+        """The model to ask for, checked against the server's list (once per sampler)."""
+        if self._checked:
+            return self.model  # type: ignore[return-value]
+        served = [m.get("id") for m in self._request("/models").get("data") or []]
+        if self.model is None:
+            if not served:
+                raise InputError(f"the server at {self.options.base_url} lists no models",
+                                 field="sampler.model", hint="set sampler.model")
+            self.model = served[0]
+            log.info("the server at %s serves %s", self.options.base_url, ", ".join(served))
+        elif served and self.model not in served:
+            raise InputError(f"the server at {self.options.base_url} does not serve "
+                             f"{self.model!r}", field="sampler.model",
+                             hint=f"it serves {', '.join(map(str, served))}")
+        self._checked = True
+        return self.model
+
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET (no body) or POST a JSON request; the server's failures become InputErrors."""
+        url = self.options.base_url.rstrip("/") + path
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.options.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.options.timeout) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as err:
+            raise self._http_error(url, err) from None
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException,
+                TimeoutError) as err:
+            reason = getattr(err, "reason", err)
+            if isinstance(reason, TimeoutError):
+                raise InputError(f"no answer from {url} within {self.options.timeout:g} s",
+                                 field="sampler.timeout",
+                                 hint="raise sampler.timeout or lower sampler.concurrency"
+                                 ) from None
+            raise InputError(f"cannot reach the server at {url}: {reason}",
+                             field="sampler.base_url", hint=START_HINT) from None
+        except json.JSONDecodeError:
+            raise InputError(f"{url} answered with something other than JSON",
+                             field="sampler.base_url",
+                             hint="is it an OpenAI-compatible API? The address ends in /v1"
+                             ) from None
+
+    def _http_error(self, url: str, err: urllib.error.HTTPError) -> InputError:
+        """The server's own message, and the config key it points at when it says which."""
+        raw = err.read().decode("utf-8", errors="replace")
+        try:
+            detail = json.loads(raw)
+            detail = detail.get("error", detail) if isinstance(detail, dict) else {}
+        except json.JSONDecodeError:
+            detail = {}
+        detail = detail if isinstance(detail, dict) else {"message": str(detail)}
+        message = detail.get("message") or detail.get("detail") or raw.strip()[:300] or err.reason
+        hints = {401: f"set the API key in ${self.options.api_key_env}",
+                 404: "check sampler.base_url (it ends in /v1) and sampler.model"}
+        return InputError(f"the server at {url} answered HTTP {err.code}: {message}",
+                          field=PARAM_FIELDS.get(detail.get("param"), "sampler.base_url"),
+                          hint=hints.get(err.code, START_HINT if err.code >= 500 else None))
+
+
+def _prompt_seed(seed: int, chat: Messages, round_: int) -> int:
+    """A seed from the call's seed, the chat and the request round: a prompt's texts depend on
+    nothing else, and prompts of a call draw independent streams."""
+    text = json.dumps([seed, round_, chat], ensure_ascii=False, sort_keys=True)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")

