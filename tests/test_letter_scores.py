@@ -36,6 +36,14 @@ def tiny(tmp_path_factory):
     return model, transformers.AutoTokenizer.from_pretrained(folder)
 
 
+@pytest.fixture(scope="module")
+def sharp(tmp_path_factory):
+    """Larger weights: the output depends on every position, so a misplaced one shows."""
+    folder = build_tiny_model(tmp_path_factory.mktemp("sharp-llama"), init_range=0.5)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    return model, transformers.AutoTokenizer.from_pretrained(folder)
+
+
 def scorer_for(tiny, **kwargs) -> LetterScorer:
     model, tokenizer = tiny
     return LetterScorer(model, tokenizer, threads=1, progress=False, **kwargs)
@@ -94,6 +102,23 @@ def test_scores_equal_a_direct_forward_pass(tiny, by):
     expected = direct_scores(tiny, short, by)
     assert scores == pytest.approx(expected, abs=1e-4)
     assert max(scores, key=scores.get) == max(expected, key=expected.get)
+
+
+def test_cached_option_scores_equal_uncached_ones(sharp):
+    """Contexts of different lengths run once; their options, of one to twenty-one tokens, run
+    from the cache in mini-batches that mix samples and split a sample's options, and each
+    scores as in a plain, uncached forward pass over its whole text."""
+    mixed = {"A": "milk", "B": "refrigerator", "C": "a cold refrigerator in the kitchen",
+             "D": "oven"}
+    three = {"A": "oven", "B": "spoils quickly when it is warm and left out", "C": "B"}
+    samples = [sample(passages=["Keep dairy cold."] * 5, options=mixed, index=0),
+               sample(text="", options=three, index=1),
+               sample(passages=["Milk is a drink."] * 9, options=mixed, index=2,
+                      text="Explanation: milk spoils quickly when it is warm."),
+               sample(passages=["Keep dairy cold."], options=mixed, index=3)]
+    scores = scorer_for(sharp, batch_size=3).score(samples)
+    for one, found in zip(samples, scores, strict=True):
+        assert found == pytest.approx(direct_scores(sharp, one, "option"), abs=1e-4)
 
 
 def test_answer_cue_is_the_language_marker():

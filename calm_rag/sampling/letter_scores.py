@@ -8,8 +8,11 @@ of what would follow:
   (" refrigerator"). A response that explains its choice but forgets the final line names the
   option's text far more often than its letter, and small models copy text well;
 - ``by="letter"``: the next-token log-probability of the label ("A" or " A", the likelier).
-  Cheaper (one forward pass per sample, not one per option), but SmolLM2-135M puts most of its
-  mass on one letter whatever the response says, so it suits larger models only.
+  A little cheaper (no option tokens to run), but SmolLM2-135M puts most of its mass on one
+  letter whatever the response says, so it suits larger models only.
+
+Either way each sample's context (prompt, response, cue: hundreds of tokens with retrieved
+passages) runs once; the options then run as short continuations of its key/value cache.
 
 >>> scorer = LetterScorer.load("smollm2-135m-instruct")
 >>> samples = fill_unanswered(samples, scorer)   # unanswered ones now say extraction="logprob"
@@ -47,13 +50,12 @@ def answer_cue(lang: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Row:
-    """One sequence to run: a sample's context, plus one option's tokens when ``by="option"``."""
+class _Option:
+    """One option to score: its label, its tokens and its sample's row in the context batch."""
 
-    sample: int
-    label: str | None
+    row: int
+    label: str
     ids: list[int]
-    scored: int  # how many trailing ids are the option's text (0: read the next token)
 
 
 class LetterScorer:
@@ -95,34 +97,23 @@ class LetterScorer:
         import torch
         from tqdm.auto import tqdm
 
-        rows = self._rows(samples)
+        contexts = [self._context_ids(sample) for sample in samples]
         # Longest first: mini-batches of similar lengths waste little on padding.
-        rows.sort(key=lambda row: -len(row.ids))
+        order = sorted(range(len(samples)), key=lambda i: -len(contexts[i]))
         results: list[dict[str, float]] = [{} for _ in samples]
-        bar = tqdm(total=len(rows), desc="scoring answers", unit="seq",
+        bar = tqdm(total=len(samples), desc="scoring answers", unit="sample",
                    disable=not self.progress)
         with torch.inference_mode(), _threads(self.threads or _available_cores()), bar:
-            for start in range(0, len(rows), self.batch_size):
-                batch = rows[start : start + self.batch_size]
-                logprobs = self._logprobs(batch)
-                for row, lp in zip(batch, logprobs, strict=True):
-                    results[row.sample].update(self._row_scores(row, lp, samples[row.sample]))
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                found = self._score_batch([samples[i] for i in batch],
+                                          [contexts[i] for i in batch])
+                for i, scores in zip(batch, found, strict=True):
+                    results[i] = scores
                 bar.update(len(batch))
         # In the question's label order, whatever order the batches ran in.
         return [{label: found[label] for label in sample.question.labels}
                 for found, sample in zip(results, samples, strict=True)]
-
-    def _rows(self, samples: Sequence[Sample]) -> list[_Row]:
-        rows = []
-        for i, sample in enumerate(samples):
-            context = self._context_ids(sample)
-            if self.by == "letter":
-                rows.append(_Row(i, None, context, 0))
-                continue
-            for label, text in sample.question.options.items():
-                option = self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
-                rows.append(_Row(i, label, context + option, len(option)))
-        return rows
 
     def _context_ids(self, sample: Sample) -> list[int]:
         """Prompt ids exactly as the sampler encoded them, then the response and the cue."""
@@ -141,38 +132,96 @@ class LetterScorer:
         tail = sample.text.rstrip() + answer_cue(sample.lang)
         return list(prompt) + self.tokenizer(tail, add_special_tokens=False)["input_ids"]
 
-    def _logprobs(self, batch: list[_Row]) -> Any:
-        """Log-softmax over the vocabulary at each row's last ``scored + 1`` positions.
+    def _score_batch(self, samples: list[Sample], contexts: list[list[int]]
+                     ) -> list[dict[str, float]]:
+        """Scores of a mini-batch: each context runs once, the options continue from its cache."""
+        after, cache, mask = self._run_contexts(contexts)
+        if self.by == "letter":  # the token after the cue
+            return [{label: max(float(logprobs[t]) for t in self._tokens(label))
+                     for label in sample.question.labels}
+                    for logprobs, sample in zip(after, samples, strict=True)]
+        options = [_Option(row, label, self._option_ids(text))
+                   for row, sample in enumerate(samples)
+                   for label, text in sample.question.options.items()]
+        tails = self._continuations(options, cache, mask)
+        scores: list[dict[str, float]] = [{} for _ in samples]
+        for option, tail in zip(options, tails, strict=True):
+            # The context's last position predicts the option's first token, the rest its tail.
+            first = float(after[option.row, option.ids[0]])
+            scores[option.row][option.label] = (first + tail) / len(option.ids)
+        return scores
 
-        Rows are left-padded, so their ends line up and only the last few positions need the
-        vocabulary projection (``logits_to_keep``): the full ``[batch, length, vocab]`` logits
-        of a 49k-token vocabulary would take gigabytes.
+    def _option_ids(self, text: str) -> list[int]:
+        return self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
+
+    def _run_contexts(self, contexts: list[list[int]]) -> tuple[Any, Any, Any]:
+        """Next-token log-probabilities after each context, the contexts' key/value cache and
+        their attention mask.
+
+        Left-padded, so every context ends in the last column: only that position needs the
+        vocabulary projection (``logits_to_keep``), and the options all continue from there.
         """
         import torch
 
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        width = max(len(row.ids) for row in batch)
-        input_ids = torch.tensor([[pad] * (width - len(row.ids)) + row.ids for row in batch])
-        mask = torch.tensor([[0] * (width - len(row.ids)) + [1] * len(row.ids) for row in batch])
+        device = self.model.device
+        width = max(len(ids) for ids in contexts)
+        input_ids = torch.tensor([[self._pad] * (width - len(ids)) + ids for ids in contexts])
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in contexts],
+                            device=device)
         # Left padding shifts positions; count them from each sequence's first real token
         # (RoPE models do not mind a shift, models with absolute positions do).
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        keep = max(row.scored for row in batch) + 1
-        device = self.model.device
-        logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                            position_ids=positions.to(device), logits_to_keep=keep).logits
-        return torch.log_softmax(logits[:, -keep:].float(), dim=-1).cpu()
+        out = self.model(input_ids=input_ids.to(device), attention_mask=mask,
+                         position_ids=positions, use_cache=True, logits_to_keep=1)
+        after = torch.log_softmax(out.logits[:, -1].float(), dim=-1).cpu()
+        return after, out.past_key_values, mask
 
-    def _row_scores(self, row: _Row, logprobs: Any, sample: Sample) -> dict[str, float]:
-        if row.label is None:  # by letter: the token after the cue
-            return {label: max(float(logprobs[-1, t]) for t in self._tokens(label))
-                    for label in sample.question.labels}
-        # Position p predicts token p + 1: the option's tokens are predicted from the position
-        # before each of them, the last one from the second-to-last kept position.
-        option = row.ids[len(row.ids) - row.scored :]
-        first = logprobs.shape[0] - row.scored - 1
-        total = sum(float(logprobs[first + j, t]) for j, t in enumerate(option))
-        return {row.label: total / row.scored}
+    def _continuations(self, options: list[_Option], cache: Any, mask: Any) -> list[float]:
+        """Each option's summed log-probability of its tokens after the first.
+
+        Mini-batches of ``batch_size`` options, longest first; a one-token option has none.
+        """
+        tails = [0.0] * len(options)
+        longer = sorted((k for k, option in enumerate(options) if len(option.ids) > 1),
+                        key=lambda k: -len(options[k].ids))
+        for start in range(0, len(longer), self.batch_size):
+            chunk = longer[start : start + self.batch_size]
+            found = self._run_options([options[k] for k in chunk], cache, mask)
+            for k, tail in zip(chunk, found, strict=True):
+                tails[k] = tail
+        return tails
+
+    def _run_options(self, options: list[_Option], cache: Any, mask: Any) -> list[float]:
+        """Run the options' tokens but the last after a copy of their contexts' cache rows.
+
+        The last token is only predicted, never attended to, so it need not run.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        device = mask.device
+        rows = torch.tensor([option.row for option in options], device=device)
+        width = max(len(option.ids) for option in options) - 1
+        # Right-padded: the padding follows every real token, so no real token attends to it.
+        inputs = torch.tensor([o.ids[:-1] + [self._pad] * (width + 1 - len(o.ids))
+                               for o in options], device=device)
+        targets = torch.tensor([o.ids[1:] + [0] * (width + 1 - len(o.ids)) for o in options],
+                               device=device)
+        real = torch.tensor([[1] * (len(o.ids) - 1) + [0] * (width + 1 - len(o.ids))
+                             for o in options], device=device)
+        # An option continues its context at the context's own length, whatever its padding.
+        positions = mask.sum(dim=1)[rows, None] + torch.arange(width, device=device)
+        past = DynamicCache([(layer.keys[rows], layer.values[rows]) for layer in cache.layers],
+                            config=self.model.config)
+        logits = self.model(input_ids=inputs, attention_mask=torch.cat([mask[rows], real], 1),
+                            position_ids=positions, past_key_values=past, use_cache=True).logits
+        picked = torch.log_softmax(logits.float(), dim=-1).gather(2, targets[..., None])[..., 0]
+        return [float(sum(row[: len(o.ids) - 1])) for row, o in zip(picked.cpu().tolist(),
+                                                                      options, strict=True)]
+
+    @property
+    def _pad(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def _tokens(self, label: str) -> tuple[int, ...]:
         """The single tokens that write ``label`` after the marker: "A" and " A", if one token."""
