@@ -435,7 +435,267 @@ RETRIEVAL = [
     '''),
 ]
 
-NOTEBOOKS = {"01_quickstart": QUICKSTART, "02_retrieval": RETRIEVAL}
+CONSISTENCY = [
+    md('''
+        # Consistency: reading a finished run
+
+        `calm-rag run pipelines/demo.yaml` (or `make demo`) runs the whole CALM loop and leaves
+        a run folder, `runs/demo/<timestamp>/`: the resolved config, the manifest, the samples,
+        votes and pairs of alignment, the adapter, the evaluation samples before and after
+        alignment (zero-shot and with retrieval), `metrics.json` and `report.md`.
+
+        This notebook opens the newest demo run with `calm_rag.runs.open_run`, which reads
+        those files back as library records, and looks at what alignment did: accuracy per
+        language, which languages agree, how the answers were read, what retrieval changed,
+        consistency before and after, and one question's answers across languages.
+    '''),
+    QUIET,
+    code('''
+        import os
+        import tempfile
+        from pathlib import Path
+
+        import pandas as pd
+        from IPython.display import Image, Markdown, display
+
+        from calm_rag import InputError
+        from calm_rag.evaluation import (
+            format_grid_table,
+            plot_accuracy,
+            plot_agreement,
+            plot_retrieval_delta,
+        )
+        from calm_rag.experiment import load_experiment
+        from calm_rag.pipeline import run_experiment
+        from calm_rag.runs import open_run
+    ''', ROOT, '''
+        RUNS = ROOT / "runs"
+    '''),
+    md('''
+        ## 1. The run
+
+        `open_run("demo")` finds the newest run of the `demo` experiment through
+        `runs/demo/LATEST` (a path to any run folder works too). When there is none yet, the
+        next cell first makes a small one from the same `pipelines/demo.yaml`, with overrides
+        that keep it to a few minutes on a CPU: the transformers backend, 4 training and 4
+        held-out questions in English, Chinese and French, 2 samples of 32 tokens each, one
+        passage per prompt, one epoch of DPO, and no log-prob fallback (it scores every
+        option after each response the extractors cannot read: on a CPU the slowest stage).
+        It is an ordinary run folder, so a later full `calm-rag run pipelines/demo.yaml`
+        becomes the newest and this notebook shows that one instead.
+    '''),
+    code('''
+        SMALL = [
+            "generator.backend=hf", "data.train=4", "data.heldout=4", "data.languages=[en,zh,fr]",
+            "sampling.n=2", "sampling.max_tokens=32", "answers.fallback=none", "retrieval.k=1",
+            "align.epochs=1", "align.batch_size=2", "evaluation.sampling.max_tokens=32",
+            # Paths in an experiment are relative to the current folder, here notebooks/.
+            f"retrieval.index_dir={os.path.relpath(ROOT / 'indexes')}",
+            f"runs_dir={os.path.relpath(RUNS)}",
+        ]
+        try:
+            run = open_run("demo", runs_dir=RUNS)
+        except InputError as missing:
+            print(f"{missing.message}: making a small one")
+            demo = ROOT / "pipelines" / "demo.yaml"
+            result = run_experiment(load_experiment(demo, SMALL), progress=False, source=demo)
+            print(f"finished in {result.seconds / 60:.1f} minutes")
+            run = open_run("demo", runs_dir=RUNS)
+        print(f"opened {run.path.relative_to(ROOT)}")
+    '''),
+    md('''
+        `run.config` is the resolved experiment (an `Experiment`, as `load_experiment`
+        returns it) and `run.manifest` what else says what the run was: question ids, seeds,
+        package versions, the git commit, each stage's cache key.
+    '''),
+    code('''
+        config, manifest = run.config, run.manifest
+        git = manifest["git"] or {}
+        pd.Series({
+            "generator": f"{config.generator.model} ({config.generator.backend})",
+            "languages": ", ".join(config.data.languages),
+            "questions": ", ".join(f"{len(ids)} {split}"
+                                   for split, ids in manifest["questions"].items()),
+            "settings": ", ".join(config.settings),
+            "sampling": f"n={config.sampling.n}, max_tokens {config.sampling.max_tokens}",
+            "alignment": f"{config.align.method}, {config.align.rounds} round(s), "
+                         f"{len(run.pairs())} preference pairs",
+            "stages": f"{len(manifest['stages'])}, "
+                      f"{sum(s['cached'] for s in manifest['stages'])} from the cache",
+            "commit": f"{git.get('commit', 'n/a')[:10]}{' (dirty)' if git.get('dirty') else ''}",
+        }, name=run.name).to_frame()
+    '''),
+    md('''
+        ## 2. The evaluation grid
+
+        `run.grid` is `metrics.json`: one cell per split and phase (`heldout/before`,
+        `heldout/after`, ...), each scored zero-shot and with retrieval. Evaluation decodes
+        greedily, so before and after differ only by the model. The table is the one in
+        `report.md` (all numbers in %; accuracy per sample, unanswered counting as wrong;
+        consistency with a 95% bootstrap interval over questions).
+    '''),
+    code('''
+        grid = run.grid
+        Markdown(format_grid_table(grid))
+    '''),
+    md('''
+        ## 3. Accuracy per language, before and after
+
+        The plots of `calm_rag.evaluation` write PNG files (the report's `plots/`); here they
+        go to a temporary folder and are shown inline. Lighter bars are before alignment.
+    '''),
+    code('''
+        plots = tempfile.TemporaryDirectory(prefix="calm-rag-plots-")  # removed at exit
+        PLOTS = Path(plots.name)
+        Image(plot_accuracy(grid, PLOTS / "accuracy.png").read_bytes(), width=520)
+    '''),
+    md('''
+        ## 4. Which languages agree
+
+        For each pair of languages, the share of held-out questions on which both give the same
+        answer (each language answering with the majority of its samples). CALM's consistency
+        is the mean over the off-diagonal cells, per question. Before alignment, then after.
+    '''),
+    code('''
+        SETTING = "rag" if "rag" in config.settings else "zero-shot"
+        heldout = [cell for cell in grid["cells"] if cell.startswith("heldout/")]
+
+
+        def agreement(cell):
+            path = PLOTS / f"agreement-{cell.replace('/', '-')}.png"
+            metrics = grid["cells"][cell]["metrics"][SETTING]
+            return Image(plot_agreement(metrics, path, f"{cell} · {SETTING}").read_bytes(),
+                         width=360)
+
+
+        display(*[agreement(cell) for cell in heldout])
+    '''),
+    md('''
+        ## 5. How the answers were read
+
+        The extractor chain reads the option letter from a response (`marker_letter`,
+        `option_line`, ...) and never guesses: a response naming two options is `ambiguous`,
+        one naming none is `none`. Those two go to the log-prob fallback, which asks the
+        model which option it meant (`logprob`); with `answers.fallback: none`, as in the
+        small run above, they stay unanswered. Share of samples per method, in %:
+    '''),
+    code('''
+        extraction = pd.DataFrame({
+            (cell, setting): shares
+            for cell, scored in grid["cells"].items()
+            for setting, shares in scored["extraction"].items()
+        }).T.fillna(0.0)
+        extraction.index.names = ["cell", "setting"]
+        last = [m for m in ("logprob", "ambiguous", "none") if m in extraction]
+        METHODS = [m for m in extraction if m not in last] + last  # the extractors first
+        (100 * extraction[METHODS]).round(1)
+    '''),
+    md('''
+        The same per phase and language (both splits together), from the evaluation samples
+        themselves: `run.eval_frame()` holds every one of them, one row each, with its split,
+        phase, setting, answer and extraction.
+    '''),
+    code('''
+        evaluated = run.eval_frame()
+        (100 * pd.crosstab([evaluated.phase, evaluated.lang], evaluated.extraction,
+                           normalize="index")
+         .reindex(["before", "after"], level="phase")[METHODS]).round(1)
+    '''),
+    md('''
+        ## 6. What retrieval changed
+
+        Per question and language, the answer zero-shot against the answer with retrieved
+        passages: `helped` (right only with retrieval), `hurt` (right only without),
+        `changed` (another wrong answer), `unchanged`. Counts of questions; helped up, hurt
+        down.
+    '''),
+    code('''
+        if "rag" in config.settings:
+            display(Image(plot_retrieval_delta(grid, PLOTS / "delta.png").read_bytes(),
+                          width=520))
+            delta = pd.DataFrame([
+                {"cell": cell, "lang": lang, **counts}
+                for cell, scored in grid["cells"].items() if scored["retrieval_delta"]
+                for lang, counts in scored["retrieval_delta"]["by_language"].items()
+            ]).set_index(["cell", "lang"])
+            display(delta.assign(net=delta.helped - delta.hurt))
+        else:
+            print("this run has no retrieval setting (retrieval.enabled: false)")
+    '''),
+    md('''
+        ## 7. Consistency before → after
+
+        The question alignment answers: are the languages more consistent afterwards? The
+        change is paired, per question (after − before, in percentage points), with a 95%
+        bootstrap interval; with a handful of questions the intervals are wide.
+    '''),
+    code('''
+        def pct(value):
+            return None if value is None else round(100 * value, 1)
+
+
+        def interval(ci95):
+            low, high = ci95
+            return "n/a" if low is None else f"[{pct(low)}, {pct(high)}]"
+
+
+        pd.DataFrame([
+            {"split": split, "setting": setting,
+             "before": pct(c["before"]["value"]), "before CI": interval(c["before"]["ci95"]),
+             "after": pct(c["after"]["value"]), "after CI": interval(c["after"]["ci95"]),
+             "change": pct(c["change"]["value"]), "change CI": interval(c["change"]["ci95"]),
+             "questions": c["change"]["n"]}
+            for split, settings in grid["consistency_change"].items()
+            for setting, c in settings.items()
+        ]).set_index(["split", "setting"])
+    '''),
+    md('''
+        ## 8. One question across languages
+
+        The held-out question on which the languages disagree most (distinct answers across
+        languages, summed over phases and settings), with every evaluation sample of it.
+    '''),
+    code('''
+        asked = evaluated[evaluated.split == "heldout"]
+        spread = (asked.groupby(["question_id", "phase", "setting"]).answer.nunique()
+                  .groupby("question_id").sum())
+        QID = spread.idxmax()
+        first = config.data.languages[0]
+        question = next(s.question for s in run.eval_cells()["heldout/before"]
+                        if s.question.id == QID and s.lang == first)
+        print(f"{QID}: {question.stem}")
+        for label, option in question.options.items():
+            print(f"  {label}. {option}{'   <- gold' if label == question.answer else ''}")
+    '''),
+    md('''
+        Each language's answer, before and after alignment, zero-shot and with retrieval:
+    '''),
+    code('''
+        chosen = asked[asked.question_id == QID]
+        (chosen.fillna({"answer": "-"})
+         .pivot_table(index="lang", columns=["setting", "phase"], values="answer",
+                      aggfunc=" ".join)
+         .reindex(columns=["before", "after"], level="phase"))
+    '''),
+    md('''
+        And the responses themselves, with how each answer was read:
+    '''),
+    code('''
+        (chosen.assign(text=chosen.text.map(lambda t: excerpt(t, 60)))
+         .sort_values(["lang", "setting", "phase"], ascending=[True, False, False])
+         [["lang", "setting", "phase", "answer", "correct", "extraction", "text"]]
+         .reset_index(drop=True))
+    '''),
+    md('''
+        The same files are on disk for any other tool: `report.md` with its plots, the samples
+        as JSONL (`calm-rag metrics` reads them), the adapter for `peft`. Back to
+        [01_quickstart](01_quickstart.ipynb) for the loop one step at a time, or
+        [02_retrieval](02_retrieval.ipynb) for the retrieval policies.
+    '''),
+]
+
+NOTEBOOKS = {"01_quickstart": QUICKSTART, "02_retrieval": RETRIEVAL,
+             "03_consistency": CONSISTENCY}
 
 
 def make_notebook(name: str) -> nbformat.NotebookNode:

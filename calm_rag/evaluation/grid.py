@@ -18,7 +18,7 @@ from calm_rag.evaluation.tables import _pct, _with_ci
 from calm_rag.records import Sample
 
 NOT_EXTRACTED = "unextracted"  # Sample.extraction == "": the answers stage has not run
-UNANSWERED = ("none", NOT_EXTRACTED)
+UNANSWERED = ("ambiguous", "none", NOT_EXTRACTED)
 
 
 def split_phase(cell: str) -> tuple[str, str]:

@@ -1,0 +1,143 @@
+"""Finished run folders read back as library records: ``open_run("demo").eval_cells()``.
+
+A run folder is what ``calm-rag run`` writes (``<runs_dir>/<name>/<timestamp>/``, the newest
+named in ``<runs_dir>/<name>/LATEST``); see :mod:`calm_rag.pipeline.outputs` for its files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from calm_rag.datasets.samples import read_samples
+from calm_rag.errors import InputError
+from calm_rag.io import read_json, read_jsonl
+from calm_rag.records import PreferencePair, Sample, Vote
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from calm_rag.experiment import Experiment
+
+HINT = "make one with: calm-rag run pipelines/demo.yaml"
+Record = TypeVar("Record")
+
+
+def latest_run(name: str, runs_dir: str | Path = "runs") -> Path:
+    """The newest run folder of experiment ``name``, as named by its ``LATEST`` file."""
+    latest = Path(runs_dir) / name / "LATEST"
+    if not latest.is_file():
+        raise InputError(f"no finished run of experiment {name!r}", path=latest, hint=HINT)
+    folder = latest.parent / latest.read_text(encoding="utf-8").strip()
+    if not folder.is_dir():
+        raise InputError(f"LATEST names {folder.name!r}, which is missing", path=latest,
+                         hint=HINT)
+    return folder
+
+
+def open_run(path_or_name: str | Path, runs_dir: str | Path = "runs") -> RunFolder:
+    """A run folder by its path, or the newest run of an experiment by name (or by folder)."""
+    path = Path(path_or_name)
+    if (path / "manifest.json").is_file():
+        return RunFolder(path)
+    if (path / "LATEST").is_file():
+        return RunFolder(latest_run(path.name, path.parent))
+    if len(path.parts) == 1:  # a bare name: an experiment in runs_dir
+        return RunFolder(latest_run(path.name, runs_dir))
+    raise InputError("not a run folder (no manifest.json) nor an experiment's folder "
+                     "(no LATEST)", path=path, hint=HINT)
+
+
+class RunFolder:
+    """One finished run; each accessor reads its file when called."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "manifest.json").is_file():
+            raise InputError("not a run folder (no manifest.json)", path=self.path, hint=HINT)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        """The experiment's name (the folder above the timestamp)."""
+        return self.path.parent.name
+
+    @property
+    def config(self) -> Experiment:
+        """The resolved experiment the run was made with (``config.yaml``)."""
+        from calm_rag.experiment import load_experiment
+
+        return load_experiment(self.path / "config.yaml")
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """Seeds, package versions, git commit, question ids, models and stage keys."""
+        return read_json(self.path / "manifest.json")
+
+    @property
+    def grid(self) -> dict[str, Any]:
+        """The evaluation grid (``metrics.json``), as ``calm_rag.evaluation`` reads it."""
+        return read_json(self.path / "metrics.json")
+
+    def round_dir(self, number: int | None = None) -> Path:
+        """Where round ``number``'s samples, votes and pairs are (default: the last round)."""
+        if number is None:
+            return self.path
+        if (earlier := self.path / f"round-{number}").is_dir():
+            return earlier
+        last = len(list(self.path.glob("round-*"))) + 1  # the last round is at the top level
+        if number == last:
+            return self.path
+        raise InputError(f"no round {number}: this run has rounds 1 to {last}", path=self.path)
+
+    def samples(self, round: int | None = None) -> list[Sample]:
+        """The alignment samples of a round (default: the last)."""
+        return read_samples(self.round_dir(round) / "samples.jsonl")
+
+    def votes(self, round: int | None = None) -> list[Vote]:
+        """The cross-lingual votes of a round (default: the last)."""
+        return _records(self.round_dir(round) / "votes.jsonl", lambda obj, **_: Vote.from_dict(obj))
+
+    def pairs(self, round: int | None = None) -> list[PreferencePair]:
+        """The preference pairs of a round (default: the last); none if every vote agreed."""
+        return _records(self.round_dir(round) / "pairs.jsonl", PreferencePair.from_dict)
+
+    def eval_cells(self) -> dict[str, list[Sample]]:
+        """Evaluation samples per cell (``"heldout/after"``), both settings, in the grid's order."""
+        return {cell: read_samples(self.path / "eval" / f"{cell.replace('/', '-')}.jsonl")
+                for cell in self.grid["cells"]}
+
+    def eval_frame(self) -> pd.DataFrame:
+        """All evaluation samples as one :func:`samples_frame`, with ``split`` and ``phase``."""
+        import pandas as pd
+
+        frames = [samples_frame(samples).assign(split=cell.split("/")[0],
+                                                phase=cell.split("/")[1])
+                  for cell, samples in self.eval_cells().items()]
+        frame = (pd.concat(frames, ignore_index=True) if frames
+                 else samples_frame([]).assign(split=None, phase=None))
+        return frame[["split", "phase", *COLUMNS]]
+
+
+def _records(path: Path, parse: Callable[..., Record]) -> list[Record]:
+    """One record per JSONL line; an empty file (a round with no pairs) holds none."""
+    if path.is_file() and not path.read_text(encoding="utf-8").strip():
+        return []
+    return [parse(obj, path=path, line=line) for line, obj in read_jsonl(path)]
+
+
+COLUMNS = ["id", "question_id", "lang", "setting", "index", "answer", "gold", "correct",
+           "extraction", "text"]
+
+
+def samples_frame(samples: Iterable[Sample]) -> pd.DataFrame:
+    """One row per sample; ``correct`` is None where the question has no gold answer."""
+    import pandas as pd
+
+    rows = [(s.id, s.question.id, s.lang, s.setting, s.index, s.answer, s.question.answer,
+             None if s.question.answer is None else s.answer == s.question.answer,
+             s.extraction, s.text) for s in samples]
+    return pd.DataFrame(rows, columns=COLUMNS)
