@@ -1,0 +1,23 @@
+"""Alignment: DPO (TRL + PEFT LoRA) on the cross-lingual preference pairs, and the SFT baseline.
+
+>>> result = train_dpo(model_path, pairs, AlignConfig(), out_dir)
+>>> result.merged_dir  # a plain transformers folder: sample from it for the next round
+"""
+
+from calm_rag.training.common import TrainResult
+from calm_rag.training.config import METHODS, TARGETS, AlignConfig, LoraSettings
+from calm_rag.training.dpo import dpo_row, train_dpo
+from calm_rag.training.sft import sft_row, sft_targets, train_sft
+
+__all__ = [
+    "METHODS",
+    "TARGETS",
+    "AlignConfig",
+    "LoraSettings",
+    "TrainResult",
+    "dpo_row",
+    "sft_row",
+    "sft_targets",
+    "train_dpo",
+    "train_sft",
+]

@@ -1,0 +1,58 @@
+"""What a training run leaves beside its weights: adapter, merged model, step log, loss plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from calm_rag.io import write_json
+from calm_rag.training.config import AlignConfig
+
+
+def save_adapter(model: Any, tokenizer: Any, folder: Path) -> None:
+    """The PEFT adapter alone (a few MB); ``PeftModel.from_pretrained(base, folder)`` loads it."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def save_merged(model: Any, tokenizer: Any, folder: Path, dtype: Any) -> None:
+    """The adapter folded into the base weights: a plain transformers folder (tokenizer and
+    chat template included) in the base model's dtype, so vLLM and ``hf`` load it as is."""
+    merged = model.merge_and_unload()
+    merged.config.use_cache = True  # generation wants the KV cache back
+    merged.to(dtype).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def write_log(folder: Path, method: str, config: AlignConfig, rows: int,
+              history: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
+    """Write ``train_log.json`` and ``loss.png``; return the per-step entries."""
+    steps = [entry for entry in history if "loss" in entry]
+    summary = next((entry for entry in reversed(history) if "train_runtime" in entry), {})
+    write_json(folder / "train_log.json", {
+        "method": method, "config": config.to_dict(), "rows": rows,
+        "seconds": round(seconds, 2), "summary": summary, "steps": steps,
+    })
+    plot_loss(steps, folder / "loss.png", title=f"{method.upper()} on {rows} rows")
+    return steps
+
+
+def plot_loss(steps: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Loss per optimiser step; with DPO also the reward margin (chosen − rejected)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
+    from matplotlib.ticker import MaxNLocator
+
+    margins = [s for s in steps if "rewards/margins" in s]
+    fig = Figure(figsize=(6, 3.2 * (2 if margins else 1)), layout="constrained")
+    axes = fig.subplots(2 if margins else 1, 1, sharex=True, squeeze=False)[:, 0]
+    axes[0].plot([s["step"] for s in steps], [s["loss"] for s in steps], marker=".")
+    axes[0].set_ylabel("loss")
+    axes[0].set_title(title)
+    if margins:
+        axes[1].plot([s["step"] for s in margins], [s["rewards/margins"] for s in margins],
+                     marker=".", color="tab:green")
+        axes[1].axhline(0, color="grey", linewidth=0.8)
+        axes[1].set_ylabel("reward margin")
+    axes[-1].set_xlabel("step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.savefig(path, dpi=100)

@@ -1,0 +1,49 @@
+"""DPO with TRL's DPOTrainer and a PEFT LoRA adapter on the cross-lingual preference pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from calm_rag.errors import InputError
+from calm_rag.records import PreferencePair
+from calm_rag.sampling.prompts import messages_from_fields
+from calm_rag.training.common import TrainResult, lora_config, run_training
+from calm_rag.training.config import AlignConfig
+
+
+def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: AlignConfig,
+              out_dir: str | Path) -> TrainResult:
+    """Train a LoRA adapter on ``pairs`` with DPO; write adapter, merged model, log and plot.
+
+    The reference model is the base itself (TRL switches the adapter off for it), so only one
+    copy of the weights is held.
+    """
+    if not pairs:
+        raise InputError("no preference pairs to train on: every question was unanimous or "
+                         "undecided", field="align",
+                         hint="sample more questions or responses (sampling.n), raise the "
+                              "temperature, or use method: sft")
+    rows = [dpo_row(pair) for pair in pairs]
+
+    def make_trainer(model: Any, tokenizer: Any, dataset: Any, args: dict[str, Any]) -> Any:
+        from trl import DPOConfig, DPOTrainer
+
+        return DPOTrainer(model=model, args=DPOConfig(beta=config.beta, **args),
+                          train_dataset=dataset, processing_class=tokenizer,
+                          peft_config=lora_config(config, model))
+
+    return run_training("dpo", model_path, rows, config, out_dir, make_trainer)
+
+
+def dpo_row(pair: PreferencePair) -> dict[str, Any]:
+    """A conversational TRL row whose prompt is the very chat the sampler was given."""
+    if not (pair.instruction or pair.input):
+        raise InputError(f"pair {pair.chosen_sample_id} vs {pair.rejected_sample_id} has no "
+                         "recorded prompt (instruction and input are empty)", field="input",
+                         hint="rebuild the pairs from samples that record their prompt fields")
+    return {
+        "prompt": messages_from_fields(pair.instruction, pair.input),
+        "chosen": [{"role": "assistant", "content": pair.chosen}],
+        "rejected": [{"role": "assistant", "content": pair.rejected}],
+    }

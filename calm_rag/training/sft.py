@@ -1,0 +1,62 @@
+"""The supervised baseline: fine-tune (LoRA) on the responses that agree with the target."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from calm_rag.errors import InputError
+from calm_rag.records import Sample, Vote
+from calm_rag.sampling.prompts import messages_from_fields
+from calm_rag.training.common import TrainResult, lora_config, run_training
+from calm_rag.training.config import TARGETS, AlignConfig
+
+
+def sft_targets(samples: Iterable[Sample], votes: Iterable[Vote],
+                target: str = "majority") -> list[Sample]:
+    """The samples whose answer is their question's target in the same setting: the vote's
+    answer (``majority``) or the dataset's label (``gold``). Undecided questions give none."""
+    if target not in TARGETS:
+        raise InputError(f"unknown target {target!r}", field="align.target",
+                         hint=f"use one of {', '.join(TARGETS)}")
+    decided = {(v.question_id, v.setting): v.answer for v in votes if v.answer is not None}
+    keep = []
+    for sample in samples:
+        wanted = (sample.question.answer if target == "gold"
+                  else decided.get((sample.question.id, sample.setting)))
+        if wanted is not None and sample.answer == wanted:
+            keep.append(sample)
+    return keep
+
+
+def train_sft(model_path: str | Path, samples: list[Sample], config: AlignConfig,
+              out_dir: str | Path) -> TrainResult:
+    """Train a LoRA adapter on ``samples`` (prompt → its response, loss on the response only);
+    write adapter, merged model, log and plot as :func:`~calm_rag.training.train_dpo` does."""
+    if not samples:
+        raise InputError("no responses to fine-tune on: no sample agrees with its question's "
+                         "target", field="align",
+                         hint="sample more questions or responses (sampling.n), or check that "
+                              "answers were extracted")
+    rows = [sft_row(sample) for sample in samples]
+
+    def make_trainer(model: Any, tokenizer: Any, dataset: Any, args: dict[str, Any]) -> Any:
+        from trl import SFTConfig, SFTTrainer
+
+        return SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset,
+                          processing_class=tokenizer, peft_config=lora_config(config, model))
+
+    return run_training("sft", model_path, rows, config, out_dir, make_trainer)
+
+
+def sft_row(sample: Sample) -> dict[str, Any]:
+    """A conversational prompt-completion row: the sampler's chat, then the response."""
+    if not (sample.instruction or sample.input):
+        raise InputError(f"sample {sample.id} has no recorded prompt (instruction and input "
+                         "are empty)", field="input",
+                         hint="sample again with this version, which records the prompt fields")
+    return {
+        "prompt": messages_from_fields(sample.instruction, sample.input),
+        "completion": [{"role": "assistant", "content": sample.text}],
+    }
