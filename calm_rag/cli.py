@@ -17,7 +17,6 @@ COMMAND_MODULES = (
     "calm_rag.commands.index",
     "calm_rag.models",
     "calm_rag.commands.run",
-    "calm_rag.commands.demo",
 )
 
 

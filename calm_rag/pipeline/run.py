@@ -104,7 +104,8 @@ def _training_rows(experiment: Experiment, samples: list[Sample], votes: list[Vo
                    ) -> tuple[list[Any], list[PreferencePair]]:
     from calm_rag.pairs import build_pairs, gold_votes
 
-    target_votes = gold_votes(samples, experiment.vote) if experiment.align.target == "gold" else votes
+    gold = experiment.align.target == "gold"
+    target_votes = gold_votes(samples, experiment.vote) if gold else votes
     pairs = build_pairs(samples, target_votes, experiment.vote)
     if experiment.align.method == "sft":
         from calm_rag.training import sft_targets
