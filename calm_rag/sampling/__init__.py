@@ -5,6 +5,8 @@
 """
 
 from calm_rag.sampling import hf as _hf  # noqa: F401  (registers the "hf" backend)
+from calm_rag.sampling import openai_backend as _openai  # noqa: F401
+from calm_rag.sampling import vllm_backend as _vllm  # noqa: F401
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler, make_sampler
 from calm_rag.sampling.default_model import (
     DEFAULT_GENERATOR,
@@ -12,19 +14,28 @@ from calm_rag.sampling.default_model import (
     resolve_generator,
 )
 from calm_rag.sampling.hf import HFOptions, HFSampler
+from calm_rag.sampling.letter_scores import LetterScorer, fill_unanswered
+from calm_rag.sampling.openai_backend import OpenAIOptions, OpenAISampler
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.sampling.prompts import build_messages, messages_from_fields, prompt_fields
 from calm_rag.sampling.stage import sample_questions
+from calm_rag.sampling.vllm_backend import VLLMOptions, VLLMSampler
 
 __all__ = [
     "DEFAULT_GENERATOR",
     "SAMPLERS",
     "HFOptions",
     "HFSampler",
+    "LetterScorer",
     "Messages",
+    "OpenAIOptions",
+    "OpenAISampler",
     "Sampler",
     "SamplingParams",
+    "VLLMOptions",
+    "VLLMSampler",
     "build_messages",
+    "fill_unanswered",
     "make_sampler",
     "messages_from_fields",
     "prepare_generator",
