@@ -278,7 +278,7 @@ def test_config_round_trips_through_a_dict():
     ({"target": "oracle"}, "align.target", "unknown target"),
     ({"beta": 0}, "align.beta", "must be positive"),
     ({"lora": {"dropout": 1.0}}, "align.lora.dropout", "must lie in [0, 1)"),
-    ({"rounds": 0}, "align.rounds", "must be at least 1"),
+    ({"rounds": -1}, "align.rounds", "must be 0 or more"),
     ({"precision": "fp16"}, "align.precision", "unknown precision"),
     ({"lora": {"layers": 0}}, "align.lora.layers", "must be at least 1"),
 ])
