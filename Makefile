@@ -37,7 +37,7 @@ demo: setup
 # Jupyter in .venv, opened on notebooks/ (the lab is installed on first use only).
 notebooks: setup
 	test -x $(VENV)/bin/jupyter-lab || $(PIP) 'jupyterlab>=4,<5'
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
