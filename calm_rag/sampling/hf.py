@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.default_model import DEFAULT_GENERATOR, resolve_generator
 from calm_rag.sampling.params import SamplingParams
+from calm_rag.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ class HFSampler(Sampler):
         started, new_tokens = time.perf_counter(), 0
         bar = tqdm(total=len(prompts), desc="sampling", unit="prompt",
                    disable=not self.options.progress)
-        with torch.inference_mode(), _threads(self.options.threads or _available_cores()), bar:
+        with torch.inference_mode(), torch_threads(self.options.threads), bar:
             for start in range(0, len(order), size):
                 batch = order[start : start + size]
                 texts, count = self._generate_batch([encoded[i] for i in batch], params)
@@ -165,21 +164,4 @@ def _count_generated(new: Any, eos: int | list[int] | None) -> int:
     return int((~after_end).sum())
 
 
-@contextlib.contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """Run torch on ``count`` threads, then restore the process-wide setting."""
-    import torch
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

@@ -29,8 +29,9 @@ from calm_rag.errors import InputError
 from calm_rag.languages import get_language
 from calm_rag.records import Sample
 from calm_rag.sampling.default_model import DEFAULT_GENERATOR, resolve_generator
-from calm_rag.sampling.hf import DTYPES, _available_cores, _threads
+from calm_rag.sampling.hf import DTYPES
 from calm_rag.sampling.prompts import messages_from_fields
+from calm_rag.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class LetterScorer:
         results: list[dict[str, float]] = [{} for _ in samples]
         bar = tqdm(total=len(samples), desc="scoring answers", unit="sample",
                    disable=not self.progress)
-        with torch.inference_mode(), _threads(self.threads or _available_cores()), bar:
+        with torch.inference_mode(), torch_threads(self.threads), bar:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
                 found = self._score_batch([samples[i] for i in batch],

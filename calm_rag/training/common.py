@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir
+from calm_rag.threads import torch_threads
 from calm_rag.training.artifacts import save_adapter, save_merged, write_log
 from calm_rag.training.config import AlignConfig
 
@@ -50,7 +50,7 @@ def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]]
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    with _threads(config.threads), _quiet(), atomic_dir(out_dir) as staging:
+    with torch_threads(config.threads), _quiet(), atomic_dir(out_dir) as staging:
         model, tokenizer, base_dtype = load_policy(model_path)
         args = trainer_args(config, staging / "trainer")
         trainer = make_trainer(model, tokenizer, Dataset.from_list(rows), args)
@@ -174,26 +174,6 @@ def _show_progress(trainer: Any, desc: str) -> None:
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(NotebookProgressCallback)  # Jupyter's HTML table, with timings
     trainer.add_callback(LossBar())
-
-
-@contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    """Run torch on ``count`` threads (default: the cores available), then restore."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count or _available_cores())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @contextlib.contextmanager
