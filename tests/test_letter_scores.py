@@ -53,7 +53,7 @@ def scorer_for(tiny, **kwargs) -> LetterScorer:
 def test_one_score_per_option_label(tiny, by):
     three = {"A": "yes", "B": "no", "C": "maybe"}
     samples = [sample("en"), sample("zh", options=three), sample("ja", text="")]
-    scores = scorer_for(tiny, by=by, batch_size=2).score(samples)
+    scores = scorer_for(tiny, by=by, pass_tokens=64).score(samples)
     assert [list(s) for s in scores] == [list("ABCD"), list("ABC"), list("ABCD")]
     assert all(v <= 0 and v == v for s in scores for v in s.values())  # log-probs, no NaN
 
@@ -75,7 +75,7 @@ def direct_scores(tiny, one: Sample, by: str) -> dict[str, float]:
     model, tokenizer = tiny
     chat = [{"role": "user", "content": f"{one.instruction}\n\n{one.input}"}]
     text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-    text += one.text + "\nAnswer:"
+    text += one.text + answer_cue(one.lang)
     scores = {}
     for label, option in one.question.options.items():
         suffix = "" if by == "letter" else " " + option
@@ -98,7 +98,7 @@ def test_scores_equal_a_direct_forward_pass(tiny, by):
     short = sample(text="Explanation: it goes bad when warm.")
     samples = [sample(passages=["Keep dairy cold."] * 4, index=1), short,
                sample(passages=["Milk is a drink."] * 8, index=2)]
-    scores = scorer_for(tiny, by=by, batch_size=8).score(samples)[1]
+    scores = scorer_for(tiny, by=by, pass_tokens=4096).score(samples)[1]
     expected = direct_scores(tiny, short, by)
     assert scores == pytest.approx(expected, abs=1e-4)
     assert max(scores, key=scores.get) == max(expected, key=expected.get)
@@ -116,9 +116,28 @@ def test_cached_option_scores_equal_uncached_ones(sharp):
                sample(passages=["Milk is a drink."] * 9, options=mixed, index=2,
                       text="Explanation: milk spoils quickly when it is warm."),
                sample(passages=["Keep dairy cold."], options=mixed, index=3)]
-    scores = scorer_for(sharp, batch_size=3).score(samples)
+    scores = scorer_for(sharp, pass_tokens=300).score(samples)
     for one, found in zip(samples, scores, strict=True):
         assert found == pytest.approx(direct_scores(sharp, one, "option"), abs=1e-4)
+
+
+@pytest.mark.parametrize("by", ["option", "letter"])
+def test_responses_to_one_prompt_share_its_pass(sharp, by):
+    """Four responses to one prompt and two to another: in one pass, in passes that split a
+    prompt's responses, and one response a pass, each scores as a plain forward pass over its
+    own text alone."""
+    texts = ["", "Milk spoils when warm.", "Explanation: keep it cold, so B.", "Ovens are hot."]
+    samples = ([sample(text=t, index=i, passages=["Keep dairy cold."]) for i, t in
+                enumerate(texts)] + [sample("fr", text=t, index=i) for i, t in enumerate(texts[:2])])
+    expected = [direct_scores(sharp, one, by) for one in samples]
+    scorer = scorer_for(sharp, by=by)
+    scored = scorer._tokenize(samples)
+    split = len(scored[0].prompt) + max(item.cost(by) for item in scored[:4]) * 2
+    for budget, passes in {1: {6}, split: {3, 4, 5}, 10**6: {1}}.items():
+        scorer.pass_tokens = budget
+        assert len(scorer._passes(scored)) in passes
+        for found, want in zip(scorer.score(samples), expected, strict=True):
+            assert found == pytest.approx(want, abs=1e-4)
 
 
 def test_answer_cue_is_the_language_marker():

@@ -29,7 +29,11 @@ def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: Align
     def make_trainer(model: Any, tokenizer: Any, dataset: Any, args: dict[str, Any]) -> Any:
         from trl import DPOConfig, DPOTrainer
 
-        return DPOTrainer(model=model, args=DPOConfig(beta=config.beta, **args),
+        # The reference never changes: its log-probs are computed once, before training,
+        # not again in every epoch (2 epochs of the demo: 177 s instead of ~200).
+        dpo_args = DPOConfig(beta=config.beta, precompute_ref_log_probs=True,
+                             precompute_ref_batch_size=2 * config.batch_size, **args)
+        return DPOTrainer(model=model, args=dpo_args,
                           train_dataset=dataset, processing_class=tokenizer,
                           peft_config=lora_config(config, model))
 
