@@ -83,9 +83,11 @@ class Direct:
         from transformers import AutoTokenizer
         from vllm.platforms import current_platform
 
-        from calm_rag.sampling.vllm_backend import engine_args
+        from calm_rag.sampling.vllm_backend import engine_args, one_process_on_cpu
 
         config = {**options.__dict__, "model": options.model}
+        if current_platform.is_cpu():
+            one_process_on_cpu()  # the layout calm_rag's child uses
         self.llm = vllm.LLM(**engine_args(config, on_cpu=current_platform.is_cpu()))
         tokenizer = AutoTokenizer.from_pretrained(options.model)
         self.ids = [list(tokenizer.apply_chat_template(

@@ -127,8 +127,9 @@ def test_responses_to_one_prompt_share_its_pass(sharp, by):
     prompt's responses, and one response a pass, each scores as a plain forward pass over its
     own text alone."""
     texts = ["", "Milk spoils when warm.", "Explanation: keep it cold, so B.", "Ovens are hot."]
-    samples = ([sample(text=t, index=i, passages=["Keep dairy cold."]) for i, t in
-                enumerate(texts)] + [sample("fr", text=t, index=i) for i, t in enumerate(texts[:2])])
+    samples = ([sample(text=t, index=i, passages=["Keep dairy cold."])
+                for i, t in enumerate(texts)]
+               + [sample("fr", text=t, index=i) for i, t in enumerate(texts[:2])])
     expected = [direct_scores(sharp, one, by) for one in samples]
     scorer = scorer_for(sharp, by=by)
     scored = scorer._tokenize(samples)

@@ -355,7 +355,7 @@ class _ChildEngine:
 
         on_cpu = current_platform.is_cpu()
         if on_cpu:
-            _one_process_on_cpu()
+            one_process_on_cpu()
         import vllm
 
         self.llm = vllm.LLM(**engine_args(config, on_cpu=on_cpu))
@@ -416,12 +416,12 @@ def engine_args(config: dict, on_cpu: bool) -> dict[str, Any]:
         # for token (tests/test_vllm.py).
         "enable_chunked_prefill": not on_cpu,
         # On CPU the engine, its scheduler and the model run in this one process (see
-        # _one_process_on_cpu); on GPU vLLM's own process layout is kept.
+        # one_process_on_cpu); on GPU vLLM's own process layout is kept.
         "distributed_executor_backend": "uni" if on_cpu else None,
     }
 
 
-def _one_process_on_cpu() -> None:
+def one_process_on_cpu() -> None:
     """Run vLLM's engine core and its worker in this process, on every core.
 
     By default vLLM puts its scheduler in a process of its own, which spins while it waits, and

@@ -144,14 +144,19 @@ def lora_config(config: AlignConfig, model: Any) -> Any:
 def _check_rows(given: int, kept: int, config: AlignConfig) -> int:
     """TRL drops rows whose prompt alone fills max_length; none left is the user's to fix."""
     if kept == 0:
-        raise InputError(f"every one of the {given} prompts is at least {config.max_length} "
-                         "tokens long, so no row is left to train on", field="align.max_length",
-                         hint="raise align.max_length (the prompts with retrieved passages "
-                              "are the longest)")
+        raise no_rows_left(given, config)
     if kept < given:
         log.warning("dropped %d of %d rows whose prompt fills align.max_length=%d",
                     given - kept, given, config.max_length)
     return kept
+
+
+def no_rows_left(given: int, config: AlignConfig) -> InputError:
+    """The error for rows whose prompts all fill ``align.max_length``."""
+    return InputError(f"every one of the {given} prompts is at least {config.max_length} "
+                      "tokens long, so no row is left to train on", field="align.max_length",
+                      hint="raise align.max_length (the prompts with retrieved passages "
+                           "are the longest)")
 
 
 def _show_progress(trainer: Any, desc: str) -> None:

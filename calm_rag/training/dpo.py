@@ -8,7 +8,7 @@ from typing import Any
 from calm_rag.errors import InputError
 from calm_rag.records import PreferencePair
 from calm_rag.sampling.prompts import messages_from_fields
-from calm_rag.training.common import TrainResult, lora_config, run_training
+from calm_rag.training.common import TrainResult, lora_config, no_rows_left, run_training
 from calm_rag.training.config import AlignConfig
 
 
@@ -29,6 +29,8 @@ def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: Align
     def make_trainer(model: Any, tokenizer: Any, dataset: Any, args: dict[str, Any]) -> Any:
         from trl import DPOConfig, DPOTrainer
 
+        if not any(_fits(tokenizer, row["prompt"], config.max_length) for row in rows):
+            raise no_rows_left(len(rows), config)  # else TRL's precompute fails on no rows
         # The reference never changes: its log-probs are computed once, before training,
         # not again in every epoch (2 epochs of the demo: 177 s instead of ~200).
         dpo_args = DPOConfig(beta=config.beta, precompute_ref_log_probs=True,
@@ -38,6 +40,13 @@ def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: Align
                           peft_config=lora_config(config, model))
 
     return run_training("dpo", model_path, rows, config, out_dir, make_trainer)
+
+
+def _fits(tokenizer: Any, prompt: list[dict[str, str]], max_length: int) -> bool:
+    """Whether TRL keeps a row: its prompt, as the model reads it, is under ``max_length``."""
+    ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
+                                        return_dict=True)["input_ids"]
+    return len(ids) < max_length
 
 
 def dpo_row(pair: PreferencePair) -> dict[str, Any]:
