@@ -3,6 +3,7 @@
 The public API the CLI and notebooks share::
 
     from calm_rag import load_bundled, read_samples, VoteConfig, vote_all, build_pairs
+    from calm_rag import load_experiment, run_experiment, open_run, latest_run
 """
 
 import os
@@ -30,9 +31,13 @@ from calm_rag.datasets import (  # noqa: E402
 )
 from calm_rag.errors import InputError  # noqa: E402
 from calm_rag.evaluation import compute_metrics, format_metrics_table  # noqa: E402
+from calm_rag.experiment import Experiment, load_experiment  # noqa: E402
 from calm_rag.languages import LANGUAGES, get_language, normalize_code  # noqa: E402
 from calm_rag.pairs import build_pairs  # noqa: E402
+from calm_rag.pipeline.run import RunResult, run_experiment  # noqa: E402
 from calm_rag.records import PreferencePair, Question, Sample, Vote  # noqa: E402
+from calm_rag.runs import RunFolder, latest_run, open_run  # noqa: E402
+from calm_rag.sampling import SamplingParams, make_sampler, sample_questions  # noqa: E402
 from calm_rag.voting import PRESETS, VoteConfig, vote, vote_all  # noqa: E402
 
 __version__ = "0.1.0"
@@ -40,12 +45,16 @@ __version__ = "0.1.0"
 __all__ = [
     "CALM_CHAIN",
     "DEFAULT_CHAIN",
+    "Experiment",
     "LANGUAGES",
     "PRESETS",
     "InputError",
     "PreferencePair",
     "Question",
+    "RunFolder",
+    "RunResult",
     "Sample",
+    "SamplingParams",
     "Vote",
     "VoteConfig",
     "build_pairs",
@@ -56,13 +65,19 @@ __all__ = [
     "extract_samples",
     "format_metrics_table",
     "get_language",
+    "latest_run",
+    "load_experiment",
     "load_bundled",
+    "make_sampler",
     "normalize_code",
+    "open_run",
     "read_calm_samples",
     "read_medqa",
     "read_samples",
     "read_trl_rows",
     "read_xcsqa",
+    "run_experiment",
+    "sample_questions",
     "vote",
     "vote_all",
     "write_samples",

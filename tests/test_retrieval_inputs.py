@@ -310,3 +310,12 @@ def test_index_keys_prints_a_documented_manual(capsys):
     keys = [line.split(" ", 1)[0].rstrip(":") for line in lines]
     assert {"name", "corpus[].path", "chunking.chunk_size", "faiss.factory"} <= set(keys)
     assert all(line.split("): ", 1)[-1].strip() for line in lines), "every key is documented"
+
+
+def test_lexical_search_logs_nothing_below_warnings(caplog):
+    """bm25s sets its logger to DEBUG when imported; a configured root logger must not get a
+    line per search."""
+    with caplog.at_level("DEBUG"):
+        index = LexicalIndex(["milk in the refrigerator", "bees make honey"])
+        assert index.search("honey", 1)[0][0] == 1
+    assert not [r for r in caplog.records if r.name.startswith("bm25s")]

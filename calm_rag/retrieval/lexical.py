@@ -10,6 +10,7 @@ import functools
 import logging
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,12 +33,21 @@ def tokenize(text: str) -> list[str]:
     return [t for t in tokens if t not in stop]
 
 
+def _bm25s() -> Any:
+    """bm25s, imported on first use; it sets its own logger to DEBUG when imported, which
+    would print a line per search wherever logging is configured: back to warnings."""
+    import bm25s
+    import bm25s.stopwords  # noqa: F401  (a submodule: imported for the attribute)
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 @functools.cache
 def _stopwords() -> frozenset[str]:
     """The stopwords of every language bm25s lists: in a multilingual corpus the few
     documents in one language would otherwise rank high on that language's "the" and "of"."""
-    from bm25s import stopwords
-
+    stopwords = _bm25s().stopwords
     lists = [getattr(stopwords, name) for name in dir(stopwords) if name.startswith("STOPWORDS_")]
     return frozenset(word for words in lists for word in words)
 
@@ -46,10 +56,8 @@ class LexicalIndex:
     """A BM25 index over chunk texts (rows as in the FAISS index)."""
 
     def __init__(self, texts: Sequence[str]) -> None:
-        import bm25s
-
         self.size = len(texts)
-        self._bm25 = bm25s.BM25()
+        self._bm25 = _bm25s().BM25()
         self._bm25.index([tokenize(t) for t in texts], show_progress=False)
 
     def search(self, query: str, k: int, allowed: np.ndarray | None = None
