@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip uninstall --yes --quiet torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
 
 test-fast: setup
@@ -38,6 +38,11 @@ demo: setup
 notebooks: setup
 	test -x $(VENV)/bin/jupyter-lab || $(PIP) 'jupyterlab>=4,<5'
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+
+# ruff (style, imports, bugbear) and mypy over the library.
+lint: setup
+	$(VENV)/bin/ruff check calm_rag tests bench notebooks
+	$(VENV)/bin/mypy calm_rag
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
