@@ -105,10 +105,11 @@ class Embedder:
 
 
 def _resolve(name: str) -> str:
+    from calm_rag.models import DEFAULT_EMBEDDERS, check_model_reference, resolve_embedder
+
+    check_model_reference(name, field="embedder.model", defaults=DEFAULT_EMBEDDERS)
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser().resolve())
-    from calm_rag.models import resolve_embedder
-
     return resolve_embedder(name)
 
 
@@ -116,13 +117,13 @@ def _resolve(name: str) -> str:
 def _load_model(location: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
+    from calm_rag.models.references import from_local_or_hub
+
     log.info("loading embedder %s", location)
     try:
-        return SentenceTransformer(location)
-    except OSError as err:
-        raise InputError(f"cannot load the embedder: {err}", path=location,
-                         hint="name a default (calm-rag models list), a hub id or a "
-                              "sentence-transformers folder") from None
+        return from_local_or_hub(location, SentenceTransformer)
+    except InputError as err:
+        raise err.at(field="embedder.model") from None
 
 
 @functools.lru_cache(maxsize=4)
