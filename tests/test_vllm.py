@@ -114,8 +114,13 @@ def test_options_name_the_bad_key():
 def test_missing_model_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="field 'sampler.model': no such model folder"):
         VLLMSampler(VLLMOptions(model=str(tmp_path / "nowhere")))
+    with pytest.raises(InputError, match="sampler.model.*is empty"):
+        VLLMSampler(VLLMOptions(model=str(tmp_path)))
+    (tmp_path / "README.md").write_text("not a model")
     with pytest.raises(InputError, match="sampler.model.*no config.json"):
         VLLMSampler(VLLMOptions(model=str(tmp_path)))
+    with pytest.raises(InputError, match="sampler.model.*is a file"):
+        VLLMSampler(VLLMOptions(model=str(tmp_path / "README.md")))
 
 
 def test_a_model_the_child_cannot_load_is_an_input_error(tmp_path):

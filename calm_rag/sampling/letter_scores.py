@@ -30,7 +30,7 @@ from typing import Any
 from calm_rag.errors import InputError
 from calm_rag.languages import get_language
 from calm_rag.records import Sample
-from calm_rag.models import DEFAULT_GENERATOR, load_causal_lm
+from calm_rag.models import DEFAULT_GENERATOR, load_causal_lm, resolve_generator, torch_dtype
 from calm_rag.sampling.chat import encode_chat, recorded_chat
 from calm_rag.sampling.tree_pack import Branch, TreePass, token_logprobs
 from calm_rag.threads import torch_threads
@@ -97,7 +97,8 @@ class LetterScorer:
         float32 by default: it works on every CPU, and the fallback decides between close
         log-probabilities (the pipeline asks for bfloat16 where the hardware has it).
         """
-        model, tokenizer = load_causal_lm(model_name_or_path, dtype=dtype)
+        torch_dtype(dtype)  # a wrong dtype fails before the default is prepared
+        model, tokenizer = load_causal_lm(resolve_generator(model_name_or_path), dtype=dtype)
         return cls(model, tokenizer, **kwargs)
 
     def score(self, samples: Sequence[Sample]) -> list[dict[str, float]]:

@@ -70,10 +70,12 @@ def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]]
 def load_policy(model_path: str | Path) -> tuple[Any, Any, Any]:
     """The model in float32 (CPU training needs it; the default folder is bf16), its
     tokenizer, and the dtype it was saved in (the merged model is saved back in it)."""
-    from calm_rag.models.loading import load_causal_lm, saved_dtype
+    from calm_rag.models import load_causal_lm, resolve_generator
+    from calm_rag.models.loading import saved_dtype
 
-    model, tokenizer = load_causal_lm(str(model_path), dtype="float32")
-    return model, tokenizer, saved_dtype(str(model_path))
+    path = resolve_generator(str(model_path))
+    model, tokenizer = load_causal_lm(path, dtype="float32")
+    return model, tokenizer, saved_dtype(path)
 
 
 def trainer_args(config: AlignConfig, scratch: Path) -> dict[str, Any]:
