@@ -6,7 +6,8 @@ stage cache (:mod:`calm_rag.pipeline.cache`) and the index manifests
 
 - :func:`content_key` / :func:`json_digest`: a digest of JSON-able values (cache keys);
 - :func:`file_digest`: SHA-256 of a file, remembered for the process by (path, size, mtime);
-- :func:`model_fingerprint`, :func:`files_digest`, :func:`texts_digest`: folders, corpora, texts;
+- :func:`model_fingerprint`, :func:`files_digest`, :func:`texts_digest`,
+  :func:`buffers_digest`: model folders, corpora, texts, loaded weights;
 - :func:`package_versions`, :func:`git_state`: the software that made it.
 """
 
@@ -107,6 +108,16 @@ def texts_digest(head: str, texts: Iterable[str], *, length: int = 32) -> str:
         digest.update(f"\n{len(text)}\n".encode())
         digest.update(text.encode("utf-8"))
     return digest.hexdigest()[:length]
+
+
+def buffers_digest(head: str, buffers: Iterable[tuple[str, Any]]) -> str:
+    """SHA-256 of ``head`` and named raw buffers (bytes or arrays, hashed without a copy):
+    an embedder's weights, in the order given."""
+    digest = hashlib.sha256(head.encode())
+    for name, buffer in buffers:
+        digest.update(name.encode())
+        digest.update(buffer)
+    return digest.hexdigest()
 
 
 def package_versions(names: Iterable[str] = PACKAGES) -> dict[str, str]:

@@ -9,7 +9,6 @@ the very model that now embeds the queries.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -130,13 +129,13 @@ def _load_model(location: str) -> Any:
 def _fingerprint(model: Any) -> str:
     import torch
 
-    digest = hashlib.sha256(f"max_seq_length={model.max_seq_length}".encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        # As raw bytes, so any dtype (bfloat16 too) hashes without a conversion.
-        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-        digest.update(raw.numpy())  # the buffer itself: no copy of the weights
-    return digest.hexdigest()
+    from calm_rag.provenance import buffers_digest
+
+    # As raw bytes, so any dtype (bfloat16 too) hashes without a conversion, and the buffer
+    # itself: no copy of the weights.
+    return buffers_digest(f"max_seq_length={model.max_seq_length}", (
+        (name, tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        for name, tensor in sorted(model.state_dict().items())))
 
 
 def _first_prompt(prompts: dict[str, str], names: tuple[str, ...]) -> str:

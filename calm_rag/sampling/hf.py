@@ -9,7 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from calm_rag.models import DEFAULT_GENERATOR, DTYPES, load_causal_lm, resolve_generator
+from calm_rag.models import (
+    DEFAULT_GENERATOR,
+    DTYPES,
+    check_model_reference,
+    load_causal_lm,
+    resolve_generator,
+)
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.chat import encode_chat
 from calm_rag.sampling.params import SamplingParams
@@ -131,6 +137,7 @@ class HFSampler(Sampler):
 
 
 def _load(options: HFOptions) -> tuple[Any, Any]:
+    check_model_reference(options.model, field="sampler.model", defaults=(DEFAULT_GENERATOR,))
     return load_causal_lm(resolve_generator(options.model), dtype=options.dtype)
 
 
