@@ -191,10 +191,13 @@ class _ChildEngine:
     def __init__(self, config: dict) -> None:
         from transformers import AutoTokenizer
 
-        from calm_rag.models.references import from_local_or_hub
+        from calm_rag.models.references import from_local_or_hub, hub_reachable, is_local
 
         if not config["verbose"]:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if not is_local(config["model"]) and not hub_reachable():
+            # A hub id found in the local cache: vLLM must not retry the hub for minutes.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
             self.tokenizer = from_local_or_hub(config["model"], AutoTokenizer.from_pretrained)
         except InputError as exc:
