@@ -43,7 +43,7 @@ def check_reference(name: str, *, defaults: Collection[str] = (),
     :func:`calm_rag.models.check_model_reference` is this with calm_rag's defaults.
     """
     hint = ("give a local model folder, a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct, "
-            "or a default (calm-rag models list)")
+            "or a default that `calm-rag models list` shows")
     if not isinstance(name, str) or not name.strip():
         raise InputError("the model name is empty", field=field, hint=hint)
     path = Path(name).expanduser()
@@ -60,7 +60,7 @@ def check_reference(name: str, *, defaults: Collection[str] = (),
         return
     if path.exists():
         raise InputError(f"the model {name} is a file, not a model folder", field=field,
-                         hint="point at the folder that holds it (with its config.json)")
+                         hint="point at the folder that holds it and its config.json")
     if name.startswith(("/", "./", "../", "~", ".\\")) or path.is_absolute():
         raise InputError(f"no such model folder: {name}", field=field, hint=hint)
     if not looks_like_hub_id(name):
