@@ -189,3 +189,15 @@ def test_the_loader_turns_transformers_errors_into_one_line(tmp_path, monkeypatc
     with pytest.raises(InputError, match="cannot load the model") as err:
         load_causal_lm(str(broken))
     assert "\n" not in str(err.value)
+
+
+def test_an_embedder_on_an_unreachable_hub_is_one_line(monkeypatch, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from calm_rag.retrieval.embedder import Embedder
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(InputError, match="field 'embedder.model': the model someone/not-cached "
+                                         "is neither a local folder nor reachable"):
+        Embedder.load("someone/not-cached")
+    with pytest.raises(InputError, match="field 'embedder.model': .*is empty"):
+        Embedder.load(str(tmp_path))
