@@ -15,7 +15,7 @@ COMMAND_MODULES = (
     "calm_rag.commands.export",
     "calm_rag.commands.metrics",
     "calm_rag.commands.index",
-    "calm_rag.models",
+    "calm_rag.commands.models",
     "calm_rag.commands.run",
 )
 

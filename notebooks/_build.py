@@ -90,12 +90,11 @@ QUICKSTART = [
             load_bundled,
             vote_all,
         )
-        from calm_rag.models import E5_SMALL, list_embedders, prepare_embedders
+        from calm_rag.models import E5_SMALL, list_embedders, prepare_embedders, prepare_generator
         from calm_rag.retrieval import Retriever, build_index, load_spec, question_query
         from calm_rag.sampling import (
             SamplingParams,
             make_sampler,
-            prepare_generator,
             sample_questions,
         )
     ''', ROOT),

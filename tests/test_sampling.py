@@ -21,11 +21,12 @@ from calm_rag.sampling import (
     Sampler,
     SamplingParams,
     build_messages,
-    default_model,
+    encode_chat,
     make_sampler,
     prompt_fields,
     sample_questions,
 )
+from calm_rag.models import generator as default_model
 from calm_rag.sampling.prompts import CONTEXT_HEADINGS
 from tests.tiny_model import build_tiny_model
 
@@ -145,7 +146,8 @@ def test_hf_left_padding_keeps_each_prompt_intact(sampler, tiny_model):
     """A short prompt batched with a long one decodes as it does alone (greedy)."""
     short = build_messages(question("en"))
     long = build_messages(question("fr"), passages=["Le lait se garde au froid."] * 6)
-    assert len(sampler._encode(long)) > len(sampler._encode(short)) + 20
+    tokenizer = sampler.tokenizer
+    assert len(encode_chat(tokenizer, long)) > len(encode_chat(tokenizer, short)) + 20
     greedy = SamplingParams(n=2, temperature=0, max_tokens=6)
     alone = sampler.generate([short], greedy)[0]
     batched = sampler.generate([long, short], greedy)
@@ -219,6 +221,33 @@ def test_sample_questions_rejects_bad_settings():
         sample_questions([question("en")], scripted, setting="few-shot")
     with pytest.raises(InputError, match="needs passages"):
         sample_questions([question("en")], scripted, setting="rag")
+
+
+def test_encode_chat_renders_the_template_or_plain_text(tiny_model):
+    from transformers import AutoTokenizer
+
+    chat = [{"role": "user", "content": "Where is milk kept?"}]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    templated = encode_chat(tokenizer, chat)
+    assert templated == list(tokenizer.apply_chat_template(
+        chat, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+    # A base model without a chat template reads the turns as plain text, one blank line
+    # between them and a new line at the end, as every backend and the trainer render it.
+    tokenizer.chat_template = None
+    two_turns = [{"role": "system", "content": "Be brief."}, *chat]
+    plain = encode_chat(tokenizer, two_turns)
+    assert plain == tokenizer("Be brief.\n\nWhere is milk kept?\n")["input_ids"]
+    assert plain != templated and all(isinstance(i, int) for i in plain)
+
+
+def test_recorded_chat_rebuilds_the_prompt_or_says_it_is_missing():
+    from calm_rag.sampling import messages_from_fields, recorded_chat
+
+    assert recorded_chat("Answer.", "Q?", what="sample s1", hint="h") == (
+        messages_from_fields("Answer.", "Q?"))
+    with pytest.raises(InputError, match="sample s1 has no recorded prompt") as err:
+        recorded_chat("", "", what="sample s1", hint="sample again")
+    assert err.value.hint == "sample again" and err.value.field == "input"
 
 
 # --------------------------------------------------------------------------- default generator

@@ -26,6 +26,8 @@ import pytest
 from calm_rag.answers import EXTRACTORS
 from calm_rag.datasets.bundled import load_bundled
 from calm_rag.errors import InputError
+from calm_rag.models import generator as default_model
+from calm_rag.models.home import STAMP_FILE
 from calm_rag.records import Question
 from calm_rag.sampling import (
     HFOptions,
@@ -34,13 +36,12 @@ from calm_rag.sampling import (
     VLLMOptions,
     VLLMSampler,
     build_messages,
-    default_model,
     make_sampler,
     prompt_fields,
     sample_questions,
 )
 
-HAS_MODEL = (default_model.generator_dir() / default_model.STAMP).is_file() or (
+HAS_MODEL = (default_model.generator_dir() / STAMP_FILE).is_file() or (
     importlib.util.find_spec(default_model.MODULE) is not None)
 
 pytestmark = [
@@ -113,8 +114,13 @@ def test_options_name_the_bad_key():
 def test_missing_model_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="field 'sampler.model': no such model folder"):
         VLLMSampler(VLLMOptions(model=str(tmp_path / "nowhere")))
+    with pytest.raises(InputError, match="sampler.model.*is empty"):
+        VLLMSampler(VLLMOptions(model=str(tmp_path)))
+    (tmp_path / "README.md").write_text("not a model")
     with pytest.raises(InputError, match="sampler.model.*no config.json"):
         VLLMSampler(VLLMOptions(model=str(tmp_path)))
+    with pytest.raises(InputError, match="sampler.model.*is a file"):
+        VLLMSampler(VLLMOptions(model=str(tmp_path / "README.md")))
 
 
 def test_a_model_the_child_cannot_load_is_an_input_error(tmp_path):

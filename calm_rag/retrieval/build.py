@@ -8,7 +8,6 @@ memory holds one shard at a time and a killed build skips the shards it already 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import shutil
@@ -24,6 +23,7 @@ import numpy as np
 
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir
+from calm_rag.provenance import file_entry, json_digest, package_versions
 from calm_rag.retrieval import faiss_index
 from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.chunking import Chunk, chunk_documents, make_splitter
@@ -139,7 +139,7 @@ def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> st
     inputs = {"format": mf.FORMAT, "spec": {k: v for k, v in spec.to_dict().items()
                                             if k != "description"},
               "corpus": [s.sha256 for s in sources], "embedder": embedder.fingerprint}
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return json_digest(inputs, ascii_only=True)
 
 
 def _resolve_sources(spec: IndexSpec) -> list[_Source]:
@@ -302,7 +302,7 @@ def _manifest(spec: IndexSpec, sources: list[_Source], embedder: Embedder, index
         "corpus": [{"type": s.type, "path": s.path, "resolved": str(s.resolved),
                     "sha256": s.sha256, "documents": s.documents, "chunks": s.chunks}
                    for s in sources],
-        "files": {name: mf.file_entry(staging / name)
+        "files": {name: file_entry(staging / name)
                   for name in (mf.INDEX_FILE, mf.CHUNKS_FILE)},
-        "versions": mf.package_versions(),
+        "versions": package_versions(),
     }

@@ -6,7 +6,6 @@ corpus always gives the same chunks, the same hashes and the same embedding shar
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl
+from calm_rag.provenance import files_digest
 from calm_rag.retrieval.language_id import detect_language, language_code
 
 log = logging.getLogger(__name__)
@@ -99,14 +99,8 @@ def corpus_files(kind: str, path: Path) -> list[Path]:
 
 def hash_corpus(kind: str, path: Path) -> str:
     """SHA-256 over the names and bytes of the files a source reads."""
-    digest = hashlib.sha256()
-    for file in corpus_files(kind, path):
-        name = file.name if file == path else file.relative_to(path).as_posix()
-        digest.update(f"{name}\n{file.stat().st_size}\n".encode())
-        with file.open("rb") as handle:
-            while block := handle.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()
+    return files_digest((file.name if file == path else file.relative_to(path).as_posix(), file)
+                        for file in corpus_files(kind, path))
 
 
 READERS: dict[str, Callable[[Path, str | None], Iterator[Document]]] = {

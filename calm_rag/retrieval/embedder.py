@@ -9,7 +9,6 @@ the very model that now embeds the queries.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,10 +104,11 @@ class Embedder:
 
 
 def _resolve(name: str) -> str:
+    from calm_rag.models import DEFAULT_EMBEDDERS, check_model_reference, resolve_embedder
+
+    check_model_reference(name, field="embedder.model", defaults=DEFAULT_EMBEDDERS)
     if Path(name).expanduser().is_dir():
         return str(Path(name).expanduser().resolve())
-    from calm_rag.models import resolve_embedder
-
     return resolve_embedder(name)
 
 
@@ -116,26 +116,26 @@ def _resolve(name: str) -> str:
 def _load_model(location: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
+    from calm_rag.models.references import from_local_or_hub
+
     log.info("loading embedder %s", location)
     try:
-        return SentenceTransformer(location)
-    except OSError as err:
-        raise InputError(f"cannot load the embedder: {err}", path=location,
-                         hint="name a default (calm-rag models list), a hub id or a "
-                              "sentence-transformers folder") from None
+        return from_local_or_hub(location, SentenceTransformer)
+    except InputError as err:
+        raise err.at(field="embedder.model") from None
 
 
 @functools.lru_cache(maxsize=4)
 def _fingerprint(model: Any) -> str:
     import torch
 
-    digest = hashlib.sha256(f"max_seq_length={model.max_seq_length}".encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        # As raw bytes, so any dtype (bfloat16 too) hashes without a conversion.
-        raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-        digest.update(raw.numpy())  # the buffer itself: no copy of the weights
-    return digest.hexdigest()
+    from calm_rag.provenance import buffers_digest
+
+    # As raw bytes, so any dtype (bfloat16 too) hashes without a conversion, and the buffer
+    # itself: no copy of the weights.
+    return buffers_digest(f"max_seq_length={model.max_seq_length}", (
+        (name, tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        for name, tensor in sorted(model.state_dict().items())))
 
 
 def _first_prompt(prompts: dict[str, str], names: tuple[str, ...]) -> str:

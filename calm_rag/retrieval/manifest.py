@@ -8,45 +8,18 @@ embedder and a truncated or corrupt file is caught before FAISS reads garbage.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import read_json, write_json
+from calm_rag.provenance import file_digest
 
 FORMAT = 1
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.jsonl"
-VERSIONED_PACKAGES = ("calm-rag", "faiss-cpu", "faiss-gpu", "sentence-transformers",
-                      "transformers", "torch", "llama-index-core", "numpy")
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_entry(path: Path) -> dict[str, Any]:
-    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def rebuild_hint(manifest: dict[str, Any] | None, folder: Path) -> str:
     """The command that rebuilds this index, as precisely as the manifest allows."""
     spec_path = (manifest or {}).get("spec_path") or f"indexes/{folder.name}.yaml"
@@ -86,7 +59,7 @@ def verify_files(folder: Path, manifest: dict[str, Any], *, checksums: bool = Tr
             raise InputError(f"truncated or corrupt: {size} bytes, the manifest says "
                              f"{expected['bytes']}", path=path,
                              hint=rebuild_hint(manifest, folder))
-        if checksums and sha256_file(path) != expected["sha256"]:
+        if checksums and file_digest(path, remember=False) != expected["sha256"]:
             raise InputError("corrupt: its checksum differs from the manifest's", path=path,
                              hint=rebuild_hint(manifest, folder))
 

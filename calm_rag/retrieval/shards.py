@@ -8,7 +8,6 @@ model gives new names, and a stale shard is never read.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from calm_rag.io import atomic_write
+from calm_rag.provenance import texts_digest
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +30,7 @@ class EmbeddingShards:
         self.dimension = dimension
 
     def key(self, texts: Sequence[str]) -> str:
-        digest = hashlib.sha256(self.embedder_key.encode())
-        for text in texts:
-            # Lengths first, so that no two different lists hash alike by concatenation.
-            digest.update(f"\n{len(text)}\n".encode())
-            digest.update(text.encode("utf-8"))
-        return digest.hexdigest()[:32]
+        return texts_digest(self.embedder_key, texts)
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.npy"

@@ -8,11 +8,7 @@ from calm_rag.sampling import hf as _hf  # noqa: F401  (registers the "hf" backe
 from calm_rag.sampling import openai_backend as _openai  # noqa: F401
 from calm_rag.sampling import vllm_backend as _vllm  # noqa: F401
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler, make_sampler
-from calm_rag.sampling.default_model import (
-    DEFAULT_GENERATOR,
-    prepare_generator,
-    resolve_generator,
-)
+from calm_rag.sampling.chat import encode_chat, recorded_chat
 from calm_rag.sampling.hf import HFOptions, HFSampler
 from calm_rag.sampling.letter_scores import LetterScorer, fill_unanswered
 from calm_rag.sampling.openai_backend import OpenAIOptions, OpenAISampler
@@ -22,7 +18,6 @@ from calm_rag.sampling.stage import sample_questions
 from calm_rag.sampling.vllm_backend import VLLMOptions, VLLMSampler
 
 __all__ = [
-    "DEFAULT_GENERATOR",
     "SAMPLERS",
     "HFOptions",
     "HFSampler",
@@ -35,11 +30,11 @@ __all__ = [
     "VLLMOptions",
     "VLLMSampler",
     "build_messages",
+    "encode_chat",
     "fill_unanswered",
     "make_sampler",
     "messages_from_fields",
-    "prepare_generator",
     "prompt_fields",
-    "resolve_generator",
+    "recorded_chat",
     "sample_questions",
 ]

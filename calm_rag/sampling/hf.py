@@ -9,8 +9,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from calm_rag.models import (
+    DEFAULT_GENERATOR,
+    DTYPES,
+    check_model_reference,
+    load_causal_lm,
+    resolve_generator,
+)
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
-from calm_rag.sampling.default_model import DEFAULT_GENERATOR, resolve_generator
+from calm_rag.sampling.chat import encode_chat
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.threads import torch_threads
 
@@ -22,9 +29,6 @@ if "torch" not in sys.modules:
     # idle machine. OpenMP reads this once, when torch loads, so it is set before that (torch
     # is imported lazily below, and importing calm_rag.sampling imports this module first).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
 
 @dataclass(frozen=True)
 class HFOptions:
@@ -79,7 +83,7 @@ class HFSampler(Sampler):
         import torch
         from tqdm.auto import tqdm
 
-        encoded = [self._encode(chat) for chat in prompts]
+        encoded = [encode_chat(self.tokenizer, chat) for chat in prompts]
         # Longest first, so each mini-batch holds prompts of similar length (little padding)
         # and an out-of-memory error, if any, comes at once.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -100,14 +104,6 @@ class HFSampler(Sampler):
                 bar.set_postfix(tok_s=f"{new_tokens / (time.perf_counter() - started):.0f}")
         self._log_stats(len(prompts), new_tokens, time.perf_counter() - started, params)
         return results
-
-    def _encode(self, chat: Messages) -> list[int]:
-        """Token ids of a chat through the model's chat template (plain text if it has none)."""
-        if self.tokenizer.chat_template is None:
-            text = "\n\n".join(m["content"] for m in chat) + "\n"
-            return self.tokenizer(text)["input_ids"]
-        return list(self.tokenizer.apply_chat_template(
-            chat, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
 
     def _generate_batch(self, ids: list[list[int]], params: SamplingParams
                         ) -> tuple[list[list[str]], int]:
@@ -141,15 +137,8 @@ class HFSampler(Sampler):
 
 
 def _load(options: HFOptions) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_generator(options.model)
-    dtype = "auto" if options.dtype == "auto" else getattr(torch, options.dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    log.info("loaded generator %s (%s)", path, model.dtype)
-    return model, tokenizer
+    check_model_reference(options.model, field="sampler.model", defaults=(DEFAULT_GENERATOR,))
+    return load_causal_lm(resolve_generator(options.model), dtype=options.dtype)
 
 
 def _count_generated(new: Any, eos: int | list[int] | None) -> int:

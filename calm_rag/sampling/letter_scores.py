@@ -30,9 +30,8 @@ from typing import Any
 from calm_rag.errors import InputError
 from calm_rag.languages import get_language
 from calm_rag.records import Sample
-from calm_rag.sampling.default_model import DEFAULT_GENERATOR, resolve_generator
-from calm_rag.sampling.hf import DTYPES
-from calm_rag.sampling.prompts import messages_from_fields
+from calm_rag.models import DEFAULT_GENERATOR, load_causal_lm, resolve_generator, torch_dtype
+from calm_rag.sampling.chat import encode_chat, recorded_chat
 from calm_rag.sampling.tree_pack import Branch, TreePass, token_logprobs
 from calm_rag.threads import torch_threads
 
@@ -98,16 +97,9 @@ class LetterScorer:
         float32 by default: it works on every CPU, and the fallback decides between close
         log-probabilities (the pipeline asks for bfloat16 where the hardware has it).
         """
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if dtype not in DTYPES:
-            raise InputError(f"unknown dtype {dtype!r}", field="dtype",
-                             hint=f"use {', '.join(DTYPES)}")
-        path = resolve_generator(model_name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype="auto" if dtype == "auto" else getattr(torch, dtype))
-        return cls(model, AutoTokenizer.from_pretrained(path), **kwargs)
+        torch_dtype(dtype)  # a wrong dtype fails before the default is prepared
+        model, tokenizer = load_causal_lm(resolve_generator(model_name_or_path), dtype=dtype)
+        return cls(model, tokenizer, **kwargs)
 
     def score(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
         """``{label: log-probability}`` of each sample's options after its response, in the
@@ -143,16 +135,11 @@ class LetterScorer:
 
     def _prompt_ids(self, sample: Sample) -> list[int]:
         """Prompt ids exactly as the sampler encoded them."""
-        if not (sample.instruction or sample.input):
-            raise InputError(
-                f"sample {sample.id} has no recorded prompt (instruction and input are empty)",
-                hint="score samples from calm_rag's sampling stage, which records them, "
-                     "or turn the logprob fallback off")
-        chat = messages_from_fields(sample.instruction, sample.input)
-        if self.tokenizer.chat_template is None:  # a base model: plain text, as HFSampler does
-            return self.tokenizer("\n\n".join(m["content"] for m in chat) + "\n")["input_ids"]
-        return list(self.tokenizer.apply_chat_template(
-            chat, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+        chat = recorded_chat(sample.instruction, sample.input, what=f"sample {sample.id}",
+                             field=None,
+                             hint="score samples from calm_rag's sampling stage, which records "
+                                  "them, or turn the logprob fallback off")
+        return encode_chat(self.tokenizer, chat)
 
     def _option_ids(self, text: str) -> list[int]:
         return self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]

@@ -70,18 +70,12 @@ def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]]
 def load_policy(model_path: str | Path) -> tuple[Any, Any, Any]:
     """The model in float32 (CPU training needs it; the default folder is bf16), its
     tokenizer, and the dtype it was saved in (the merged model is saved back in it)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from calm_rag.sampling import resolve_generator
+    from calm_rag.models import load_causal_lm, resolve_generator
+    from calm_rag.models.loading import saved_dtype
 
     path = resolve_generator(str(model_path))
-    saved = getattr(AutoConfig.from_pretrained(path), "dtype", None) or torch.float32
-    if isinstance(saved, str):
-        saved = getattr(torch, saved)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return model, tokenizer, saved
+    model, tokenizer = load_causal_lm(path, dtype="float32")
+    return model, tokenizer, saved_dtype(path)
 
 
 def trainer_args(config: AlignConfig, scratch: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.records import PreferencePair
-from calm_rag.sampling.prompts import messages_from_fields
+from calm_rag.sampling.chat import encode_chat, recorded_chat
 from calm_rag.training.common import TrainResult, lora_config, no_rows_left, run_training
 from calm_rag.training.config import AlignConfig
 
@@ -44,19 +44,17 @@ def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: Align
 
 def _fits(tokenizer: Any, prompt: list[dict[str, str]], max_length: int) -> bool:
     """Whether TRL keeps a row: its prompt, as the model reads it, is under ``max_length``."""
-    ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
-                                        return_dict=True)["input_ids"]
-    return len(ids) < max_length
+    return len(encode_chat(tokenizer, prompt)) < max_length
 
 
 def dpo_row(pair: PreferencePair) -> dict[str, Any]:
     """A conversational TRL row whose prompt is the very chat the sampler was given."""
-    if not (pair.instruction or pair.input):
-        raise InputError(f"pair {pair.chosen_sample_id} vs {pair.rejected_sample_id} has no "
-                         "recorded prompt (instruction and input are empty)", field="input",
-                         hint="rebuild the pairs from samples that record their prompt fields")
+    prompt = recorded_chat(
+        pair.instruction, pair.input,
+        what=f"pair {pair.chosen_sample_id} vs {pair.rejected_sample_id}",
+        hint="rebuild the pairs from samples that record their prompt fields")
     return {
-        "prompt": messages_from_fields(pair.instruction, pair.input),
+        "prompt": prompt,
         "chosen": [{"role": "assistant", "content": pair.chosen}],
         "rejected": [{"role": "assistant", "content": pair.rejected}],
     }

