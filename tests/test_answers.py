@@ -6,7 +6,6 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from calm_rag import answers
 from calm_rag.answers import (
     AMBIGUOUS,
     CALM_CHAIN,
@@ -19,9 +18,9 @@ from calm_rag.answers import (
     register_extractor,
 )
 from calm_rag.errors import InputError
-from calm_rag.registry import RegistryError
 from calm_rag.languages import LANGUAGES, get_language
 from calm_rag.records import Question, Sample
+from calm_rag.registry import RegistryError
 
 OPTIONS = {"A": "town", "B": "school", "C": "hospital", "D": "office", "E": "office building"}
 
