@@ -19,6 +19,7 @@ from calm_rag.config import (
     at_least,
     check_seed,
     from_mapping,
+    non_defaults,
     one_of,
     parse_yaml,
     plain,
@@ -116,8 +117,9 @@ class GeneratorConfig:
                 raise InputError("set the model with generator.model, not in options",
                                  field="options.model")
             options = from_mapping(backend.Options, options, prefix="options")
-        elif options is None:
-            options = backend.Options()
+        elif options is None or (type(options) in _backend_options().values()
+                                 and not non_defaults(options)):
+            options = backend.Options()  # none given, or another backend's defaults
         elif not isinstance(options, backend.Options):
             raise InputError(f"expected {backend.Options.__name__}, got "
                              f"{type(options).__name__}", field="options")

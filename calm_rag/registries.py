@@ -36,7 +36,7 @@ TIE_POLICIES: Registry[Any] = Registry("tie policy", arity=3, modules=("calm_rag
 """``fn(tied_answers, parsed_samples, vote_config) -> answer | None`` (``vote.tie``)."""
 
 VOTE_PRESETS: Registry[Any] = Registry("vote preset", base="calm_rag.voting:VoteConfig",
-                                       modules=("calm_rag.voting",))
+                                       modules=("calm_rag.presets",))
 """Whole vote configurations by name (``calm-rag vote --policy``)."""
 
 CHOSEN_FALLBACKS: Registry[Any] = Registry("chosen fallback", arity=4,

@@ -141,14 +141,10 @@ def vote_all(samples: Iterable[Sample], config: VoteConfig) -> list[Vote]:
     return [vote(group, config) for group in group_by_question(samples).values()]
 
 
-# CALM's released pairs: one pooled vote, ties to the answer met first in ja, fr, it, cn, de,
-# en; languages without an agreeing response borrow one (CALM machine-translated it).
-VOTE_PRESETS.register("default", VoteConfig())
-VOTE_PRESETS.register("calm", VoteConfig(language_order=("ja", "fr", "it", "zh", "de", "en"),
-                                         chosen_fallback="pivot"))
 PRESETS = VOTE_PRESETS
-"""Vote presets by name (``PRESETS["calm"]``): the registry itself."""
+"""Vote presets by name (``PRESETS["calm"]``): the registry itself (see calm_rag.presets)."""
 
 
 def preset(name: str) -> VoteConfig:
+    """The vote preset ``name`` (``default``, ``calm``, or one a plugin registers)."""
     return VOTE_PRESETS.get(name, field="policy")
