@@ -54,8 +54,9 @@ def parse_yaml(text: str, path: str | Path | None = None) -> tuple[Any, dict[str
     """Parse YAML text safely: no duplicate keys, bounded alias expansion and nesting."""
     import yaml
 
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         if node is None:
             return None, {}
@@ -65,13 +66,14 @@ def parse_yaml(text: str, path: str | Path | None = None) -> tuple[Any, dict[str
         return loader.construct_document(node), lines
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err)
-        raise InputError(f"malformed YAML: {problem}", path=path,
+        problem = getattr(err, "problem", None) or getattr(err, "reason", None) or str(err)
+        raise InputError(f"malformed YAML: {' '.join(str(problem).split())}", path=path,
                          line=mark.line + 1 if mark else None) from None
     except RecursionError:
         raise InputError("malformed YAML: nested too deeply", path=path) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _check_size(root: Any, path: str | Path | None) -> None:
@@ -125,7 +127,7 @@ def _key_lines(node: Any, prefix: str, lines: dict[str, int], path: str | Path |
             line = key_node.start_mark.line + 1
             if name in seen:
                 raise InputError(f"duplicate key (first on line {seen[name]})", path=path,
-                                 line=line, field=key, hint="keep one of them")
+                                 line=line, field=_printable(key), hint="keep one of them")
             seen[name] = lines[key] = line
             _key_lines(value_node, key, lines, path, depth + 1)
     elif isinstance(node, yaml.SequenceNode):
@@ -209,14 +211,16 @@ class _Where:
     def error(self, key: str, message: str, hint: str | None = None) -> InputError:
         for given, text in self.overrides.items():
             if key == given or key.startswith((f"{given}.", f"{given}[")):
-                return InputError(message, path=f"--set {text}", field=key or None, hint=hint)
+                return InputError(message, path=f"--set {_printable(text)}",
+                                  field=_printable(key) or None, hint=hint)
         line, parent = self.lines.get(key), key
         while line is None:  # a key left out of the file: the line of its group
             shorter = re.sub(r"(\.[^.\[\]]*|\[\d+\])$", "", parent)
             if shorter == parent:
                 break
             parent, line = shorter, self.lines.get(shorter)
-        return InputError(message, path=self.path, line=line, field=key or None, hint=hint)
+        return InputError(message, path=self.path, line=line, field=_printable(key) or None,
+                          hint=hint)
 
     def build(self, cls: type, data: Any, prefix: str) -> Any:
         if data is None:
@@ -288,6 +292,11 @@ class _Where:
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: an error is printed on one line whatever a key holds."""
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _kind(value: Any) -> str:

@@ -272,8 +272,8 @@ def apply_override(data: dict[str, Any], override: str) -> tuple[str, str]:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise InputError(f"--set {override!r}: {'.'.join(parents[:i + 1])} is not a group",
-                             field=key)
+            raise InputError(f"--set {override!r}: {'.'.join(parents[:i + 1])!r} is not a group",
+                             field="--set")
         node = child
     try:
         node[last] = parse_yaml(raw, f"--set {override}")[0]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
+
+_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def import_plugins(values: Any, path: Path, lines: dict[str, int],
@@ -60,6 +63,9 @@ def import_plugin(name: str, base_dir: Path) -> str:
                 del sys.modules[module]
                 raise
         return str(file)
+    if not _MODULE.fullmatch(name):
+        raise InputError(f"{name!r} is neither a module name nor a .py file",
+                         hint="e.g. my_plugins.metrics or ./my_plugin.py")
     try:
         importlib.import_module(name)
     except ImportError as err:

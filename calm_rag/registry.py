@@ -113,6 +113,9 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         return len(self.names())
 
+    def keys(self) -> list[str]:
+        return self.names()
+
     def items(self) -> list[tuple[str, T]]:
         return [(name, self._items[name]) for name in self.names()]
 

@@ -242,3 +242,59 @@ def test_loader_is_the_one_way_to_build_groups_from_mappings():
     assert not hasattr(AlignConfig, "from_dict") and not hasattr(VoteConfig, "from_dict")
     vote = from_mapping(VoteConfig, {"tie": "drop", "language_order": ["cn", "en"]})
     assert vote.language_order == ("zh", "en")
+
+
+# --------------------------------------------------------------------------- generated inputs
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+KEYS = [key for key, _, _ in EXPERIMENT_KEYS] + ["name", "data.languages", "vote.tie",
+                                                  "generator.backend", "align.lora", "plugins",
+                                                  "data.source", "evaluation.metrics"]
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                    st.sampled_from(["5e-6", "1E-3", ".inf", "-.nan", "0x10", "1_000", "~",
+                                     "[en, en]", "{a: 1}", "&a [*a]", "!!python/none ''"]))
+VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=4))
+def test_generated_configs_load_or_fail_with_an_input_error(tmp_path_factory, values):
+    import yaml
+
+    data: dict = {"name": "x"}
+    for key, value in values.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node.get(part, {}), dict) else {}
+        node[last] = value
+    path = tmp_path_factory.mktemp("gen") / "exp.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    try:
+        load_experiment(path)
+    except InputError as err:
+        assert "\n" not in str(err)
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
+@hypothesis.given(st.text(alphabet="abn: -[]{}&*!,'\"#\n\t.5e", max_size=60))
+def test_generated_yaml_text_parses_or_fails_with_an_input_error(text):
+    try:
+        parse_yaml(text)
+    except InputError:
+        pass
+
+
+@hypothesis.settings(max_examples=100, deadline=None)
+@hypothesis.given(st.sampled_from(KEYS), st.text(max_size=15))
+def test_generated_overrides_load_or_fail_with_an_input_error(tmp_path_factory, key, raw):
+    path = tmp_path_factory.mktemp("set") / "exp.yaml"
+    path.write_text("name: x\n", encoding="utf-8")
+    try:
+        load_experiment(path, [f"{key}={raw}"])
+    except InputError as err:
+        assert "\n" not in str(err)
