@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    from calm_rag.errors import InputError
     from calm_rag.voting import preset
 
     overrides = {
@@ -51,7 +52,11 @@ def config_from_args(args: argparse.Namespace):
         "max_pairs_per_question": args.max_pairs_per_question,
     }
     chosen = {key: value for key, value in overrides.items() if value is not None}
-    return dataclasses.replace(preset(args.policy), **chosen)
+    try:
+        return dataclasses.replace(preset(args.policy), **chosen)
+    except InputError as err:  # name the flag that set it
+        flag = f"--{err.field.replace('_', '-')}" if err.field in chosen else err.field
+        raise InputError(err.message, field=flag, hint=err.hint) from None
 
 
 def run(args: argparse.Namespace) -> int:
