@@ -118,6 +118,7 @@ def consistent_correct(rows: list[dict], langs: list[str]) -> dict:
 
 @METRICS.register("agreement")
 def agreement(rows: list[dict], langs: list[str]) -> dict:
+    """Per pair of languages, the share of questions both answer the same."""
     return agreement_matrix(rows, langs)
 
 
