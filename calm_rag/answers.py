@@ -24,7 +24,6 @@ AMBIGUOUS = object()
 Extractor = Callable[[str, Language, dict[str, str]], object]
 
 
-
 @dataclass(frozen=True)
 class Extraction:
     """The label read from a response and the extractor that decided it."""
