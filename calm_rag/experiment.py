@@ -124,7 +124,9 @@ class GeneratorConfig:
             raise InputError(f"expected {backend.Options.__name__}, got "
                              f"{type(options).__name__}", field="options")
         object.__setattr__(self, "options", options)
-        if self.model != DEFAULT_GENERATOR and self.model.startswith(("./", "../", "/", "~")):
+        # A local path that is not there fails now, not after retrieval; a served model's
+        # name (openai) may be a path on the server only.
+        if self.backend != "openai" and self.model.startswith(("./", "../", "/", "~")):
             if not Path(self.model).expanduser().exists():
                 raise InputError(f"no model folder {self.model}", field="model",
                                  hint=f"a transformers folder, a hub id, or {DEFAULT_GENERATOR}")

@@ -299,3 +299,12 @@ def test_generated_overrides_load_or_fail_with_an_input_error(tmp_path_factory, 
         load_experiment(path, [f"{key}={raw}"])
     except InputError as err:
         assert "\n" not in str(err)
+
+
+def test_a_missing_local_model_fails_at_load_but_a_served_name_does_not(tmp_path):
+    body = "name: x\ngenerator:\n  backend: {b}\n  model: {m}\n"
+    with pytest.raises(InputError) as err:
+        load_experiment(write(tmp_path, body.format(b="hf", m=tmp_path / "nope")))
+    assert (err.value.field, err.value.line) == ("generator.model", 4)
+    served = load_experiment(write(tmp_path, body.format(b="openai", m="/models/llama")))
+    assert served.generator.model == "/models/llama"
