@@ -195,7 +195,7 @@ def non_defaults(obj: Any, skip: Iterable[str] = ()) -> dict[str, Any]:
                    else dataclasses.MISSING)
         value = getattr(obj, f.name)
         if value != default:
-            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+            out[f.name] = plain(value)
     return out
 
 
@@ -269,7 +269,7 @@ class _Where:
             if not isinstance(value, dict):
                 raise self.error(key, f"expected a mapping of keys, got {_kind(value)}")
             return {str(k): self.convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if isinstance(value, hint):
                 return value
             return self.build(hint, value, key)
@@ -345,7 +345,7 @@ def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[str]:
                           if not line.startswith(f"{key}.model ")]
             continue
         inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
-        if dataclasses.is_dataclass(inner):
+        if isinstance(inner, type) and dataclasses.is_dataclass(inner):
             if inner is hint:
                 lines.append(f"{key}: {docs.get(f.name) or _summary(inner)}")
                 lines += describe(inner, f"{key}.", default)

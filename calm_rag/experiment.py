@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +45,7 @@ from calm_rag.sampling.params import SamplingParams
 from calm_rag.training.config import AlignConfig
 from calm_rag.voting import VoteConfig
 
-SPLITS = ("train", "heldout")
+SPLITS: tuple[Literal["train", "heldout"], ...] = ("train", "heldout")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -240,7 +241,7 @@ class Experiment:
         return data
 
 
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
     """Read ``path``, apply ``key=value`` overrides, and check every key, type and value."""
     path = Path(path)
     data, lines = read_yaml(path)

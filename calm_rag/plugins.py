@@ -51,6 +51,8 @@ def import_plugin(name: str, base_dir: Path) -> str:
         module = f"calm_rag_plugin_{file.stem}_{hashlib.sha1(str(file).encode()).hexdigest()[:8]}"
         if module not in sys.modules:
             spec = importlib.util.spec_from_file_location(module, file)
+            if spec is None or spec.loader is None:
+                raise InputError(f"cannot import {file}", hint="a .py file")
             loaded = importlib.util.module_from_spec(spec)
             sys.modules[module] = loaded
             try:

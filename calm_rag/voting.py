@@ -102,10 +102,12 @@ def vote(samples: list[Sample], config: VoteConfig) -> Vote:
     """The vote on one question in one setting, over all its languages and samples."""
     first = samples[0]
     parsed = [s for s in samples if s.answer is not None]
-    counts = Counter(s.answer for s in in_language_order(parsed, config.language_order))
-    by_language: dict[str, dict[str, int]] = {}
+    ordered = in_language_order(parsed, config.language_order)
+    counts: Counter[str] = Counter(s.answer for s in ordered if s.answer is not None)
+    by_language: dict[str, Counter[str]] = {}
     for s in parsed:
-        by_language.setdefault(s.lang, Counter())[s.answer] += 1
+        if s.answer is not None:
+            by_language.setdefault(s.lang, Counter())[s.answer] += 1
     answer, status = _decide(counts, parsed, config)
     return Vote(question_id=first.question.id, setting=first.setting, answer=answer,
                 status=status, counts=dict(counts),

@@ -67,8 +67,8 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0,
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    bounds = np.percentile(means, [2.5, 97.5])
+    return float(bounds[0]), float(bounds[1])
 
 
 def _summary(values: Iterable[float]) -> dict:
