@@ -14,16 +14,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 
-from calm_rag.errors import InputError
 from calm_rag.languages import LANGUAGES, Language, get_language
 from calm_rag.records import Sample
+from calm_rag.registries import EXTRACTOR_CHAINS, EXTRACTORS
 
 AMBIGUOUS = object()
 """Returned by an extractor that saw two different labels where one answer belongs."""
 
 Extractor = Callable[[str, Language, dict[str, str]], object]
-
-EXTRACTORS: dict[str, Extractor] = {}
 
 
 @dataclass(frozen=True)
@@ -37,14 +35,7 @@ class Extraction:
 
 def register_extractor(name: str) -> Callable[[Extractor], Extractor]:
     """Register ``fn(text, lang, options) -> label | None | AMBIGUOUS`` under ``name``."""
-
-    def register(fn: Extractor) -> Extractor:
-        if name in EXTRACTORS:
-            raise ValueError(f"an extractor named {name!r} is already registered")
-        EXTRACTORS[name] = fn
-        return fn
-
-    return register
+    return EXTRACTORS.register(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,8 +219,9 @@ def calm_first_char(text: str, lang: Language, options: dict[str, str]) -> objec
     return label if label in options and after not in options else None
 
 
-DEFAULT_CHAIN: tuple[str, ...] = ("marker_letter", "marker_text", "option_line", "lone_letter")
-CALM_CHAIN: tuple[str, ...] = ("calm_first_char",)
+DEFAULT_CHAIN: tuple[str, ...] = EXTRACTOR_CHAINS.register(
+    "default", ("marker_letter", "marker_text", "option_line", "lone_letter"))
+CALM_CHAIN: tuple[str, ...] = EXTRACTOR_CHAINS.register("calm", ("calm_first_char",))
 """Reproduces the letters behind CALM's released DPO pairs (see ``calm_first_char``)."""
 
 
@@ -241,15 +233,9 @@ def extract_answer(
 ) -> Extraction:
     """Run the extractors in ``chain`` until one decides; never guess when they cannot."""
     language = lang if isinstance(lang, Language) else get_language(lang)
-    unknown = [name for name in chain if name not in EXTRACTORS]
-    if unknown:
-        raise InputError(
-            f"unknown extractor {unknown[0]!r}; known: {', '.join(EXTRACTORS)}",
-            field="chain",
-            hint="register it with @register_extractor",
-        )
-    for name in chain:
-        result = EXTRACTORS[name](text, language, options)
+    extractors = [EXTRACTORS.get(name, field="chain") for name in chain]
+    for name, extractor in zip(chain, extractors, strict=True):
+        result = extractor(text, language, options)
         if result is AMBIGUOUS:
             return Extraction(None, "ambiguous")
         if result is not None:

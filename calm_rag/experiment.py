@@ -1,54 +1,101 @@
 """An experiment: one YAML file in pipelines/ that says what the CALM loop runs on.
 
 Every group of keys is a dataclass whose field docstrings are its manual (``calm-rag run
---describe`` prints them). Unknown keys and wrong types are refused with the dotted key, its
-line in the file and what is allowed; ``--set retrieval.k=3`` overrides any key.
+--describe`` prints them). The one loader (:mod:`calm_rag.config`) refuses unknown keys, wrong
+types and values out of range with the dotted key, its line in the file and what is allowed;
+``--set retrieval.k=3`` overrides any key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from calm_rag.config import (
+    INTERNAL,
+    at_least,
+    check_seed,
+    from_mapping,
+    non_defaults,
+    one_of,
+    parse_yaml,
+    plain,
+    read_yaml,
+    typed_by,
+)
+from calm_rag.config import (
+    describe as describe_config,
+)
 from calm_rag.errors import InputError
-from calm_rag.sampling.default_model import DEFAULT_GENERATOR
+from calm_rag.plugins import import_plugins
+from calm_rag.registries import (
+    EXTRACTOR_CHAINS,
+    METRICS,
+    QUERY_POLICIES,
+    QUESTION_SOURCES,
+    SAMPLERS,
+    describe_registries,
+)
+from calm_rag.models import DEFAULT_GENERATOR, check_model_reference
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.training.config import AlignConfig
 from calm_rag.voting import VoteConfig
-from calm_rag.yaml_config import from_mapping, read_yaml
 
-SPLITS = ("train", "heldout")
+SPLITS: tuple[Literal["train", "heldout"], ...] = ("train", "heldout")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """The questions: where they come from and how they are split."""
 
-    source: Literal["bundled", "medqa", "xcsqa"] = "bundled"
-    """``bundled`` (the embedded sample sets), ``medqa`` or ``xcsqa`` (files of the release)."""
+    source: str = "bundled"
+    """A registered dataset: ``bundled`` (the embedded sample sets), ``medqa`` or ``xcsqa``
+    (files of the release), or one a plugin registers."""
     dataset: str = "medical"
     """For ``bundled``: ``medical`` or ``commonsense``."""
     path: str | None = None
     """For ``medqa``/``xcsqa``: one file per language, ``{lang}`` in the path standing for the
     language code (``data/xcsqa/{lang}/dev.jsonl``); relative to the experiment file."""
     languages: tuple[str, ...] = ("en", "zh", "fr", "de", "it", "ja")
-    """Languages asked; a question is kept only when it exists in all of them."""
+    """Languages asked (ISO 639-1 codes, each once); a question is kept only when it exists in
+    all of them."""
     train: int = 12
-    """Questions sampled, voted and aligned on (each in every language)."""
+    """Questions sampled, voted and aligned on (each in every language), 1 or more."""
     heldout: int = 12
-    """Questions kept out of alignment, evaluated before and after."""
+    """Questions kept out of alignment, evaluated before and after, 0 or more."""
     seed: int = 0
     """Shuffles the question ids before the split."""
 
     def __post_init__(self) -> None:
-        if self.train < 1 or self.heldout < 0:
-            raise InputError("train must be at least 1 and heldout at least 0", field="train")
+        from calm_rag.datasets.bundled import BUNDLED
+        from calm_rag.languages import normalize_code
+
+        QUESTION_SOURCES.check(self.source, "source")
+        if self.source == "bundled":
+            one_of("dataset", self.dataset, BUNDLED)
+        at_least(self, 1, "train")
+        at_least(self, 0, "heldout")
+        check_seed(self, "seed")
         if not self.languages:
             raise InputError("needs at least one language", field="languages")
+        try:
+            codes = tuple(normalize_code(code) for code in self.languages)
+        except InputError as err:
+            raise InputError(err.message, field="languages", hint=err.hint) from None
+        if len(set(codes)) < len(codes):
+            twice = sorted({c for c in codes if codes.count(c) > 1})
+            raise InputError(f"lists {', '.join(twice)} more than once", field="languages",
+                             hint="name each language once")
+        object.__setattr__(self, "languages", codes)
+
+
+def _backend_options() -> dict[str, type]:
+    return {name: backend.Options for name, backend in SAMPLERS.items()}
 
 
 @dataclass(frozen=True)
@@ -56,36 +103,51 @@ class GeneratorConfig:
     """The model that is sampled and aligned, and the backend that samples it."""
 
     backend: str = "vllm"
-    """``vllm`` (offline engine in a child process), ``hf`` (transformers) or ``openai``."""
+    """A registered sampler backend: ``vllm`` (offline engine in a child process), ``hf``
+    (transformers) or ``openai`` (an OpenAI-compatible server)."""
     model: str = DEFAULT_GENERATOR
     """The default's short name, a local transformers folder or a hub id."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Backend options (``batch_size`` for hf, ``base_url`` for openai, ...)."""
+    options: Any = field(default=None, metadata=typed_by("backend", _backend_options))
+    """The backend's options; which keys exist depends on ``backend`` (listed below)."""
 
     def __post_init__(self) -> None:
-        from calm_rag.sampling import SAMPLERS
-
         backend = SAMPLERS.get(self.backend, field="backend")
-        known = {f.name for f in dataclasses.fields(backend.Options)} - {"model"}
-        for key in self.options:
-            if key not in known:
-                raise InputError(f"unknown option for the {self.backend} backend",
-                                 field=f"options.{key}", hint=f"use {', '.join(sorted(known))}")
+        options = self.options
+        if isinstance(options, dict):
+            if "model" in options:
+                raise InputError("set the model with generator.model, not in options",
+                                 field="options.model")
+            options = from_mapping(backend.Options, options, prefix="options")
+        elif options is None or (type(options) in _backend_options().values()
+                                 and not non_defaults(options)):
+            options = backend.Options()  # none given, or another backend's defaults
+        elif not isinstance(options, backend.Options):
+            raise InputError(f"expected {backend.Options.__name__}, got "
+                             f"{type(options).__name__}", field="options")
+        object.__setattr__(self, "options", options)
+        # A model that cannot exist fails now, not after retrieval, and without network; a
+        # served model's name (openai) may be a path on the server only.
+        if self.backend != "openai":
+            check_model_reference(self.model, field="model", defaults=(DEFAULT_GENERATOR,))
 
 
 @dataclass(frozen=True)
 class AnswersConfig:
     """How the option letter is read from each response."""
 
-    chain: Literal["default", "calm"] = "default"
-    """Extractors: ``default`` (strict, never guesses) or ``calm`` (CALM's first character)."""
+    chain: str = "default"
+    """A registered extractor chain: ``default`` (strict, never guesses) or ``calm`` (CALM's
+    first character)."""
     fallback: Literal["logprob", "none"] = "logprob"
     """When extraction fails: score the option letters by the model's log-probabilities after
     the response (``logprob``), or leave the sample unanswered (``none``)."""
 
+    def __post_init__(self) -> None:
+        EXTRACTOR_CHAINS.check(self.chain, "chain")
+
 
 @dataclass(frozen=True)
-class RetrievalSettings:
+class RetrievalConfig:
     """Retrieval-augmented prompts; when enabled every stage runs zero-shot and with RAG."""
 
     enabled: bool = True
@@ -95,15 +157,17 @@ class RetrievalSettings:
     index_dir: str = "indexes"
     """Where index specs and built indexes live; relative to the current folder."""
     k: int = 2
-    """Passages per question."""
-    policy: Literal["native", "pivot", "fused"] = "fused"
-    """Query in the question's language, in the pivot (English) version, or both fused."""
+    """Passages per question, in [1, 100]."""
+    policy: str = "fused"
+    """A registered retrieval policy: the question in its language (``native``), its pivot
+    English version (``pivot``), or both fused (``fused``)."""
     hybrid: bool = False
     """Fuse BM25 keyword rankings with the dense ones."""
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise InputError("must be at least 1", field="k")
+        if not 1 <= self.k <= 100:
+            raise InputError(f"must lie in [1, 100], got {self.k!r}", field="k")
+        QUERY_POLICIES.check(self.policy, "policy")
 
 
 @dataclass(frozen=True)
@@ -114,6 +178,15 @@ class EvaluationConfig:
     """Which questions are evaluated: the aligned (``train``) and the held-out ones."""
     sampling: SamplingParams = SamplingParams(n=1, temperature=0.0, max_tokens=96)
     """Decoding for evaluation (greedy by default, so before/after differ only by the model)."""
+    metrics: tuple[str, ...] = ()
+    """Registered metrics computed besides the standard ones (accuracy, extraction rate,
+    consistency, agreement), saved in ``metrics.json``."""
+
+    def __post_init__(self) -> None:
+        if not self.splits or len(set(self.splits)) < len(self.splits):
+            raise InputError("must name train, heldout or both, each once", field="splits")
+        for i, name in enumerate(self.metrics):
+            METRICS.check(name, f"metrics[{i}]")
 
 
 @dataclass(frozen=True)
@@ -121,95 +194,100 @@ class Experiment:
     """One CALM experiment: data, generator, sampling, retrieval, vote, alignment, evaluation."""
 
     name: str
-    """Names the run folder: ``<runs_dir>/<name>/<timestamp>/``."""
+    """Names the run folder: ``<runs_dir>/<name>/<timestamp>/`` (letters, digits, ``._-``)."""
+    plugins: tuple[str, ...] = ()
+    """Python modules imported before the rest is checked, each registering its parts (a
+    dataset, a tie policy, a metric, ...): a module name, or a ``.py`` file relative to the
+    experiment file."""
     data: DataConfig = DataConfig()
+    """The questions: where they come from and how they are split."""
     generator: GeneratorConfig = GeneratorConfig()
+    """The model that is sampled and aligned, and the backend that samples it."""
     sampling: SamplingParams = SamplingParams(n=4, temperature=0.8, max_tokens=96)
+    """Decoding of the CALM samples that vote."""
     answers: AnswersConfig = AnswersConfig()
-    retrieval: RetrievalSettings = RetrievalSettings()
+    """How the option letter is read from each response."""
+    retrieval: RetrievalConfig = RetrievalConfig()
+    """Retrieval-augmented prompts; when enabled every stage runs zero-shot and with RAG."""
     vote: VoteConfig = VoteConfig()
+    """The cross-lingual vote and the preference pairs."""
     align: AlignConfig = AlignConfig()
+    """How the policy is trained on the votes."""
     evaluation: EvaluationConfig = EvaluationConfig()
+    """Evaluation before and after alignment."""
     shard_questions: int = 4
-    """Questions per sampling shard: a killed run resumes after the last finished shard."""
+    """Questions per sampling shard, 1 or more: a killed run resumes after the last finished
+    shard."""
     runs_dir: str = "runs"
     """Where run folders and the stage cache (``<runs_dir>/.cache``) go."""
-    base_dir: str = field(default=".", metadata={"internal": True})
+    base_dir: str = field(default=".", metadata=INTERNAL)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InputError(f"{self.name!r} is not a usable folder name", field="name",
+                             hint="use letters, digits, '.', '_' and '-'")
+        at_least(self, 1, "shard_questions")
 
     @property
     def settings(self) -> tuple[str, ...]:
         return ("zero-shot", "rag") if self.retrieval.enabled else ("zero-shot",)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = plain(self)
         data.pop("base_dir")
-        return _plain(data)
+        data["generator"]["options"].pop("model", None)  # generator.model says it
+        return data
 
 
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
-    """Read ``path``, apply ``key=value`` overrides, and check every key and type."""
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
+    """Read ``path``, apply ``key=value`` overrides, and check every key, type and value."""
     path = Path(path)
     data, lines = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError("an experiment is a mapping of keys", path=path,
                          hint="see pipelines/demo.yaml")
+    given = {}
     for override in overrides:
-        apply_override(data, override)
-    experiment = from_mapping(Experiment, data, path=path, lines=lines)
+        key, text = apply_override(data, override)
+        given[key] = text
+    if data.get("plugins"):
+        data["plugins"] = import_plugins(data["plugins"], path, lines, given)
+    experiment = from_mapping(Experiment, data, path=path, lines=lines, overrides=given)
     return dataclasses.replace(experiment, base_dir=str(path.resolve().parent))
 
 
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """Set ``a.b.c=value`` in ``data``; the value is read as YAML (``3``, ``true``, ``[en]``)."""
+def apply_override(data: dict[str, Any], override: str) -> tuple[str, str]:
+    """Set ``a.b.c=value`` in ``data``; the value is read as YAML (``3``, ``true``, ``[en]``).
+
+    Returns the key and the override's text, so that errors can name the ``--set``.
+    """
     key, sep, raw = override.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise InputError(f"--set {override!r}: expected KEY=VALUE", field="--set",
                          hint="e.g. --set retrieval.k=3")
-    *parents, last = key.strip().split(".")
+    *parents, last = key.split(".")
     node = data
     for i, part in enumerate(parents):
         child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
         if not isinstance(child, dict):
-            raise InputError(f"--set {override!r}: {'.'.join(parents[:i + 1])} is not a group",
-                             field=key)
+            raise InputError(f"--set {override!r}: {'.'.join(parents[:i + 1])!r} is not a group",
+                             field="--set")
         node = child
     try:
-        node[last] = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        node[last] = raw
+        node[last] = parse_yaml(raw, f"--set {override}")[0]
+    except InputError as err:
+        if "malformed YAML" not in err.message:
+            raise
+        node[last] = raw  # not YAML: the text itself
+    return key, override
 
 
-def describe(cls: type = Experiment, prefix: str = "") -> list[str]:
-    """The manual: one line per key with its type, default and documentation."""
-    import typing
-
-    from calm_rag.yaml_config import field_docs
-
-    docs, hints, lines = field_docs(cls), typing.get_type_hints(cls), []
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("internal"):
-            continue
-        key, hint = f"{prefix}{f.name}", hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            lines.append(f"{key}: {(hint.__doc__ or '').strip().splitlines()[0]}")
-            lines += describe(hint, f"{key}.")
-            continue
-        if f.default is not dataclasses.MISSING:
-            default = f"default {_plain(f.default)!r}"
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f"default {_plain(f.default_factory())!r}"
-        else:
-            default = "required"
-        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-        doc = docs.get(f.name) or f.metadata.get("help", "")
-        lines.append(f"{key} ({kind}, {default}): {doc}")
-    return lines
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively, so the resolved config reads back as YAML."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+def describe() -> list[str]:
+    """The manual: every key with its type, effective default and documentation, then the
+    names each registry holds."""
+    lines = describe_config(Experiment)
+    return [*lines, "", "registered names (plugins add more):",
+            *(f"  {line}" for line in describe_registries())]

@@ -7,6 +7,7 @@ from dataclasses import replace
 from itertools import zip_longest
 
 from calm_rag.records import PreferencePair, Sample, Vote
+from calm_rag.registries import CHOSEN_FALLBACKS
 from calm_rag.voting import VoteConfig, group_by_question, in_language_order, vote
 
 
@@ -49,8 +50,21 @@ def _disagrees(sample: Sample, majority: str, config: VoteConfig) -> bool:
 def _chosen_for(mine: list[Sample], ordered: list[Sample], majority: str,
                 config: VoteConfig) -> list[Sample]:
     agreeing = [s for s in mine if s.answer == majority]
-    if agreeing or config.chosen_fallback == "skip":
+    if agreeing:
         return agreeing
+    return CHOSEN_FALLBACKS.get(config.chosen_fallback, "vote.chosen_fallback")(
+        mine, ordered, majority, config)
+
+
+@CHOSEN_FALLBACKS.register("skip")
+def _skip(mine: list[Sample], ordered: list[Sample], majority: str,
+          config: VoteConfig) -> list[Sample]:
+    return []
+
+
+@CHOSEN_FALLBACKS.register("pivot")
+def _borrow(mine: list[Sample], ordered: list[Sample], majority: str,
+            config: VoteConfig) -> list[Sample]:
     # CALM machine-translated an agreeing response; offline we borrow the pivot's, else any.
     others = [s for s in ordered if s.answer == majority]
     return [s for s in others if s.lang == config.pivot] or others

@@ -9,74 +9,67 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Literal
 
+from calm_rag.config import one_of
 from calm_rag.errors import InputError
 from calm_rag.languages import normalize_code
 from calm_rag.records import Sample, Vote
-from calm_rag.registry import Registry
+from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_PRESETS
 
 TiePolicy = Callable[[list[str], list[Sample], "VoteConfig"], str | None]
-TIE_POLICIES: Registry[TiePolicy] = Registry("tie policy")
-CHOSEN_FALLBACKS = ("skip", "pivot")
 UNPARSED = ("ignore", "reject")
 
 
 @dataclass(frozen=True)
 class VoteConfig:
-    """Parameters that control the vote and the pairs.
-
-    Parameters that control the vote:
-        tie: how a tie between answers is settled: ``drop`` the question, ``first-seen`` (the
-            tied answer met first when reading languages in ``language_order``), or ``pivot``
-            (the pivot language's own answers decide).
-        language_order: the order languages are read in, for ``first-seen`` and pair output.
-            Languages not listed come after, alphabetically.
-        pivot: the pivot language, for ``tie: pivot`` and ``chosen_fallback: pivot``.
-        min_agreement: the share of parsed answers the majority needs; below it the question
-            abstains (0 keeps every majority).
-    Parameters that control the pairs:
-        chosen_fallback: when a language has no response agreeing with the majority: ``skip``
-            it, or take the ``pivot`` language's agreeing response (then any language's).
-        unparsed: a response with no extracted answer is ``ignore``d or ``reject``ed.
-        max_pairs_per_question: cap on rows per question (taken round-robin over languages).
-    """
+    """Parameters that control the vote and the pairs (the ``vote:`` block)."""
 
     tie: str = "first-seen"
+    """How a tie between answers is settled (a registered tie policy): ``drop`` the question,
+    ``first-seen`` (the tied answer met first when reading languages in ``language_order``),
+    or ``pivot`` (the pivot language's own answers decide)."""
     language_order: tuple[str, ...] = ("en", "zh", "fr", "de", "it", "ja")
+    """The order languages are read in, for ``first-seen`` and pair output; languages not
+    listed come after, alphabetically."""
     pivot: str = "en"
+    """The pivot language, for ``tie: pivot`` and ``chosen_fallback: pivot``."""
     min_agreement: float = 0.0
+    """The share of parsed answers the majority needs, in [0, 1]; below it the question
+    abstains (0 keeps every majority)."""
     chosen_fallback: str = "skip"
-    unparsed: str = "ignore"
+    """When a language has no response agreeing with the majority (a registered chosen
+    fallback): ``skip`` it, or take the ``pivot`` language's agreeing response (then any
+    language's)."""
+    unparsed: Literal["ignore", "reject"] = "ignore"
+    """A response with no extracted answer is ``ignore``d or ``reject``ed."""
     max_pairs_per_question: int | None = None
+    """Cap on rows per question (taken round-robin over languages); null: no cap."""
 
     def __post_init__(self) -> None:
-        TIE_POLICIES.get(self.tie, field="tie")
-        _one_of("chosen_fallback", self.chosen_fallback, CHOSEN_FALLBACKS)
-        _one_of("unparsed", self.unparsed, UNPARSED)
+        TIE_POLICIES.check(self.tie, "tie")
+        CHOSEN_FALLBACKS.check(self.chosen_fallback, "chosen_fallback")
+        one_of("unparsed", self.unparsed, UNPARSED)
         if self.max_pairs_per_question is not None and self.max_pairs_per_question < 1:
             raise InputError("must be at least 1 (or null for no cap)",
                              field="max_pairs_per_question")
         if not 0.0 <= self.min_agreement <= 1.0:
-            raise InputError("must lie between 0 and 1", field="min_agreement")
-        order = tuple(normalize_code(code) for code in self.language_order)
+            raise InputError(f"must lie in [0, 1], got {self.min_agreement!r}",
+                             field="min_agreement")
+        order = tuple(_code(code, "language_order") for code in self.language_order)
+        if len(set(order)) < len(order):
+            raise InputError(f"lists a language twice: {', '.join(order)}",
+                             field="language_order")
         object.__setattr__(self, "language_order", order)
-        object.__setattr__(self, "pivot", normalize_code(self.pivot))
-
-    @classmethod
-    def from_dict(cls, values: dict) -> VoteConfig:
-        """Build from config values; an unknown key names itself and what is allowed."""
-        known = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in known:
-                raise InputError(f"unknown key; allowed: {', '.join(sorted(known))}",
-                                 field=f"vote.{key}")
-        return cls(**values)
+        object.__setattr__(self, "pivot", _code(self.pivot, "pivot"))
 
 
-def _one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise InputError(f"{value!r} is not allowed; use one of {', '.join(allowed)}", field=key)
+def _code(code: str, field: str) -> str:
+    try:
+        return normalize_code(code)
+    except InputError as err:
+        raise InputError(err.message, field=field, hint=err.hint) from None
 
 
 def in_language_order(samples: Iterable[Sample], order: tuple[str, ...]) -> list[Sample]:
@@ -105,30 +98,16 @@ def _tie_pivot(tied: list[str], samples: list[Sample], config: VoteConfig) -> st
     return ranked[0][0]
 
 
-# CALM's released pairs: one pooled vote, ties to the answer met first in ja, fr, it, cn, de,
-# en; languages without an agreeing response borrow one (CALM machine-translated it).
-PRESETS = {
-    "default": VoteConfig(),
-    "calm": VoteConfig(language_order=("ja", "fr", "it", "zh", "de", "en"),
-                       chosen_fallback="pivot"),
-}
-
-
-def preset(name: str) -> VoteConfig:
-    if name not in PRESETS:
-        raise InputError(f"unknown policy {name!r}; choose one of {', '.join(PRESETS)}",
-                         field="policy")
-    return PRESETS[name]
-
-
 def vote(samples: list[Sample], config: VoteConfig) -> Vote:
     """The vote on one question in one setting, over all its languages and samples."""
     first = samples[0]
     parsed = [s for s in samples if s.answer is not None]
-    counts = Counter(s.answer for s in in_language_order(parsed, config.language_order))
-    by_language: dict[str, dict[str, int]] = {}
+    ordered = in_language_order(parsed, config.language_order)
+    counts: Counter[str] = Counter(s.answer for s in ordered if s.answer is not None)
+    by_language: dict[str, Counter[str]] = {}
     for s in parsed:
-        by_language.setdefault(s.lang, Counter())[s.answer] += 1
+        if s.answer is not None:
+            by_language.setdefault(s.lang, Counter())[s.answer] += 1
     answer, status = _decide(counts, parsed, config)
     return Vote(question_id=first.question.id, setting=first.setting, answer=answer,
                 status=status, counts=dict(counts),
@@ -162,3 +141,12 @@ def group_by_question(samples: Iterable[Sample]) -> dict[tuple[str, str], list[S
 def vote_all(samples: Iterable[Sample], config: VoteConfig) -> list[Vote]:
     """One vote per question and setting."""
     return [vote(group, config) for group in group_by_question(samples).values()]
+
+
+PRESETS = VOTE_PRESETS
+"""Vote presets by name (``PRESETS["calm"]``): the registry itself (see calm_rag.presets)."""
+
+
+def preset(name: str) -> VoteConfig:
+    """The vote preset ``name`` (``default``, ``calm``, or one a plugin registers)."""
+    return VOTE_PRESETS.get(name, field="policy")

@@ -6,7 +6,6 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from calm_rag import answers
 from calm_rag.answers import (
     AMBIGUOUS,
     CALM_CHAIN,
@@ -21,6 +20,7 @@ from calm_rag.answers import (
 from calm_rag.errors import InputError
 from calm_rag.languages import LANGUAGES, get_language
 from calm_rag.records import Question, Sample
+from calm_rag.registry import RegistryError
 
 OPTIONS = {"A": "town", "B": "school", "C": "hospital", "D": "office", "E": "office building"}
 
@@ -196,7 +196,7 @@ def test_language_may_be_an_alias_or_a_language():
 
 
 def test_register_extractor(monkeypatch):
-    monkeypatch.setattr(answers, "EXTRACTORS", dict(answers.EXTRACTORS))
+    monkeypatch.setattr(EXTRACTORS, "_items", dict(EXTRACTORS._items))  # forgotten afterwards
 
     @register_extractor("always_d")
     def always_d(text, lang, options):
@@ -208,8 +208,10 @@ def test_register_extractor(monkeypatch):
 
     assert read("nothing", chain=("marker_letter", "always_d")) == Extraction("D", "always_d")
     assert read("nothing", chain=("undecided", "always_d")) == Extraction(None, "ambiguous")
-    with pytest.raises(ValueError, match="already registered"):
-        register_extractor("always_d")(always_d)
+    with pytest.raises(RegistryError, match="already registered"):
+        register_extractor("always_d")(lambda text, lang, options: "A")
+    with pytest.raises(RegistryError, match="3 positional arguments"):
+        register_extractor("wrong_shape")(lambda text: "A")
 
 
 @pytest.mark.parametrize(

@@ -171,7 +171,7 @@ def test_spec_loads_with_defaults(tmp_path):
     ("  chunk_size: 64", "  chunk_size: true", "chunking.chunk_size", 6, "boolean"),
     ("  chunk_overlap: 8", "  chunk_overlap: 80", "chunking.chunk_overlap", 7, "less than"),
     ("  metric: ip", "  metric: cosine", "faiss.metric", 12, "not allowed"),
-    ("  - type: jsonl", "  - type: pdf", "corpus[0].type", 3, "not allowed"),
+    ("  - type: jsonl", "  - type: pdf", "corpus[0].type", 3, "unknown corpus type 'pdf'"),
     ("name: tiny", "name: ../evil", "name", 1, "folder name"),
     ("name: tiny", "title: tiny", "title", 1, "unknown key"),
 ])

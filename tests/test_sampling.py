@@ -10,7 +10,9 @@ import importlib.util
 import time
 
 import pytest
+import yaml
 
+from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.languages import get_language, instruction_for
 from calm_rag.records import Question
@@ -104,22 +106,28 @@ def test_every_registered_language_has_a_context_heading():
 
 
 @pytest.mark.parametrize("bad", [{"n": 0}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.5},
-                                 {"max_tokens": 0}])
+                                 {"max_tokens": 0}, {"seed": -1}, {"top_p": ".nan"}])
 def test_params_reject_bad_values(bad):
-    with pytest.raises(InputError, match=f"sampling.{next(iter(bad))}"):
-        SamplingParams(**bad)
+    key = next(iter(bad))
+    with pytest.raises(InputError) as err:
+        from_mapping(SamplingParams, {key: yaml.safe_load(str(bad[key]))}, prefix="sampling")
+    assert err.value.field == f"sampling.{key}"
+    with pytest.raises(InputError, match=f"field '{key}'"):  # in code: the bare field
+        SamplingParams(**{key: yaml.safe_load(str(bad[key]))})
 
 
 def test_registry_builds_hf_and_names_bad_keys(tiny_model):
     assert "hf" in SAMPLERS
     built = make_sampler("hf", {"model": str(tiny_model), "threads": 1, "progress": False})
     assert isinstance(built, HFSampler)
-    with pytest.raises(InputError, match="sampler.temprature"):
+    with pytest.raises(InputError, match="field 'temprature': unknown key"):
         make_sampler("hf", {"temprature": 0.5})
-    with pytest.raises(InputError, match="unknown sampler 'nope'"):
+    with pytest.raises(InputError, match="unknown sampler backend 'nope'"):
         make_sampler("nope")
-    with pytest.raises(InputError, match="sampler.dtype"):
+    with pytest.raises(InputError, match="field 'dtype'"):
         HFOptions(dtype="int3")
+    with pytest.raises(InputError, match="field 'threads': must be at least 1"):
+        make_sampler("hf", {"threads": 0})
 
 
 # --------------------------------------------------------------------------- hf backend

@@ -11,12 +11,13 @@ import json
 
 import pytest
 
+from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.records import PreferencePair, Question, Sample, Vote
 from calm_rag.sampling.prompts import messages_from_fields
 from calm_rag.training import (
     AlignConfig,
-    LoraSettings,
+    LoraConfig,
     dpo_row,
     sft_targets,
     train_dpo,
@@ -37,7 +38,7 @@ OPTIONS = {"A": "pantry", "B": "refrigerator", "C": "oven"}
 # model must move visibly in seconds (attention-only LoRA moves it about a third as much).
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FAST = dict(learning_rate=2e-2, epochs=4, batch_size=4, max_length=160, threads=1,
-            lora=LoraSettings(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR))
+            lora=LoraConfig(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR))
 
 
 def _input(stem: str) -> str:
@@ -199,7 +200,7 @@ def test_prompts_longer_than_max_length_fail_and_leave_the_old_folder(tiny, tmp_
 def test_sft_raises_the_target_response_and_keeps_the_base_dtype(tiny_bf16, tmp_path):
     samples = make_samples()
     # bf16 autocast, and an adapter on the last layer only (of two)
-    lora = LoraSettings(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR, layers=1)
+    lora = LoraConfig(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR, layers=1)
     config = AlignConfig(method="sft", **{**FAST, "lora": lora}, precision="bf16")
     result = train_sft(str(tiny_bf16), samples, config, tmp_path / "align")
 
@@ -254,37 +255,47 @@ def test_sft_targets_follow_the_vote_of_the_same_setting():
 # --------------------------------------------------------------------------- config
 
 
+def align(values: dict) -> AlignConfig:
+    """The ``align:`` block through the one config loader."""
+    return from_mapping(AlignConfig, values, prefix="align")
+
+
 def test_config_round_trips_through_a_dict():
-    config = AlignConfig.from_dict({"method": "sft", "beta": 0.5, "epochs": 2,
-                                    "learning_rate": "5e-5",  # YAML 1.1 reads 5e-5 as a string
-                                    "lora": {"r": 16, "targets": ["q_proj", "v_proj"]}})
+    config = align({"method": "sft", "beta": 0.5, "epochs": 2,
+                    "learning_rate": "5e-5",  # YAML 1.1 reads 5e-5 as a string
+                    "lora": {"r": 16, "targets": ["q_proj", "v_proj"]}})
     assert config.learning_rate == 5e-5 and config.lora.targets == ("q_proj", "v_proj")
     assert config.lora.alpha == 16  # unset keys keep their defaults
-    assert AlignConfig.from_dict(config.to_dict()) == config
-    assert AlignConfig.from_dict({}) == AlignConfig()
+    assert align(config.to_dict()) == config
+    assert align({}) == AlignConfig()
 
 
 @pytest.mark.parametrize(("values", "key", "says"), [
-    ({"betta": 0.1}, "align.betta", "allowed: method, target, rounds, beta"),
-    ({"lora": {"rank": 8}}, "align.lora.rank", "allowed: r, alpha, dropout, targets"),
-    ({"beta": "high"}, "align.beta", "expected a number"),
-    ({"epochs": True}, "align.epochs", "expected a number"),
-    ({"batch_size": 2.5}, "align.batch_size", "expected a whole number"),
-    ({"lora": {"r": "8"}}, "align.lora.r", "expected a whole number"),
+    ({"betta": 0.1}, "align.betta", "known keys: method, target, rounds, beta"),
+    ({"lora": {"rank": 8}}, "align.lora.rank", "known keys: r, alpha, dropout, targets"),
+    ({"beta": "high"}, "align.beta", "expected float, got str"),
+    ({"epochs": True}, "align.epochs", "expected float, got a boolean"),
+    ({"batch_size": 2.5}, "align.batch_size", "expected int, got float"),
+    ({"lora": {"r": "8"}}, "align.lora.r", "expected int, got str"),
     ({"lora": {"targets": "q_proj"}}, "align.lora.targets", "expected a list"),
     ({"lora": [8]}, "align.lora", "expected a mapping"),
-    ({"threads": "2"}, "align.threads", "expected a whole number or null"),
-    ({"method": "ppo"}, "align.method", "unknown method"),
-    ({"target": "oracle"}, "align.target", "unknown target"),
+    ({"threads": "2"}, "align.threads", "expected int, got str"),
+    ({"method": "ppo"}, "align.method", "unknown align method 'ppo'"),
+    ({"target": "oracle"}, "align.target", "'oracle' is not allowed"),
     ({"beta": 0}, "align.beta", "must be positive"),
+    ({"beta": -1}, "align.beta", "must be positive"),
+    ({"learning_rate": float("inf")}, "align.learning_rate", "must be a finite number"),
     ({"lora": {"dropout": 1.0}}, "align.lora.dropout", "must lie in [0, 1)"),
-    ({"rounds": -1}, "align.rounds", "must be 0 or more"),
-    ({"precision": "fp16"}, "align.precision", "unknown precision"),
+    ({"lora": {"r": 0}}, "align.lora.r", "must be at least 1"),
+    ({"rounds": -1}, "align.rounds", "must lie in [0, 100]"),
+    ({"precision": "fp16"}, "align.precision", "'fp16' is not allowed"),
     ({"lora": {"layers": 0}}, "align.lora.layers", "must be at least 1"),
+    ({"seed": -1}, "align.seed", "must lie in [0, "),
+    ({"threads": 0}, "align.threads", "must be at least 1"),
 ])
 def test_bad_config_names_the_key(values, key, says):
     with pytest.raises(InputError) as err:
-        AlignConfig.from_dict(values)
+        align(values)
     assert err.value.field == key
     assert says in str(err.value)
 
@@ -292,4 +303,4 @@ def test_bad_config_names_the_key(values, key, says):
 def test_bad_method_hint_lists_the_methods():
     with pytest.raises(InputError) as err:
         AlignConfig(method="ppo")
-    assert err.value.hint == "use one of dpo, sft"
+    assert err.value.field == "method" and err.value.hint == "use one of dpo, sft"

@@ -99,15 +99,15 @@ def group_is_gone(pgid: int, wait: float = 10) -> bool:
 
 
 def test_options_name_the_bad_key():
-    with pytest.raises(InputError, match="sampler.dtype"):
+    with pytest.raises(InputError, match="field 'dtype'"):
         VLLMOptions(dtype="int3")
-    with pytest.raises(InputError, match="sampler.kv_cache_gib"):
+    with pytest.raises(InputError, match="field 'kv_cache_gib'"):
         VLLMOptions(kv_cache_gib=0)
-    with pytest.raises(InputError, match="sampler.gpu_memory_utilization"):
+    with pytest.raises(InputError, match="field 'gpu_memory_utilization'"):
         VLLMOptions(gpu_memory_utilization=1.5)
-    with pytest.raises(InputError, match="sampler.max_model_len"):
+    with pytest.raises(InputError, match="field 'max_model_len'"):
         VLLMOptions(max_model_len=0)
-    with pytest.raises(InputError, match="sampler.temprature"):
+    with pytest.raises(InputError, match="field 'temprature': unknown key"):
         make_sampler("vllm", {"temprature": 0.5})
 
 

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 
+from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.pairs import build_pairs
 from calm_rag.voting import VoteConfig, preset, vote, vote_all
@@ -99,8 +100,14 @@ def test_settings_vote_separately():
 def test_config_errors_name_the_key():
     with pytest.raises(InputError, match="tie.*unknown tie policy 'coin'"):
         VoteConfig(tie="coin")
-    with pytest.raises(InputError, match="vote.colour.*allowed"):
-        VoteConfig.from_dict({"colour": "red"})
+    with pytest.raises(InputError, match="vote.colour.*unknown key.*min_agreement"):
+        from_mapping(VoteConfig, {"colour": "red"}, prefix="vote")
+    with pytest.raises(InputError, match="field 'vote.min_agreement': must lie in"):
+        from_mapping(VoteConfig, {"min_agreement": 1.5}, prefix="vote")
+    with pytest.raises(InputError, match="field 'vote.language_order': lists a language twice"):
+        from_mapping(VoteConfig, {"language_order": ["en", "EN"]}, prefix="vote")
+    with pytest.raises(InputError, match="field 'vote.chosen_fallback': unknown chosen"):
+        from_mapping(VoteConfig, {"chosen_fallback": "translate"}, prefix="vote")
     with pytest.raises(InputError, match="min_agreement"):
         VoteConfig(min_agreement=2)
     with pytest.raises(InputError, match="unknown language code"):

@@ -101,9 +101,10 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_keys(args: argparse.Namespace) -> int:
-    from calm_rag.retrieval.spec import describe_spec
+    from calm_rag.config import describe
+    from calm_rag.retrieval.spec import IndexSpec
 
-    print("\n".join(describe_spec()))
+    print("\n".join(describe(IndexSpec)))
     return 0
 
 

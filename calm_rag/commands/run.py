@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -21,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override any key, e.g. --set retrieval.k=3 --set sampling.n=2")
     p.add_argument("--runs-dir", help="where runs and the cache go (sets runs_dir)")
     p.add_argument("--describe", action="store_true",
-                   help="print every experiment key with its type, default and meaning")
+                   help="print every experiment key with its type, default and meaning, each "
+                        "backend's options and the names every registry holds")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -38,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.retrieval is not None:
         overrides.append(f"retrieval.enabled={str(args.retrieval).lower()}")
-    if args.runs_dir:
-        overrides.append(f"runs_dir={args.runs_dir}")
+    if args.runs_dir:  # quoted: a folder named 2024 or true stays a string
+        overrides.append(f"runs_dir={json.dumps(str(args.runs_dir))}")
     experiment = load_experiment(args.experiment, overrides)
 
     from calm_rag.evaluation import format_grid_table

@@ -12,7 +12,8 @@ from calm_rag.commands.common import add_extractor_option, load_samples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from calm_rag.voting import CHOSEN_FALLBACKS, PRESETS, TIE_POLICIES, UNPARSED
+    from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_PRESETS
+    from calm_rag.voting import UNPARSED
 
     p = subparsers.add_parser(
         "vote", help="vote across languages and build preference pairs",
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("samples", type=Path, metavar="SAMPLES",
                    help="a samples JSONL, a CALM sample file, or a folder of CALM sample files")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    p.add_argument("--policy", default="default", choices=sorted(PRESETS),
+    p.add_argument("--policy", default="default", choices=list(VOTE_PRESETS),
                    help="preset vote policy; 'calm' reproduces the authors' pairs (default: "
                         "%(default)s); the options below override it")
     p.add_argument("--tie", choices=list(TIE_POLICIES), help="how ties are settled")
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pivot", metavar="xx", help="pivot language")
     p.add_argument("--min-agreement", type=float, metavar="SHARE",
                    help="abstain when the majority holds less than this share of answers")
-    p.add_argument("--chosen-fallback", choices=CHOSEN_FALLBACKS,
+    p.add_argument("--chosen-fallback", choices=list(CHOSEN_FALLBACKS),
                    help="when a language has no agreeing response: skip it, or borrow one")
     p.add_argument("--unparsed", choices=UNPARSED, help="responses with no answer: ignore/reject")
     p.add_argument("--max-pairs-per-question", type=int, metavar="N", help="cap rows per question")
@@ -38,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    from calm_rag.errors import InputError
     from calm_rag.voting import preset
 
     overrides = {
@@ -50,7 +52,11 @@ def config_from_args(args: argparse.Namespace):
         "max_pairs_per_question": args.max_pairs_per_question,
     }
     chosen = {key: value for key, value in overrides.items() if value is not None}
-    return dataclasses.replace(preset(args.policy), **chosen)
+    try:
+        return dataclasses.replace(preset(args.policy), **chosen)
+    except InputError as err:  # name the flag that set it
+        flag = f"--{err.field.replace('_', '-')}" if err.field in chosen else err.field
+        raise InputError(err.message, field=flag, hint=err.hint) from None
 
 
 def run(args: argparse.Namespace) -> int:

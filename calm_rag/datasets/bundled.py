@@ -5,19 +5,23 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.records import Question
+from calm_rag.registries import QUESTION_SOURCES
 
-BUNDLED = ("medical", "commonsense")
+# Each bundled set and the release format its files follow.
+BUNDLED_FORMATS = {"medical": "medqa", "commonsense": "xcsqa"}
+BUNDLED = tuple(BUNDLED_FORMATS)
 BUNDLED_LANGUAGES = ("en", "zh", "fr", "de", "it", "ja")
 
 
 def bundled_path(name: str) -> Path:
     """Folder of a bundled set inside the installed package."""
-    if name not in BUNDLED:
-        raise InputError(f"unknown bundled set {name!r}; use one of {', '.join(BUNDLED)}",
-                         field="dataset")
+    if name not in BUNDLED_FORMATS:
+        raise InputError(f"unknown bundled set {name!r}", field="dataset",
+                         hint=f"use one of {', '.join(BUNDLED)}")
     return Path(str(resources.files("calm_rag.datasets") / "data" / name))
 
 
@@ -29,14 +33,19 @@ def load_bundled(name: str, languages: tuple[str, ...] | list[str] = BUNDLED_LAN
     from calm_rag.languages import normalize_code
 
     folder = bundled_path(name)
+    readers = {"medqa": read_medqa, "xcsqa": read_xcsqa}
+    read = readers[BUNDLED_FORMATS[name]]
     questions = []
     for code in (normalize_code(c) for c in languages):
         path = folder / f"{code}.jsonl"
         if not path.is_file():
             raise InputError(f"the bundled {name} set has no {code} file",
                              field="languages", hint=f"use {', '.join(BUNDLED_LANGUAGES)}")
-        if name == "medical":
-            questions += read_medqa(path, lang=code, source="bundled-medical")
-        else:
-            questions += read_xcsqa(path, source="bundled-commonsense")
+        questions += read(path, code, source=f"bundled-{name}")
     return questions
+
+
+@QUESTION_SOURCES.register("bundled")
+def bundled_source(data: Any, base_dir: str | Path) -> list[Question]:
+    """The sets shipped with calm_rag (``data.dataset``: medical or commonsense)."""
+    return load_bundled(data.dataset, data.languages)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl
 from calm_rag.languages import normalize_code
 from calm_rag.records import Question
+from calm_rag.registries import QUESTION_SOURCES
 
 # MedQA's release names files by region, not by language.
 _REGION_LANGUAGE = {"us": "en", "mainland": "zh", "taiwan": "zh", "tw": "zh"}
@@ -74,3 +76,11 @@ def write_medqa(questions: list[Question]) -> list[dict]:
         }
         for q in questions
     ]
+
+
+@QUESTION_SOURCES.register("medqa")
+def medqa_source(data: Any, base_dir: str | Path) -> list[Question]:
+    """MedQA's release (4 or 5 options): one file per language at ``data.path``."""
+    from calm_rag.datasets.sources import per_language_files
+
+    return per_language_files(data, base_dir, read_medqa)

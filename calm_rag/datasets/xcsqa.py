@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl
 from calm_rag.languages import normalize_code
 from calm_rag.records import Question
+from calm_rag.registries import QUESTION_SOURCES
 
 
 def read_xcsqa(path: str | Path, lang: str | None = None, source: str = "xcsqa") -> list[Question]:
@@ -62,3 +64,11 @@ def write_xcsqa(questions: list[Question]) -> list[dict]:
             row["answerKey"] = q.answer
         rows.append(row)
     return rows
+
+
+@QUESTION_SOURCES.register("xcsqa")
+def xcsqa_source(data: Any, base_dir: str | Path) -> list[Question]:
+    """X-CSQA's release: one file per language at ``data.path``."""
+    from calm_rag.datasets.sources import per_language_files
+
+    return per_language_files(data, base_dir, read_xcsqa)

@@ -8,7 +8,7 @@ more consistent across languages.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -49,22 +49,24 @@ def _finite(value: float) -> float | None:
     return None if np.isnan(value) else float(value)  # JSON has no NaN
 
 
-def evaluate_cell(samples: list[Sample]) -> dict:
-    """Everything the report shows about one cell's samples."""
+def evaluate_cell(samples: list[Sample], metrics: Sequence[str] = ()) -> dict:
+    """Everything the report shows about one cell's samples (plus ``metrics`` by name)."""
     return {
         "n_samples": len(samples),
-        "metrics": compute_metrics(samples),
+        "metrics": compute_metrics(samples, metrics),
         "extraction": extraction_methods(samples),
         "consistency_by_question": consistency_by_question(samples),
         "retrieval_delta": retrieval_delta(samples) or None,
     }
 
 
-def evaluation_grid(cells: dict[str, list[Sample]]) -> dict:
-    """Score each ``split/phase`` cell; JSON-serializable (it is ``metrics.json``)."""
+def evaluation_grid(cells: dict[str, list[Sample]], metrics: Sequence[str] = ()) -> dict:
+    """Score each ``split/phase`` cell; JSON-serializable (it is ``metrics.json``).
+    ``metrics``: registered metrics computed besides the standard ones."""
     for name in cells:
         split_phase(name)
-    grid = {"cells": {name: evaluate_cell(list(samples)) for name, samples in cells.items()}}
+    grid = {"cells": {name: evaluate_cell(list(samples), metrics)
+                      for name, samples in cells.items()}}
     splits = dict.fromkeys(split_phase(name)[0] for name in cells)
     grid["consistency_change"] = {split: consistency_change(grid, split) for split in splits}
     return grid

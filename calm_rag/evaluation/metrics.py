@@ -10,12 +10,13 @@ languages is skipped (CALM divided by zero there) and counted in ``skipped``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import combinations
 
 import numpy as np
 
 from calm_rag.records import Sample
+from calm_rag.registries import METRICS
 from calm_rag.voting import group_by_question
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -66,8 +67,8 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0,
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
+    bounds = np.percentile(means, [2.5, 97.5])
+    return float(bounds[0]), float(bounds[1])
 
 
 def _summary(values: Iterable[float]) -> dict:
@@ -89,24 +90,54 @@ def agreement_matrix(rows: list[dict], langs: list[str]) -> dict[str, dict[str, 
     return matrix
 
 
-def setting_metrics(rows: list[dict]) -> dict:
-    """All metrics of one setting from its per-question rows."""
+@METRICS.register("accuracy")
+def accuracy(rows: list[dict], langs: list[str]) -> dict:
+    """Per language, the share of samples answering the gold label, with its interval."""
+    return {lang: _summary(r["accuracy"].get(lang, np.nan) for r in rows) for lang in langs}
+
+
+@METRICS.register("extraction_rate")
+def extraction_rate(rows: list[dict], langs: list[str]) -> dict:
+    """Per language, the share of samples whose answer was read."""
+    return {lang: _summary(r["parsed"].get(lang, np.nan) for r in rows)["value"]
+            for lang in langs}
+
+
+@METRICS.register("consistency")
+def consistency(rows: list[dict], langs: list[str]) -> dict:
+    """CALM's consistency: the share of language pairs giving the same answer."""
+    scores = [consistency_of(r["answers"], r["gold"])[0] for r in rows]
+    return {**_summary(scores), "skipped": int(sum(np.isnan(c) for c in scores))}
+
+
+@METRICS.register("consistent_correct")
+def consistent_correct(rows: list[dict], langs: list[str]) -> dict:
+    """The share of language pairs agreeing on the gold answer."""
+    return _summary(consistency_of(r["answers"], r["gold"])[1] for r in rows)
+
+
+@METRICS.register("agreement")
+def agreement(rows: list[dict], langs: list[str]) -> dict:
+    """Per pair of languages, the share of questions both answer the same."""
+    return agreement_matrix(rows, langs)
+
+
+STANDARD = ("accuracy", "extraction_rate", "consistency", "consistent_correct", "agreement")
+"""The metrics every evaluation computes (the report reads them)."""
+
+
+def setting_metrics(rows: list[dict], extra: Sequence[str] = ()) -> dict:
+    """The standard metrics of one setting from its per-question rows, plus ``extra``
+    registered metrics by name."""
     langs = sorted({lang for r in rows for lang in r["answers"]})
-    scores = [consistency_of(r["answers"], r["gold"]) for r in rows]
-    return {
-        "n_questions": len(rows),
-        "languages": langs,
-        "accuracy": {lang: _summary(r["accuracy"].get(lang, np.nan) for r in rows)
-                     for lang in langs},
-        "extraction_rate": {lang: _summary(r["parsed"].get(lang, np.nan) for r in rows)["value"]
-                            for lang in langs},
-        "consistency": {**_summary(c for c, _ in scores),
-                        "skipped": int(sum(np.isnan(c) for c, _ in scores))},
-        "consistent_correct": _summary(cc for _, cc in scores),
-        "agreement": agreement_matrix(rows, langs),
-    }
+    values: dict = {"n_questions": len(rows), "languages": langs}
+    for name in dict.fromkeys([*STANDARD, *extra]):
+        values[name] = METRICS.get(name, field="evaluation.metrics")(rows, langs)
+    return values
 
 
-def compute_metrics(samples: Iterable[Sample]) -> dict[str, dict]:
-    """Metrics per setting (``zero-shot``, ``rag``) of samples whose answers are extracted."""
-    return {setting: setting_metrics(rows) for setting, rows in per_question(samples).items()}
+def compute_metrics(samples: Iterable[Sample], extra: Sequence[str] = ()) -> dict[str, dict]:
+    """Metrics per setting (``zero-shot``, ``rag``) of samples whose answers are extracted;
+    ``extra`` names registered metrics computed besides the standard ones."""
+    return {setting: setting_metrics(rows, extra)
+            for setting, rows in per_question(samples).items()}

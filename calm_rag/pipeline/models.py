@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,6 @@ class LazySampler:
 
     def __init__(self, generator: GeneratorConfig, model: ModelRef, progress: bool = False
                  ) -> None:
-        if "model" in generator.options:
-            raise InputError("set the model with generator.model, not in options",
-                             field="generator.options.model")
         self.generator = generator
         self.model = model
         self.progress = progress
@@ -48,8 +46,9 @@ class LazySampler:
         from calm_rag.sampling import make_sampler
 
         if self._sampler is None:
-            options = {"progress": self.progress, **self.generator.options,
-                       "model": self.model.path}
+            given = self.generator.options
+            options = dataclasses.replace(given, model=self.model.path,
+                                          progress=self.progress and given.progress)
             self._sampler = make_sampler(self.generator.backend, options)
         return self._sampler
 

@@ -36,7 +36,7 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
         if not target.exists():
             break
         target = target.with_name(f"{stamp}-{attempt}")
-    grid = evaluation_grid(cells)
+    grid = evaluation_grid(cells, experiment.evaluation.metrics)
     with atomic_dir(target) as folder:
         with atomic_write(folder / "config.yaml") as handle:
             yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)

@@ -103,15 +103,13 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
 def _training_rows(experiment: Experiment, samples: list[Sample], votes: list[Vote]
                    ) -> tuple[list[Any], list[PreferencePair]]:
     from calm_rag.pairs import build_pairs, gold_votes
+    from calm_rag.registries import ALIGN_METHODS
 
     gold = experiment.align.target == "gold"
     target_votes = gold_votes(samples, experiment.vote) if gold else votes
     pairs = build_pairs(samples, target_votes, experiment.vote)
-    if experiment.align.method == "sft":
-        from calm_rag.training import sft_targets
-
-        return sft_targets(samples, target_votes), pairs
-    return pairs, pairs
+    method = ALIGN_METHODS.get(experiment.align.method, field="align.method")
+    return method.rows(samples, target_votes, pairs), pairs
 
 
 def _evaluate(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from calm_rag.answers import CALM_CHAIN, DEFAULT_CHAIN
+from calm_rag.config import non_defaults
 from calm_rag.datasets.samples import read_samples, write_samples
 from calm_rag.experiment import Experiment
 from calm_rag.io import read_json, write_json
@@ -22,8 +22,7 @@ from calm_rag.pipeline.cache import STAGE_VERSIONS, StageCache
 from calm_rag.provenance import content_key
 from calm_rag.pipeline.models import LazySampler, ModelRef
 from calm_rag.records import Question, Sample
-
-CHAINS = {"default": DEFAULT_CHAIN, "calm": CALM_CHAIN}
+from calm_rag.registries import ALIGN_METHODS, EXTRACTOR_CHAINS
 
 
 @dataclass
@@ -135,8 +134,9 @@ def sample_key(ctx: RunContext, job: SampleJob, model: ModelRef) -> str:
 
     generator = ctx.experiment.generator
     prompts = [prompt_fields(q, _passages(job, q)) for q in job.questions]
+    options = non_defaults(generator.options, skip=("model", "progress"))
     return content_key("sample", STAGE_VERSIONS["sample"], model.fingerprint, generator.backend,
-                       generator.options, prompts, [q.to_dict() for q in job.questions],
+                       options, prompts, [q.to_dict() for q in job.questions],
                        dataclasses.asdict(job.params), job.setting, ctx.experiment.answers.chain,
                        ctx.experiment.shard_questions)
 
@@ -166,7 +166,7 @@ def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
         return read_samples(ctx.cache.folder("sample", key) / "samples.jsonl"), key
     work = ctx.cache.work_folder("sample", key)
     shards = _shards(job.questions, ctx.experiment.shard_questions)
-    chain = CHAINS[ctx.experiment.answers.chain]
+    chain = EXTRACTOR_CHAINS.get(ctx.experiment.answers.chain, field="answers.chain")
     bar = tqdm(total=len(job.questions), desc=f"sampling {job.label}", unit="prompt",
                disable=not ctx.progress)
     with bar:
@@ -236,15 +236,13 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
                 ) -> tuple[ModelRef, dict[str, Any]]:
     """Train on ``rows`` (pairs for DPO, target samples for SFT); the merged model and the
     training summary."""
-    from calm_rag.training import train_dpo, train_sft
-
     align, started = ctx.experiment.align, time.perf_counter()
     key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
                       dataclasses.asdict(align) | {"rounds": None}, [r.to_dict() for r in rows])
     folder = ctx.cache.folder("align", key)
     if not ctx.cache.has("align", key):
-        train = train_dpo if align.method == "dpo" else train_sft
-        train(model.path, rows, align, folder)
+        ALIGN_METHODS.get(align.method, field="align.method").train(model.path, rows, align,
+                                                                    folder)
         (folder / "DONE").write_text("", encoding="utf-8")
         ctx.record("align", label, key, False, time.perf_counter() - started)
     else:

@@ -7,7 +7,7 @@ corpus always gives the same chunks, the same hashes and the same embedding shar
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl
 from calm_rag.provenance import files_digest
+from calm_rag.registries import CORPUS_READERS
 from calm_rag.retrieval.language_id import detect_language, language_code
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Document:
         return asdict(self)
 
 
+@CORPUS_READERS.register("jsonl")
 def read_jsonl_corpus(path: Path, lang: str | None = None) -> Iterator[Document]:
     """``{"id", "text", "title"?, "lang"?}`` a line; ids must be unique (qrels name them)."""
     corpus_files("jsonl", path)  # a folder given for a file is named as such
@@ -61,6 +63,7 @@ def read_jsonl_corpus(path: Path, lang: str | None = None) -> Iterator[Document]
                        source=f"{path.name}:{line}")
 
 
+@CORPUS_READERS.register("text")
 def read_text_folder(path: Path, lang: str | None = None) -> Iterator[Document]:
     """Every ``.txt`` file under ``path`` (recursively) is one document, its id the relative
     path without the suffix and its title the file name."""
@@ -69,6 +72,7 @@ def read_text_folder(path: Path, lang: str | None = None) -> Iterator[Document]:
         yield _text_file_document(file, doc_id, lang)
 
 
+@CORPUS_READERS.register("medqa-textbooks")
 def read_medqa_textbooks(path: Path, lang: str | None = None) -> Iterator[Document]:
     """MedQA's ``textbooks`` folder: ``en/*.txt`` and ``zh_paragraph/*.txt``, one book a file."""
     for file in corpus_files("medqa-textbooks", path):
@@ -103,22 +107,13 @@ def hash_corpus(kind: str, path: Path) -> str:
                         for file in corpus_files(kind, path))
 
 
-READERS: dict[str, Callable[[Path, str | None], Iterator[Document]]] = {
-    "jsonl": read_jsonl_corpus,
-    "text": read_text_folder,
-    "medqa-textbooks": read_medqa_textbooks,
-}
-
-
 def read_corpus(kind: str, path: Path, lang: str | None = None) -> Iterator[Document]:
     """Documents of one corpus source; errors name the path (and line) and what to do."""
-    if kind not in READERS:
-        raise InputError(f"unknown corpus type {kind!r}; use one of {', '.join(READERS)}",
-                         field="corpus.type")
+    reader = CORPUS_READERS.get(kind, field="corpus.type")
     if not path.exists():
         raise InputError("no such file or folder", path=path, hint="check the corpus path")
     count = 0
-    for document in READERS[kind](path, language_code(lang) if lang else None):
+    for document in reader(path, language_code(lang) if lang else None):
         if document.text.strip():
             count += 1
             yield document

@@ -4,7 +4,8 @@
 * ``pivot``: its parallel English question (the native one when no pivot is given);
 * ``fused``: both, merged by reciprocal-rank fusion.
 
-A policy is a function ``(query, pivot_query) -> texts``; adding one is one function here.
+A policy is a function ``(query, pivot_query) -> texts``; adding one is one function
+decorated with ``@QUERY_POLICIES.register("name")`` (the registry is in calm_rag.registries).
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from calm_rag.registry import Registry
+from calm_rag.registries import QUERY_POLICIES
 
 log = logging.getLogger(__name__)
 
 QueryPolicy = Callable[[str, str | None], list[str]]
-QUERY_POLICIES: Registry[QueryPolicy] = Registry("retrieval policy")
+__all__ = ["QUERY_POLICIES", "QueryPolicy", "fused", "native", "pivot"]
 
 
 @QUERY_POLICIES.register("native")

@@ -50,28 +50,6 @@ class Hit:
         return {**self.chunk.to_dict(), "score": self.score, "rank": self.rank}
 
 
-@dataclass(frozen=True)
-class RetrievalConfig:
-    """How an experiment retrieves (a group of keys in a pipeline YAML)."""
-
-    index: str = "medical-demo"
-    """A built index: its name in ``indexes/``, its folder, or its spec file."""
-    policy: str = "native"
-    """``native`` (the question's own language), ``pivot`` (its English version) or ``fused``
-    (both, merged by reciprocal-rank fusion)."""
-    k: int = 5
-    """Passages per question."""
-    hybrid: bool = False
-    """Fuse BM25 keyword rankings with the dense ones."""
-    lang: str | None = None
-    """Only passages in this language (default: any)."""
-
-    def __post_init__(self) -> None:
-        QUERY_POLICIES.get(self.policy, field="policy")
-        if self.k <= 0:
-            raise InputError("must be positive", field="k")
-
-
 class Retriever:
     """A built index opened for search: FAISS, its chunks and the embedder that built it."""
 

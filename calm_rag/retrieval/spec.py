@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from calm_rag.config import INTERNAL, at_least, from_mapping, read_yaml
 from calm_rag.errors import InputError
-from calm_rag.yaml_config import INTERNAL, from_mapping, read_yaml
+from calm_rag.registries import CORPUS_READERS
 
-CORPUS_TYPES = ("jsonl", "text", "medqa-textbooks")
 PACKAGE_PREFIX = "package:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
@@ -35,16 +35,19 @@ _ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 class CorpusSource:
     """One corpus to index."""
 
-    type: Literal["jsonl", "text", "medqa-textbooks"]
-    """``jsonl``: one ``{"id", "text", "title"?, "lang"?}`` object a line; ``text``: a folder of
-    ``.txt`` files (searched recursively), one document each; ``medqa-textbooks``: MedQA's
-    ``textbooks`` folder (``en/*.txt`` and ``zh_paragraph/*.txt``)."""
+    type: str
+    """A registered corpus type: ``jsonl``: one ``{"id", "text", "title"?, "lang"?}`` object a
+    line; ``text``: a folder of ``.txt`` files (searched recursively), one document each;
+    ``medqa-textbooks``: MedQA's ``textbooks`` folder (``en/*.txt`` and ``zh_paragraph/*.txt``)."""
     path: str
     """File or folder. Relative paths start at the spec's folder; ``package:calm_rag/...`` names
     data inside an installed package; ``${VAR}`` and ``${VAR:-default}`` are expanded."""
     lang: str | None = None
     """The language of every document (ISO 639-1); when absent, a document's own ``lang`` or
     the detected language is used."""
+
+    def __post_init__(self) -> None:
+        CORPUS_READERS.check(self.type, "type")
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,7 @@ class ChunkingConfig:
     """Embed ``title`` + newline + chunk text (the stored chunk text stays without it)."""
 
     def __post_init__(self) -> None:
-        if self.chunk_size <= 0:
-            raise InputError("must be positive", field="chunk_size")
+        at_least(self, 1, "chunk_size")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise InputError(f"must be at least 0 and less than chunk_size ({self.chunk_size})",
                              field="chunk_overlap")
@@ -83,9 +85,7 @@ class EmbedderConfig:
     killed build resumes after its last finished shard."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "shard_size"):
-            if getattr(self, name) <= 0:
-                raise InputError("must be positive", field=name)
+        at_least(self, 1, "batch_size", "shard_size")
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,7 @@ class FaissConfig:
     """HNSW indexes: breadth of the graph search per query (more: better recall, slower)."""
 
     def __post_init__(self) -> None:
-        for name in ("train_size", "nprobe", "ef_search"):
-            if getattr(self, name) <= 0:
-                raise InputError("must be positive", field=name)
+        at_least(self, 1, "train_size", "nprobe", "ef_search")
 
 
 @dataclass(frozen=True)
@@ -121,8 +119,11 @@ class IndexSpec:
     description: str = ""
     """Free text shown by ``calm-rag index list``."""
     chunking: ChunkingConfig = ChunkingConfig()
+    """How documents are cut into passages."""
     embedder: EmbedderConfig = EmbedderConfig()
+    """The sentence-transformers model that embeds chunks and queries."""
     faiss: FaissConfig = FaissConfig()
+    """The FAISS index that stores the embeddings."""
     spec_path: str = field(default="", metadata=INTERNAL, compare=False)
     """Where the spec was read from (set by :func:`load_spec`); relative paths start there."""
 
@@ -158,29 +159,6 @@ def spec_from_dict(data: dict[str, Any], base_dir: str | Path | None = None) -> 
     if base_dir is None:
         return spec
     return dataclasses.replace(spec, spec_path=str(Path(base_dir).resolve() / "spec.yaml"))
-
-
-def describe_spec(cls: type = IndexSpec, prefix: str = "") -> list[str]:
-    """The spec's manual: one entry per key with its type, default and documentation."""
-    import typing
-
-    from calm_rag.yaml_config import field_docs
-
-    docs, hints, lines = field_docs(cls), typing.get_type_hints(cls), []
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("internal"):
-            continue
-        key, hint = f"{prefix}{f.name}", hints[f.name]
-        inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
-        if dataclasses.is_dataclass(inner):
-            listed = " (a list of)" if inner is not hint else ""
-            lines.append(f"{key}{listed}: {inner.__doc__}")
-            lines += describe_spec(inner, f"{key}{'[].' if inner is not hint else '.'}")
-            continue
-        default = "required" if f.default is dataclasses.MISSING else f"default {f.default!r}"
-        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-        lines.append(f"{key} ({kind}, {default}): {docs.get(f.name, '')}")
-    return lines
 
 
 def resolve_path(raw: str, base_dir: Path) -> Path:

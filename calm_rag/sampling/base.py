@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from calm_rag.errors import InputError
-from calm_rag.registry import Registry
+from calm_rag.registries import SAMPLERS
 from calm_rag.sampling.params import SamplingParams
 
 Messages = list[dict[str, str]]
@@ -22,23 +20,22 @@ class Sampler(ABC):
     """
 
     Options: ClassVar[type]
-    """The backend's options dataclass (the ``sampler:`` block of a config)."""
+    """The backend's options dataclass (``generator.options`` when this backend is chosen)."""
 
     @abstractmethod
     def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
         """``params.n`` response texts for each prompt, in prompt order."""
 
 
-SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
-"""Backends by name (``hf``, ...): ``SAMPLERS.get(name)``."""
+__all__ = ["SAMPLERS", "Messages", "Sampler", "make_sampler"]
 
 
-def make_sampler(name: str, options: dict[str, Any] | None = None) -> Sampler:
-    """Build the backend ``name`` from a config mapping; unknown keys name themselves."""
-    cls = SAMPLERS.get(name, field="sampler.backend")
-    known = {f.name for f in dataclasses.fields(cls.Options)}
-    for key in options or {}:
-        if key not in known:
-            raise InputError(f"unknown option for the {name} sampler",
-                             field=f"sampler.{key}", hint=f"use {', '.join(sorted(known))}")
-    return cls(cls.Options(**(options or {})))
+def make_sampler(name: str, options: dict[str, Any] | Any = None) -> Sampler:
+    """Build the backend ``name`` from its options (a mapping checked by the config loader,
+    or the backend's ``Options`` dataclass); errors name the option."""
+    from calm_rag.config import from_mapping
+
+    cls = SAMPLERS.get(name, field="generator.backend")
+    if not isinstance(options, cls.Options):
+        options = from_mapping(cls.Options, options or {})
+    return cls(options)

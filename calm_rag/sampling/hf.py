@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from calm_rag.models import (
@@ -32,31 +32,25 @@ if "torch" not in sys.modules:
 
 @dataclass(frozen=True)
 class HFOptions:
-    """Parameters of the ``hf`` sampler (the ``sampler:`` block when ``backend: hf``)."""
+    """Parameters of the ``hf`` sampler (``generator.options`` when ``backend: hf``)."""
 
-    model: str = field(
-        default=DEFAULT_GENERATOR,
-        metadata={"help": "The default's short name, a local transformers folder or a hub id."},
-    )
-    batch_size: int = field(
-        default=12, metadata={"help": "Prompts per generate call; each expands to n sequences."}
-    )
-    dtype: str = field(
-        default="auto", metadata={"help": f"Weights dtype: {', '.join(DTYPES)} (auto: as saved)."}
-    )
-    threads: int | None = field(
-        default=None, metadata={"help": "CPU threads for torch; default: the cores available."}
-    )
-    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    model: str = DEFAULT_GENERATOR
+    """The default's short name, a local transformers folder or a hub id (in an experiment:
+    ``generator.model``)."""
+    batch_size: int = 12
+    """Prompts per generate call; each expands to n sequences."""
+    dtype: str = "auto"
+    """Weights dtype: auto (as saved), float32, bfloat16 or float16."""
+    threads: int | None = None
+    """CPU threads for torch; default: the cores available."""
+    progress: bool = True
+    """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        from calm_rag.errors import InputError
+        from calm_rag.config import at_least, one_of
 
-        if self.batch_size < 1:
-            raise InputError("must be at least 1", field="sampler.batch_size")
-        if self.dtype not in DTYPES:
-            raise InputError(f"unknown dtype {self.dtype!r}", field="sampler.dtype",
-                             hint=f"use {', '.join(DTYPES)}")
+        at_least(self, 1, "batch_size", "threads")
+        one_of("dtype", self.dtype, DTYPES)
 
 
 @SAMPLERS.register("hf")

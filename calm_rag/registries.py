@@ -1,0 +1,78 @@
+"""Every kind of pluggable part, declared in one place.
+
+Each registry imports the modules holding calm_rag's own parts on its first lookup. A new part
+is one decorated function or class anywhere (a plugin module named in an experiment's
+``plugins:`` key, a notebook cell)::
+
+    from calm_rag.registries import METRICS
+
+    @METRICS.register("answer_count")
+    def answer_count(rows, langs): ...
+
+``calm-rag run --describe`` lists the names of every registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calm_rag.registry import Registry
+
+SAMPLERS: Registry[Any] = Registry(
+    "sampler backend", base="calm_rag.sampling.base:Sampler",
+    modules=("calm_rag.sampling.hf", "calm_rag.sampling.openai_backend",
+             "calm_rag.sampling.vllm_backend"))
+"""Generator backends: a ``Sampler`` subclass with an ``Options`` dataclass
+(``generator.backend``)."""
+
+EXTRACTORS: Registry[Any] = Registry("extractor", arity=3, modules=("calm_rag.answers",))
+"""``fn(text, language, options) -> label | None | AMBIGUOUS``: reads an answer."""
+
+EXTRACTOR_CHAINS: Registry[Any] = Registry("extractor chain", base=tuple,
+                                           modules=("calm_rag.answers",))
+"""Extractor names tried in order (``answers.chain``)."""
+
+TIE_POLICIES: Registry[Any] = Registry("tie policy", arity=3, modules=("calm_rag.voting",))
+"""``fn(tied_answers, parsed_samples, vote_config) -> answer | None`` (``vote.tie``)."""
+
+VOTE_PRESETS: Registry[Any] = Registry("vote preset", base="calm_rag.voting:VoteConfig",
+                                       modules=("calm_rag.presets",))
+"""Whole vote configurations by name (``calm-rag vote --policy``)."""
+
+CHOSEN_FALLBACKS: Registry[Any] = Registry("chosen fallback", arity=4,
+                                           modules=("calm_rag.pairs",))
+"""``fn(language_samples, all_samples, majority, vote_config) -> chosen candidates`` for a
+language with no response agreeing with the majority (``vote.chosen_fallback``)."""
+
+QUESTION_SOURCES: Registry[Any] = Registry("dataset", arity=2,
+                                           modules=("calm_rag.datasets.sources",))
+"""``fn(data_config, base_dir) -> questions in every language of data.languages``
+(``data.source``)."""
+
+CORPUS_READERS: Registry[Any] = Registry("corpus type", arity=2,
+                                         modules=("calm_rag.retrieval.corpora",))
+"""``fn(path, lang) -> documents`` of one corpus source (an index spec's ``corpus[].type``)."""
+
+QUERY_POLICIES: Registry[Any] = Registry("retrieval policy", arity=2,
+                                         modules=("calm_rag.retrieval.policies",))
+"""``fn(query, pivot_query) -> texts searched`` (``retrieval.policy``)."""
+
+ALIGN_METHODS: Registry[Any] = Registry(
+    "align method", base="calm_rag.training.methods:AlignMethod",
+    modules=("calm_rag.training.methods",))
+"""How the policy is trained on the vote (``align.method``)."""
+
+METRICS: Registry[Any] = Registry("metric", arity=2, modules=("calm_rag.evaluation.metrics",))
+"""``fn(per_question_rows, languages) -> JSON value``, computed per setting
+(``evaluation.metrics``)."""
+
+ALL: dict[str, Registry[Any]] = {
+    registry.kind: registry for registry in (
+        SAMPLERS, EXTRACTORS, EXTRACTOR_CHAINS, TIE_POLICIES, VOTE_PRESETS, CHOSEN_FALLBACKS,
+        QUESTION_SOURCES, CORPUS_READERS, QUERY_POLICIES, ALIGN_METHODS, METRICS)
+}
+
+
+def describe_registries() -> list[str]:
+    """One line per registry: its kind and the names registered."""
+    return [f"{kind}: {', '.join(registry)}" for kind, registry in ALL.items()]
