@@ -399,6 +399,12 @@ def test_run_folders_finishing_in_the_same_second(tmp_path, monkeypatch):
                                          "20260101-000000-3"]
     assert [(f / "report.md").read_text() for f in folders] == ["first", "second", "third"]
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == [f.name for f in folders]
+    killed = tmp_path / "exp" / ".run.abc.new"  # a run killed two days ago
+    killed.mkdir()
+    _age(killed, 2 * 24 * 3600)
+    with new_run_folder(tmp_path / "exp"):
+        pass
+    assert not killed.exists() and len(list((tmp_path / "exp").iterdir())) == 4
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "", "a\\b"])

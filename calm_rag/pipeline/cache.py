@@ -217,12 +217,18 @@ def _flock(lock: Path, wait: bool) -> Iterator[bool]:
 
 
 def sweep_stale(root: Path, max_age: float = STALE_SECONDS) -> list[Path]:
-    """Remove staging folders (``.new``, ``.tmp``, ``.partial``) of killed runs: untouched for
-    ``max_age`` seconds and not claimed by a live run. Returns what was removed."""
+    """Remove staging folders (``.new``, ``.tmp``, ``.partial``) of killed runs from every
+    stage of the cache: untouched for ``max_age`` seconds and not claimed by a live run."""
     if not root.is_dir():
         return []
+    return [gone for stage in root.iterdir() if stage.is_dir()
+            for gone in sweep_folder(stage, max_age)]
+
+
+def sweep_folder(folder: Path, max_age: float = STALE_SECONDS) -> list[Path]:
+    """Remove the stale staging entries directly inside ``folder``; return them."""
     removed, now = [], time.time()
-    for entry in (e for stage in root.iterdir() if stage.is_dir() for e in stage.iterdir()):
+    for entry in folder.iterdir():
         if not _STAGING.fullmatch(entry.name) or now - _newest_mtime(entry) < max_age:
             continue
         if entry.name.endswith(".partial"):

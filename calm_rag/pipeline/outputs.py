@@ -73,7 +73,10 @@ def new_run_folder(parent: Path) -> Iterator[tuple[Path, list[Path]]]:
     """A staging folder, published under a fresh ``<timestamp>[-N]`` name when the block
     succeeds (the name is taken with an exclusive mkdir, so runs finishing in the same second
     get different folders and none is ever replaced); ``published`` then holds the folder."""
+    from calm_rag.pipeline.cache import sweep_folder
+
     parent.mkdir(parents=True, exist_ok=True)
+    sweep_folder(parent)  # staging folders of runs killed more than a day ago
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=".run.", suffix=".new"))
     published: list[Path] = []
     try:
