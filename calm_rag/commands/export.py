@@ -25,12 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def pairs_file(path: Path) -> Path:
+    """PAIRS as given, or the pairs.jsonl of the folder `calm-rag vote` wrote."""
+    return path / "pairs.jsonl" if path.is_dir() else path
+
+
 def read_pairs(path: Path):
     from calm_rag.io import read_jsonl
     from calm_rag.records import PreferencePair
 
-    if path.is_dir():
-        path = path / "pairs.jsonl"
+    path = pairs_file(path)
     return [PreferencePair.from_dict(obj, path=path, line=line) for line, obj in read_jsonl(path)]
 
 
@@ -45,15 +49,17 @@ def run(args: argparse.Namespace) -> int:
     from calm_rag.datasets.calm import export_llamafactory
     from calm_rag.datasets.trl import trl_row
     from calm_rag.errors import InputError
-    from calm_rag.io import output_folder, write_jsonl
+    from calm_rag.io import output_folder, refuse_inputs, write_jsonl
 
+    inputs = [args.pairs, pairs_file(args.pairs)]
+    refuse_inputs(args.out, inputs)  # before reading, so the input is named first
     pairs, skipped = useful_pairs(read_pairs(args.pairs))
     if skipped:
         print(f"skipped {skipped} pair(s) whose chosen text equals the rejected one")
     if not pairs:
         raise InputError("no pair to export", path=args.pairs,
                          hint="every pair had chosen equal to rejected")
-    with output_folder(args.out, inputs=[args.pairs]) as folder:
+    with output_folder(args.out, inputs=inputs) as folder:
         if args.fmt == "llamafactory":
             counts = export_llamafactory(pairs, folder, calm_names=args.calm_names)
         else:
