@@ -507,3 +507,15 @@ def test_no_connection_and_telemetry_off(tmp_path):
                             check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "no connection" in result.stdout
+
+
+def test_index_list_names_a_damaged_manifest(tmp_path, capsys):
+    from calm_rag.retrieval.manifest import FORMAT
+
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"format": FORMAT, "name": "idx"}))
+    assert main(["index", "list", "--index-dir", str(tmp_path)]) == 0
+    assert "broken: damaged manifest: missing" in capsys.readouterr().out
+    assert main(["index", "info", str(folder)]) == 2
+    assert "rebuild with" in one_line_error(capsys)

@@ -98,8 +98,6 @@ def _check_shape(manifest: dict[str, Any], path: Path) -> None:
             group = expect(manifest, key, dict, path)
             for inner, inner_kind in kind.items():
                 expect(group, inner, inner_kind, path, prefix=f"{key}.")
-        elif isinstance(kind, tuple) and type(None) in kind:
-            expect(manifest, key, kind, path, default=None)
         else:
             expect(manifest, key, kind, path)
     for name in expect(manifest, "files", dict, path):
