@@ -519,3 +519,32 @@ def test_index_list_names_a_damaged_manifest(tmp_path, capsys):
     assert "broken: damaged manifest: missing" in capsys.readouterr().out
     assert main(["index", "info", str(folder)]) == 2
     assert "rebuild with" in one_line_error(capsys)
+
+
+def test_a_claim_lets_the_holder_check_and_write(tmp_path):
+    from calm_rag.pipeline.cache import StageCache
+
+    cache = StageCache(tmp_path)
+    with cache.claim("align", "k"):
+        assert not cache.has("align", "k")  # no wait on our own lock
+        with cache.writing("align", "k") as folder:
+            (folder / "log.json").write_text("{}")
+        assert cache.has("align", "k")
+    assert cache.has("align", "k")
+
+
+def test_unreadable_files_are_one_line(tmp_path, capsys, monkeypatch):
+    samples = samples_file(tmp_path)
+    real_open = Path.open
+
+    def denied(self, *args, **kwargs):
+        if self == samples:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert main(["metrics", str(samples)]) == 2
+    assert one_line_error(capsys).endswith("samples.jsonl: cannot read: Permission denied")
+    monkeypatch.setattr(Path, "read_bytes", lambda self: denied(self))
+    with pytest.raises(InputError, match="cannot read: Permission denied"):
+        read_text(samples)

@@ -157,8 +157,11 @@ class StageCache:
         if lock in _HELD:  # the work folder's claim already holds it
             yield
             return
-        with _flock(lock, wait=True):
+        _HELD[lock] = _acquire(lock)  # registered, so has() inside does not wait on itself
+        try:
             yield
+        finally:
+            _HELD.pop(lock).close()
 
     def work_folder(self, stage: str, key: str) -> Path:
         """Where a long stage keeps finished pieces (shards) until it completes; kept across a
