@@ -12,6 +12,14 @@ import os
 # before anything imports torch, so it lives here. A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# No network unless asked: the hub libraries (TRL's trainers included) and vLLM report usage at
+# run time unless told not to. They read these when first imported, so they are set here,
+# before any of them; a user's own setting wins.
+TELEMETRY_OFF = {"HF_HUB_DISABLE_TELEMETRY": "1", "DISABLE_TELEMETRY": "1",
+                 "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+for _name, _value in TELEMETRY_OFF.items():
+    os.environ.setdefault(_name, _value)
+
 from calm_rag.answers import (  # noqa: E402
     CALM_CHAIN,
     DEFAULT_CHAIN,

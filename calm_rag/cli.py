@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 
+from calm_rag import TELEMETRY_OFF
 from calm_rag.errors import InputError
+
+for _name, _value in TELEMETRY_OFF.items():  # importing calm_rag set them; kept explicit here
+    os.environ.setdefault(_name, _value)
+
+# Filesystem failures that are the user's to fix (a path, a permission, a full disk), printed
+# as one line; any other OSError is a bug or an outage and keeps its traceback.
+USER_FS_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError)
+USER_FS_ERRNOS = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENAMETOOLONG, errno.ELOOP,
+                  errno.EACCES, errno.EPERM}
 
 # Each command module has ``register(subparsers)``, which adds its parser and sets
 # ``func(args) -> int``. Listed by module path so ``--help`` stays fast.
@@ -46,9 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"calm-rag {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if not (isinstance(err, USER_FS_ERRORS) or err.errno in USER_FS_ERRNOS):
+            raise
+        print(f"calm-rag {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"calm-rag {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def describe_os_error(err: OSError) -> str:
+    """``path: what happened`` for a filesystem error (both paths of a failed rename)."""
+    where = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+    reason = err.strerror or str(err)
+    return f"{where}: {reason}" if where else reason
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from calm_rag.config import (
     describe as describe_config,
 )
 from calm_rag.errors import InputError
+from calm_rag.models import DEFAULT_GENERATOR, check_model_reference
 from calm_rag.plugins import import_plugins
 from calm_rag.registries import (
     EXTRACTOR_CHAINS,
@@ -40,7 +41,6 @@ from calm_rag.registries import (
     SAMPLERS,
     describe_registries,
 )
-from calm_rag.models import DEFAULT_GENERATOR, check_model_reference
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.training.config import AlignConfig
 from calm_rag.voting import VoteConfig

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from calm_rag.errors import InputError
+from calm_rag.io.read import expect, expect_map
 
 SETTINGS = ("zero-shot", "rag")
 
 
 def _require(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: dict) -> Any:
-    if key not in obj or obj[key] is None:
-        raise InputError("missing", field=key, **where)
-    value = obj[key]
-    if not isinstance(value, kind):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise InputError(f"expected {names}, got {type(value).__name__}", field=key, **where)
-    return value
+    return expect(obj, key, kind, where.get("path"), where.get("line"))
+
+
+def _optional(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: dict,
+              default: Any) -> Any:
+    return expect(obj, key, kind, where.get("path"), where.get("line"), default=default)
+
+
+def _language_token(obj: dict[str, Any], key: str, where: dict) -> str:
+    """A language code: a known one normalized, else a plain code (it names output files)."""
+    from calm_rag.languages import normalize_code
+
+    value = _require(obj, key, str, where)
+    try:
+        return normalize_code(value)
+    except InputError:
+        if _LANG_TOKEN.fullmatch(value):
+            return value
+        raise InputError(f"{value!r} is not a language code", field=key, **where) from None
+
+
+_LANG_TOKEN = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 
 
 @dataclass(frozen=True)
@@ -51,16 +68,18 @@ class Question:
     def from_dict(cls, obj: dict[str, Any], **where: Any) -> Question:
         from calm_rag.languages import normalize_code
 
-        options = _require(obj, "options", dict, where)
+        path, line = where.get("path"), where.get("line")
+        options = expect_map(obj, "options", str, path, line, prefix="question.")
         try:
-            lang = normalize_code(_require(obj, "lang", str, where))
+            lang = normalize_code(expect(obj, "lang", str, path, line, prefix="question."))
             return cls(
-                id=str(_require(obj, "id", (str, int), where)),
+                id=str(expect(obj, "id", (str, int), path, line, prefix="question.")),
                 lang=lang,
-                stem=_require(obj, "stem", str, where),
-                options={str(k): str(v) for k, v in options.items()},
-                answer=obj.get("answer"),
-                source=obj.get("source", ""),
+                stem=expect(obj, "stem", str, path, line, prefix="question."),
+                options=dict(options),
+                answer=expect(obj, "answer", (str, type(None)), path, line, default=None,
+                              prefix="question."),
+                source=expect(obj, "source", str, path, line, default="", prefix="question."),
             )
         except InputError as err:
             raise err.at(**where) from None
@@ -103,23 +122,26 @@ class Sample:
     @classmethod
     def from_dict(cls, obj: dict[str, Any], **where: Any) -> Sample:
         question = Question.from_dict(_require(obj, "question", dict, where), **where)
-        setting = obj.get("setting", "zero-shot")
+        setting = _optional(obj, "setting", str, where, "zero-shot")
         if setting not in SETTINGS:
             raise InputError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}",
                              field="setting", **where)
-        answer = obj.get("answer")
+        answer = _optional(obj, "answer", (str, type(None)), where, None)
         if answer is not None and answer not in question.options:
             raise InputError(f"answer letter {answer!r} is outside the options "
                              f"{', '.join(question.labels)}", field="answer", **where)
+        index = _optional(obj, "index", int, where, 0)
+        if index < 0:
+            raise InputError("must be 0 or more", field="index", **where)
         return cls(
             question=question,
             text=_require(obj, "text", str, where),
-            index=int(obj.get("index", 0)),
+            index=index,
             setting=setting,
             answer=answer,
-            extraction=obj.get("extraction", ""),
-            instruction=obj.get("instruction", ""),
-            input=obj.get("input", ""),
+            extraction=_optional(obj, "extraction", str, where, ""),
+            instruction=_optional(obj, "instruction", str, where, ""),
+            input=_optional(obj, "input", str, where, ""),
         )
 
 
@@ -141,8 +163,22 @@ class Vote:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> Vote:
-        return cls(**obj)
+    def from_dict(cls, obj: dict[str, Any], **where: Any) -> Vote:
+        path, line = where.get("path"), where.get("line")
+        by_language = _require(obj, "by_language", dict, where)
+        for lang in by_language:
+            expect_map(by_language, lang, int, path, line, prefix="by_language.")
+        return cls(
+            question_id=str(_require(obj, "question_id", (str, int), where)),
+            setting=_require(obj, "setting", str, where),
+            answer=_optional(obj, "answer", (str, type(None)), where, None),
+            status=_require(obj, "status", str, where),
+            counts=expect_map(obj, "counts", int, path, line),
+            by_language=by_language,
+            n_responses=_require(obj, "n_responses", int, where),
+            n_parsed=_require(obj, "n_parsed", int, where),
+            gold=_optional(obj, "gold", (str, type(None)), where, None),
+        )
 
 
 @dataclass(frozen=True)
@@ -170,10 +206,20 @@ class PreferencePair:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], **where: Any) -> PreferencePair:
-        for key in ("question_id", "lang", "chosen", "rejected", "chosen_answer"):
-            _require(obj, key, str, where)
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(obj) - known
         if unknown:
             raise InputError(f"unknown field(s) {', '.join(sorted(unknown))}", **where)
-        return cls(**obj)
+        text = {key: _require(obj, key, str, where)
+                for key in ("setting", "instruction", "input", "chosen", "rejected",
+                            "chosen_answer", "chosen_sample_id", "rejected_sample_id")}
+        return cls(
+            question_id=str(_require(obj, "question_id", (str, int), where)),
+            lang=_language_token(obj, "lang", where),
+            rejected_answer=_optional(obj, "rejected_answer", (str, type(None)), where, None),
+            vote_counts=expect_map(obj, "vote_counts", int, where.get("path"), where.get("line")),
+            chosen_source=_optional(obj, "chosen_source", str, where, "same-language"),
+            target=_optional(obj, "target", str, where, "majority"),
+            extra=_optional(obj, "extra", dict, where, {}),
+            **text,
+        )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from calm_rag.datasets.samples import read_samples
 from calm_rag.errors import InputError
-from calm_rag.io import read_json, read_jsonl
+from calm_rag.io import expect, read_json_object, read_jsonl, read_text
 from calm_rag.records import PreferencePair, Sample, Vote
 
 if TYPE_CHECKING:
@@ -29,7 +29,11 @@ def latest_run(name: str, runs_dir: str | Path = "runs") -> Path:
     latest = Path(runs_dir) / name / "LATEST"
     if not latest.is_file():
         raise InputError(f"no finished run of experiment {name!r}", path=latest, hint=HINT)
-    folder = latest.parent / latest.read_text(encoding="utf-8").strip()
+    stamp = read_text(latest).strip()
+    if not stamp or "/" in stamp or "\\" in stamp or stamp.startswith("."):
+        raise InputError(f"LATEST names {stamp!r}, not a run folder of this experiment",
+                         path=latest, hint=HINT)
+    folder = latest.parent / stamp
     if not folder.is_dir():
         raise InputError(f"LATEST names {folder.name!r}, which is missing", path=latest,
                          hint=HINT)
@@ -75,12 +79,12 @@ class RunFolder:
     @property
     def manifest(self) -> dict[str, Any]:
         """Seeds, package versions, git commit, question ids, models and stage keys."""
-        return read_json(self.path / "manifest.json")
+        return read_json_object(self.path / "manifest.json")
 
     @property
     def grid(self) -> dict[str, Any]:
         """The evaluation grid (``metrics.json``), as ``calm_rag.evaluation`` reads it."""
-        return read_json(self.path / "metrics.json")
+        return read_json_object(self.path / "metrics.json")
 
     def round_dir(self, number: int | None = None) -> Path:
         """Where round ``number``'s samples, votes and pairs are (default: the last round)."""
@@ -99,7 +103,7 @@ class RunFolder:
 
     def votes(self, round: int | None = None) -> list[Vote]:
         """The cross-lingual votes of a round (default: the last)."""
-        return _records(self.round_dir(round) / "votes.jsonl", lambda obj, **_: Vote.from_dict(obj))
+        return _records(self.round_dir(round) / "votes.jsonl", Vote.from_dict)
 
     def pairs(self, round: int | None = None) -> list[PreferencePair]:
         """The preference pairs of a round (default: the last); none if every vote agreed."""
@@ -108,7 +112,7 @@ class RunFolder:
     def eval_cells(self) -> dict[str, list[Sample]]:
         """Evaluation samples per cell (``"heldout/after"``), both settings, in the grid's order."""
         return {cell: read_samples(self.path / "eval" / f"{cell.replace('/', '-')}.jsonl")
-                for cell in self.grid["cells"]}
+                for cell in expect(self.grid, "cells", dict, self.path / "metrics.json")}
 
     def eval_frame(self) -> pd.DataFrame:
         """All evaluation samples as one :func:`samples_frame`, with ``split`` and ``phase``."""
@@ -124,9 +128,8 @@ class RunFolder:
 
 def _records(path: Path, parse: Callable[..., Record]) -> list[Record]:
     """One record per JSONL line; an empty file (a round with no pairs) holds none."""
-    if path.is_file() and not path.read_text(encoding="utf-8").strip():
-        return []
-    return [parse(obj, path=path, line=line) for line, obj in read_jsonl(path)]
+    return [parse(obj, path=path, line=line)
+            for line, obj in read_jsonl(path, allow_empty=True)]
 
 
 COLUMNS = ["id", "question_id", "lang", "setting", "index", "answer", "gold", "correct",

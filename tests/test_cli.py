@@ -42,7 +42,7 @@ def test_vote_export_metrics(tmp_path, capsys):
     assert main(["export", str(tmp_path / "voted"), "--format", "llamafactory",
                  "--out", str(tmp_path / "lf")]) == 0
     assert sorted(p.name for p in (tmp_path / "lf").iterdir()) == [
-        "DPO_en.json", "DPO_zh.json", "dataset_info.json"]
+        ".calm-rag-outputs.json", "DPO_en.json", "DPO_zh.json", "dataset_info.json"]
     assert main(["export", str(tmp_path / "voted" / "pairs.jsonl"), "--format", "trl",
                  "--form", "standard", "--out", str(tmp_path / "trl")]) == 0
     assert len((tmp_path / "trl" / "dpo.jsonl").read_text().splitlines()) == 2

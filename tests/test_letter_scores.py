@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 
 from calm_rag.errors import InputError
-from calm_rag.records import Question, Sample
 from calm_rag.models import resolve_generator
+from calm_rag.records import Question, Sample
 from calm_rag.sampling.letter_scores import LetterScorer, answer_cue, fill_unanswered
 from calm_rag.sampling.prompts import prompt_fields
 from tests.tiny_model import build_tiny_model

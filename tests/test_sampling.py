@@ -15,6 +15,7 @@ import yaml
 from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.languages import get_language, instruction_for
+from calm_rag.models import generator as default_model
 from calm_rag.records import Question
 from calm_rag.sampling import (
     SAMPLERS,
@@ -28,7 +29,6 @@ from calm_rag.sampling import (
     prompt_fields,
     sample_questions,
 )
-from calm_rag.models import generator as default_model
 from calm_rag.sampling.prompts import CONTEXT_HEADINGS
 from tests.tiny_model import build_tiny_model
 

@@ -10,11 +10,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export", help="export pairs for TRL or LLaMA-Factory",
         description="Export pairs.jsonl (from `calm-rag vote`) as TRL rows (DIR/dpo.jsonl) or "
-                    "LLaMA-Factory files (DIR/DPO_<lang>.json + dataset_info.json).")
+                    "LLaMA-Factory files (DIR/DPO_<lang>.json, merged into the folder's "
+                    "dataset_info.json). Other files in DIR are left alone; pairs whose chosen "
+                    "and rejected texts are equal are skipped (nothing to learn from them).")
     p.add_argument("pairs", type=Path, metavar="PAIRS",
                    help="pairs.jsonl, or the folder `calm-rag vote` wrote")
     p.add_argument("--format", required=True, choices=("trl", "llamafactory"), dest="fmt")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="output folder (created if absent; e.g. LLaMA-Factory's data/)")
     p.add_argument("--form", choices=("conversational", "standard"), default="conversational",
                    help="TRL row form (default: %(default)s)")
     p.add_argument("--calm-names", action="store_true",
@@ -22,28 +25,50 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def pairs_file(path: Path) -> Path:
+    """PAIRS as given, or the pairs.jsonl of the folder `calm-rag vote` wrote."""
+    return path / "pairs.jsonl" if path.is_dir() else path
+
+
 def read_pairs(path: Path):
     from calm_rag.io import read_jsonl
     from calm_rag.records import PreferencePair
 
-    if path.is_dir():
-        path = path / "pairs.jsonl"
+    path = pairs_file(path)
     return [PreferencePair.from_dict(obj, path=path, line=line) for line, obj in read_jsonl(path)]
+
+
+def useful_pairs(pairs: list) -> tuple[list, int]:
+    """Pairs whose chosen differs from rejected, and how many were not (DPO's loss on such a
+    pair is a constant: it only dilutes the batch)."""
+    kept = [pair for pair in pairs if pair.chosen != pair.rejected]
+    return kept, len(pairs) - len(kept)
 
 
 def run(args: argparse.Namespace) -> int:
     from calm_rag.datasets.calm import export_llamafactory
-    from calm_rag.datasets.trl import export_trl
-    from calm_rag.io import atomic_dir
+    from calm_rag.datasets.trl import trl_row
+    from calm_rag.errors import InputError
+    from calm_rag.io import output_folder, refuse_inputs, write_jsonl
 
-    pairs = read_pairs(args.pairs)
+    inputs = [args.pairs, pairs_file(args.pairs)]
+    refuse_inputs(args.out, inputs)  # before reading, so the input is named first
+    pairs, skipped = useful_pairs(read_pairs(args.pairs))
+    if skipped:
+        print(f"skipped {skipped} pair(s) whose chosen text equals the rejected one")
+    if not pairs:
+        raise InputError("no pair to export", path=args.pairs,
+                         hint="every pair had chosen equal to rejected")
+    with output_folder(args.out, inputs=inputs) as folder:
+        if args.fmt == "llamafactory":
+            counts = export_llamafactory(pairs, folder, calm_names=args.calm_names)
+        else:
+            n = write_jsonl(folder.path("dpo.jsonl"), (trl_row(p, args.form) for p in pairs))
     if args.fmt == "llamafactory":
-        counts = export_llamafactory(pairs, args.out, calm_names=args.calm_names)
         for code, n in sorted(counts.items()):
             print(f"DPO_{code}.json: {n} rows")
+        print("dataset_info.json: entries merged")
     else:
-        with atomic_dir(args.out) as staging:
-            n = export_trl(pairs, staging / "dpo.jsonl", form=args.form)
         print(f"dpo.jsonl: {n} {args.form} rows")
     print(f"wrote {args.out}")
     return 0

@@ -61,22 +61,23 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from calm_rag.answers import CALM_CHAIN
-    from calm_rag.io import atomic_dir, write_json, write_jsonl
+    from calm_rag.io import output_folder, refuse_inputs, write_json, write_jsonl
     from calm_rag.pairs import build_pairs
     from calm_rag.voting import vote_all
 
     config = config_from_args(args)
+    refuse_inputs(args.out, [args.samples])  # before the work, not after it
     # CALM's pairs rest on the authors' own letter reading, quirks included (see answers.py).
     default_chain = CALM_CHAIN if args.policy == "calm" else None
     samples = load_samples(args.samples, args.extractors, default_chain)
     votes = vote_all(samples, config)
     pairs = build_pairs(samples, votes, config)
     summary = summarize(samples, votes, pairs, config)
-    with atomic_dir(args.out) as staging:
-        write_jsonl(staging / "samples.jsonl", (s.to_dict() for s in samples))
-        write_jsonl(staging / "votes.jsonl", (v.to_dict() for v in votes))
-        write_jsonl(staging / "pairs.jsonl", (p.to_dict() for p in pairs))
-        write_json(staging / "summary.json", summary)
+    with output_folder(args.out, inputs=[args.samples]) as folder:
+        write_jsonl(folder.path("samples.jsonl"), (s.to_dict() for s in samples))
+        write_jsonl(folder.path("votes.jsonl"), (v.to_dict() for v in votes))
+        write_jsonl(folder.path("pairs.jsonl"), (p.to_dict() for p in pairs))
+        write_json(folder.path("summary.json"), summary)
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     print(f"wrote {len(votes)} votes and {len(pairs)} pairs to {args.out}")
     return 0

@@ -12,7 +12,15 @@ import re
 from pathlib import Path
 
 from calm_rag.errors import InputError
-from calm_rag.io import atomic_dir, read_json_array, write_json
+from calm_rag.io import (
+    OutputFolder,
+    expect,
+    expect_list,
+    json_type,
+    output_folder,
+    read_json_array,
+    write_json,
+)
 from calm_rag.languages import LANGUAGES, normalize_code
 from calm_rag.records import PreferencePair, Question, Sample
 
@@ -73,7 +81,8 @@ def read_calm_entries(path: str | Path) -> list[tuple[Path, int, Sample]]:
     """``(file, line, sample)`` for a CALM sample file, or every ``*.json`` of a folder."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.json") if p.name != "dataset_info.json")
+        files = sorted(p for p in path.glob("*.json")
+                       if p.name != "dataset_info.json" and not p.name.startswith("."))
         if not files:
             raise InputError("no CALM sample files (*.json) in this folder", path=path)
         return [entry for file in files for entry in _read_one(file)]
@@ -85,11 +94,13 @@ def _read_one(path: Path) -> list[tuple[Path, int, Sample]]:
     samples: list[tuple[Path, int, Sample]] = []
     for index, (line, item) in enumerate(read_json_array(path)):
         where = {"path": path, "line": line}
-        for key in ("instruction", "input", "pred"):
-            if key not in item:
-                raise InputError("missing", field=key, **where)
-        if not isinstance(item["pred"], list):
-            raise InputError("expected a list of responses", field="pred", **where)
+        if not isinstance(item, dict):
+            raise InputError(f"expected an object {{instruction, input, output, pred}}, got "
+                             f"{json_type(item)}", **where)
+        instruction = expect(item, "instruction", str, path, line)
+        expect(item, "input", str, path, line)
+        expect(item, "output", (str, type(None)), path, line, default=None)
+        preds = expect_list(item, "pred", str, path, line)
         try:
             stem, options = parse_calm_input(item["input"])
             question = Question(id=f"{dataset}-{index:05d}", lang=lang, stem=stem,
@@ -99,19 +110,20 @@ def _read_one(path: Path) -> list[tuple[Path, int, Sample]]:
             field = "output" if err.field == "answer" else err.field
             raise InputError(err.message, field=field, **where) from None
         samples.extend(
-            (path, line, Sample(question=question, text=str(text), index=k,
-                                instruction=item["instruction"], input=item["input"]))
-            for k, text in enumerate(item["pred"])
+            (path, line, Sample(question=question, text=text, index=k,
+                                instruction=instruction, input=item["input"]))
+            for k, text in enumerate(preds)
         )
     return samples
 
 
 def read_calm_samples(path: str | Path) -> list[Sample]:
     """Samples of a CALM sample file or folder, checked to line up across languages."""
-    from calm_rag.datasets.samples import check_aligned
+    from calm_rag.datasets.samples import check_aligned, check_has_text
 
     entries = read_calm_entries(path)
     check_aligned(entries)
+    check_has_text(entries, Path(path))
     return [sample for _, _, sample in entries]
 
 
@@ -121,11 +133,13 @@ def calm_code(lang: str) -> str:
 
 
 def export_llamafactory(
-    pairs: list[PreferencePair], out_dir: str | Path, calm_names: bool = False
+    pairs: list[PreferencePair], out_dir: str | Path | OutputFolder, calm_names: bool = False
 ) -> dict[str, int]:
-    """Write ``DPO_<lang>.json`` files and ``dataset_info.json`` as LLaMA-Factory reads them.
+    """Write ``DPO_<lang>.json`` files into ``out_dir`` and merge their entries into its
+    ``dataset_info.json``, as LLaMA-Factory reads them.
 
-    Returns rows per language. The folder is built beside ``out_dir`` and swapped in whole.
+    Returns rows per language. The user's other files and ``dataset_info.json`` entries stay;
+    ``out_dir`` may be an :class:`OutputFolder` already being staged (the CLI's).
     """
     by_lang: dict[str, list[dict]] = {}
     for pair in pairs:
@@ -139,8 +153,16 @@ def export_llamafactory(
                         "columns": dict(_RANKING_COLUMNS)}
         for code in by_lang
     }
-    with atomic_dir(out_dir) as staging:
-        for code, rows in by_lang.items():
-            write_json(staging / f"DPO_{code}.json", rows)
-        write_json(staging / "dataset_info.json", info)
+    if isinstance(out_dir, OutputFolder):
+        _stage_llamafactory(out_dir, by_lang, info)
+    else:
+        with output_folder(out_dir, field="out_dir") as folder:
+            _stage_llamafactory(folder, by_lang, info)
     return {code: len(rows) for code, rows in by_lang.items()}
+
+
+def _stage_llamafactory(folder: OutputFolder, by_lang: dict[str, list[dict]],
+                        info: dict[str, dict]) -> None:
+    for code, rows in by_lang.items():
+        write_json(folder.path(f"DPO_{code}.json"), rows)
+    folder.merge_json("dataset_info.json", info)

@@ -25,7 +25,17 @@ def read_samples(path: str | Path) -> list[Sample]:
         entries = [(path, line, Sample.from_dict(obj, path=path, line=line))
                    for line, obj in read_jsonl(path)]
     check_aligned(entries)
+    check_has_text(entries, path)
     return [sample for _, _, sample in entries]
+
+
+def check_has_text(entries: list[Entry], path: Path) -> None:
+    """Samples whose responses are all empty would vote on nothing and exit as if all went
+    well; say so instead."""
+    if not any(sample.text.strip() for _, _, sample in entries):
+        raise InputError(f"every response is empty ({len(entries)} samples, no text)",
+                         path=path, hint="were the samples generated? check the 'pred' or "
+                                         "'text' fields")
 
 
 def write_samples(path: str | Path, samples: Iterable[Sample]) -> int:
@@ -34,9 +44,17 @@ def write_samples(path: str | Path, samples: Iterable[Sample]) -> int:
 
 
 def check_aligned(entries: list[Entry]) -> None:
-    """Each question's languages must share option labels and gold, and CALM files their length."""
+    """Sample ids are unique; each question's languages share option labels and gold, and CALM
+    files their length."""
     first: dict[str, Sample] = {}
+    seen: dict[str, tuple[Path, int]] = {}
     for path, line, sample in entries:
+        if sample.id in seen:
+            other, other_line = seen[sample.id]
+            place = f"line {other_line}" if other == path else f"{other}:{other_line}"
+            raise InputError(f"duplicate sample {sample.id!r} (also on {place}): it would be "
+                             "counted twice in the vote", path=path, line=line, field="id")
+        seen[sample.id] = (path, line)
         q = sample.question
         ref = first.setdefault(q.id, sample).question
         for field, mine, theirs in (("options", q.labels, ref.labels),

@@ -58,7 +58,8 @@ def read_trl_rows(path: str | Path) -> list[dict[str, Any]]:
                 raise InputError("missing", path=path, line=line, field=key)
             kind = _form_of(row[key])
             if kind is None:
-                raise InputError("expected a string or a list of {role, content} messages",
+                raise InputError("expected a string or a list of {role, content} messages "
+                                 "whose role and content are strings",
                                  path=path, line=line, field=key)
             if form not in (None, kind):
                 raise InputError("mixes standard strings and conversational messages",
@@ -72,7 +73,8 @@ def _form_of(value: Any) -> str | None:
     if isinstance(value, str):
         return "standard"
     if isinstance(value, list) and value and all(
-        isinstance(m, dict) and {"role", "content"} <= set(m) for m in value
+        isinstance(m, dict) and isinstance(m.get("role"), str)
+        and isinstance(m.get("content"), str) for m in value
     ):
         return "conversational"
     return None

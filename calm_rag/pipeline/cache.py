@@ -8,45 +8,205 @@ exactly the stages it reaches.
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir
+
+try:
+    import fcntl
+except ImportError:  # no advisory locks here: runs sharing a cache must not overlap
+    fcntl = None
+
+log = logging.getLogger(__name__)
 
 # Bump a stage's version when its code changes what it writes for the same inputs.
 STAGE_VERSIONS = {"retrieve": 1, "sample": 1, "answers": 1, "align": 1}
 
 
+STALE_SECONDS = 24 * 3600
+"""Staging folders untouched this long belong to killed runs and are swept."""
+_STAGING = re.compile(r"(?:\..+\.(?:new|tmp)|.+\.partial)")
+_HELD: dict[Path, IO[str]] = {}
+"""Stage-key locks this process holds (flock is per open file, so a second open would block
+on our own lock)."""
+
+
 @dataclass
 class StageCache:
-    """Folders ``<root>/<stage>/<key>/``, each written whole or not at all."""
+    """Folders ``<root>/<stage>/<key>/``, each written whole or not at all.
+
+    Runs sharing a cache coordinate through a lock per stage key: a run computing a key holds
+    it, and another run asking for that key waits and then reads the result instead of
+    computing it again or reading half of it.
+    """
 
     root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        sweep_stale(self.root)
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
     def has(self, stage: str, key: str) -> bool:
+        """Whether the stage's output is cached, after waiting for a run computing it now."""
+        if self._done(stage, key):
+            return True
+        lock = self._lock_path(stage, key)
+        if lock in _HELD or not lock.exists():
+            return False
+        with _flock(lock, wait=False) as free:
+            if free:
+                return self._done(stage, key)
+        log.warning("waiting for another run computing %s %s (lock %s)", stage, key, lock)
+        with _flock(lock, wait=True):
+            return self._done(stage, key)
+
+    def _done(self, stage: str, key: str) -> bool:
         return (self.folder(stage, key) / "DONE").is_file()
+
+    def _lock_path(self, stage: str, key: str) -> Path:
+        return self.root / stage / f".{key}.lock"
 
     @contextmanager
     def writing(self, stage: str, key: str) -> Iterator[Path]:
-        """A staging folder that becomes the stage's output only when the block succeeds."""
+        """A staging folder that becomes the stage's output only when the block succeeds.
+
+        If another run finished the same key meanwhile, its (identical) output is kept and
+        what the block wrote is dropped. A stage whose record files are empty is refused.
+        """
         target = self.folder(stage, key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(target) as staging:
-            yield staging
-            (staging / "DONE").write_text("", encoding="utf-8")
+        with self.claim(stage, key):
+            if self._done(stage, key):
+                with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{key}.",
+                                                 suffix=".tmp") as scratch:
+                    yield Path(scratch)
+                return
+            with atomic_dir(target) as staging:
+                yield staging
+                _check_complete(stage, staging)
+                (staging / "DONE").write_text("", encoding="utf-8")
+
+    @contextmanager
+    def claim(self, stage: str, key: str) -> Iterator[None]:
+        """Hold the key's lock for the block (waiting for a run that holds it); re-check
+        :meth:`has` inside before computing."""
+        lock = self._lock_path(stage, key)
+        if lock in _HELD:  # the work folder's claim already holds it
+            yield
+            return
+        _HELD[lock] = _acquire(lock)  # registered, so has() inside does not wait on itself
+        try:
+            yield
+        finally:
+            _HELD.pop(lock).close()
 
     def work_folder(self, stage: str, key: str) -> Path:
         """Where a long stage keeps finished pieces (shards) until it completes; kept across a
-        crash so a rerun resumes, removed once the stage's output is written."""
+        crash so a rerun resumes, removed once the stage's output is written.
+
+        It claims the key: another run's :meth:`has` waits until :meth:`drop_work`.
+        """
+        lock = self._lock_path(stage, key)
+        if lock not in _HELD:
+            _HELD[lock] = _acquire(lock)
         folder = self.root / stage / f"{key}.partial"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def drop_work(self, stage: str, key: str) -> None:
         shutil.rmtree(self.root / stage / f"{key}.partial", ignore_errors=True)
+        handle = _HELD.pop(self._lock_path(stage, key), None)
+        if handle is not None:
+            handle.close()  # closing the file releases its flock
+
+
+def _check_complete(stage: str, staging: Path) -> None:
+    """An empty record file marked done would make every rerun read nothing; refuse it."""
+    empty = [p.name for p in staging.glob("*.jsonl") if p.stat().st_size == 0]
+    if empty:
+        raise InputError(f"stage {stage!r} produced no records ({', '.join(empty)}); "
+                         "nothing was cached", hint="check the questions and shard_questions")
+
+
+def _acquire(lock: Path) -> IO[str]:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = lock.open("a")
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+@contextmanager
+def _flock(lock: Path, wait: bool) -> Iterator[bool]:
+    """Hold ``lock`` for the block; with ``wait=False`` yield False at once if it is taken."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        if fcntl is None:
+            yield True
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def sweep_stale(root: Path, max_age: float = STALE_SECONDS) -> list[Path]:
+    """Remove staging folders (``.new``, ``.tmp``, ``.partial``) of killed runs from every
+    stage of the cache: untouched for ``max_age`` seconds and not claimed by a live run."""
+    if not root.is_dir():
+        return []
+    return [gone for stage in root.iterdir() if stage.is_dir()
+            for gone in sweep_folder(stage, max_age)]
+
+
+def sweep_folder(folder: Path, max_age: float = STALE_SECONDS) -> list[Path]:
+    """Remove the stale staging entries directly inside ``folder``; return them."""
+    removed, now = [], time.time()
+    for entry in folder.iterdir():
+        if not _STAGING.fullmatch(entry.name) or now - _newest_mtime(entry) < max_age:
+            continue
+        if entry.name.endswith(".partial"):
+            with _flock(entry.parent / f".{entry.name[:-8]}.lock", wait=False) as free:
+                if not free:
+                    continue
+                _remove(entry)
+        else:
+            _remove(entry)
+        removed.append(entry)
+    return removed
+
+
+def _newest_mtime(path: Path) -> float:
+    try:
+        times = [path.lstat().st_mtime]
+        if path.is_dir() and not path.is_symlink():
+            times += [p.lstat().st_mtime for p in path.rglob("*")]
+        return max(times)
+    except OSError:  # vanished meanwhile: another run is busy with it
+        return time.time()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

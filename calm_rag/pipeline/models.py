@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from calm_rag.errors import InputError
 from calm_rag.experiment import GeneratorConfig
 from calm_rag.models import DEFAULT_GENERATOR, check_model_reference, resolve_generator
 from calm_rag.provenance import model_fingerprint

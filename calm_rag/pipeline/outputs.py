@@ -7,16 +7,21 @@ adapter and loss plot, the evaluation samples, metrics.json and report.md with i
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from calm_rag.datasets.samples import write_samples
-from calm_rag.io import atomic_dir, atomic_write, write_json, write_jsonl
+from calm_rag.errors import InputError
+from calm_rag.io import atomic_write, write_json, write_jsonl
 from calm_rag.pipeline.models import ModelRef
 from calm_rag.pipeline.stages import RunContext
 from calm_rag.provenance import file_digest, git_state, package_versions
@@ -30,14 +35,9 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
     from calm_rag.evaluation import evaluation_grid, write_report
 
     experiment = ctx.experiment
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = Path(experiment.runs_dir) / experiment.name / stamp
-    for attempt in range(2, 100):  # two runs finished within one second keep both folders
-        if not target.exists():
-            break
-        target = target.with_name(f"{stamp}-{attempt}")
+    parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
     grid = evaluation_grid(cells, experiment.evaluation.metrics)
-    with atomic_dir(target) as folder:
+    with new_run_folder(parent) as (folder, published):
         with atomic_write(folder / "config.yaml") as handle:
             yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)
         write_json(folder / "manifest.json",
@@ -49,8 +49,59 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
         training = _training_summary(folder, rounds)
         write_report(folder, grid, title=f"calm_rag run: {experiment.name}",
                      summary=_summary(experiment, splits, base, final), training=training)
+    target = published[0]
     _point_latest(target)
     return target, grid
+
+
+def check_run_name(name: str) -> str:
+    """A run's name is one folder name: no path separator, no ``..``, not hidden."""
+    if (not isinstance(name, str) or not name or "/" in name or "\\" in name
+            or name.startswith(".") or "\0" in name):
+        raise InputError(f"{name!r} is not a plain folder name (no '/', '\\' or leading '.')",
+                         field="name", hint="runs go to <runs_dir>/<name>/<timestamp>/")
+    return name
+
+
+@contextmanager
+def new_run_folder(parent: Path) -> Iterator[tuple[Path, list[Path]]]:
+    """A staging folder, published under a fresh ``<timestamp>[-N]`` name when the block
+    succeeds (the name is taken with an exclusive mkdir, so runs finishing in the same second
+    get different folders and none is ever replaced); ``published`` then holds the folder."""
+    from calm_rag.pipeline.cache import sweep_folder
+
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_folder(parent)  # staging folders of runs killed more than a day ago
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=".run.", suffix=".new"))
+    published: list[Path] = []
+    try:
+        os.chmod(staging, 0o777 & ~_umask())
+        yield staging, published
+        published.append(_publish(staging, parent, time.strftime("%Y%m%d-%H%M%S")))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, parent: Path, stamp: str) -> Path:
+    for attempt in range(1, 10_000):
+        target = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            target.mkdir()  # exclusive: this name is ours now
+        except FileExistsError:
+            continue
+        try:
+            os.replace(staging, target)  # onto our own empty folder
+        except BaseException:
+            target.rmdir()
+            raise
+        return target
+    raise InputError("too many runs with this timestamp", path=parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _write_rounds(folder: Path, rounds: list[Any]) -> None:

@@ -19,8 +19,8 @@ from calm_rag.datasets.samples import read_samples, write_samples
 from calm_rag.experiment import Experiment
 from calm_rag.io import read_json, write_json
 from calm_rag.pipeline.cache import STAGE_VERSIONS, StageCache
-from calm_rag.provenance import content_key
 from calm_rag.pipeline.models import LazySampler, ModelRef
+from calm_rag.provenance import content_key
 from calm_rag.records import Question, Sample
 from calm_rag.registries import ALIGN_METHODS, EXTRACTOR_CHAINS
 

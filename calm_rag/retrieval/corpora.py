@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
-from calm_rag.io import read_jsonl
+from calm_rag.io import read_jsonl, read_text
 from calm_rag.provenance import files_digest
 from calm_rag.registries import CORPUS_READERS
 from calm_rag.retrieval.language_id import detect_language, language_code
@@ -124,10 +124,7 @@ def read_corpus(kind: str, path: Path, lang: str | None = None) -> Iterator[Docu
 
 
 def _text_file_document(file: Path, doc_id: str, lang: str | None) -> Document:
-    try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"not UTF-8 text (byte {err.start})", path=file) from None
+    text = read_text(file)
     title = file.stem.replace("_", " ")
     return Document(id=doc_id, lang=_language(lang, text), title=title, text=text,
                     source=str(file))

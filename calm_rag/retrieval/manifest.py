@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
-from calm_rag.io import read_json, write_json
+from calm_rag.io import expect, expect_list, read_json, safe_name, write_json
 from calm_rag.provenance import file_digest
 
 FORMAT = 1
@@ -44,7 +44,43 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise InputError(f"manifest format {manifest.get('format')!r} is not {FORMAT} (built by "
                          "another calm_rag version)", path=path,
                          hint=rebuild_hint(manifest, folder))
+    try:
+        _check_shape(manifest, path)
+    except InputError as err:
+        hint = rebuild_hint(manifest if isinstance(manifest.get("spec_path"), str | None)
+                            else None, folder)
+        raise InputError(f"damaged manifest: {err.message}", path=path, field=err.field,
+                         hint=hint) from None
     return manifest
+
+
+# What the readers of a manifest use: a hand-edited manifest missing one of these (or with the
+# wrong type) is refused when read, not met later as a KeyError.
+_SHAPE: dict[str, Any] = {
+    "name": str, "build_key": str, "built_at": str, "build_seconds": float, "documents": int,
+    "description": (str, type(None)), "spec_path": (str, type(None)), "languages": dict,
+    "embedder": {"name": str, "fingerprint": str, "dimension": int, "normalize": bool},
+    "faiss": {"factory": str, "metric": str, "ntotal": int, "nprobe": int, "ef_search": int},
+    "chunks": {"count": int},
+}
+
+
+def _check_shape(manifest: dict[str, Any], path: Path) -> None:
+    for key, kind in _SHAPE.items():
+        if isinstance(kind, dict):
+            group = expect(manifest, key, dict, path)
+            for inner, inner_kind in kind.items():
+                expect(group, inner, inner_kind, path, prefix=f"{key}.")
+        else:
+            expect(manifest, key, kind, path)
+    for name in expect(manifest, "files", dict, path):
+        safe_name(name, field="files")
+        entry = expect(manifest["files"], name, dict, path, prefix="files.")
+        expect(entry, "bytes", int, path, prefix=f"files.{name}.")
+        expect(entry, "sha256", str, path, prefix=f"files.{name}.")
+    for index, source in enumerate(expect_list(manifest, "corpus", dict, path)):
+        for key, kind in (("type", str), ("path", str), ("sha256", str), ("documents", int)):
+            expect(source, key, kind, path, prefix=f"corpus[{index}].")
 
 
 def verify_files(folder: Path, manifest: dict[str, Any], *, checksums: bool = True) -> None:

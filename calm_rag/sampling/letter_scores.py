@@ -29,8 +29,8 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.languages import get_language
-from calm_rag.records import Sample
 from calm_rag.models import DEFAULT_GENERATOR, load_causal_lm, resolve_generator, torch_dtype
+from calm_rag.records import Sample
 from calm_rag.sampling.chat import encode_chat, recorded_chat
 from calm_rag.sampling.tree_pack import Branch, TreePass, token_logprobs
 from calm_rag.threads import torch_threads

@@ -21,7 +21,6 @@ import os
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from calm_rag.child_process import ChildError, ChildProcess, Progress
