@@ -76,19 +76,45 @@ def read_calm_entries(path: str | Path) -> list[tuple[Path, int, Sample]]:
         files = sorted(p for p in path.glob("*.json") if p.name != "dataset_info.json")
         if not files:
             raise InputError("no CALM sample files (*.json) in this folder", path=path)
-        return [entry for file in files for entry in _read_one(file)]
-    return _read_one(path)
+        read = {file: _read_one(file) for file in files}
+        _check_same_length({file: n for file, (_, n) in read.items()})
+        # Item by item across the files (the sort is stable, so files keep their order within
+        # an item): questions then come in item order, as CALM's pairs do, even where the
+        # first file has no response to an item.
+        entries = [entry for entries, _ in read.values() for entry in entries]
+        return sorted(entries, key=_item_position)
+    return _read_one(path)[0]
 
 
-def _read_one(path: Path) -> list[tuple[Path, int, Sample]]:
+def _item_position(entry: tuple[Path, int, Sample]) -> tuple[str, int]:
+    question = entry[2].question
+    return question.source, int(question.id.rpartition("-")[2])  # ids are "<dataset>-<item>"
+
+
+def _check_same_length(items: dict[Path, int]) -> None:
+    # CALM files are parallel by position, so files of different lengths cannot be voted on.
+    # Items are counted, not responses: an item may have none (CALM reads "pred": [] or null).
+    if len(set(items.values())) > 1:
+        longest, shortest = max(items, key=items.get), min(items, key=items.get)
+        raise InputError(
+            f"has {items[shortest]} items but {longest.name} has {items[longest]}: "
+            "CALM sample files are parallel by position and must have the same length",
+            path=shortest, line=1)
+
+
+def _read_one(path: Path) -> tuple[list[tuple[Path, int, Sample]], int]:
+    """The samples of one CALM file and its number of items."""
     lang, dataset = split_language(path)
     samples: list[tuple[Path, int, Sample]] = []
-    for index, (line, item) in enumerate(read_json_array(path)):
+    items = read_json_array(path)
+    for index, (line, item) in enumerate(items):
         where = {"path": path, "line": line}
         for key in ("instruction", "input", "pred"):
             if key not in item:
                 raise InputError("missing", field=key, **where)
-        if not isinstance(item["pred"], list):
+        # CALM's get_ans (utils/votingfunc.py L23) reads a null pred as an item without answers.
+        preds = [] if item["pred"] is None else item["pred"]
+        if not isinstance(preds, list):
             raise InputError("expected a list of responses", field="pred", **where)
         try:
             stem, options = parse_calm_input(item["input"])
@@ -101,9 +127,9 @@ def _read_one(path: Path) -> list[tuple[Path, int, Sample]]:
         samples.extend(
             (path, line, Sample(question=question, text=str(text), index=k,
                                 instruction=item["instruction"], input=item["input"]))
-            for k, text in enumerate(item["pred"])
+            for k, text in enumerate(preds)
         )
-    return samples
+    return samples, len(items)
 
 
 def read_calm_samples(path: str | Path) -> list[Sample]:
