@@ -6,8 +6,9 @@ the pooled answers, ``construct_DPO_data_`` picks the rejected responses. Transl
 files are left out: they decide nothing. Written independently of calm_rag (no import from it),
 so the differential test compares two separate readings of the same code.
 
-The driver that pools the six languages is not in the authors' repository; the pooling order
-(ja, fr, it, cn, de, en) is the one under which CALM's released Llama pairs rebuild exactly.
+The driver that pools the six languages is not in the authors' repository: the pooling order
+ja, fr, it, cn, de, en is one of the 60 orders (all with ja first) under which CALM's released
+Llama pairs rebuild exactly, the same calm_rag assumes.
 """
 
 from __future__ import annotations

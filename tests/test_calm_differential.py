@@ -4,7 +4,9 @@ The oracle (tests/calm_oracle.py) re-expresses what the authors' ``get_ans``, ``
 and ``construct_DPO_data_`` decide. Hypothesis writes CALM sample folders full of what models
 write around an answer (markers with and without spaces, full-width colons, other languages'
 markers, several markers, lone characters, letters outside the options, empty responses, null
-``pred``) in all six X-CSQA languages; the CLI's pairs must equal the oracle's row for row.
+``pred``) in all six X-CSQA languages; the pairs of `calm-rag vote --policy calm` must equal
+the oracle's row for row: the rejected response, its answer and the voted answer, per language
+in CALM's row order. (CALM's chosen texts were machine-translated, so only their answer counts.)
 """
 
 from __future__ import annotations
@@ -61,13 +63,14 @@ def slots(markers) -> list[str]:
 def responses(lang: str, n: int = 30_000) -> tuple[str, ...]:
     """Responses of 0 to 4 pieces run together, so markers meet each other and what follows
     them in every way: answer slots under the language's own markers and under anyone's,
-    prose, lone characters and bare markers. Drawing a whole response at once keeps thousands
-    of questions inside the time a test may take."""
+    prose, lone characters and bare markers. Hypothesis draws a whole response at once (a
+    draw per piece made thousands of questions take minutes)."""
     own, anyone = slots(MARKERS[lang] + MARKER_VARIANTS[lang]), slots(ALL_MARKERS)
     loose = PROSE + LONE + tuple(ALL_MARKERS)
     rng = random.Random(f"calm-{lang}")
     kinds = (own, anyone, loose)
-    return tuple("".join(rng.choice(rng.choice(kinds)) for _ in range(rng.randint(0, 4)))
+    sizes = (0, 1, 1, 2, 2, 3, 4)  # an empty response now and then, mostly one or two pieces
+    return tuple("".join(rng.choice(rng.choice(kinds)) for _ in range(rng.choice(sizes)))
                  for _ in range(n))
 
 
@@ -149,6 +152,21 @@ def test_policy_calm_makes_the_oracles_pairs_row_for_row(capsys, tmp_path):
     for lang in LANGS:
         assert got[lang] == expected[lang], lang
     assert sum(map(len, expected.values())) > MIN_QUESTIONS  # pairs, not just questions
+
+
+def test_policy_calm_and_the_oracle_agree_on_the_released_samples(calm_reference):
+    """On CALM's own Llama samples too, row for row in all six languages; and the oracle's
+    row counts are those of the released DPO files (whose English file came otherwise)."""
+    folder = calm_reference / "samples"
+    items = {lang: [item["pred"] for item in json.loads(
+        (folder / f"x_csqa_{lang}_train_sampled.json").read_text(encoding="utf-8"))]
+        for lang in LANGS}
+    got, expected = library_rows(folder), rows(items)
+    for lang in LANGS:
+        assert got[lang] == expected[lang], lang
+    for lang in ("cn", "fr", "de", "it", "ja"):
+        released = json.loads((calm_reference / "train" / "dpo" / f"DPO_{lang}.json").read_text())
+        assert len(expected[lang]) == len(released), lang
 
 
 # One named case per quirk, each read the same way by CALM's code and by `--policy calm`.
