@@ -169,6 +169,25 @@ def test_policy_calm_and_the_oracle_agree_on_the_released_samples(calm_reference
         assert len(expected[lang]) == len(released), lang
 
 
+def test_lone_character_answers_survive_a_second_vote(tmp_path, capsys):
+    """An answer outside the options ("X", "中") is written to samples.jsonl and read back."""
+    folder = tmp_path / "calm"
+    folder.mkdir()
+    items = {lang: [[f"{MARKERS[lang][0]} B", f"{MARKERS[lang][0]} X"],  # a tie: B, met first
+                    [f"{MARKERS[lang][0]} 中", f"{MARKERS[lang][0]}中", f"{MARKERS[lang][0]} C"]]
+             for lang in LANGS}
+    write_folder(folder, items)
+    first = cli_rows(folder, capsys)
+    assert first == rows(items)
+    assert [(r.rejected_answer, r.chosen_answer) for r in first["ja"]] == [("X", "B"), ("C", "中")]
+    again = tmp_path / "again"
+    assert main(["vote", str(folder / "voted" / "samples.jsonl"), "--policy", "calm",
+                 "--out", str(again)]) == 0
+    capsys.readouterr()
+    lines = (again / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
+    assert as_rows([json.loads(line) for line in lines]) == first
+
+
 # One named case per quirk, each read the same way by CALM's code and by `--policy calm`.
 QUIRKS = [
     ("en", "Answer: X", "X"),  # a lone character is kept, whatever it is (get_ans L50-52)
