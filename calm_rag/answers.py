@@ -206,17 +206,41 @@ def option_line(text: str, lang: Language, options: dict[str, str]) -> object:
     return named.pop() if named else None
 
 
+# CALM's own reading, after get_ans in the authors' utils/votingfunc.py (github.com/wangym2/CALM,
+# commit 9d2bac4); "L36" below is that file's line 36. Each language splits on its own literal
+# markers, one after the other (L34-46): no other spelling counts, "Answer :", "回答:" or
+# "Antwort：" are plain text.
+_CALM_MARKERS: dict[str, tuple[str, ...]] = {
+    "en": ("Answer:",),  # L38
+    "zh": ("答案:", "答案："),  # L36: half-width colon, then full-width
+    "fr": ("Réponse:", "Réponse :"),  # L40: the only spaced marker
+    "it": ("Risposta:",),  # L42
+    "de": ("Antwort:",),  # L44
+    "ja": ("答え:", "答え："),  # L46
+}
+_CALM_LETTERS = frozenset("ABCDE")  # L11: ans_list, the same whatever the question offers
+
+
 @register_extractor("calm_first_char")
 def calm_first_char(text: str, lang: Language, options: dict[str, str]) -> object:
-    """CALM's released rule, kept only to reproduce their pairs: the first character after the
-    last canonical marker, or of the whole response when it has none.
+    """CALM's released reading (``get_ans``), quirks included, kept only to reproduce their
+    pairs: what follows the last marker, stripped of whitespace, gives its second character if
+    that is A-E, else its first if that is A-E; a lone character is the answer whatever it is.
 
-    So "Réponse: Aucune ..." reads as A and "Erläuterung: ..." as E; only a second label right
-    after it ("答案:BC") leaves the response unparsed. Do not use it for new data.
+    So "Answer: X" reads as X, "答案:BC" as C, "Réponse: Aucune" as A, "Answer: **B**" as
+    nothing, and a response without its marker is read from its first characters. Languages
+    CALM never ran read with their first marker the same way. Do not use it for new data.
     """
-    rest = re.sub(r"^[\s<*(\[]+", "", text.rsplit(lang.answer_markers[0], 1)[-1])
-    label, after = rest[:1], rest[1:2]
-    return label if label in options and after not in options else None
+    rest = text
+    for marker in _CALM_MARKERS.get(lang.code, lang.answer_markers[:1]):
+        # L36-46: the text after the marker's last occurrence (all of it when there is none);
+        # str.strip() takes only whitespace, so "**B**" and "<B>" keep their wrapping.
+        rest = rest.rpartition(marker)[2].strip()
+    if len(rest) == 1:
+        return rest  # L50-52: a lone character is the answer, digit, "X" or "中" alike
+    # L54-60: the second character is looked at first, so "(B)" reads B but so does "AB";
+    # an empty rest (L48: an echoed empty "Answer:" slot at the end) reads as nothing.
+    return next((c for c in rest[1::-1] if c in _CALM_LETTERS), None)
 
 
 DEFAULT_CHAIN: tuple[str, ...] = EXTRACTOR_CHAINS.register(

@@ -127,7 +127,9 @@ class Sample:
             raise InputError(f"unknown setting {setting!r}; use one of {', '.join(SETTINGS)}",
                              field="setting", **where)
         answer = _optional(obj, "answer", (str, type(None)), where, None)
-        if answer is not None and answer not in question.options:
+        # CALM's own reading keeps any lone character as the answer (answers.calm_first_char).
+        off_options_ok = obj.get("extraction") == "calm_first_char"
+        if answer is not None and answer not in question.options and not off_options_ok:
             raise InputError(f"answer letter {answer!r} is outside the options "
                              f"{', '.join(question.labels)}", field="answer", **where)
         index = _optional(obj, "index", int, where, 0)

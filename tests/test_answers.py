@@ -221,7 +221,7 @@ def test_register_extractor(monkeypatch):
         ("Antwort: Es gibt keine gute Antwort!", "de", "E"),
         ("Erläuterung:\n\nDie richtige Antwort ist C.", "de", "E"),  # no marker: first char
         ("Explication: trop court", "fr", "E"),
-        ("答案:BC", "zh", None),  # a second label right after leaves it unparsed
+        ("答案:BC", "zh", "C"),  # the second character is read first
         ("Answer: A or C", "en", "A"),
         ("答案:A、B、C", "zh", "A"),
         ("回答:<A>", "ja", None),  # only the canonical marker counts

@@ -85,14 +85,38 @@ def read_calm_entries(path: str | Path) -> list[tuple[Path, int, Sample]]:
                        if p.name != "dataset_info.json" and not p.name.startswith("."))
         if not files:
             raise InputError("no CALM sample files (*.json) in this folder", path=path)
-        return [entry for file in files for entry in _read_one(file)]
-    return _read_one(path)
+        read = {file: _read_one(file) for file in files}
+        _check_same_length({file: n for file, (_, n) in read.items()})
+        # Item by item across the files (the sort is stable, so files keep their order within
+        # an item): questions then come in item order, as CALM's pairs do, even where the
+        # first file has no response to an item.
+        entries = [entry for entries, _ in read.values() for entry in entries]
+        return sorted(entries, key=_item_position)
+    return _read_one(path)[0]
 
 
-def _read_one(path: Path) -> list[tuple[Path, int, Sample]]:
+def _item_position(entry: tuple[Path, int, Sample]) -> tuple[str, int]:
+    question = entry[2].question
+    return question.source, int(question.id.rpartition("-")[2])  # ids are "<dataset>-<item>"
+
+
+def _check_same_length(items: dict[Path, int]) -> None:
+    # CALM files are parallel by position, so files of different lengths cannot be voted on.
+    # Items are counted, not responses: an item may have none (CALM reads "pred": [] or null).
+    if len(set(items.values())) > 1:
+        longest, shortest = max(items, key=items.get), min(items, key=items.get)
+        raise InputError(
+            f"has {items[shortest]} items but {longest.name} has {items[longest]}: "
+            "CALM sample files are parallel by position and must have the same length",
+            path=shortest, line=1)
+
+
+def _read_one(path: Path) -> tuple[list[tuple[Path, int, Sample]], int]:
+    """The samples of one CALM file and its number of items."""
     lang, dataset = split_language(path)
     samples: list[tuple[Path, int, Sample]] = []
-    for index, (line, item) in enumerate(read_json_array(path)):
+    items = read_json_array(path)
+    for index, (line, item) in enumerate(items):
         where = {"path": path, "line": line}
         if not isinstance(item, dict):
             raise InputError(f"expected an object {{instruction, input, output, pred}}, got "
@@ -100,7 +124,10 @@ def _read_one(path: Path) -> list[tuple[Path, int, Sample]]:
         instruction = expect(item, "instruction", str, path, line)
         expect(item, "input", str, path, line)
         expect(item, "output", (str, type(None)), path, line, default=None)
-        preds = expect_list(item, "pred", str, path, line)
+        if "pred" not in item:
+            raise InputError("missing", field="pred", **where)
+        # CALM's get_ans (utils/votingfunc.py L23) reads a null pred as an item without answers.
+        preds = [] if item["pred"] is None else expect_list(item, "pred", str, path, line)
         try:
             stem, options = parse_calm_input(item["input"])
             question = Question(id=f"{dataset}-{index:05d}", lang=lang, stem=stem,
@@ -114,7 +141,7 @@ def _read_one(path: Path) -> list[tuple[Path, int, Sample]]:
                                 instruction=instruction, input=item["input"]))
             for k, text in enumerate(preds)
         )
-    return samples
+    return samples, len(items)
 
 
 def read_calm_samples(path: str | Path) -> list[Sample]:

@@ -44,8 +44,7 @@ def write_samples(path: str | Path, samples: Iterable[Sample]) -> int:
 
 
 def check_aligned(entries: list[Entry]) -> None:
-    """Sample ids are unique; each question's languages share option labels and gold, and CALM
-    files their length."""
+    """Sample ids are unique; each question's languages share option labels and gold."""
     first: dict[str, Sample] = {}
     seen: dict[str, tuple[Path, int]] = {}
     for path, line, sample in entries:
@@ -64,23 +63,7 @@ def check_aligned(entries: list[Entry]) -> None:
                     f"question {q.id!r} has {field} {_show(mine)} in {q.lang} but "
                     f"{_show(theirs)} in {ref.lang}: the languages do not line up",
                     path=path, line=line, field=f"question.{field}")
-    _check_calm_lengths(entries)
 
 
 def _show(value) -> str:
     return ",".join(value) if isinstance(value, tuple) else repr(value)
-
-
-def _check_calm_lengths(entries: list[Entry]) -> None:
-    # CALM files are parallel by position, so files of different lengths cannot be voted on.
-    items: dict[Path, set[str]] = {}
-    for path, _, sample in entries:
-        if sample.question.source.startswith("calm:"):
-            items.setdefault(path, set()).add(sample.question.id)
-    if len({len(ids) for ids in items.values()}) > 1:
-        longest = max(items, key=lambda p: len(items[p]))
-        shortest = min(items, key=lambda p: len(items[p]))
-        raise InputError(
-            f"has {len(items[shortest])} items but {longest.name} has {len(items[longest])}: "
-            "CALM sample files are parallel by position and must have the same length",
-            path=shortest, line=1)
