@@ -27,7 +27,7 @@ def sample_row(qid: str = "q1", lang: str = "en", index: int = 0, letter: str = 
         "question": {"id": qid, "lang": lang, "stem": f"Where do doctors work? ({lang})",
                      "options": dict(OPTIONS), "answer": "C", "source": "probe"},
         "setting": "zero-shot", "index": index, "instruction": "Answer with one letter.",
-        "input": f"question {qid} in {lang}", "text": f"The answer is {letter}.",
+        "input": f"question {qid} in {lang}", "text": f"Let me think. Answer: {letter}",
         "answer": None, "extraction": "",
     }
 
@@ -44,7 +44,7 @@ def pair_row(lang: str = "en") -> dict:
     return {
         "question_id": "q1", "lang": lang, "setting": "zero-shot",
         "instruction": "Answer with one letter.", "input": "Where do doctors work?",
-        "chosen": "The answer is C.", "rejected": "The answer is A.", "chosen_answer": "C",
+        "chosen": "Answer: C", "rejected": "Answer: A", "chosen_answer": "C",
         "rejected_answer": "A", "vote_counts": {"C": 3, "A": 1},
         "chosen_sample_id": f"q1/{lang}/zero-shot/0",
         "rejected_sample_id": f"q1/{lang}/zero-shot/1", "chosen_source": "same-language",
@@ -63,7 +63,7 @@ def calm_item(number: int = 0) -> dict:
         "input": f"Question: where do doctors work ({number})?\nA. town\nB. school\nC. hospital"
                  "\nD. office",
         "output": "C",
-        "pred": ["The answer is C", "Answer: A"],
+        "pred": ["Answer: C", "Answer: A"],
     }
 
 
@@ -76,8 +76,12 @@ def corpus_rows() -> list[dict]:
              "lang": "en"} for i in range(3)]
 
 
+TEN_BYTES = b"0123456789"
+TEN_BYTES_SHA = "84d89877f0d4041efb6bf91a16f0248f2fd573e6af05c19f96bedb9f882f7882"
+
+
 def manifest() -> dict:
-    """A manifest as a built index holds it (files listed, none of them present)."""
+    """A manifest as a built index holds it; its files are ``TEN_BYTES`` each."""
     return {
         "format": 1, "name": "broken", "description": "hand-made", "spec_path": "",
         "embedder": {"name": "all-MiniLM-L6-v2", "dimension": 384, "normalize": True,
@@ -85,8 +89,8 @@ def manifest() -> dict:
         "faiss": {"factory": "Flat", "metric": "ip", "ntotal": 3},
         "chunks": {"count": 3}, "documents": 3, "languages": {"en": 3},
         "built_at": "2026-01-01T00:00:00Z", "build_seconds": 1.0, "corpus": [],
-        "files": {"index.faiss": {"bytes": 10, "sha256": "0" * 64},
-                  "chunks.jsonl": {"bytes": 10, "sha256": "0" * 64}},
+        "files": {"index.faiss": {"bytes": 10, "sha256": TEN_BYTES_SHA},
+                  "chunks.jsonl": {"bytes": 10, "sha256": TEN_BYTES_SHA}},
     }
 
 
@@ -148,8 +152,9 @@ ENCODINGS: dict[str, Callable[[str], bytes]] = {
 
 
 def with_surrogate(row: dict, key: str) -> str:
-    """A JSON line whose ``key`` holds an unpaired surrogate escape (valid JSON, invalid text)."""
-    return json.dumps({**row, key: "PLACEHOLDER"}).replace("PLACEHOLDER", "\\ud800")
+    """A record whose ``key`` holds an unpaired surrogate escape (valid JSON, unwritable text)."""
+    value = ["PLACEHOLDER"] if isinstance(row.get(key), list) else "PLACEHOLDER"
+    return json.dumps({**row, key: value}).replace("PLACEHOLDER", "ok \\ud800")
 
 
 # --- breaking JSON structure ---------------------------------------------------------------
@@ -157,32 +162,35 @@ def with_surrogate(row: dict, key: str) -> str:
 DEPTH = 10_000
 
 
-def json_structures(valid: str) -> dict[str, str]:
-    """Ways a JSON(L) text can be malformed or mis-shaped, built from a valid one."""
-    first = valid.splitlines()[0] if valid.strip() else "{}"
+def json_structures(valid: str, row: dict, dup: tuple[str, Any], text_key: str,
+                    wrap: Callable[[str], str] = lambda obj: obj + "\n") -> dict[str, str]:
+    """Ways a JSON(L) file can be malformed or mis-shaped. ``valid`` is the whole valid file,
+    ``row`` one record of it, ``wrap`` puts one record's text back into the file's form and
+    ``dup`` is a key (with another value) that a duplicate key repeats; ``text_key`` a field
+    whose text is written to outputs (it gets an unpaired surrogate)."""
+    obj = json.dumps(row, ensure_ascii=False)
+
+    def extended(extra: str) -> str:
+        return wrap(obj[:-1] + extra + "}")
+
+    key, value = dup
     return {
         "truncated": valid[: len(valid) // 2],
         "empty-file": "",
         "whitespace-only": "  \n\n\t\n",
         "deep-nesting": "[" * DEPTH + "]" * DEPTH + "\n",
-        "deep-nesting-in-field": first[:-1] + ', "extra_deep": ' + "[" * DEPTH + "]" * DEPTH
-                                 + "}\n",
+        "deep-nesting-in-field": extended(', "deep": ' + "[" * DEPTH + "]" * DEPTH),
+        "deep-objects-in-field": extended(', "deep": ' + '{"a":' * DEPTH + "1" + "}" * DEPTH),
         "top-level-array": "[1, 2, 3]\n",
         "top-level-number": "42\n",
         "top-level-string": '"hello"\n',
         "top-level-null": "null\n",
-        "nan-literal": first[:-1] + ', "score": NaN}\n',
-        "infinity-literal": first[:-1] + ', "score": Infinity}\n',
-        "duplicate-key": first[:-1] + ', "' + _first_key(first) + '": "again"}\n',
-        "huge-string": first[:-1] + ', "blob": "' + "x" * 20_000_000 + '"}\n',
+        "nan-literal": extended(', "score": NaN'),
+        "infinity-literal": extended(', "score": -Infinity'),
+        "duplicate-key": extended(f', "{key}": {json.dumps(value)}'),
+        "lone-surrogate-escape": wrap(with_surrogate(row, text_key)),
+        "huge-string": extended(', "blob": "' + "x" * 20_000_000 + '"'),
     }
-
-
-def _first_key(line: str) -> str:
-    try:
-        return next(iter(json.loads(line)))
-    except (ValueError, StopIteration, TypeError):
-        return "id"
 
 
 # --- breaking fields -----------------------------------------------------------------------
