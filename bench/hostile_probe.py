@@ -72,6 +72,8 @@ class Case:
     writes: tuple[str, ...] | None = None
     """Folders (relative to the cwd) where new files may appear; None: not checked."""
     env: dict[str, str] = field(default_factory=dict)
+    key: str | None = None
+    """The config key the case breaks: its error must name it (with the file's line)."""
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Row:
     lost: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     escaped: list[str] = field(default_factory=list)
+    new_files: list[str] = field(default_factory=list)
 
 
 # --- running one case ----------------------------------------------------------------------
@@ -194,6 +197,7 @@ def judge(case: Case, code: int | None, out: str, err: str, seconds: float,
     row.lost = sorted(name for name, digest in before.items() if after.get(name, "") != digest)
     new = sorted(set(after) - set(before))
     row.flags, row.escaped = _flags(case, code, last, new, tmp, work)
+    row.new_files = new[:8]
     row.verdict = _verdict(row, code)
     return row
 
@@ -227,7 +231,20 @@ def _flags(case: Case, code: int | None, last: str, new: list[str], tmp: Path, w
         flags.append("escaped")
     if code not in (0, None) and not reached_stop and mine:
         flags.append("leftover")
+    if case.key and code == 2 and not reached_stop:
+        flags += _naming_flags(case.key, last)
     return flags, escaped
+
+
+def _naming_flags(key: str, last: str) -> list[str]:
+    """``misnamed``: the error does not name the broken key as it is written (``align.beta``,
+    not ``align.align.beta``); ``no-line``: it names no line of the YAML file."""
+    flags = []
+    if f"'{key}'" not in last:
+        flags.append("misnamed")
+    if not re.search(r"\.ya?ml:\d+", last):
+        flags.append("no-line")
+    return flags
 
 
 def _under(name: str, folder: str) -> bool:
@@ -669,8 +686,10 @@ def numeric_config_cases() -> list[Case]:
             if key == "data.train":  # the stop then comes from the held-out count
                 base["data"].update(train=1, heldout=STOP)
             text = yaml_with(base, key, raw)
-            cases.append(yaml_case("config", f"{key}: {raw}", "exp.yaml", text, ["run"],
-                                   expect, STOP_MARK))
+            case = yaml_case("config", f"{key}: {raw}", "exp.yaml", text, ["run"], expect,
+                             STOP_MARK)
+            case.key = key
+            cases.append(case)
     return cases
 
 
@@ -792,8 +811,10 @@ def spec_cases() -> list[Case]:
             continue
         for variant, (raw, expect) in hc.NUMERIC_VALUES.items():
             text = yaml_with(stopped_spec(), key, raw)
-            cases.append(yaml_case("spec", f"{key}: {raw}", "spec.yaml", text,
-                                   ["index", "build"], expect, SPEC_STOP))
+            case = yaml_case("spec", f"{key}: {raw}", "spec.yaml", text, ["index", "build"],
+                             expect, SPEC_STOP)
+            case.key = key
+            cases.append(case)
     bad = {"corpus-type-unknown": ("corpus", [{"type": "nope", "path": "x"}]),
            "corpus-empty": ("corpus", []), "corpus-a-string": ("corpus", "corpus.jsonl"),
            "metric-unknown": ("faiss.metric", "cosine"), "name-missing": ("name", None),
@@ -901,6 +922,19 @@ def _cli_case(name: str, argv: list[str], stop: str | None = None,
     return Case("cli", name, setup, expect_reject=expect, stop=stop, writes=writes)
 
 
+def _positionals(argv: list[str]) -> list[str]:
+    """The arguments that are not an option or an option's value."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.startswith("--"):
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
 def cli_cases() -> list[Case]:
     cases = [_cli_case("no command", []), _cli_case("unknown command", ["frobnicate"]),
              _cli_case("only -v", ["-v"]), _cli_case("models without action", ["models"]),
@@ -908,11 +942,15 @@ def cli_cases() -> list[Case]:
     for command, argv in COMMANDS.items():
         stop = STOP_MARK if command == "run" else None
         cases.append(_cli_case(f"{command}: unknown flag", [*argv, "--bogus-flag"], stop))
-        positional = [a for a in argv if not a.startswith("-")]
-        if len(positional) > len(command.split()):  # drop its last positional argument
+        positional = _positionals(argv)[len(command.split()):]
+        # `models prepare` without a name prepares every model: never run that here
+        if positional and command != "models prepare":
             dropped = list(argv)
             dropped.remove(positional[-1])
-            cases.append(_cli_case(f"{command}: missing argument", dropped, stop))
+            cases.append(_cli_case(f"{command}: missing {positional[-1]!r}", dropped, stop))
+        cases.append(_cli_case(f"{command}: option without its value", [*argv[:-1]], stop)
+                     if argv[-2:-1] and argv[-2].startswith("--") else
+                     _cli_case(f"{command}: --help", [*argv, "--help"], stop))
         for extra in BAD_OPTIONS.get(command, []):
             expect = True if command == "run" and extra[0] == "--set" else None
             cases.append(_cli_case(f"{command} {' '.join(extra)!r}", [*argv, *extra], stop,
