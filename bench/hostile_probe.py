@@ -809,7 +809,7 @@ def spec_cases() -> list[Case]:
     for key, kind in described_keys(["index", "keys"]):
         if not NUMERIC.fullmatch(kind) or "[]" in key:
             continue
-        for variant, (raw, expect) in hc.NUMERIC_VALUES.items():
+        for _variant, (raw, expect) in hc.NUMERIC_VALUES.items():
             text = yaml_with(stopped_spec(), key, raw)
             case = yaml_case("spec", f"{key}: {raw}", "spec.yaml", text, ["index", "build"],
                              expect, SPEC_STOP)

@@ -173,15 +173,16 @@ def test_calm_reader_on_malformed_files(raw):
         read_or_refuse(lambda: read_calm_samples(path))
 
 
+@pytest.mark.parametrize("kind", ["text", "medqa-textbooks"])
 @SETTINGS
 @given(raw=mutated_bytes("Doctors work in hospitals.\n"))
-def test_text_corpus_reader_on_malformed_bytes(raw):
+def test_text_corpus_readers_on_malformed_bytes(kind, raw):
     from calm_rag.retrieval.corpora import read_corpus
 
     with scratch() as folder:
-        (folder / "texts").mkdir()
-        (folder / "texts" / "a.txt").write_bytes(raw)
-        read_or_refuse(lambda: read_corpus("text", folder / "texts"))
+        (folder / "texts" / "en").mkdir(parents=True)  # medqa-textbooks reads en/*.txt
+        (folder / "texts" / "en" / "a.txt").write_bytes(raw)
+        read_or_refuse(lambda: read_corpus(kind, folder / "texts"))
 
 
 @pytest.mark.parametrize("loader", _marked(["experiment", "spec"], {"experiment", "spec"},
@@ -266,7 +267,7 @@ def _load_mapping(mapping: dict):
             return None
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=100)
 @given(mapping=config_mappings())
 def test_config_loader_returns_an_experiment_or_input_error(mapping):
     _load_mapping(mapping)
