@@ -33,7 +33,7 @@ from tests import hostile_cases as hc
 
 # No shrinking: a failing property reports its first example at once (the xfail ones would
 # otherwise spend most of a minute shrinking), and derandomize keeps runs repeatable.
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                     phases=[Phase.explicit, Phase.reuse, Phase.generate],
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.large_base_example])
