@@ -1031,6 +1031,31 @@ def summary(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _kind(row: Row) -> str:
+    """What went wrong, for grouping: the verdict, and for tracebacks the exception type."""
+    if row.verdict == "TRACEBACK":
+        match = re.match(r"([\w.]+(Error|Exception|Interrupt))\b", row.last_line)
+        return f"TRACEBACK {match.group(1) if match else '(other)'}"
+    return row.verdict
+
+
+def failures(rows: list[Row]) -> str:
+    """Every case that is not OK, or is flagged, grouped by kind with its last line."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        if row.verdict not in ("OK", "SKIP"):
+            groups.setdefault(_kind(row), []).append(row)
+        for flag in row.flags:
+            groups.setdefault(f"flag {flag}", []).append(row)
+    lines = []
+    for kind in sorted(groups, key=lambda k: (k.startswith("flag"), k)):
+        lines.append(f"\n### {kind} ({len(groups[kind])})\n")
+        for r in groups[kind]:
+            lost = f" [lost: {', '.join(r.lost)}]" if r.lost else ""
+            lines.append(f"- {r.family} / {r.case} (exit {r.exit}): {_cell(r.last_line)}{lost}")
+    return "\n".join(lines)
+
+
 def run_all(cases: list[Case], jobs: int) -> Iterator[Row]:
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         yield from pool.map(run_case, cases)
@@ -1044,7 +1069,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="PATH", help="save every row as JSON")
     parser.add_argument("--jobs", type=int, default=1, help="cases run at once (default 1)")
     parser.add_argument("--list", action="store_true", help="list the cases, run nothing")
+    parser.add_argument("--from-json", type=Path, metavar="PATH",
+                        help="print the report of rows saved by --json, run nothing")
     args = parser.parse_args(argv)
+    if args.from_json:
+        rows = [Row(**r) for r in json.loads(args.from_json.read_text())]
+        return report(rows)
     cases = all_cases(args.only, args.match)
     if args.list:
         print("\n".join(f"{c.family}\t{c.name}" for c in cases))
@@ -1054,10 +1084,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(f"[{len(rows)}/{len(cases)}] {row.verdict:9} {row.family}: {row.case}",
               file=sys.stderr, flush=True)
-    print(f"# Hostile-input probe: {len(rows)} cases\n\n{summary(rows)}\n\n{table(rows)}")
     if args.json:
         args.json.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1,
                                         ensure_ascii=False))
+    return report(rows)
+
+
+def report(rows: list[Row]) -> int:
+    print(f"# Hostile-input probe: {len(rows)} cases\n\n{summary(rows)}\n\n{table(rows)}")
+    print(f"\n## Not OK or flagged, by kind\n{failures(rows)}")
     return 0
 
 
