@@ -175,7 +175,8 @@ def json_structures(valid: str, row: dict, dup: tuple[str, Any], text_key: str,
 
     key, value = dup
     return {
-        "truncated": valid[: len(valid) // 2],
+        # cut inside a record: a JSONL cut at a line end is a valid, shorter file
+        "truncated": valid[: len(valid) // 2 + 7],
         "empty-file": "",
         "whitespace-only": "  \n\n\t\n",
         "deep-nesting": "[" * DEPTH + "]" * DEPTH + "\n",
