@@ -74,6 +74,11 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
     started = time.perf_counter()
     out_dir = Path(out_dir)
     target = out_dir / spec.name
+    if target.exists() and not (target / mf.MANIFEST).is_file():
+        # --force replaces an index whole: never a folder of the user's that shares its name.
+        raise InputError(f"{target} exists and is not an index built by calm-rag (no "
+                         f"{mf.MANIFEST})", path=target,
+                         hint="move it away or give the index another name")
     sources = _resolve_sources(spec)
     embedder = Embedder.load(spec.embedder.model, normalize=spec.embedder.normalize,
                              batch_size=spec.embedder.batch_size)
