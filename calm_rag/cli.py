@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from calm_rag import TELEMETRY_OFF
 from calm_rag.errors import InputError
@@ -32,10 +33,18 @@ COMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where the help is), exit 2;
+    its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="calm-rag",
         description="Cross-lingual self-alignment (CALM), zero-shot or retrieval-augmented.",
     )

@@ -30,7 +30,7 @@ from calm_rag.errors import InputError
 from tests import hostile_cases as hc
 
 # No shrinking: a failing property reports its first example at once (shrinking would
-# otherwise spend most of a minute shrinking), and derandomize keeps runs repeatable.
+# spend most of a minute), and derandomize keeps runs repeatable.
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True, database=None,
                     phases=[Phase.explicit, Phase.reuse, Phase.generate],
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

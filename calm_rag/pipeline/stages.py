@@ -162,9 +162,11 @@ def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
 
     key, started = sample_key(ctx, job, model), time.perf_counter()
     if ctx.cache.has("sample", key):
-        ctx.record("sample", job.label, key, True, time.perf_counter() - started)
-        return read_samples(ctx.cache.folder("sample", key) / "samples.jsonl"), key
-    work = ctx.cache.work_folder("sample", key)
+        return _cached_samples(ctx, job.label, key, started), key
+    work = ctx.cache.work_folder("sample", key)  # waits while another run samples this key
+    if ctx.cache.has("sample", key):  # ... and that run finished it meanwhile
+        ctx.cache.drop_work("sample", key)
+        return _cached_samples(ctx, job.label, key, started), key
     shards = _shards(job.questions, ctx.experiment.shard_questions)
     chain = EXTRACTOR_CHAINS.get(ctx.experiment.answers.chain, field="answers.chain")
     bar = tqdm(total=len(job.questions), desc=f"sampling {job.label}", unit="prompt",
@@ -185,6 +187,11 @@ def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
     ctx.cache.drop_work("sample", key)
     ctx.record("sample", job.label, key, False, time.perf_counter() - started)
     return samples, key
+
+
+def _cached_samples(ctx: RunContext, label: str, key: str, started: float) -> list[Sample]:
+    ctx.record("sample", label, key, True, time.perf_counter() - started)
+    return read_samples(ctx.cache.folder("sample", key) / "samples.jsonl")
 
 
 def _shards(questions: list[Question], size: int) -> list[list[Question]]:
@@ -240,13 +247,13 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
     key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
                       dataclasses.asdict(align) | {"rounds": None}, [r.to_dict() for r in rows])
     folder = ctx.cache.folder("align", key)
-    if not ctx.cache.has("align", key):
-        ALIGN_METHODS.get(align.method, field="align.method").train(model.path, rows, align,
-                                                                    folder)
-        (folder / "DONE").write_text("", encoding="utf-8")
-        ctx.record("align", label, key, False, time.perf_counter() - started)
-    else:
-        ctx.record("align", label, key, True, time.perf_counter() - started)
+    with ctx.cache.claim("align", key):  # a second run of the same key waits, then reads it
+        cached = ctx.cache.has("align", key)
+        if not cached:
+            method = ALIGN_METHODS.get(align.method, field="align.method")
+            method.train(model.path, rows, align, folder)
+            (folder / "DONE").write_text("", encoding="utf-8")
+    ctx.record("align", label, key, cached, time.perf_counter() - started)
     log = read_json(folder / "train_log.json")
     summary = {"method": align.method, "target": align.target, "rows": len(rows),
                "folder": str(folder), "log": log}
