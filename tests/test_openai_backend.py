@@ -81,7 +81,7 @@ def test_registry_builds_the_openai_backend():
 
 def test_a_closed_port_says_how_to_start_a_server():
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there any more
-    with pytest.raises(InputError, match=r"field 'sampler.base_url'.*cannot reach the server"
+    with pytest.raises(InputError, match=r"field 'generator.options.base_url'.*cannot reach the server"
                                          r".*refused.*vllm serve <model>"):
         client(url).generate(chats("en"), FAST)
 
@@ -92,7 +92,7 @@ def test_a_silent_server_names_the_timeout():
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         url = f"http://127.0.0.1:{listening.getsockname()[1]}/v1"
-        with pytest.raises(InputError, match="field 'sampler.timeout'.*no answer"):
+        with pytest.raises(InputError, match="field 'generator.options.timeout'.*no answer"):
             client(url, timeout=0.5).generate(chats("en"), FAST)
 
 
@@ -238,7 +238,7 @@ def test_a_server_that_ignores_n_is_asked_again(server):
 
 @pytest.mark.slow
 def test_server_errors_name_the_key(server):
-    with pytest.raises(InputError, match="field 'sampler.model'.*does not serve 'nope'.*"
+    with pytest.raises(InputError, match="field 'generator.model'.*does not serve 'nope'.*"
                                          f"it serves {SERVED}"):
         client(server, model="nope").generate(chats("en"), FAST)
     too_long = SamplingParams(n=1, max_tokens=5000)

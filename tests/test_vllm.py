@@ -112,14 +112,14 @@ def test_options_name_the_bad_key():
 
 
 def test_missing_model_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="field 'sampler.model': no such model folder"):
+    with pytest.raises(InputError, match="field 'generator.model': no such model folder"):
         VLLMSampler(VLLMOptions(model=str(tmp_path / "nowhere")))
-    with pytest.raises(InputError, match="sampler.model.*is empty"):
+    with pytest.raises(InputError, match="generator.model.*is empty"):
         VLLMSampler(VLLMOptions(model=str(tmp_path)))
     (tmp_path / "README.md").write_text("not a model")
-    with pytest.raises(InputError, match="sampler.model.*no config.json"):
+    with pytest.raises(InputError, match="generator.model.*no config.json"):
         VLLMSampler(VLLMOptions(model=str(tmp_path)))
-    with pytest.raises(InputError, match="sampler.model.*is a file"):
+    with pytest.raises(InputError, match="generator.model.*is a file"):
         VLLMSampler(VLLMOptions(model=str(tmp_path / "README.md")))
 
 
@@ -127,7 +127,7 @@ def test_a_model_the_child_cannot_load_is_an_input_error(tmp_path):
     """The folder looks like a model but is not one: the child fails, the parent says why."""
     (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
     sampler = VLLMSampler(VLLMOptions(model=str(tmp_path), progress=False))
-    with pytest.raises(InputError, match="sampler.model.*cannot load the model"):
+    with pytest.raises(InputError, match="generator.model.*cannot load the model"):
         sampler.generate([capital_chat("France")], SAMPLED)
     assert sampler._engine is None  # nothing left running
 
@@ -219,7 +219,7 @@ def test_a_call_larger_than_an_engine_step(engine):
 @needs_model
 def test_a_prompt_over_max_model_len_names_the_key(engine):
     long = [{"role": "user", "content": "milk " * 1500}]
-    with pytest.raises(InputError, match="sampler.max_model_len"):
+    with pytest.raises(InputError, match="generator.options.max_model_len"):
         engine.generate([capital_chat("Japan"), long], SAMPLED)
     # The engine refused the call and serves the next one.
     assert len(engine.generate([capital_chat("Japan")], SAMPLED)[0]) == 3

@@ -131,7 +131,7 @@ class HFSampler(Sampler):
 
 
 def _load(options: HFOptions) -> tuple[Any, Any]:
-    check_model_reference(options.model, field="sampler.model", defaults=(DEFAULT_GENERATOR,))
+    check_model_reference(options.model, field="generator.model", defaults=(DEFAULT_GENERATOR,))
     return load_causal_lm(resolve_generator(options.model), dtype=options.dtype)
 
 

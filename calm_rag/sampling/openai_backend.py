@@ -30,9 +30,9 @@ from calm_rag.sampling.params import SamplingParams
 log = logging.getLogger(__name__)
 
 START_HINT = ("start one with `vllm serve <model>` (or SGLang, llama.cpp's llama-server) and "
-              "set sampler.base_url to its /v1 address")
+              "set generator.options.base_url to its /v1 address")
 # A request parameter the server rejects ("param" in its error) names this config key.
-PARAM_FIELDS = {"model": "sampler.model", "n": "sampling.n", "seed": "sampling.seed",
+PARAM_FIELDS = {"model": "generator.model", "n": "sampling.n", "seed": "sampling.seed",
                 "temperature": "sampling.temperature", "top_p": "sampling.top_p",
                 "max_tokens": "sampling.max_tokens"}
 
@@ -154,12 +154,12 @@ class OpenAISampler(Sampler):
         if self.model is None:
             if not served:
                 raise InputError(f"the server at {self.options.base_url} lists no models",
-                                 field="sampler.model", hint="set sampler.model")
+                                 field="generator.model", hint="set generator.model")
             self.model = served[0]
             log.info("the server at %s serves %s", self.options.base_url, ", ".join(served))
         elif served and self.model not in served:
             raise InputError(f"the server at {self.options.base_url} does not serve "
-                             f"{self.model!r}", field="sampler.model",
+                             f"{self.model!r}", field="generator.model",
                              hint=f"it serves {', '.join(map(str, served))}")
         self._checked = True
         return self.model
@@ -183,14 +183,14 @@ class OpenAISampler(Sampler):
             reason = getattr(err, "reason", err)
             if isinstance(reason, TimeoutError):
                 raise InputError(f"no answer from {url} within {self.options.timeout:g} s",
-                                 field="sampler.timeout",
-                                 hint="raise sampler.timeout or lower sampler.concurrency"
+                                 field="generator.options.timeout",
+                                 hint="raise generator.options.timeout or lower generator.options.concurrency"
                                  ) from None
             raise InputError(f"cannot reach the server at {url}: {reason}",
-                             field="sampler.base_url", hint=START_HINT) from None
+                             field="generator.options.base_url", hint=START_HINT) from None
         except json.JSONDecodeError:
             raise InputError(f"{url} answered with something other than JSON",
-                             field="sampler.base_url",
+                             field="generator.options.base_url",
                              hint="is it an OpenAI-compatible API? The address ends in /v1"
                              ) from None
 
@@ -205,9 +205,9 @@ class OpenAISampler(Sampler):
         detail = detail if isinstance(detail, dict) else {"message": str(detail)}
         message = detail.get("message") or detail.get("detail") or raw.strip()[:300] or err.reason
         hints = {401: f"set the API key in ${self.options.api_key_env}",
-                 404: "check sampler.base_url (it ends in /v1) and sampler.model"}
+                 404: "check generator.options.base_url (it ends in /v1) and generator.model"}
         return InputError(f"the server at {url} answered HTTP {err.code}: {message}",
-                          field=PARAM_FIELDS.get(detail.get("param"), "sampler.base_url"),
+                          field=PARAM_FIELDS.get(detail.get("param"), "generator.options.base_url"),
                           hint=hints.get(err.code, START_HINT if err.code >= 500 else None))
 
 

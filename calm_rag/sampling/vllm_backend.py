@@ -94,8 +94,8 @@ class VLLMSampler(Sampler):
         self.options = options or VLLMOptions()
         if importlib.util.find_spec("vllm") is None:
             raise InputError("the vllm sampler needs vLLM, which is not installed",
-                             field="sampler.backend", hint=INSTALL_HINT)
-        check_model_reference(self.options.model, field="sampler.model",
+                             field="generator.backend", hint=INSTALL_HINT)
+        check_model_reference(self.options.model, field="generator.model",
                               defaults=(DEFAULT_GENERATOR,))
         self.model_path = resolve_generator(self.options.model)
         self.last_stats: dict[str, float] = {}
@@ -165,7 +165,7 @@ def _vllm_errors(call: Any, *args: Any) -> Any:
     except ChildError as err:
         if err.kind == "missing" and (err.module or "").split(".")[0] == "vllm":
             raise InputError(f"the vllm sampler needs vLLM, which cannot be imported ({err})",
-                             field="sampler.backend", hint=INSTALL_HINT) from None
+                             field="generator.backend", hint=INSTALL_HINT) from None
         raise
 
 
@@ -188,7 +188,7 @@ class _ChildEngine:
         try:
             self.tokenizer = from_local_or_hub(config["model"], AutoTokenizer.from_pretrained)
         except InputError as exc:
-            raise InputError(exc.message, field="sampler.model", hint=exc.hint) from None
+            raise InputError(exc.message, field="generator.model", hint=exc.hint) from None
         # vLLM only after the tokenizer: a wrong model fails without vLLM's 10 s import.
         from vllm.platforms import current_platform
 
@@ -218,8 +218,8 @@ class _ChildEngine:
             if len(prompt) >= self.max_model_len:
                 raise InputError(
                     f"prompt {position} has {len(prompt)} tokens, the engine's max_model_len "
-                    f"is {self.max_model_len}", field="sampler.max_model_len",
-                    hint="raise sampler.max_model_len or shorten the prompts (retrieval.k)")
+                    f"is {self.max_model_len}", field="generator.options.max_model_len",
+                    hint="raise generator.options.max_model_len or shorten the prompts (retrieval.k)")
         greedy = params["temperature"] == 0
         requests = [request_params(params, prompt) for prompt in ids]
         bar = _forward_progress(progress) if self.progress else False
