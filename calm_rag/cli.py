@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    show_pipeline_progress()
     try:
         return int(args.func(args) or 0)
     except InputError as err:
@@ -75,6 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"calm-rag {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def show_pipeline_progress() -> None:
+    """The pipeline's stage lines (what ran, what was cached) go to stderr as plain lines; a
+    notebook or another program sees them only if it configures logging."""
+    pipeline = logging.getLogger("calm_rag.pipeline")
+    for old in list(pipeline.handlers):  # main() may run again in one process (tests)
+        pipeline.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)  # the stderr of this call
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    pipeline.addHandler(handler)
+    pipeline.setLevel(logging.INFO)
+    pipeline.propagate = False
 
 
 def describe_os_error(err: OSError) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from calm_rag.records import Question, Sample
+from tests.tiny_model import build_tiny_model
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CALM_REFERENCE = SHARED / "calm-reference" / "xcsqa"
@@ -35,3 +36,17 @@ def calm_reference() -> Path:
         pytest.skip(f"CALM's released data is not beside the project ({CALM_REFERENCE} missing); "
                     "a user's clone has no ../shared")
     return CALM_REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A saved 2-layer Llama with a locally trained byte-level BPE tokenizer and chat template
+    (built once per test session; tests read it, never write into it)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def sharp_model(tmp_path_factory) -> Path:
+    """The tiny model with larger weights: its output depends on every position and it
+    answers differently per language, so a pipeline run has votes, ties and pairs."""
+    return build_tiny_model(tmp_path_factory.mktemp("sharp-llama"), init_range=0.5)

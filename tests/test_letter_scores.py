@@ -11,7 +11,6 @@ from calm_rag.models import resolve_generator
 from calm_rag.records import Question, Sample
 from calm_rag.sampling.letter_scores import LetterScorer, answer_cue, fill_unanswered
 from calm_rag.sampling.prompts import prompt_fields
-from tests.tiny_model import build_tiny_model
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -30,16 +29,16 @@ def sample(lang: str = "en", text: str = "Milk spoils when warm.", index: int = 
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+def tiny(tiny_model):
+    folder = tiny_model
     model = transformers.AutoModelForCausalLM.from_pretrained(folder)
     return model, transformers.AutoTokenizer.from_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
-def sharp(tmp_path_factory):
+def sharp(sharp_model):
     """Larger weights: the output depends on every position, so a misplaced one shows."""
-    folder = build_tiny_model(tmp_path_factory.mktemp("sharp-llama"), init_range=0.5)
+    folder = sharp_model
     model = transformers.AutoModelForCausalLM.from_pretrained(folder)
     return model, transformers.AutoTokenizer.from_pretrained(folder)
 

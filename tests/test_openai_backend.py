@@ -81,7 +81,8 @@ def test_registry_builds_the_openai_backend():
 
 def test_a_closed_port_says_how_to_start_a_server():
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there any more
-    with pytest.raises(InputError, match=r"field 'generator.options.base_url'.*cannot reach the server"
+    with pytest.raises(InputError, match=r"field 'generator.options.base_url'"
+                                         r".*cannot reach the server"
                                          r".*refused.*vllm serve <model>"):
         client(url).generate(chats("en"), FAST)
 

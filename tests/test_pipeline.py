@@ -2,7 +2,7 @@
 
 Everything is real: transformers sampling (``hf``), the log-prob fallback, voting, TRL DPO with
 a PEFT LoRA adapter, evaluation and the report. The model is the 2-layer Llama of
-tests/tiny_model.py, so a whole run takes seconds.
+tests/sharp_model.py, so a whole run takes seconds.
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ import yaml
 from calm_rag.cli import main
 from calm_rag.errors import InputError
 from calm_rag.experiment import load_experiment
-from tests.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", init_range=0.5)
 
 
 def experiment(tiny: Path, runs: Path, **changes) -> dict:
@@ -77,9 +72,9 @@ def latest_run(runs: Path, name: str = "tiny") -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_model, tmp_path_factory) -> Path:
+def finished(sharp_model, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("run")
-    path = write_experiment(root, experiment(tiny_model, root / "runs"))
+    path = write_experiment(root, experiment(sharp_model, root / "runs"))
     assert run_cli(path) == 0
     return root
 
@@ -124,8 +119,8 @@ def test_rerun_recomputes_nothing(finished):
     assert (second / "samples.jsonl").read_bytes() == (first / "samples.jsonl").read_bytes()
 
 
-def test_sft_and_gold_target_baselines(tiny_model, tmp_path):
-    data = experiment(tiny_model, tmp_path / "runs", align__method="sft", align__target="gold")
+def test_sft_and_gold_target_baselines(sharp_model, tmp_path):
+    data = experiment(sharp_model, tmp_path / "runs", align__method="sft", align__target="gold")
     assert run_cli(write_experiment(tmp_path, data)) == 0
     run = latest_run(tmp_path / "runs")
     pairs = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
@@ -143,11 +138,11 @@ def shards(runs: Path) -> list[Path]:
     return sorted((runs / ".cache" / "sample").glob("*.partial/shard-*.jsonl"))
 
 
-def test_killed_run_resumes_without_duplicates(tiny_model, tmp_path):
+def test_killed_run_resumes_without_duplicates(sharp_model, tmp_path):
     """kill -9 during sampling, run again: every sample once, the same as an unbroken run."""
     slow = {"sampling__max_tokens": 48, "data__train": 8, "align__epochs": 1,
             "shard_questions": 1, "generator__options": {"batch_size": 1, "threads": 1}}
-    broken = write_experiment(tmp_path / "a", experiment(tiny_model, tmp_path / "a/runs", **slow))
+    broken = write_experiment(tmp_path / "a", experiment(sharp_model, tmp_path / "a/runs", **slow))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "calm_rag.cli", "run", str(broken), "--quiet"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -163,7 +158,7 @@ def test_killed_run_resumes_without_duplicates(tiny_model, tmp_path):
     assert 1 <= done < 8, f"the kill came after {done} of 8 shards"
     assert run_cli(broken) == 0
 
-    whole = write_experiment(tmp_path / "b", experiment(tiny_model, tmp_path / "b/runs", **slow))
+    whole = write_experiment(tmp_path / "b", experiment(sharp_model, tmp_path / "b/runs", **slow))
     assert run_cli(whole) == 0
     resumed = (latest_run(tmp_path / "a/runs") / "samples.jsonl").read_text().splitlines()
     unbroken = (latest_run(tmp_path / "b/runs") / "samples.jsonl").read_text().splitlines()
@@ -193,11 +188,11 @@ def test_bad_config_names_the_key(tmp_path, capsys, change, key, allowed):
     assert not (tmp_path / "runs" / "bad").exists()
 
 
-def test_missing_model_and_index_are_named(tiny_model, tmp_path, capsys):
-    data = experiment(tiny_model, tmp_path / "runs", generator__model=str(tmp_path / "nope"))
+def test_missing_model_and_index_are_named(sharp_model, tmp_path, capsys):
+    data = experiment(sharp_model, tmp_path / "runs", generator__model=str(tmp_path / "nope"))
     assert run_cli(write_experiment(tmp_path / "m", data)) == 2
     assert "generator.model" in capsys.readouterr().err
-    data = experiment(tiny_model, tmp_path / "runs", retrieval={
+    data = experiment(sharp_model, tmp_path / "runs", retrieval={
         "enabled": True, "index": "no-such-index", "index_dir": str(tmp_path / "indexes")})
     assert run_cli(write_experiment(tmp_path / "i", data)) == 2
     err = capsys.readouterr().err

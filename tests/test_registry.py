@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -15,7 +14,6 @@ from calm_rag.errors import InputError
 from calm_rag.experiment import load_experiment
 from calm_rag.registries import ALL, METRICS, TIE_POLICIES
 from calm_rag.registry import Registry, RegistryError
-from tests.tiny_model import build_tiny_model
 
 PLUGIN = '''
 """A plugin: one dataset, one tie policy and one metric, registered by name."""
@@ -49,17 +47,13 @@ def answered_languages(rows, langs):
 '''
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", init_range=0.5)
 
-
-def test_plugin_parts_run_by_name_from_yaml(tiny_model, tmp_path):
+def test_plugin_parts_run_by_name_from_yaml(sharp_model, tmp_path):
     (tmp_path / "toy_plugin.py").write_text(PLUGIN, encoding="utf-8")
     experiment = {
         "name": "plugged", "plugins": ["toy_plugin.py"],
         "data": {"source": "toy-counting", "languages": ["en", "fr"], "train": 4, "heldout": 2},
-        "generator": {"backend": "hf", "model": str(tiny_model),
+        "generator": {"backend": "hf", "model": str(sharp_model),
                       "options": {"batch_size": 4, "threads": 1}},
         "sampling": {"n": 1, "temperature": 1.0, "max_tokens": 8, "seed": 3},
         "retrieval": {"enabled": False},

@@ -1,6 +1,6 @@
 """Reading a finished run back: open_run by folder or name, records, frames, clear errors.
 
-The run is a real one, made by the pipeline on the tiny model of tests/tiny_model.py (two
+The run is a real one, made by the pipeline on the tiny model of tests/sharp_model.py (two
 alignment rounds, so round-1/ exists too); it takes seconds.
 """
 
@@ -13,13 +13,13 @@ from calm_rag.experiment import Experiment, load_experiment
 from calm_rag.pipeline import run_experiment
 from calm_rag.records import PreferencePair, Sample, Vote
 from calm_rag.runs import COLUMNS, latest_run, open_run, samples_frame
-from tests.test_pipeline import experiment, tiny_model, write_experiment  # noqa: F401 (fixture)
+from tests.test_pipeline import experiment, write_experiment
 
 
 @pytest.fixture(scope="module")
-def finished(tiny_model, tmp_path_factory):  # noqa: F811 (the imported fixture)
+def finished(sharp_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    path = write_experiment(root, experiment(tiny_model, root / "runs", align__rounds=2))
+    path = write_experiment(root, experiment(sharp_model, root / "runs", align__rounds=2))
     return run_experiment(load_experiment(path), progress=False, source=path)
 
 

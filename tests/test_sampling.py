@@ -30,7 +30,6 @@ from calm_rag.sampling import (
     sample_questions,
 )
 from calm_rag.sampling.prompts import CONTEXT_HEADINGS
-from tests.tiny_model import build_tiny_model
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -50,11 +49,6 @@ def question(lang: str, qid: str = "q1") -> Question:
     options = dict(zip("ABC", texts, strict=True))
     return Question(id=qid, lang=lang, stem=stem, options=options, answer="B")
 
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A saved 2-layer Llama with a locally trained byte-level BPE tokenizer and chat template."""
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="module")

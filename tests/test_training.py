@@ -23,7 +23,6 @@ from calm_rag.training import (
     train_dpo,
     train_sft,
 )
-from tests.tiny_model import build_tiny_model
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -94,33 +93,29 @@ def load(folder, dtype=None):
     return model, transformers.AutoTokenizer.from_pretrained(folder)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
-
 
 @pytest.fixture(scope="module")
-def tiny_bf16(tiny, tmp_path_factory):
+def tiny_bf16(tiny_model, tmp_path_factory):
     """The tiny model saved in bfloat16, as the default generator's folder is."""
     folder = tmp_path_factory.mktemp("tiny-bf16")
-    model, tokenizer = load(tiny, torch.bfloat16)
+    model, tokenizer = load(tiny_model, torch.bfloat16)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
-def dpo_run(tiny, tmp_path_factory):
+def dpo_run(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("dpo") / "align"
-    return train_dpo(str(tiny), make_pairs(), AlignConfig(**FAST, precision="fp32"), out)
+    return train_dpo(str(tiny_model), make_pairs(), AlignConfig(**FAST, precision="fp32"), out)
 
 
 # --------------------------------------------------------------------------- DPO
 
 
-def test_dpo_raises_the_chosen_over_rejected_margin(tiny, dpo_run):
+def test_dpo_raises_the_chosen_over_rejected_margin(tiny_model, dpo_run):
     pairs = make_pairs()
-    before = margin(*load(tiny), pairs)
+    before = margin(*load(tiny_model), pairs)
     after = margin(*load(dpo_run.merged_dir), pairs)
     # nats; "pantry" is outside the tiny tokenizer's corpus, so the base already prefers the
     # chosen response (~30), and DPO widens the gap by about 6.5
@@ -128,8 +123,8 @@ def test_dpo_raises_the_chosen_over_rejected_margin(tiny, dpo_run):
     assert dpo_run.rows == len(pairs)
 
 
-def test_dpo_adapter_loads_with_peft_and_matches_the_merged_model(tiny, dpo_run):
-    base, tokenizer = load(tiny)
+def test_dpo_adapter_loads_with_peft_and_matches_the_merged_model(tiny_model, dpo_run):
+    base, tokenizer = load(tiny_model)
     adapted = peft.PeftModel.from_pretrained(base, dpo_run.adapter_dir).eval()
     merged, _ = load(dpo_run.merged_dir)
     ids = tokenizer("Question: Where is milk kept? Answer: B", return_tensors="pt")["input_ids"]
@@ -137,7 +132,7 @@ def test_dpo_adapter_loads_with_peft_and_matches_the_merged_model(tiny, dpo_run)
         expected, got = adapted(ids).logits, merged(ids).logits
     assert torch.allclose(expected, got, atol=1e-4)
     with torch.no_grad():
-        assert not torch.allclose(load(tiny)[0](ids).logits, got, atol=1e-4)  # it did train
+        assert not torch.allclose(load(tiny_model)[0](ids).logits, got, atol=1e-4)  # it did train
 
 
 def test_dpo_merged_model_generates_with_its_chat_template(dpo_run):
@@ -176,19 +171,19 @@ def test_dpo_row_is_the_sampler_chat():
     assert row["rejected"] == [{"role": "assistant", "content": pair.rejected}]
 
 
-def test_no_pairs_is_an_input_error(tiny, tmp_path):
+def test_no_pairs_is_an_input_error(tiny_model, tmp_path):
     with pytest.raises(InputError, match="no preference pairs") as err:
-        train_dpo(str(tiny), [], AlignConfig(), tmp_path / "align")
+        train_dpo(str(tiny_model), [], AlignConfig(), tmp_path / "align")
     assert err.value.hint
     assert not (tmp_path / "align").exists()
 
 
-def test_prompts_longer_than_max_length_fail_and_leave_the_old_folder(tiny, tmp_path):
+def test_prompts_longer_than_max_length_fail_and_leave_the_old_folder(tiny_model, tmp_path):
     out = tmp_path / "align"
     out.mkdir()
     (out / "previous.txt").write_text("kept")
     with pytest.raises(InputError) as err:
-        train_dpo(str(tiny), make_pairs(), AlignConfig(**{**FAST, "max_length": 8}), out)
+        train_dpo(str(tiny_model), make_pairs(), AlignConfig(**{**FAST, "max_length": 8}), out)
     assert err.value.field == "align.max_length"
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["align"]
@@ -220,9 +215,9 @@ def test_sft_raises_the_target_response_and_keeps_the_base_dtype(tiny_bf16, tmp_
     assert result.log[-1]["loss"] < result.log[0]["loss"]
 
 
-def test_no_sft_samples_is_an_input_error(tiny, tmp_path):
+def test_no_sft_samples_is_an_input_error(tiny_model, tmp_path):
     with pytest.raises(InputError, match="no responses to fine-tune on"):
-        train_sft(str(tiny), [], AlignConfig(method="sft"), tmp_path / "align")
+        train_sft(str(tiny_model), [], AlignConfig(method="sft"), tmp_path / "align")
 
 
 def _sample(qid: str, lang: str, answer: str | None, setting: str = "zero-shot",

@@ -3,7 +3,7 @@ report, every stage cached, the run folder written whole at the end."""
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,8 @@ from calm_rag.pipeline.stages import (
     sample_stage,
 )
 from calm_rag.records import PreferencePair, Question, Sample, Vote
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,7 +55,7 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
     started = time.perf_counter()
     runs = Path(experiment.runs_dir)
     ctx = RunContext(experiment, StageCache(runs / ".cache"), progress=progress)
-    say(f"experiment {experiment.name}: settings {', '.join(experiment.settings)}")
+    log.info(f"experiment {experiment.name}: settings {', '.join(experiment.settings)}")
     splits = split_questions(load_questions(experiment.data, experiment.base_dir),
                              experiment.data)
     passages = None
@@ -84,7 +86,7 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
     from calm_rag.voting import vote_all
 
     experiment = ctx.experiment
-    say(f"round {number}: sampling {model.path}")
+    log.info(f"round {number}: sampling {model.path}")
     jobs = [SampleJob(f"r{number}/train/{setting}", train, setting, experiment.sampling,
                       passages) for setting in experiment.settings]
     sampled = _sample_all(ctx, model, jobs + evaluate)
@@ -95,7 +97,7 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
     if rows:
         model, training = align_stage(ctx, f"round {number}", model, rows)
     else:
-        say(f"round {number}: nothing to train on (every question unanimous or undecided)")
+        log.info(f"round {number}: nothing to train on (every question unanimous or undecided)")
     cells = _cells(evaluate, sampled)
     return Round(samples, votes, pairs, training), model, cells
 
@@ -114,7 +116,7 @@ def _training_rows(experiment: Experiment, samples: list[Sample], votes: list[Vo
 
 def _evaluate(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]
               ) -> dict[str, list[Sample]]:
-    say(f"evaluating {model.path}")
+    log.info(f"evaluating {model.path}")
     return _cells(jobs, _sample_all(ctx, model, jobs))
 
 
@@ -147,7 +149,3 @@ def _cells(jobs: list[SampleJob], sampled: dict[str, list[Sample]]
         cell = job.label.rsplit("/", 1)[0]
         cells.setdefault(cell, []).extend(sampled[job.label])
     return cells
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)

@@ -7,7 +7,7 @@ the stage's output is read back and nothing runs (no model is even loaded).
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +24,8 @@ from calm_rag.provenance import content_key
 from calm_rag.records import Question, Sample
 from calm_rag.registries import ALIGN_METHODS, EXTRACTOR_CHAINS
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class RunContext:
@@ -38,7 +40,7 @@ class RunContext:
         self.stages.append({"stage": stage, "label": label, "key": key, "cached": cached,
                             "seconds": round(seconds, 3)})
         how = "cached" if cached else f"{seconds:.1f} s"
-        print(f"  {stage:<8} {label:<28} {how}", file=sys.stderr, flush=True)
+        log.info("  %-8s %-28s %s", stage, label, how)
 
 
 def passage_key(question: Question) -> str:
