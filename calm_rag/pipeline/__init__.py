@@ -4,6 +4,7 @@ Sample every language → answers (extraction, log-prob fallback) → vote → p
 (DPO/SFT, ``rounds`` times) → evaluate before/after, zero-shot and with retrieval → report.
 """
 
-from calm_rag.pipeline.run import Round, RunResult, run_experiment
+from calm_rag.pipeline.run import RunResult, run_experiment
+from calm_rag.pipeline.stages import Round, TrainingResult
 
-__all__ = ["Round", "RunResult", "run_experiment"]
+__all__ = ["Round", "RunResult", "TrainingResult", "run_experiment"]

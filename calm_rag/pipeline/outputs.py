@@ -23,13 +23,13 @@ from calm_rag.datasets.samples import write_samples
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_write, write_json, write_jsonl
 from calm_rag.pipeline.models import ModelRef
-from calm_rag.pipeline.stages import RunContext
+from calm_rag.pipeline.stages import Round, RunContext
 from calm_rag.provenance import file_digest, git_state, package_versions
 from calm_rag.records import Question, Sample
 
 
 def write_run(ctx: RunContext, splits: dict[str, list[Question]],
-              cells: dict[str, list[Sample]], rounds: list[Any], base: ModelRef,
+              cells: dict[str, list[Sample]], rounds: list[Round], base: ModelRef,
               final: ModelRef, source: str | Path | None) -> tuple[Path, dict[str, Any]]:
     """Write the run folder; return it and the evaluation grid."""
     from calm_rag.evaluation import evaluation_grid, write_report
@@ -104,7 +104,7 @@ def _umask() -> int:
     return mask
 
 
-def _write_rounds(folder: Path, rounds: list[Any]) -> None:
+def _write_rounds(folder: Path, rounds: list[Round]) -> None:
     """samples/votes/pairs of the last round at the top level, earlier rounds in round-N/."""
     for number, round_ in enumerate(rounds, start=1):
         where = folder if number == len(rounds) else folder / f"round-{number}"
@@ -113,22 +113,20 @@ def _write_rounds(folder: Path, rounds: list[Any]) -> None:
         write_jsonl(where / "votes.jsonl", (v.to_dict() for v in round_.votes))
         write_jsonl(where / "pairs.jsonl", (p.to_dict() for p in round_.pairs))
         if round_.training:
-            trained = Path(round_.training["folder"])
+            trained = round_.training.folder
             shutil.copytree(trained / "adapter", where / "adapter")
             shutil.copy2(trained / "loss.png", where / "loss.png")
 
 
-def _training_summary(folder: Path, rounds: list[Any]) -> dict[str, Any] | None:
+def _training_summary(folder: Path, rounds: list[Round]) -> dict[str, Any] | None:
     trained = [r.training for r in rounds if r.training]
     if not trained:
         return None
     last = trained[-1]
-    steps = last["log"].get("steps", [])
-    return {"method": last["method"], "target": last["target"], "rounds": len(trained),
-            "rows": last["log"].get("rows", last["rows"]),
-            "final_loss": steps[-1]["loss"] if steps else None,
-            "seconds": sum(t["log"].get("seconds", 0.0) for t in trained),
-            "loss_plot": "loss.png", "merged_model": str(Path(last["folder"]) / "merged")}
+    return {"method": last.method, "target": last.target, "rounds": len(trained),
+            "rows": last.log.get("rows", last.rows), "final_loss": last.final_loss,
+            "seconds": sum(t.log.get("seconds", 0.0) for t in trained),
+            "loss_plot": "loss.png", "merged_model": str(last.folder / "merged")}
 
 
 def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,

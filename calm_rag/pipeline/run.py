@@ -14,6 +14,7 @@ from calm_rag.pipeline.cache import StageCache
 from calm_rag.pipeline.models import LazySampler, ModelRef
 from calm_rag.pipeline.questions import load_questions, split_questions
 from calm_rag.pipeline.stages import (
+    Round,
     RunContext,
     SampleJob,
     align_stage,
@@ -24,16 +25,6 @@ from calm_rag.pipeline.stages import (
 from calm_rag.records import PreferencePair, Question, Sample, Vote
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Round:
-    """What one alignment round produced."""
-
-    samples: list[Sample]
-    votes: list[Vote]
-    pairs: list[PreferencePair]
-    training: dict[str, Any] | None = None
 
 
 @dataclass

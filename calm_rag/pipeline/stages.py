@@ -21,7 +21,7 @@ from calm_rag.io import read_json, write_json
 from calm_rag.pipeline.cache import STAGE_VERSIONS, StageCache
 from calm_rag.pipeline.models import LazySampler, ModelRef
 from calm_rag.provenance import content_key
-from calm_rag.records import Question, Sample
+from calm_rag.records import PreferencePair, Question, Sample, Vote
 from calm_rag.registries import ALIGN_METHODS, EXTRACTOR_CHAINS
 
 log = logging.getLogger(__name__)
@@ -241,10 +241,38 @@ def _scoring_dtype() -> str:
 # ---------------------------------------------------------------------------- align
 
 
+@dataclass(frozen=True)
+class TrainingResult:
+    """What one align stage trained: on what, and where its adapter, plot and log are."""
+
+    method: str
+    target: str
+    rows: int
+    folder: Path
+    """The stage's cache folder: ``adapter/``, ``merged/``, ``loss.png``, ``train_log.json``."""
+    log: dict[str, Any]
+    """``train_log.json``: steps with their loss, rows kept, seconds."""
+
+    @property
+    def final_loss(self) -> float | None:
+        steps = self.log.get("steps", [])
+        return steps[-1]["loss"] if steps else None
+
+
+@dataclass
+class Round:
+    """What one alignment round produced."""
+
+    samples: list[Sample]
+    votes: list[Vote]
+    pairs: list[PreferencePair]
+    training: TrainingResult | None = None
+
+
 def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
-                ) -> tuple[ModelRef, dict[str, Any]]:
-    """Train on ``rows`` (pairs for DPO, target samples for SFT); the merged model and the
-    training summary."""
+                ) -> tuple[ModelRef, TrainingResult]:
+    """Train on ``rows`` (pairs for DPO, target samples for SFT); the merged model and what
+    was trained."""
     align, started = ctx.experiment.align, time.perf_counter()
     key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
                       dataclasses.asdict(align) | {"rounds": None}, [r.to_dict() for r in rows])
@@ -256,7 +284,6 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
             method.train(model.path, rows, align, folder)
             (folder / "DONE").write_text("", encoding="utf-8")
     ctx.record("align", label, key, cached, time.perf_counter() - started)
-    log = read_json(folder / "train_log.json")
-    summary = {"method": align.method, "target": align.target, "rows": len(rows),
-               "folder": str(folder), "log": log}
-    return ModelRef(str(folder / "merged"), f"align:{key}"), summary
+    result = TrainingResult(align.method, align.target, len(rows), folder,
+                            read_json(folder / "train_log.json"))
+    return ModelRef(str(folder / "merged"), f"align:{key}"), result
