@@ -184,7 +184,8 @@ class OpenAISampler(Sampler):
             if isinstance(reason, TimeoutError):
                 raise InputError(f"no answer from {url} within {self.options.timeout:g} s",
                                  field="generator.options.timeout",
-                                 hint="raise generator.options.timeout or lower generator.options.concurrency"
+                                 hint="raise generator.options.timeout or lower "
+                                      "generator.options.concurrency"
                                  ) from None
             raise InputError(f"cannot reach the server at {url}: {reason}",
                              field="generator.options.base_url", hint=START_HINT) from None

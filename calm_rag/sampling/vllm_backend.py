@@ -219,7 +219,8 @@ class _ChildEngine:
                 raise InputError(
                     f"prompt {position} has {len(prompt)} tokens, the engine's max_model_len "
                     f"is {self.max_model_len}", field="generator.options.max_model_len",
-                    hint="raise generator.options.max_model_len or shorten the prompts (retrieval.k)")
+                    hint="raise generator.options.max_model_len or shorten the prompts "
+                         "(retrieval.k)")
         greedy = params["temperature"] == 0
         requests = [request_params(params, prompt) for prompt in ids]
         bar = _forward_progress(progress) if self.progress else False
