@@ -284,7 +284,7 @@ def _planned_shard(shards: EmbeddingShards, key: str, rows: int) -> np.ndarray:
     vectors = shards.load(key, rows)
     if vectors is None:
         raise InputError("an embedding shard vanished during the build", path=shards.path(key),
-                         hint="let one build at a time use the index folder, then build again")
+                         hint="leave the index's .cache folder alone during a build; build again")
     return vectors
 
 
