@@ -130,7 +130,9 @@ def _clean(span: str) -> str:
 def _label_after_marker(text: str, lang: Language, options: dict[str, str]) -> tuple[str, str]:
     """The label right after the last answer marker and the rest of its line, or ``("", "")``."""
     rest = _after_last_marker(_normalize(text), lang)
-    match = re.match(_OPENERS + _label_regex(tuple(options)), rest or "")
+    if rest is None:
+        return "", ""
+    match = re.match(_OPENERS + _label_regex(tuple(options)), rest)
     if match is None:
         return "", ""
     return match["label"], rest[match.end() :].split("\n", 1)[0]

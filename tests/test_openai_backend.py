@@ -97,6 +97,42 @@ def test_a_silent_server_names_the_timeout():
             client(url, timeout=0.5).generate(chats("en"), FAST)
 
 
+class Refuses(http.server.BaseHTTPRequestHandler):
+    """Answers every request HTTP 400 with ``body``, as a server rejecting a parameter does."""
+
+    body = b""
+
+    def do_POST(self):  # noqa: N802  (http.server's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.do_GET()
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("param, field", [("max_tokens", "sampling.max_tokens"),
+                                          (["n"], "sampler.base_url"), (None, "sampler.base_url")])
+def test_an_error_body_names_the_key_whatever_its_param(param, field):
+    """The ``param`` of an error body is the server's JSON: a list must not crash the lookup."""
+    Refuses.body = json.dumps({"error": {"message": "too long", "param": param}}).encode()
+    refuser = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=refuser.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{refuser.server_address[1]}/v1"
+        with pytest.raises(InputError, match=f"field '{field}'.*HTTP 400: too long"):
+            client(url, model="m").generate(chats("en"), FAST)
+    finally:
+        refuser.shutdown()
+        refuser.server_close()
+
+
 # --------------------------------------------------------------------------- a real server
 
 

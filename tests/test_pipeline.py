@@ -213,3 +213,18 @@ def test_shipped_experiments_load():
     for name in ("demo", "medqa", "xcsqa"):
         loaded = load_experiment(REPO / "pipelines" / f"{name}.yaml")
         assert loaded.retrieval.enabled and "rag" in loaded.settings
+
+
+def test_only_rag_jobs_put_passages_in_the_prompt():
+    from dataclasses import replace
+
+    from calm_rag.pipeline.stages import SampleJob, _passages_for
+    from calm_rag.records import Question
+
+    fr = Question(id="q1", lang="fr", stem="s", options={"A": "a", "B": "b"}, answer="A")
+    en = replace(fr, lang="en")
+    rag = SampleJob("rag", [fr, en], "rag", None, {"q1/fr": ["p fr"], "q1/en": ["p en"]})
+    passages_for = _passages_for(rag)
+    assert passages_for is not None
+    assert [passages_for(q) for q in (fr, en)] == [["p fr"], ["p en"]]
+    assert _passages_for(replace(rag, setting="zero-shot")) is None

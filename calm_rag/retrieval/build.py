@@ -245,7 +245,7 @@ def _embed_sorted(embedder: Embedder, texts: list[str], bar: Any) -> np.ndarray:
     """Embed longest first, in slices that move the progress bar: texts of similar length
     share a batch, so little is spent on padding."""
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out = np.empty((len(texts), embedder.dimension), dtype=np.float32)
+    out: np.ndarray = np.empty((len(texts), embedder.dimension), dtype=np.float32)
     step = embedder.batch_size * 4
     for start in range(0, len(order), step):
         rows = order[start:start + step]
@@ -265,7 +265,7 @@ def _fill_index(index: Any, spec: IndexSpec, shards: EmbeddingShards,
     total = sum(rows for _, rows in plan)
     with tqdm(total=total, desc="indexing", unit="chunk", disable=not progress) as bar:
         for key, rows in plan:
-            index.add(np.ascontiguousarray(shards.load(key, rows)))
+            index.add(np.ascontiguousarray(_planned_shard(shards, key, rows)))
             bar.update(rows)
     faiss_index.configure_search(index, spec.faiss)
 
@@ -279,9 +279,18 @@ def _training_sample(shards: EmbeddingShards, plan: list[tuple[str, int]], size:
     for key, rows in plan:
         inside = wanted[(wanted >= offset) & (wanted < offset + rows)] - offset
         if len(inside):
-            parts.append(np.asarray(shards.load(key, rows)[inside]))
+            parts.append(np.asarray(_planned_shard(shards, key, rows)[inside]))
         offset += rows
     return np.ascontiguousarray(np.concatenate(parts))
+
+
+def _planned_shard(shards: EmbeddingShards, key: str, rows: int) -> np.ndarray:
+    """A shard the plan found on disk moments ago; gone now only if something removed it."""
+    vectors = shards.load(key, rows)
+    if vectors is None:
+        raise InputError("an embedding shard vanished during the build", path=shards.path(key),
+                         hint="leave the index's .cache folder alone during a build; build again")
+    return vectors
 
 
 def _manifest(spec: IndexSpec, sources: list[_Source], embedder: Embedder, index: Any,

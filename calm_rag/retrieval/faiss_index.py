@@ -99,17 +99,23 @@ def read_index(path: Path) -> Any:
 def _filter_params(index: Any, allowed_rows: np.ndarray) -> Any:
     import faiss
 
-    selector = faiss.IDSelectorBatch(np.asarray(allowed_rows, dtype=np.int64))
     # Each index family wants its own parameter type, and its defaults (nprobe=1, efSearch=16)
-    # would override the index's own settings, so they are copied over.
+    # would override the index's own settings, so they are copied over. Fields are set one by
+    # one: faiss's stubs do not declare the keyword constructors its Python wrappers add.
+    params: faiss.SearchParameters
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
-        params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+        params = ivf_params = faiss.SearchParametersIVF()
+        ivf_params.nprobe = ivf.nprobe
     elif (hnsw := _hnsw(index)) is not None:
-        params = faiss.SearchParametersHNSW(sel=selector, efSearch=hnsw.hnsw.efSearch)
+        # faiss 1.15's bundled stubs omit SearchParametersHNSW (it exists at run time).
+        params = hnsw_params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        hnsw_params.efSearch = hnsw.hnsw.efSearch
     else:
-        params = faiss.SearchParameters(sel=selector)
-    params.selector_owner = selector  # keep the selector alive as long as the parameters
+        params = faiss.SearchParameters()
+    # faiss (>=1.15) keeps a reference to a SWIG object assigned to a field, so the selector
+    # lives as long as the parameters.
+    params.sel = faiss.IDSelectorBatch(np.asarray(allowed_rows, dtype=np.int64))
     return params
 
 

@@ -9,6 +9,7 @@ A ``QueryBundle``'s first ``custom_embedding_strs`` entry, when given, is taken 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -27,14 +28,12 @@ class LlamaIndexRetriever(BaseRetriever):
     def __init__(self, retriever: Retriever, k: int = 5, policy: str = "native",
                  lang: str | None = None, hybrid: bool = False, **kwargs: Any) -> None:
         QUERY_POLICIES.get(policy, field="policy")
-        self._calm = retriever
-        self._options = {"k": k, "policy": policy, "lang": lang, "hybrid": hybrid}
+        self._search = partial(retriever.retrieve, k=k, policy=policy, lang=lang, hybrid=hybrid)
         super().__init__(**kwargs)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         pivots = query_bundle.custom_embedding_strs or [None]
-        hits = self._calm.retrieve(query_bundle.query_str, pivot_query=pivots[0],
-                                   **self._options)
+        hits = self._search(query_bundle.query_str, pivot_query=pivots[0])
         return [to_node(hit) for hit in hits]
 
 

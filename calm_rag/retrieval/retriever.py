@@ -140,7 +140,7 @@ class Retriever:
     def lexical_ranking(self, text: str, depth: int,
                         allowed_rows: np.ndarray | None = None) -> Ranking:
         """Best chunks of ``text`` by BM25."""
-        allowed = None
+        allowed: np.ndarray | None = None
         if allowed_rows is not None:
             allowed = np.zeros(len(self.chunks), dtype=bool)
             allowed[allowed_rows] = True

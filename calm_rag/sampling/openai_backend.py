@@ -205,10 +205,12 @@ class OpenAISampler(Sampler):
             detail = {}
         detail = detail if isinstance(detail, dict) else {"message": str(detail)}
         message = detail.get("message") or detail.get("detail") or raw.strip()[:300] or err.reason
+        param = detail.get("param")  # any JSON value: only a known name maps to a config key
+        field = PARAM_FIELDS.get(param) if isinstance(param, str) else None
         hints = {401: f"set the API key in ${self.options.api_key_env}",
                  404: "check generator.options.base_url (it ends in /v1) and generator.model"}
         return InputError(f"the server at {url} answered HTTP {err.code}: {message}",
-                          field=PARAM_FIELDS.get(detail.get("param"), "generator.options.base_url"),
+                          field=field or "generator.options.base_url",
                           hint=hints.get(err.code, START_HINT if err.code >= 500 else None))
 
 

@@ -28,7 +28,8 @@ def write_log(folder: Path, method: str, config: AlignConfig, rows: int,
               history: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
     """Write ``train_log.json`` and ``loss.png``; return the per-step entries."""
     steps = [entry for entry in history if "loss" in entry]
-    summary = next((entry for entry in reversed(history) if "train_runtime" in entry), {})
+    summary: dict[str, Any] = next(
+        (entry for entry in reversed(history) if "train_runtime" in entry), {})
     write_json(folder / "train_log.json", {
         "method": method, "config": config.to_dict(), "rows": rows,
         "seconds": round(seconds, 2), "summary": summary, "steps": steps,
@@ -39,12 +40,14 @@ def write_log(folder: Path, method: str, config: AlignConfig, rows: int,
 
 def plot_loss(steps: list[dict[str, Any]], path: Path, title: str) -> None:
     """Loss per optimiser step; with DPO also the reward margin (chosen − rejected)."""
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure  # no pyplot: no global backend, no GUI
     from matplotlib.ticker import MaxNLocator
 
     margins = [s for s in steps if "rewards/margins" in s]
     fig = Figure(figsize=(6, 3.2 * (2 if margins else 1)), layout="constrained")
-    axes = fig.subplots(2 if margins else 1, 1, sharex=True, squeeze=False)[:, 0]
+    grid = fig.subplots(2 if margins else 1, 1, sharex=True, squeeze=False)
+    axes: list[Axes] = list(grid[:, 0])
     axes[0].plot([s["step"] for s in steps], [s["loss"] for s in steps], marker=".")
     axes[0].set_ylabel("loss")
     axes[0].set_title(title)
