@@ -118,7 +118,8 @@ class Refuses(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize("param, field", [("max_tokens", "sampling.max_tokens"),
-                                          (["n"], "sampler.base_url"), (None, "sampler.base_url")])
+                                          (["n"], "generator.options.base_url"),
+                                          (None, "generator.options.base_url")])
 def test_an_error_body_names_the_key_whatever_its_param(param, field):
     """The ``param`` of an error body is the server's JSON: a list must not crash the lookup."""
     Refuses.body = json.dumps({"error": {"message": "too long", "param": param}}).encode()
