@@ -114,10 +114,34 @@ def snapshot(top: Path) -> dict[str, str | None]:
             if path.is_symlink() or not path.is_file():
                 continue
             try:
-                files[str(path.relative_to(top))] = hashlib.sha256(path.read_bytes()).hexdigest()
+                files[str(path.relative_to(top))] = _fingerprint(path)
             except OSError:
                 files[str(path.relative_to(top))] = None
     return files
+
+
+def _fingerprint(path: Path) -> str:
+    """SHA-256 of the bytes; for LLaMA-Factory's ``dataset_info.json``, which export merges
+    into, the user's entries as JSON (they must survive, the file may gain ours)."""
+    data = path.read_bytes()
+    if path.name == "dataset_info.json":
+        try:
+            entries = json.loads(data)
+        except ValueError:  # not JSON: judged by its bytes
+            entries = None
+        if isinstance(entries, dict):
+            return "entries:" + json.dumps(entries, sort_keys=True)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _kept(before: str | None, after: str | None) -> bool:
+    """Whether a user file survived: the same bytes, or every dataset_info entry unchanged."""
+    if before is not None and after is not None and before.startswith("entries:"):
+        if not after.startswith("entries:"):
+            return False
+        old, new = json.loads(before[8:]), json.loads(after[8:])
+        return all(new.get(key) == value for key, value in old.items())
+    return before == after
 
 
 def execute(argv: list[str], cwd: Path, env: dict[str, str], case: Case
@@ -194,7 +218,8 @@ def judge(case: Case, code: int | None, out: str, err: str, seconds: float,
     row = Row(case.family, case.name, code, round(seconds, 2), "OK", last[:400])
     row.traceback = "Traceback (most recent call last)" in err + out
     row.multiline = code == 2 and len(error_lines(err)) > 1
-    row.lost = sorted(name for name, digest in before.items() if after.get(name, "") != digest)
+    row.lost = sorted(name for name, digest in before.items()
+                      if name not in after or not _kept(digest, after[name]))
     new = sorted(set(after) - set(before))
     row.flags, row.escaped = _flags(case, code, last, new, tmp, work)
     row.new_files = new[:8]

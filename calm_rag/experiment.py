@@ -227,6 +227,8 @@ class Experiment:
             raise InputError(f"{self.name!r} is not a usable folder name", field="name",
                              hint="use letters, digits, '.', '_' and '-'")
         at_least(self, 1, "shard_questions")
+        if not self.runs_dir.strip():
+            raise InputError("is empty", field="runs_dir", hint="e.g. runs (the default)")
 
     @property
     def settings(self) -> tuple[str, ...]:

@@ -132,6 +132,7 @@ class Sample:
         if answer is not None and answer not in question.options and not off_options_ok:
             raise InputError(f"answer letter {answer!r} is outside the options "
                              f"{', '.join(question.labels)}", field="answer", **where)
+        _optional(obj, "id", str, where, None)  # derived from the fields below; only checked
         index = _optional(obj, "index", int, where, 0)
         if index < 0:
             raise InputError("must be 0 or more", field="index", **where)

@@ -31,11 +31,22 @@ def pairs_file(path: Path) -> Path:
 
 
 def read_pairs(path: Path):
+    from calm_rag.errors import InputError
     from calm_rag.io import read_jsonl
     from calm_rag.records import PreferencePair
 
     path = pairs_file(path)
-    return [PreferencePair.from_dict(obj, path=path, line=line) for line, obj in read_jsonl(path)]
+    pairs, seen = [], {}
+    for line, obj in read_jsonl(path):
+        pair = PreferencePair.from_dict(obj, path=path, line=line)
+        key = (pair.lang, pair.chosen_sample_id, pair.rejected_sample_id)
+        if key in seen:  # a repeated row would weigh twice in training
+            raise InputError(f"the same pair as line {seen[key]} (chosen "
+                             f"{pair.chosen_sample_id}, rejected {pair.rejected_sample_id})",
+                             path=path, line=line, hint="remove one of them")
+        seen[key] = line
+        pairs.append(pair)
+    return pairs
 
 
 def useful_pairs(pairs: list) -> tuple[list, int]:

@@ -102,15 +102,23 @@ def output_folder(out: str | Path, *, inputs: Iterable[str | Path] = (),
 
 def refuse_inputs(out: Path, inputs: Iterable[str | Path], field: str = "--out") -> None:
     """An output that is an input, or holds one, would overwrite what it reads."""
-    where = out.resolve()
+    where = _resolved(out, field)
     for given in inputs:
-        source = Path(given).resolve()
+        source = _resolved(Path(given), "input")
         if source == where:
             raise InputError("is the input itself; give a folder of its own", path=out,
                              field=field)
         if where in source.parents:
             raise InputError(f"holds the input {given}; give a folder of its own", path=out,
                              field=field)
+
+
+def _resolved(path: Path, field: str) -> Path:
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python < 3.13 reports a symlink loop so
+        raise InputError("is a symbolic link that points back to itself", path=path,
+                         field=field) from None
 
 
 def _make_staging(out: Path, field: str) -> Path:

@@ -133,6 +133,12 @@ class IndexSpec:
                              hint="use letters, digits, '.', '_' and '-'")
         if not self.corpus:
             raise InputError("lists no corpus", field="corpus")
+        seen: dict[tuple[str, str], int] = {}
+        for i, source in enumerate(self.corpus):  # one source twice would index it twice
+            first = seen.setdefault((source.type, source.path), i)
+            if first != i:
+                raise InputError(f"the same source as corpus[{first}]", field=f"corpus[{i}]",
+                                 hint="list each corpus once")
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as YAML would say it (for the manifest)."""
