@@ -69,13 +69,14 @@ def _difference(mine: Question, ref: Question, ref_lang: str) -> str | None:
     return None
 
 
-def _repeats(rows: Rows, i: int) -> bool:
+def _repeats(rows: Rows, i: int, exact: bool = False) -> bool:
     """Row ``i`` is the row before it again (CALM's Chinese MedQA file repeats one row,
     translated twice, so the texts differ in a character or two)."""
     a, b = rows.questions[i], rows.questions[i - 1] if i else None
     if a is None or b is None or a.options != b.options:
         return False
-    return a.stem == b.stem or SequenceMatcher(None, a.stem, b.stem).ratio() >= 0.9
+    return a.stem == b.stem or (not exact
+                                and SequenceMatcher(None, a.stem, b.stem).ratio() >= 0.9)
 
 
 def _faults(r: Rows, pivot: Rows, n: int) -> dict[int, str]:
@@ -85,7 +86,8 @@ def _faults(r: Rows, pivot: Rows, n: int) -> dict[int, str]:
         ref = pivot.questions[i] if i < n else None
         if q is None:
             wrong[i] = f"unreadable: {r.broken[i]}"
-        elif _repeats(r, i):
+        elif _repeats(r, i, exact=r is pivot) and (r is pivot or not (
+                i < n and _repeats(pivot, i))):  # near-identical in the pivot too: a series
             wrong[i] = f"repeats row {i} (a duplicated row shifts every row after it)"
         elif ref is not None and r is not pivot and (why := _difference(q, ref, pivot.lang)):
             wrong[i] = why

@@ -153,6 +153,7 @@ class DatasetEntry:
                   source: str) -> Rows:
         questions: list[Question | None] = []
         lines, broken = [], {}
+        first_error: InputError | None = None
         for index, (line, row) in enumerate(rows):
             if not isinstance(row, dict):
                 raise InputError(f"expected an object, got {json_type(row)}", path=where,
@@ -160,14 +161,18 @@ class DatasetEntry:
             try:
                 questions.append(self.question(row, lang, index, source))
             except InputError as err:
-                if self.parallel != "position" or err.field is None:
+                # A badly translated row (its options or gold unreadable) is left to the
+                # check across languages; a missing column is a wrong mapping: stop now.
+                if self.parallel != "position" or err.field is None or err.message == "missing":
                     raise err.at(path=where, line=line) from None
-                # A badly translated row: the check across languages decides what to do.
                 questions.append(None)
                 broken[index] = f"field '{err.field}': {err.message}"
+                first_error = first_error or err.at(path=where, line=line)
             lines.append(line)
         if not questions:
             raise InputError("holds no questions", path=where)
+        if first_error and len(broken) == len(questions):
+            raise first_error
         return Rows(lang, where, questions, lines, broken)
 
     def question(self, row: dict[str, Any], lang: str, index: int, source: str) -> Question:
