@@ -84,6 +84,11 @@ def check(experiment: Any) -> int:
 def _describe_entry() -> list[str]:
     from calm_rag.config import describe as describe_config
     from calm_rag.datasets.entry import DatasetEntry
+    from calm_rag.registries import QUESTION_SOURCES
 
-    return ["data.entry: a dataset written in the experiment (the built-in ones are the same):",
+    known = [f"  {name}: {source.description or source.__doc__}"
+             if isinstance(source, DatasetEntry) else f"  {name}: {(source.__doc__ or '').strip()}"
+             for name, source in QUESTION_SOURCES.items()]
+    return ["datasets (data.source):", *known, "",
+            "data.entry: a dataset written in the experiment (the built-in ones are the same):",
             *describe_config(DatasetEntry, "data.entry.")]

@@ -34,9 +34,29 @@ def hub_rows(entry: DatasetEntry, code: str, data: Any, base_dir: Path
         dataset = _local(local, None if "{lang}" in data.path else config, entry.split)
     else:
         where = f"hub:{entry.name}" + (f"/{config}" if config else "") + f"/{entry.split}"
+        _go_offline_without_network()
         dataset = _call(where, lambda load: load(entry.name, config, split=entry.split,
                                                  revision=entry.revision))
     return where, ((i + 1, dict(row)) for i, row in enumerate(dataset))
+
+
+def _go_offline_without_network() -> None:
+    """Without network, ``datasets`` retries every request for half a minute before failing;
+    one quick connection tells, and offline mode then reads the local cache or fails at once."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
+        return
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host or "huggingface.co", 443), timeout=3).close()
+    except OSError:
+        import datasets.config
+        import huggingface_hub.constants
+
+        datasets.config.HF_HUB_OFFLINE = True
+        huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
 def _local(path: Path, config: str | None, split: str) -> Any:
@@ -64,9 +84,21 @@ def _local(path: Path, config: str | None, split: str) -> Any:
 
 
 def _call(where: str, fn: Any) -> Any:
+    import logging
+
     from datasets import load_dataset
 
-    return _guard(where, lambda: fn(load_dataset))
+    # Without network huggingface_hub logs each failed request as a warning; the one line of
+    # the InputError says it instead.
+    quiet = [logging.getLogger(name) for name in ("huggingface_hub", "datasets")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        return _guard(where, lambda: fn(load_dataset))
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _guard(where: str, fn: Any) -> Any:
