@@ -176,3 +176,26 @@ def test_a_hub_id_without_network_fails_at_once_on_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "hub:openai/MMMLU/FR_FR/test" in lines[0]
     assert "point data.path at a local copy" in lines[0]
+
+
+def test_medrag_textbooks_layout_reads_as_a_corpus(tmp_path):
+    from calm_rag.retrieval.corpora import hash_corpus, read_corpus
+    from calm_rag.retrieval.spec import load_spec
+
+    rows = {"id": ["Anatomy_Gray_0", "Anatomy_Gray_1"], "title": ["Anatomy_Gray"] * 2,
+            "content": ["The heart pumps blood.", "The liver stores glycogen."],
+            "contents": ["Anatomy_Gray. The heart pumps blood.",
+                         "Anatomy_Gray. The liver stores glycogen."]}
+    folder = tmp_path / "medrag"
+    folder.mkdir()
+    datasets.Dataset.from_dict(rows).to_parquet(str(folder / "textbooks.parquet"))
+    documents = list(read_corpus("parquet", folder, "en"))
+    assert [(d.id, d.title, d.text) for d in documents][1] == (
+        "Anatomy_Gray_1", "Anatomy_Gray", "The liver stores glycogen.")
+    assert documents[0].source == "textbooks.parquet:1"
+    assert len(hash_corpus("parquet", folder)) == 64
+    (folder / "broken.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="broken.parquet: not a readable parquet file"):
+        list(read_corpus("parquet", folder, "en"))
+    spec = load_spec(ROOT / "indexes" / "medrag-textbooks.yaml")
+    assert spec.corpus[0].type == "parquet" and spec.corpus[0].lang == "en"

@@ -37,8 +37,11 @@ class CorpusSource:
 
     type: str
     """A registered corpus type: ``jsonl``: one ``{"id", "text", "title"?, "lang"?}`` object a
-    line; ``text``: a folder of ``.txt`` files (searched recursively), one document each;
-    ``medqa-textbooks``: MedQA's ``textbooks`` folder (``en/*.txt`` and ``zh_paragraph/*.txt``)."""
+    line (MedRAG's ``content`` is read as ``text``); ``parquet``: a parquet file or a folder of
+    them with the same columns (a local copy of a hub corpus such as ``MedRAG/textbooks``, read
+    in batches); ``text``: a folder of ``.txt`` files (searched recursively), one document
+    each; ``medqa-textbooks``: MedQA's ``textbooks`` folder (``en/*.txt`` and
+    ``zh_paragraph/*.txt``)."""
     path: str
     """File or folder. Relative paths start at the spec's folder; ``package:calm_rag/...`` names
     data inside an installed package; ``${VAR}`` and ``${VAR:-default}`` are expanded."""
