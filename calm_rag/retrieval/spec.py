@@ -64,6 +64,10 @@ class ChunkingConfig:
     """Tokens shared by consecutive chunks of a document."""
     include_title: bool = True
     """Embed ``title`` + newline + chunk text (the stored chunk text stays without it)."""
+    split: bool = True
+    """``false``: each document is one passage, kept as it is (a corpus already cut into
+    snippets, such as MedRAG's); ``chunk_size`` then only warns about passages the embedder
+    will cut off."""
 
     def __post_init__(self) -> None:
         at_least(self, 1, "chunk_size")
