@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -71,8 +72,11 @@ def check(experiment: Any) -> int:
     source = data.entry or QUESTION_SOURCES.get(data.source, field="data.source")
     about = getattr(source, "description", "") or (source.__doc__ or "").strip().split("\n")[0]
     print(f"data.source {data.source}: {about}")
-    checked = check_questions(data, experiment.base_dir)
-    print("\n".join(checked.summary()))
+    # Counted as under `drop` first, so that a stop still shows every language's count.
+    checked = check_questions(dataclasses.replace(data, misaligned="drop"), experiment.base_dir)
+    print("\n".join(checked.summary(dropping=data.misaligned == "drop")))
+    if checked.dropped and data.misaligned == "stop":
+        check_questions(data, experiment.base_dir)  # raises: the first misaligned row
     needed = data.train + data.heldout
     print(f"split: train {data.train} + heldout {data.heldout} = {needed} of "
           f"{checked.parallel} (seed {data.seed})")

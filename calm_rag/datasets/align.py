@@ -43,10 +43,13 @@ class Alignment:
     unmatched: int = 0
     """Ids missing from some language (left out of the split, as before)."""
 
-    def summary(self) -> list[str]:
+    def summary(self, dropping: bool = True) -> list[str]:
+        """Lines for ``--check``; ``dropping``: the misaligned rows are dropped (else they stop
+        the run)."""
         lines = [f"  {lang}: {count} rows  {where}" for lang, (where, count) in self.rows.items()]
+        verb = "dropped" if dropping else "misaligned:"
         for drop in self.dropped:
-            lines.append(f"  dropped {drop.rows} rows of {drop.lang} (and their translations), "
+            lines.append(f"  {verb} {drop.rows} rows of {drop.lang} (and their translations), "
                          f"first {drop.first}")
         if self.unmatched:
             lines.append(f"  {self.unmatched} ids are missing from some language (not used)")
