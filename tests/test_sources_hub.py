@@ -64,6 +64,9 @@ def test_xcsr_hub_layout_from_save_to_disk(tmp_path):
                                     languages=["en", "ja"]), tmp_path)
     assert {(q.lang, q.id, q.answer) for q in questions} >= {("ja", "q0", "B"), ("en", "q1", "A")}
     assert questions[0].options == {"A": "x", "B": "y", "C": "z"}
+    with pytest.raises(InputError, match=r"en: field 'data.path': one local copy for several"):
+        load_questions(data(source="xcsqa-hub", path=str(tmp_path / "en"),
+                            languages=["en", "ja"]), tmp_path)
     with pytest.raises(InputError, match=r"en: field 'split': no split 'test'"):
         load_questions(data(source="mine", path=str(tmp_path / "{lang}"), languages=["en"],
                             entry={"loader": "hub", "name": "INK-USC/xcsr", "split": "test",

@@ -31,7 +31,14 @@ def hub_rows(entry: DatasetEntry, code: str, data: Any, base_dir: Path
         local = Path(data.path.replace("{lang}", code))
         local = local if local.is_absolute() else Path(os.path.normpath(base_dir / local))
         where = str(local)
-        dataset = _local(local, None if "{lang}" in data.path else config, entry.split)
+        shared = "{lang}" not in data.path
+        if shared and len(data.languages) > 1 and not (local.is_dir() and config
+                                                        and _is_clone(local)):
+            # One saved copy or file read for every language would vote a set with itself.
+            raise InputError("one local copy for several languages", path=local,
+                             field="data.path", hint="put {lang} in data.path: one copy per "
+                             "language (or give a clone of the hub repository)")
+        dataset = _local(local, config if shared else None, entry.split)
     else:
         where = f"hub:{entry.name}" + (f"/{config}" if config else "") + f"/{entry.split}"
         _go_offline_without_network()
@@ -57,6 +64,11 @@ def _go_offline_without_network() -> None:
 
         datasets.config.HF_HUB_OFFLINE = True
         huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
+def _is_clone(path: Path) -> bool:
+    """A repository clone (configs in its README), not a ``save_to_disk`` folder."""
+    return not ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
 def _local(path: Path, config: str | None, split: str) -> Any:
