@@ -163,6 +163,13 @@ def test_medqa_release_loads_one_region_and_refuses_to_vote_across(tmp_path):
     with pytest.raises(InputError, match="different questions in each language"):
         load_questions(data(source="medqa-release", path=str(root), languages=["en", "zh"]),
                        tmp_path)
+    taiwan = root / "questions" / "Taiwan"
+    taiwan.mkdir()
+    (taiwan / "test.jsonl").write_text(json.dumps({"question": "哪種維生素？", "options": {
+        "A": "C", "B": "K"}, "answer_idx": "B"}) + "\n")
+    (tw,) = load_questions(data(source="medqa-taiwan", path=str(root), languages=["zh"]),
+                           tmp_path)
+    assert tw.answer == "B" and tw.lang == "zh"
     with pytest.raises(InputError, match="field 'data.languages': medqa-release has no fr"):
         load_questions(data(source="medqa-release", path=str(root), languages=["fr"]), tmp_path)
 

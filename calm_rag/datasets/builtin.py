@@ -40,6 +40,12 @@ ENTRIES: dict[str, DatasetEntry] = {
         answer="answer_idx",
         description="MedQA's release (data.path: data_clean): US and Mainland are different "
                     "question sets, one language a run"),
+    "medqa-taiwan": DatasetEntry(
+        loader="jsonl", path="questions/Taiwan/test.jsonl", only=("zh",), parallel="none",
+        answer="answer_idx",
+        description="MedQA's Taiwan test set (data.path: data_clean), traditional Chinese; its "
+                    "translated copies are parallel by position: write an entry with codes "
+                    "naming each file"),
     "medqa-gbaker": DatasetEntry(
         loader="hub", name="GBaker/MedQA-USMLE-4-options", only=("en",), parallel="none",
         answer="answer_idx", description="MedQA USMLE 4 options on the hub (English only)"),
