@@ -58,9 +58,9 @@ class DataConfig:
     """A registered dataset (``calm-rag run --describe`` lists them): ``bundled`` (the
     embedded sample sets); local releases ``xcsqa`` (XCSR's X-CSQA folder), ``medqa``
     (MedQA-format files, ``{lang}`` in ``path``), ``medqa-release`` and ``medqa-taiwan``
-    (MedQA's data_clean folder), ``calm-xcsqa`` and ``calm-medqa`` (CALM's released test files); the hub's
-    ``xcsqa-hub``, ``medqa-gbaker``, ``medqa-bigbio``, ``mmmlu`` and ``global-mmlu``; or the
-    name of ``entry`` when that is given."""
+    (MedQA's data_clean folder), ``calm-xcsqa`` and ``calm-medqa`` (CALM's released test
+    files); the hub's ``xcsqa-hub``, ``medqa-gbaker``, ``medqa-bigbio``, ``mmmlu`` and
+    ``global-mmlu``; or the name of ``entry`` when that is given."""
     dataset: str = "medical"
     """For ``bundled``: ``medical`` or ``commonsense``."""
     path: str | None = None
