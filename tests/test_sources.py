@@ -259,3 +259,13 @@ def test_calm_medqa_pipeline_check_names_the_drift(capsys):
     assert main(["run", str(pipeline), "--check", "--set", "data.misaligned=drop"]) == 0
     out = capsys.readouterr().out
     assert "dropped 703 rows of zh" in out and "298 questions line up" in out
+
+
+@pytest.mark.skipif(not (SHARED / "calm-reference" / "xcsqa" / "test").is_dir(),
+                    reason="CALM's released data is not beside the project")
+def test_calm_xcsqa_pipeline_checks_clean(capsys):
+    pipeline = Path(__file__).resolve().parents[1] / "pipelines" / "calm-xcsqa.yaml"
+    assert main(["run", str(pipeline), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "ja: 100 rows" in out and "x_csqa_cn_test.json" in out
+    assert "100 questions line up in every language" in out
