@@ -30,6 +30,7 @@ from calm_rag.config import (
 from calm_rag.config import (
     describe as describe_config,
 )
+from calm_rag.datasets.entry import DatasetEntry
 from calm_rag.errors import InputError
 from calm_rag.models import DEFAULT_GENERATOR, check_model_reference
 from calm_rag.plugins import import_plugins
@@ -54,16 +55,32 @@ class DataConfig:
     """The questions: where they come from and how they are split."""
 
     source: str = "bundled"
-    """A registered dataset: ``bundled`` (the embedded sample sets), ``medqa`` or ``xcsqa``
-    (files of the release), or one a plugin registers."""
+    """A registered dataset (``calm-rag run --describe`` lists them): ``bundled`` (the
+    embedded sample sets); local releases ``xcsqa`` (XCSR's X-CSQA folder), ``medqa``
+    (MedQA-format files, ``{lang}`` in ``path``), ``medqa-release`` and ``medqa-taiwan``
+    (MedQA's data_clean folder), ``calm-xcsqa`` and ``calm-medqa`` (CALM's released test
+    files); the hub's ``xcsqa-hub``, ``medqa-gbaker``, ``medqa-bigbio``, ``mmmlu`` and
+    ``global-mmlu``; or the name of ``entry`` when that is given."""
     dataset: str = "medical"
     """For ``bundled``: ``medical`` or ``commonsense``."""
     path: str | None = None
-    """For ``medqa``/``xcsqa``: one file per language, ``{lang}`` in the path standing for the
-    language code (``data/xcsqa/{lang}/dev.jsonl``); relative to the experiment file."""
+    """Where the files are, relative to the experiment file: a local release's folder (the
+    entry knows its layout), or a template with ``{lang}`` standing for the release's language
+    code (``data/medqa/{lang}/test.jsonl``). For a hub source, a local copy read instead of the
+    hub: a ``save_to_disk`` folder, parquet/jsonl files or a clone of the repository
+    (``{lang}`` in it for one per language)."""
+    entry: DatasetEntry | None = None
+    """A dataset written in this file instead of a registered one (``source`` then only names
+    it): ``loader``, ``path`` or ``name``/``config``/``split``/``revision``, the columns ``id``,
+    ``stem``, ``options``, ``answer``, the language ``codes`` and how languages line up
+    (``parallel``); every key is listed under ``data.entry`` below."""
     languages: tuple[str, ...] = ("en", "zh", "fr", "de", "it", "ja")
     """Languages asked (ISO 639-1 codes, each once); a question is kept only when it exists in
     all of them."""
+    misaligned: Literal["stop", "drop"] = "stop"
+    """A question whose languages do not line up (another gold answer or option count, a
+    shifted row, a missing row): ``stop`` with the file and the first such row, or ``drop``
+    those questions and say how many and from where (``calm-rag run --check`` shows it)."""
     train: int = 12
     """Questions sampled, voted and aligned on (each in every language), 1 or more."""
     heldout: int = 12
@@ -75,8 +92,9 @@ class DataConfig:
         from calm_rag.datasets.bundled import BUNDLED
         from calm_rag.languages import normalize_code
 
-        QUESTION_SOURCES.check(self.source, "source")
-        if self.source == "bundled":
+        if self.entry is None:
+            QUESTION_SOURCES.check(self.source, "source")
+        if self.source == "bundled" and self.entry is None:
             one_of("dataset", self.dataset, BUNDLED)
         at_least(self, 1, "train")
         at_least(self, 0, "heldout")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--describe", action="store_true",
                    help="print every experiment key with its type, default and meaning, each "
                         "backend's options and the names every registry holds")
+    p.add_argument("--check", action="store_true",
+                   help="load every language's questions, check they line up and print the "
+                        "counts and what was dropped; loads no model or index")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -33,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from calm_rag.experiment import describe, load_experiment
 
     if args.describe:
-        print("\n".join(describe()))
+        print("\n".join([*describe(), "", *_describe_entry()]))
         return 0
     if args.experiment is None:
         raise InputError("which experiment?", hint="calm-rag run pipelines/demo.yaml")
@@ -43,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.runs_dir:  # quoted: a folder named 2024 or true stays a string
         overrides.append(f"runs_dir={json.dumps(str(args.runs_dir))}")
     experiment = load_experiment(args.experiment, overrides)
+    if args.check:
+        return check(experiment)
 
     from calm_rag.evaluation import format_grid_table
     from calm_rag.pipeline import run_experiment
@@ -52,3 +60,39 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nrun finished in {result.seconds:.0f} s: {result.folder}")
     print(f"report: {result.folder / 'report.md'}")
     return 0
+
+
+def check(experiment: Any) -> int:
+    """``--check``: the questions of every language, lined up, counted; nothing else loaded."""
+    from calm_rag.pipeline.questions import check_questions, split_questions
+    from calm_rag.registries import QUESTION_SOURCES
+
+    started = time.perf_counter()
+    data = experiment.data
+    source = data.entry or QUESTION_SOURCES.get(data.source, field="data.source")
+    about = getattr(source, "description", "") or (source.__doc__ or "").strip().split("\n")[0]
+    print(f"data.source {data.source}: {about}")
+    # Counted as under `drop` first, so that a stop still shows every language's count.
+    checked = check_questions(dataclasses.replace(data, misaligned="drop"), experiment.base_dir)
+    print("\n".join(checked.summary(dropping=data.misaligned == "drop")))
+    if checked.dropped and data.misaligned == "stop":
+        check_questions(data, experiment.base_dir)  # raises: the first misaligned row
+    needed = data.train + data.heldout
+    print(f"split: train {data.train} + heldout {data.heldout} = {needed} of "
+          f"{checked.parallel} (seed {data.seed})")
+    split_questions(checked.questions, data)  # too few is an InputError, as in a run
+    print(f"checked in {time.perf_counter() - started:.1f} s; no model or index was loaded")
+    return 0
+
+
+def _describe_entry() -> list[str]:
+    from calm_rag.config import describe as describe_config
+    from calm_rag.datasets.entry import DatasetEntry
+    from calm_rag.registries import QUESTION_SOURCES
+
+    known = [f"  {name}: {source.description or source.__doc__}"
+             if isinstance(source, DatasetEntry) else f"  {name}: {(source.__doc__ or '').strip()}"
+             for name, source in QUESTION_SOURCES.items()]
+    return ["datasets (data.source):", *known, "",
+            "data.entry: a dataset written in the experiment (the built-in ones are the same):",
+            *describe_config(DatasetEntry, "data.entry.")]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import (
@@ -104,7 +105,8 @@ def _check_same_length(items: dict[Path, int]) -> None:
     # CALM files are parallel by position, so files of different lengths cannot be voted on.
     # Items are counted, not responses: an item may have none (CALM reads "pred": [] or null).
     if len(set(items.values())) > 1:
-        longest, shortest = max(items, key=items.get), min(items, key=items.get)
+        longest = max(items, key=lambda file: items[file])
+        shortest = min(items, key=lambda file: items[file])
         raise InputError(
             f"has {items[shortest]} items but {longest.name} has {items[longest]}: "
             "CALM sample files are parallel by position and must have the same length",
@@ -117,7 +119,7 @@ def _read_one(path: Path) -> tuple[list[tuple[Path, int, Sample]], int]:
     samples: list[tuple[Path, int, Sample]] = []
     items = read_json_array(path)
     for index, (line, item) in enumerate(items):
-        where = {"path": path, "line": line}
+        where: dict[str, Any] = {"path": path, "line": line}
         if not isinstance(item, dict):
             raise InputError(f"expected an object {{instruction, input, output, pred}}, got "
                              f"{json_type(item)}", **where)

@@ -14,7 +14,6 @@ from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl
 from calm_rag.languages import normalize_code
 from calm_rag.records import Question
-from calm_rag.registries import QUESTION_SOURCES
 
 # MedQA's release names files by region, not by language.
 _REGION_LANGUAGE = {"us": "en", "mainland": "zh", "taiwan": "zh", "tw": "zh"}
@@ -42,7 +41,7 @@ def read_medqa(path: str | Path, lang: str | None = None,
 
 
 def _question(obj: dict, lang: str, source: str, path: Path, line: int) -> Question:
-    where = {"path": path, "line": line}
+    where: dict[str, Any] = {"path": path, "line": line}
     for key, kind in (("question", str), ("options", dict)):
         if not isinstance(obj.get(key), kind):
             raise InputError(f"missing or not a {kind.__name__}", field=key, **where)
@@ -76,11 +75,3 @@ def write_medqa(questions: list[Question]) -> list[dict]:
         }
         for q in questions
     ]
-
-
-@QUESTION_SOURCES.register("medqa")
-def medqa_source(data: Any, base_dir: str | Path) -> list[Question]:
-    """MedQA's release (4 or 5 options): one file per language at ``data.path``."""
-    from calm_rag.datasets.sources import per_language_files
-
-    return per_language_files(data, base_dir, read_medqa)

@@ -10,7 +10,6 @@ from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl
 from calm_rag.languages import normalize_code
 from calm_rag.records import Question
-from calm_rag.registries import QUESTION_SOURCES
 
 
 def read_xcsqa(path: str | Path, lang: str | None = None, source: str = "xcsqa") -> list[Question]:
@@ -20,7 +19,7 @@ def read_xcsqa(path: str | Path, lang: str | None = None, source: str = "xcsqa")
 
 
 def _question(obj: dict, lang: str | None, source: str, path: Path, line: int) -> Question:
-    where = {"path": path, "line": line}
+    where: dict[str, Any] = {"path": path, "line": line}
     if "id" not in obj:
         raise InputError("missing", field="id", **where)
     question = obj.get("question")
@@ -64,11 +63,3 @@ def write_xcsqa(questions: list[Question]) -> list[dict]:
             row["answerKey"] = q.answer
         rows.append(row)
     return rows
-
-
-@QUESTION_SOURCES.register("xcsqa")
-def xcsqa_source(data: Any, base_dir: str | Path) -> list[Question]:
-    """X-CSQA's release: one file per language at ``data.path``."""
-    from calm_rag.datasets.sources import per_language_files
-
-    return per_language_files(data, base_dir, read_xcsqa)

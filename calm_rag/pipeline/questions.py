@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
+from calm_rag.datasets.align import Alignment, align, align_questions
+from calm_rag.datasets.entry import DatasetEntry
 from calm_rag.errors import InputError
 from calm_rag.experiment import DataConfig
 from calm_rag.records import Question
@@ -12,9 +15,26 @@ from calm_rag.registries import QUESTION_SOURCES
 
 
 def load_questions(data: DataConfig, base_dir: str | Path = ".") -> list[Question]:
-    """Every question of ``data`` in every language of ``data.languages``, from the registered
-    dataset ``data.source``."""
-    return QUESTION_SOURCES.get(data.source, field="data.source")(data, Path(base_dir))
+    """Every question of ``data`` in every language of ``data.languages``, checked to line up
+    across them (what was dropped under ``data.misaligned: drop`` is said on stderr)."""
+    checked = check_questions(data, base_dir)
+    for drop in checked.dropped:
+        print(f"data: dropped {drop.rows} misaligned rows of {drop.lang} (and their "
+              f"translations), first {drop.first}", file=sys.stderr)
+    return checked.questions
+
+
+def check_questions(data: DataConfig, base_dir: str | Path = ".") -> Alignment:
+    """The questions of ``data`` and what the alignment check kept and dropped.
+
+    A :class:`DatasetEntry` (built in or ``data.entry``) hands over its rows with their files
+    and lines, so positions are compared too; any other registered source is joined by id.
+    """
+    source = data.entry or QUESTION_SOURCES.get(data.source, field="data.source")
+    if isinstance(source, DatasetEntry):
+        return align(source.load(data, Path(base_dir)), source.parallel, data.misaligned)
+    return align_questions(source(data, Path(base_dir)), f"data.source {data.source}",
+                           data.misaligned)
 
 
 def split_questions(questions: list[Question], data: DataConfig

@@ -38,10 +38,19 @@ class Chunk:
 
 def make_splitter(config: ChunkingConfig, tokenize: Callable[[str], list]) -> Any:
     """A ``SentenceSplitter`` that counts tokens with the embedder's tokenizer."""
+    if not config.split:
+        return _Whole()
     from llama_index.core.node_parser import SentenceSplitter
 
     return SentenceSplitter(chunk_size=config.chunk_size, chunk_overlap=config.chunk_overlap,
                             tokenizer=tokenize)
+
+
+class _Whole:
+    """``chunking.split: false``: a pre-chunked corpus's passages stay as they are."""
+
+    def split_text(self, text: str) -> list[str]:
+        return [text]
 
 
 def chunk_documents(documents: Iterable[Document], splitter: Any, first_row: int = 0

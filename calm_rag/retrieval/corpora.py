@@ -1,4 +1,5 @@
-"""Corpus readers: MedQA textbooks, generic JSONL, folders of ``.txt`` files.
+"""Corpus readers: MedQA textbooks, generic JSONL, parquet (MedRAG's layout), folders of
+``.txt`` files.
 
 Each reader yields :class:`Document` records in a fixed order (files sorted by name), so the same
 corpus always gives the same chunks, the same hashes and the same embedding shards.
@@ -42,16 +43,48 @@ class Document:
 
 @CORPUS_READERS.register("jsonl")
 def read_jsonl_corpus(path: Path, lang: str | None = None) -> Iterator[Document]:
-    """``{"id", "text", "title"?, "lang"?}`` a line; ids must be unique (qrels name them)."""
+    """``{"id", "text", "title"?, "lang"?}`` a line (MedRAG's ``content`` read as ``text``);
+    ids must be unique (qrels name them)."""
     corpus_files("jsonl", path)  # a folder given for a file is named as such
+    yield from _documents(read_jsonl(path), path, lang)
+
+
+@CORPUS_READERS.register("parquet")
+def read_parquet_corpus(path: Path, lang: str | None = None) -> Iterator[Document]:
+    """A parquet file, or every ``*.parquet`` under a folder (a local copy of a hub corpus
+    such as ``MedRAG/textbooks``): columns ``id``, ``text`` or ``content``, ``title``?,
+    ``lang``?; read in batches, never whole."""
+    import pyarrow.parquet as pq
+
+    for file in corpus_files("parquet", path):
+        try:
+            table = pq.ParquetFile(file)
+        except (OSError, ValueError) as err:
+            raise InputError(f"not a readable parquet file: {err}", path=file) from None
+        names = set(table.schema_arrow.names)
+        columns = [c for c in ("id", "text", "content", "title", "lang") if c in names]
+
+        def rows(table: Any = table, columns: list[str] = columns) -> Iterator[tuple[int, Any]]:
+            row = 0
+            for batch in table.iter_batches(batch_size=1024, columns=columns):
+                for obj in batch.to_pylist():
+                    row += 1
+                    yield row, obj
+
+        yield from _documents(rows(), file, lang)
+
+
+def _documents(rows: Iterator[tuple[int, Any]], path: Path, lang: str | None
+               ) -> Iterator[Document]:
     seen: dict[str, int] = {}
-    for line, obj in read_jsonl(path):
-        doc_id = _field(obj, "id", (str, int), path, line)
-        text = _field(obj, "text", str, path, line)
+    for line, obj in rows:
+        doc_id = str(_field(obj, "id", (str, int), path, line))
+        # MedRAG's corpora name the passage ``content`` (``contents`` is title + content).
+        text = _field(obj, "content" if "text" not in obj and "content" in obj else "text", str,
+                      path, line)
         title = obj.get("title") or ""
         if not isinstance(title, str):
             raise InputError("expected a string", path=path, line=line, field="title")
-        doc_id = str(doc_id)
         if doc_id in seen:
             raise InputError(f"duplicate id {doc_id!r} (first on line {seen[doc_id]})",
                              path=path, line=line, field="id")
@@ -86,6 +119,11 @@ def corpus_files(kind: str, path: Path) -> list[Path]:
         if not path.is_file():
             raise InputError("expected a JSONL file, found a folder", path=path)
         return [path]
+    if kind == "parquet":
+        files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+        if not files:
+            raise InputError("no .parquet files in this folder", path=path)
+        return files
     if not path.is_dir():
         raise InputError("expected a folder, found a file", path=path)
     if kind == "medqa-textbooks":

@@ -37,8 +37,11 @@ class CorpusSource:
 
     type: str
     """A registered corpus type: ``jsonl``: one ``{"id", "text", "title"?, "lang"?}`` object a
-    line; ``text``: a folder of ``.txt`` files (searched recursively), one document each;
-    ``medqa-textbooks``: MedQA's ``textbooks`` folder (``en/*.txt`` and ``zh_paragraph/*.txt``)."""
+    line (MedRAG's ``content`` is read as ``text``); ``parquet``: a parquet file or a folder of
+    them with the same columns (a local copy of a hub corpus such as ``MedRAG/textbooks``, read
+    in batches); ``text``: a folder of ``.txt`` files (searched recursively), one document
+    each; ``medqa-textbooks``: MedQA's ``textbooks`` folder (``en/*.txt`` and
+    ``zh_paragraph/*.txt``)."""
     path: str
     """File or folder. Relative paths start at the spec's folder; ``package:calm_rag/...`` names
     data inside an installed package; ``${VAR}`` and ``${VAR:-default}`` are expanded."""
@@ -61,6 +64,10 @@ class ChunkingConfig:
     """Tokens shared by consecutive chunks of a document."""
     include_title: bool = True
     """Embed ``title`` + newline + chunk text (the stored chunk text stays without it)."""
+    split: bool = True
+    """``false``: each document is one passage, kept as it is (a corpus already cut into
+    snippets, such as MedRAG's); ``chunk_size`` then only warns about passages the embedder
+    will cut off."""
 
     def __post_init__(self) -> None:
         at_least(self, 1, "chunk_size")
