@@ -36,7 +36,8 @@ def read_pairs(path: Path):
     from calm_rag.records import PreferencePair
 
     path = pairs_file(path)
-    pairs, seen = [], {}
+    pairs: list[PreferencePair] = []
+    seen: dict[tuple[str, str, str], int] = {}
     for line, obj in read_jsonl(path):
         pair = PreferencePair.from_dict(obj, path=path, line=line)
         key = (pair.lang, pair.chosen_sample_id, pair.rejected_sample_id)

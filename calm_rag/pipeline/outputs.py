@@ -7,6 +7,7 @@ adapter and loss plot, the evaluation samples, metrics.json and report.md with i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import shutil
@@ -48,7 +49,8 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
         write_json(folder / "metrics.json", grid)
         training = _training_summary(folder, rounds)
         write_report(folder, grid, title=f"calm_rag run: {experiment.name}",
-                     summary=_summary(experiment, splits, base, final), training=training)
+                     summary=_summary(experiment, splits, base, final)
+                     | _alignment_line(ctx), training=training)
     target = published[0]
     _point_latest(target)
     return target, grid
@@ -150,6 +152,24 @@ def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
     }
 
 
+def _alignment(ctx: RunContext) -> dict[str, Any] | None:
+    """Rows read per language, questions lining up, and what ``data.misaligned: drop`` left out."""
+    checked = ctx.alignment
+    if checked is None:
+        return None
+    return {"rows": {lang: {"from": where, "rows": n} for lang, (where, n) in checked.rows.items()},
+            "parallel": checked.parallel, "unmatched": checked.unmatched,
+            "dropped": [dataclasses.asdict(drop) for drop in checked.dropped]}
+
+
+def _alignment_line(ctx: RunContext) -> dict[str, str]:
+    checked = ctx.alignment
+    if checked is None or not checked.dropped:
+        return {}
+    dropped = "; ".join(f"{d.rows} rows of {d.lang} (first {d.first})" for d in checked.dropped)
+    return {"misaligned rows dropped": f"{dropped}; {checked.parallel} questions line up"}
+
+
 def _params(params: Any) -> str:
     return (f"n={params.n}, temperature {params.temperature}, top_p {params.top_p}, "
             f"max_tokens {params.max_tokens}, seed {params.seed}")
@@ -168,6 +188,7 @@ def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
                   "evaluation": experiment.evaluation.sampling.seed,
                   "align": experiment.align.seed},
         "questions": {name: sorted({q.id for q in qs}) for name, qs in splits.items()},
+        "alignment": _alignment(ctx),
         "models": {"base": base.path, "base_fingerprint": base.fingerprint,
                    "final": final.path, "final_fingerprint": final.fingerprint},
         "stages": ctx.stages,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import random
-import sys
 from pathlib import Path
 
 from calm_rag.datasets.align import Alignment, align, align_questions
@@ -13,15 +13,21 @@ from calm_rag.experiment import DataConfig
 from calm_rag.records import Question
 from calm_rag.registries import QUESTION_SOURCES
 
+log = logging.getLogger(__name__)
+
 
 def load_questions(data: DataConfig, base_dir: str | Path = ".") -> list[Question]:
     """Every question of ``data`` in every language of ``data.languages``, checked to line up
-    across them (what was dropped under ``data.misaligned: drop`` is said on stderr)."""
+    across them (what ``data.misaligned: drop`` left out is logged)."""
     checked = check_questions(data, base_dir)
-    for drop in checked.dropped:
-        print(f"data: dropped {drop.rows} misaligned rows of {drop.lang} (and their "
-              f"translations), first {drop.first}", file=sys.stderr)
+    log_dropped(checked)
     return checked.questions
+
+
+def log_dropped(checked: Alignment) -> None:
+    for drop in checked.dropped:
+        log.info(f"data: dropped {drop.rows} misaligned rows of {drop.lang} (and their "
+                 f"translations), first {drop.first}")
 
 
 def check_questions(data: DataConfig, base_dir: str | Path = ".") -> Alignment:

@@ -12,7 +12,7 @@ from typing import Any
 from calm_rag.experiment import Experiment
 from calm_rag.pipeline.cache import StageCache
 from calm_rag.pipeline.models import LazySampler, ModelRef
-from calm_rag.pipeline.questions import load_questions, split_questions
+from calm_rag.pipeline.questions import check_questions, log_dropped, split_questions
 from calm_rag.pipeline.stages import (
     Round,
     RunContext,
@@ -47,8 +47,9 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
     runs = Path(experiment.runs_dir)
     ctx = RunContext(experiment, StageCache(runs / ".cache"), progress=progress)
     log.info(f"experiment {experiment.name}: settings {', '.join(experiment.settings)}")
-    splits = split_questions(load_questions(experiment.data, experiment.base_dir),
-                             experiment.data)
+    ctx.alignment = check_questions(experiment.data, experiment.base_dir)
+    log_dropped(ctx.alignment)
+    splits = split_questions(ctx.alignment.questions, experiment.data)
     passages = None
     if experiment.retrieval.enabled:
         passages = retrieve_stage(ctx, [q for group in splits.values() for q in group])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from calm_rag.config import non_defaults
+from calm_rag.datasets.align import Alignment
 from calm_rag.datasets.samples import read_samples, write_samples
 from calm_rag.experiment import Experiment
 from calm_rag.io import read_json, write_json
@@ -35,6 +36,8 @@ class RunContext:
     cache: StageCache
     stages: list[dict[str, Any]] = field(default_factory=list)
     progress: bool = True
+    alignment: Alignment | None = None
+    """What the questions' alignment check kept and dropped (for the manifest and report)."""
 
     def record(self, stage: str, label: str, key: str, cached: bool, seconds: float) -> None:
         self.stages.append({"stage": stage, "label": label, "key": key, "cached": cached,
