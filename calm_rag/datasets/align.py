@@ -13,11 +13,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
-from calm_rag.datasets.entry import Rows
 from calm_rag.errors import InputError
 from calm_rag.records import Question
 
 _DROP_HINT = "fix the file, or set data.misaligned: drop to go on without the misaligned rows"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One language's rows as read: where each came from and the question it holds."""
+
+    lang: str
+    where: str
+    """The file (or ``hub:name/config/split``) the rows came from."""
+    questions: list[Question | None]
+    """None for a row that could not be read (kept in place when rows are parallel by
+    position, so the alignment check names it instead of losing every row after it)."""
+    lines: list[int]
+    """Each question's line in the file (its row number, from 1, for a hub split)."""
+    broken: dict[int, str] = field(default_factory=dict)
+    """Why each unreadable row (by position) could not be read."""
 
 
 @dataclass

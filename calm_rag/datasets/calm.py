@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from calm_rag.datasets.sample_checks import check_aligned, check_has_text
 from calm_rag.errors import InputError
 from calm_rag.io import (
     OutputFolder,
@@ -148,7 +149,6 @@ def _read_one(path: Path) -> tuple[list[tuple[Path, int, Sample]], int]:
 
 def read_calm_samples(path: str | Path) -> list[Sample]:
     """Samples of a CALM sample file or folder, checked to line up across languages."""
-    from calm_rag.datasets.samples import check_aligned, check_has_text
 
     entries = read_calm_entries(path)
     check_aligned(entries)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from calm_rag.datasets.align import Rows, align
 from calm_rag.errors import InputError
 from calm_rag.io import expect, json_type, read_json_array, read_jsonl
 from calm_rag.records import Question
@@ -24,22 +25,6 @@ from calm_rag.records import Question
 _INLINE_OPTION = re.compile(r"^\s*[(（]?([A-Z])\s*[.．)）:：]\s*(.*?)\s*$")
 _LEADING_LETTER = re.compile(r"^\s*[(（]?([A-Za-z])\s*(?:[.．)）:：]|$)")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-@dataclass(frozen=True)
-class Rows:
-    """One language's rows as read: where each came from and the question it holds."""
-
-    lang: str
-    where: str
-    """The file (or ``hub:name/config/split``) the rows came from."""
-    questions: list[Question | None]
-    """None for a row that could not be read (kept in place when rows are parallel by
-    position, so the alignment check names it instead of losing every row after it)."""
-    lines: list[int]
-    """Each question's line in the file (its row number, from 1, for a hub split)."""
-    broken: dict[int, str] = field(default_factory=dict)
-    """Why each unreadable row (by position) could not be read."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +84,6 @@ class DatasetEntry:
 
     def __call__(self, data: Any, base_dir: str | Path) -> list[Question]:
         """The questions of ``data.languages`` once lined up (what ``data.source`` runs)."""
-        from calm_rag.datasets.align import align
 
         return align(self.load(data, base_dir), self.parallel, data.misaligned).questions
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from calm_rag.datasets.sample_checks import check_aligned, check_has_text
 from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl, write_jsonl
 from calm_rag.records import Sample
-
-Entry = tuple[Path, int, Sample]  # where a sample was read (file, line), and the sample
 
 
 def read_samples(path: str | Path) -> list[Sample]:
@@ -29,41 +28,6 @@ def read_samples(path: str | Path) -> list[Sample]:
     return [sample for _, _, sample in entries]
 
 
-def check_has_text(entries: list[Entry], path: Path) -> None:
-    """Samples whose responses are all empty would vote on nothing and exit as if all went
-    well; say so instead."""
-    if not any(sample.text.strip() for _, _, sample in entries):
-        raise InputError(f"every response is empty ({len(entries)} samples, no text)",
-                         path=path, hint="were the samples generated? check the 'pred' or "
-                                         "'text' fields")
-
-
 def write_samples(path: str | Path, samples: Iterable[Sample]) -> int:
     """Write samples as JSONL, atomically."""
     return write_jsonl(path, (s.to_dict() for s in samples))
-
-
-def check_aligned(entries: list[Entry]) -> None:
-    """Sample ids are unique; each question's languages share option labels and gold."""
-    first: dict[str, Sample] = {}
-    seen: dict[str, tuple[Path, int]] = {}
-    for path, line, sample in entries:
-        if sample.id in seen:
-            other, other_line = seen[sample.id]
-            place = f"line {other_line}" if other == path else f"{other}:{other_line}"
-            raise InputError(f"duplicate sample {sample.id!r} (also on {place}): it would be "
-                             "counted twice in the vote", path=path, line=line, field="id")
-        seen[sample.id] = (path, line)
-        q = sample.question
-        ref = first.setdefault(q.id, sample).question
-        for field, mine, theirs in (("options", q.labels, ref.labels),
-                                    ("answer", q.answer, ref.answer)):
-            if mine != theirs and (field == "options" or None not in (mine, theirs)):
-                raise InputError(
-                    f"question {q.id!r} has {field} {_show(mine)} in {q.lang} but "
-                    f"{_show(theirs)} in {ref.lang}: the languages do not line up",
-                    path=path, line=line, field=f"question.{field}")
-
-
-def _show(value) -> str:
-    return ",".join(value) if isinstance(value, tuple) else repr(value)
