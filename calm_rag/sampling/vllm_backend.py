@@ -176,9 +176,9 @@ class _ChildEngine:
     """vLLM's ``LLM`` and the model's tokenizer, inside the child (a ``child_process`` worker)."""
 
     def __init__(self, config: dict) -> None:
-        from transformers import AutoTokenizer
 
-        from calm_rag.models.references import from_local_or_hub, hub_reachable, is_local
+        from calm_rag.models.loading import load_tokenizer
+        from calm_rag.models.references import hub_reachable, is_local
 
         if not config["verbose"]:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -186,7 +186,7 @@ class _ChildEngine:
             # A hub id found in the local cache: vLLM must not retry the hub for minutes.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            self.tokenizer = from_local_or_hub(config["model"], AutoTokenizer.from_pretrained)
+            self.tokenizer = load_tokenizer(config["model"])
         except InputError as exc:
             raise InputError(exc.message, field="generator.model", hint=exc.hint) from None
         # vLLM only after the tokenizer: a wrong model fails without vLLM's 10 s import.
