@@ -176,7 +176,6 @@ class _ChildEngine:
     """vLLM's ``LLM`` and the model's tokenizer, inside the child (a ``child_process`` worker)."""
 
     def __init__(self, config: dict) -> None:
-
         from calm_rag.models.loading import load_tokenizer
         from calm_rag.models.references import hub_reachable, is_local
 
