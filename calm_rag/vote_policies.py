@@ -13,6 +13,7 @@ estimated without gold labels.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 
 from calm_rag.records import Sample
@@ -87,7 +88,11 @@ def dawid_skene(questions: list[list[Sample]], config: VoteConfig) -> PolicyResu
     given: list[set[str]] = [set() for _ in questions]
     for task, _, answer in rows:
         given[task].add(answer)
-    model = DawidSkene(n_iter=100).fit(pd.DataFrame(rows, columns=["task", "worker", "label"]))
+    with warnings.catch_warnings():  # crowd-kit's pandas deprecations are not the user's
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = DawidSkene(n_iter=100).fit(
+            pd.DataFrame(rows, columns=["task", "worker", "label"]))
     for task, probas in model.probas_.iterrows():
         # Only answers some language gave can win (the posterior of the others is ~0).
         scores[int(task)] = {str(a): float(p) for a, p in probas.items() if a in given[task]}
