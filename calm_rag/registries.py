@@ -67,7 +67,8 @@ ALIGN_METHODS: Registry[Any] = Registry(
     modules=("calm_rag.training.methods",))
 """How the policy is trained on the vote (``align.method``)."""
 
-METRICS: Registry[Any] = Registry("metric", arity=2, modules=("calm_rag.evaluation.metrics",))
+METRICS: Registry[Any] = Registry("metric", arity=2, modules=(
+    "calm_rag.evaluation.metrics", "calm_rag.evaluation.agreement"))
 """``fn(per_question_rows, languages) -> JSON value``, computed per setting
 (``evaluation.metrics``)."""
 

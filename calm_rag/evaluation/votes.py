@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from calm_rag.records import PreferencePair, Vote
+from calm_rag.records import PreferencePair, Sample, Vote
+
+if TYPE_CHECKING:
+    from calm_rag.voting import VoteConfig
 
 TIED = ("tie-broken", "tie-dropped")
+UNWEIGHTED = ("pooled", "language-balanced")  # policies that weigh every language alike
 
 
 def vote_counts(votes: Iterable[Vote]) -> dict[str, int]:
@@ -33,3 +38,14 @@ def clean_pairs(pairs: Iterable[PreferencePair], gold: dict[str, str | None]) ->
     return sum(1 for p in pairs if gold.get(p.question_id)
                and p.chosen_answer == gold[p.question_id]
                and p.rejected_answer != gold[p.question_id])
+
+
+def vote_summary(samples: Iterable[Sample], votes: list[Vote], pairs: list[PreferencePair],
+                 config: VoteConfig) -> dict:
+    """The vote stage of a run, for its report: policy, targets, ties, pairs, and the weight
+    the policy gave each language (recomputed from the samples; None where all weigh alike)."""
+    from calm_rag.voting import tally
+
+    weights = tally(samples, config).weights if config.policy not in UNWEIGHTED else {}
+    return {"policy": config.policy, "tie": config.tie, **vote_counts(votes),
+            "pairs": len(pairs), "language_weights": {k: v for k, v in weights.items() if v}}
