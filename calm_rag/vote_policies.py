@@ -93,9 +93,11 @@ def dawid_skene(questions: list[list[Sample]], config: VoteConfig) -> PolicyResu
         warnings.simplefilter("ignore", DeprecationWarning)
         model = DawidSkene(n_iter=100).fit(
             pd.DataFrame(rows, columns=["task", "worker", "label"]))
-    for task, probas in model.probas_.iterrows():
+    labels = [str(a) for a in model.probas_.columns]
+    for task, probas in zip(model.probas_.index, model.probas_.to_numpy(), strict=True):
         # Only answers some language gave can win (the posterior of the others is ~0).
-        scores[int(task)] = {str(a): float(p) for a, p in probas.items() if a in given[task]}
+        scores[int(task)] = {a: float(p) for a, p in zip(labels, probas, strict=True)
+                             if a in given[int(task)]}
     return PolicyResult(scores, _reliability(model))
 
 
