@@ -68,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if args.min_languages < 1:
         raise InputError("must be at least 1", field="--min-languages")
     weights = parse_weights(args.weights) if args.weights else None
+    base = base_config(args)
     try:
-        policies = study_policies(base_config(args), weights)
-    except InputError as err:
+        policies = study_policies(base, weights)
+    except InputError as err:  # only the weights are new to the base configuration
         raise InputError(err.message, field="--weights", hint=err.hint) from None
     if args.out:
         refuse_inputs(args.out, [args.samples])  # before the work, not after it
