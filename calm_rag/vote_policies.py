@@ -93,8 +93,10 @@ def dawid_skene(questions: list[list[Sample]], config: VoteConfig) -> PolicyResu
         warnings.simplefilter("ignore", DeprecationWarning)
         model = DawidSkene(n_iter=100).fit(
             pd.DataFrame(rows, columns=["task", "worker", "label"]))
-    labels = [str(a) for a in model.probas_.columns]
-    for task, probas in zip(model.probas_.index, model.probas_.to_numpy(), strict=True):
+    posterior = model.probas_
+    assert posterior is not None  # set by fit
+    labels = [str(a) for a in posterior.columns]
+    for task, probas in zip(posterior.index, posterior.to_numpy(), strict=True):
         # Only answers some language gave can win (the posterior of the others is ~0).
         scores[int(task)] = {a: float(p) for a, p in zip(labels, probas, strict=True)
                              if a in given[int(task)]}

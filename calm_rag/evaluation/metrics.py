@@ -67,8 +67,11 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0,
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    bounds = np.percentile(means, [2.5, 97.5])
-    return float(bounds[0]), float(bounds[1])
+    return _interval(means)
+
+
+def _interval(draws: np.ndarray) -> tuple[float, float]:
+    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
 def bootstrap_interval(n: int, statistic: Callable[[np.ndarray], float], seed: int = 0,
@@ -83,8 +86,7 @@ def bootstrap_interval(n: int, statistic: Callable[[np.ndarray], float], seed: i
     draws = draws[~np.isnan(draws)]
     if len(draws) < 2:
         return (float("nan"), float("nan"))
-    bounds = np.percentile(draws, [2.5, 97.5])
-    return float(bounds[0]), float(bounds[1])
+    return _interval(draws)
 
 
 def _summary(values: Iterable[float]) -> dict:
