@@ -121,7 +121,7 @@ def summarize(samples, votes, pairs, config, weights=None) -> dict:
         "questions": len({s.question.id for s in samples}),
         "votes": dict(Counter(v.status for v in votes)),
         **vote_counts(votes),
-        "language_weights": weights or {},
+        "language_weights": {k: v for k, v in (weights or {}).items() if v is not None},
         "pairs": len(pairs),
         "pairs_per_language": dict(sorted(Counter(p.lang for p in pairs).items())),
         "chosen_source": dict(Counter(p.chosen_source for p in pairs)),

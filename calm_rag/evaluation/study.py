@@ -121,19 +121,21 @@ def format_study_table(study: dict) -> str:
 
 
 def plot_study(study: dict, path: str | Path) -> Path:
-    """Target accuracy and clean-pair share against the number of voting languages."""
+    """Target accuracy, ties and clean-pair share against the number of voting languages."""
     from calm_rag.evaluation.plots import _figure, _save
 
     fig = _figure(9, 3.6)
     panels = fig.subplots(1, 3)
+    questions = max(study["questions"], 1)
     for name, p in study["policies"].items():
         sizes = [int(k) for k in p["by_size"]]
-        for ax, column in zip(panels, ("target_accuracy", "coverage", "clean_share"),
-                              strict=True):
-            values = [p["by_size"][str(k)][column] for k in sizes]
+        rows = [p["by_size"][str(k)] for k in sizes]
+        curves = ([r["target_accuracy"] for r in rows], [r["ties"] / questions for r in rows],
+                  [r["clean_share"] for r in rows])
+        for ax, values in zip(panels, curves, strict=True):
             ax.plot(sizes, [np.nan if v is None else 100 * v for v in values], marker="o",
                     label=name)
-    titles = ("Target accuracy %", "Coverage %", "Clean pairs %")
+    titles = ("Target accuracy %", "Questions tied %", "Clean pairs %")
     for ax, title in zip(panels, titles, strict=True):
         ax.set_title(title)
         ax.set_xlabel("languages voting")
