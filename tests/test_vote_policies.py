@@ -121,3 +121,13 @@ def test_vote_command_refuses_bad_policy_flags(tmp_path, capsys, flags):
     err = capsys.readouterr().err
     assert "--weights" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_gold_votes_take_gold_whatever_the_policy():
+    from calm_rag.pairs import gold_votes
+
+    samples = _crowd(8) + make_samples({"en": ["A"], "ja": ["B"]}, qid="x", gold=None)
+    votes = gold_votes(samples, VoteConfig(policy="dawid-skene"))
+    assert [v.answer for v in votes[:4]] == ["A", "B", "C", "D"]
+    assert (votes[-1].answer, votes[-1].status) == (None, "no-gold")
+    assert {v.status for v in votes[:-1]} == {"gold"}
