@@ -76,7 +76,11 @@ def dawid_skene(questions: list[list[Sample]], config: VoteConfig) -> PolicyResu
     """Languages as annotators (each with its own majority answer); crowd-kit's Dawid-Skene
     EM estimates each language's confusion matrix from the agreement over all questions, and
     the posterior probability of each answer is its score. A language's weight is its
-    estimated accuracy: the prior-weighted diagonal of its confusion matrix."""
+    estimated accuracy: the prior-weighted diagonal of its confusion matrix.
+
+    It almost never ties: where two languages disagree it sides with the one it estimates
+    more reliable, so a two-language vote that ``language-balanced`` reports as a tie gets a
+    target here (on CALM's Llama samples, a worse one: see ``calm-rag study votes``)."""
     rows = [(i, lang, answer) for i, samples in enumerate(questions)
             for lang, answer in language_answers(samples, config).items()]
     scores: list[dict[str, float]] = [{} for _ in questions]

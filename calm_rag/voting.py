@@ -85,7 +85,7 @@ def _weights(weights: dict[str, float], policy: str) -> dict[str, float]:
     if weights and policy != "weighted":
         raise InputError(f"only policy 'weighted' reads weights, not {policy!r}",
                          field="weights",
-                         hint="set policy: weighted (--vote-policy weighted), or leave them out")
+                         hint="set policy: weighted, or leave the weights out")
     checked: dict[str, float] = {}
     for code, weight in weights.items():
         lang = _code(code, "weights")
