@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "calm_rag.commands.index",
     "calm_rag.commands.models",
     "calm_rag.commands.run",
+    "calm_rag.commands.study",
 )
 
 

@@ -8,7 +8,7 @@ from itertools import zip_longest
 
 from calm_rag.records import PreferencePair, Sample, Vote
 from calm_rag.registries import CHOSEN_FALLBACKS
-from calm_rag.voting import VoteConfig, group_by_question, in_language_order, vote
+from calm_rag.voting import VoteConfig, group_by_question, in_language_order, vote_all
 
 
 def build_pairs(samples: Iterable[Sample], votes: Iterable[Vote],
@@ -92,9 +92,6 @@ def _pair(chosen: Sample, rejected: Sample, vote: Vote) -> PreferencePair:
 def gold_votes(samples: Iterable[Sample], config: VoteConfig) -> list[Vote]:
     """Votes whose answer is each question's gold label: the ``target: gold`` baseline, whose
     pairs prefer correct responses over wrong ones instead of the majority over the rest."""
-    votes = []
-    for group in group_by_question(samples).values():
-        counted = vote(group, config)
-        gold = group[0].question.answer
-        votes.append(replace(counted, answer=gold, status="gold" if gold else "no-gold"))
-    return votes
+    # One tally for all questions: a policy like dawid-skene fits once, not per question.
+    return [replace(counted, answer=counted.gold, status="gold" if counted.gold else "no-gold")
+            for counted in vote_all(samples, config)]

@@ -35,6 +35,11 @@ EXTRACTOR_CHAINS: Registry[Any] = Registry("extractor chain", base=tuple,
 TIE_POLICIES: Registry[Any] = Registry("tie policy", arity=3, modules=("calm_rag.voting",))
 """``fn(tied_answers, parsed_samples, vote_config) -> answer | None`` (``vote.tie``)."""
 
+VOTE_POLICIES: Registry[Any] = Registry("vote policy", arity=2,
+                                        modules=("calm_rag.vote_policies",))
+"""``fn(questions_samples, vote_config) -> PolicyResult``: scores each question's answers,
+seeing a setting's questions together (``vote.policy``)."""
+
 VOTE_PRESETS: Registry[Any] = Registry("vote preset", base="calm_rag.voting:VoteConfig",
                                        modules=("calm_rag.presets",))
 """Whole vote configurations by name (``calm-rag vote --policy``)."""
@@ -62,14 +67,15 @@ ALIGN_METHODS: Registry[Any] = Registry(
     modules=("calm_rag.training.methods",))
 """How the policy is trained on the vote (``align.method``)."""
 
-METRICS: Registry[Any] = Registry("metric", arity=2, modules=("calm_rag.evaluation.metrics",))
+METRICS: Registry[Any] = Registry("metric", arity=2, modules=(
+    "calm_rag.evaluation.metrics", "calm_rag.evaluation.agreement"))
 """``fn(per_question_rows, languages) -> JSON value``, computed per setting
 (``evaluation.metrics``)."""
 
 ALL: dict[str, Registry[Any]] = {
     registry.kind: registry for registry in (
-        SAMPLERS, EXTRACTORS, EXTRACTOR_CHAINS, TIE_POLICIES, VOTE_PRESETS, CHOSEN_FALLBACKS,
-        QUESTION_SOURCES, CORPUS_READERS, QUERY_POLICIES, ALIGN_METHODS, METRICS)
+        SAMPLERS, EXTRACTORS, EXTRACTOR_CHAINS, TIE_POLICIES, VOTE_POLICIES, VOTE_PRESETS,
+        CHOSEN_FALLBACKS, QUESTION_SOURCES, CORPUS_READERS, QUERY_POLICIES, ALIGN_METHODS, METRICS)
 }
 
 

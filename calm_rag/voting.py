@@ -1,22 +1,25 @@
 """Cross-lingual votes and the preference pairs they yield (CALM's self-consistency target).
 
-All parsed answers of a question (every language, every sample) vote; the majority is the
-target. Per language, a response that agrees is ``chosen`` and each one that disagrees is
-``rejected``: one pair a row, since TRL reads only two responses per row.
+A vote policy (``vote.policy``, see :mod:`calm_rag.vote_policies`) scores each answer of a
+question; the best-scored answer is the target. CALM's ``pooled`` policy counts every parsed
+answer of every language and sample. Per language, a response that agrees is ``chosen`` and
+each one that disagrees is ``rejected``: one pair a row, since TRL reads only two responses
+per row.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from calm_rag.config import one_of
 from calm_rag.errors import InputError
 from calm_rag.languages import normalize_code
 from calm_rag.records import Sample, Vote
-from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_PRESETS
+from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_POLICIES, VOTE_PRESETS
 
 TiePolicy = Callable[[list[str], list[Sample], "VoteConfig"], str | None]
 UNPARSED = ("ignore", "reject")
@@ -26,6 +29,15 @@ UNPARSED = ("ignore", "reject")
 class VoteConfig:
     """Parameters that control the vote and the pairs (the ``vote:`` block)."""
 
+    policy: str = "pooled"
+    """Who votes (a registered vote policy): ``pooled`` (CALM: every parsed answer of every
+    language is one vote), ``language-balanced`` (each language's own majority is one vote),
+    ``weighted`` (each language's majority counts its weight in ``weights``), or
+    ``dawid-skene`` (languages are annotators whose reliability is estimated from their
+    agreement over all questions, without gold; crowd-kit's Dawid-Skene)."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """For ``policy: weighted``, each language's weight (``{en: 2, zh: 1}``, at least 0);
+    a language not listed weighs 1."""
     tie: str = "first-seen"
     """How a tie between answers is settled (a registered tie policy): ``drop`` the question,
     ``first-seen`` (the tied answer met first when reading languages in ``language_order``),
@@ -36,8 +48,10 @@ class VoteConfig:
     pivot: str = "en"
     """The pivot language, for ``tie: pivot`` and ``chosen_fallback: pivot``."""
     min_agreement: float = 0.0
-    """The share of parsed answers the majority needs, in [0, 1]; below it the question
-    abstains (0 keeps every majority)."""
+    """The share of the votes the winner needs, in [0, 1]; below it the question abstains
+    (0 keeps every majority). The votes are the parsed answers (``pooled``), the voting
+    languages (``language-balanced``), their weights (``weighted``) or the posterior
+    probability (``dawid-skene``)."""
     chosen_fallback: str = "skip"
     """When a language has no response agreeing with the majority (a registered chosen
     fallback): ``skip`` it, or take the ``pivot`` language's agreeing response (then any
@@ -48,6 +62,7 @@ class VoteConfig:
     """Cap on rows per question (taken round-robin over languages); null: no cap."""
 
     def __post_init__(self) -> None:
+        VOTE_POLICIES.check(self.policy, "policy")
         TIE_POLICIES.check(self.tie, "tie")
         CHOSEN_FALLBACKS.check(self.chosen_fallback, "chosen_fallback")
         one_of("unparsed", self.unparsed, UNPARSED)
@@ -63,6 +78,25 @@ class VoteConfig:
                              field="language_order")
         object.__setattr__(self, "language_order", order)
         object.__setattr__(self, "pivot", _code(self.pivot, "pivot"))
+        object.__setattr__(self, "weights", _weights(self.weights, self.policy))
+
+
+def _weights(weights: dict[str, float], policy: str) -> dict[str, float]:
+    if weights and policy != "weighted":
+        raise InputError(f"only policy 'weighted' reads weights, not {policy!r}",
+                         field="weights",
+                         hint="set policy: weighted, or leave the weights out")
+    checked: dict[str, float] = {}
+    for code, weight in weights.items():
+        lang = _code(code, "weights")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) \
+                or not math.isfinite(weight) or weight < 0:
+            raise InputError(f"the weight of {code!r} must be a finite number >= 0, "
+                             f"got {weight!r}", field="weights")
+        if lang in checked:
+            raise InputError(f"names {lang!r} twice", field="weights")
+        checked[lang] = float(weight)
+    return checked
 
 
 def _code(code: str, field: str) -> str:
@@ -98,34 +132,88 @@ def _tie_pivot(tied: list[str], samples: list[Sample], config: VoteConfig) -> st
     return ranked[0][0]
 
 
+@dataclass
+class PolicyResult:
+    """What a vote policy returns for the questions of one setting."""
+
+    scores: list[dict[str, float]]
+    """Per question (in the order given), each answer's score; the best one wins."""
+    weights: dict[str, float] | None = None
+    """Per language, the weight or reliability the policy gave it (None: all alike)."""
+
+
+@dataclass
+class Tally:
+    """The votes of a sample set and, per setting, the weights the policy gave languages."""
+
+    votes: list[Vote]
+    weights: dict[str, dict[str, float] | None]
+
+
 def vote(samples: list[Sample], config: VoteConfig) -> Vote:
-    """The vote on one question in one setting, over all its languages and samples."""
+    """The vote on one question in one setting, over all its languages and samples (a
+    policy that learns from many questions, like ``dawid-skene``, sees only this one)."""
+    return tally(samples, config).votes[0]
+
+
+def vote_all(samples: Iterable[Sample], config: VoteConfig) -> list[Vote]:
+    """One vote per question and setting."""
+    return tally(samples, config).votes
+
+
+def tally(samples: Iterable[Sample], config: VoteConfig) -> Tally:
+    """Votes per question and setting; the policy sees a setting's questions together."""
+    groups = group_by_question(samples)
+    policy = VOTE_POLICIES.get(config.policy, "vote.policy")
+    settings: dict[str, list[tuple[str, str]]] = {}
+    for key in groups:
+        settings.setdefault(key[1], []).append(key)
+    votes: dict[tuple[str, str], Vote] = {}
+    weights: dict[str, dict[str, float] | None] = {}
+    for setting, keys in settings.items():
+        result = policy([parsed_samples(groups[k]) for k in keys], config)
+        weights[setting] = result.weights
+        for key, scores in zip(keys, result.scores, strict=True):
+            votes[key] = _vote(groups[key], scores, config)
+    return Tally([votes[key] for key in groups], weights)
+
+
+def parsed_samples(samples: list[Sample]) -> list[Sample]:
+    """The samples with an answer (the ones that vote)."""
+    return [s for s in samples if s.answer is not None]
+
+
+def _vote(samples: list[Sample], scores: dict[str, float], config: VoteConfig) -> Vote:
     first = samples[0]
-    parsed = [s for s in samples if s.answer is not None]
+    parsed = parsed_samples(samples)
     ordered = in_language_order(parsed, config.language_order)
     counts: Counter[str] = Counter(s.answer for s in ordered if s.answer is not None)
     by_language: dict[str, Counter[str]] = {}
     for s in parsed:
         if s.answer is not None:
             by_language.setdefault(s.lang, Counter())[s.answer] += 1
-    answer, status = _decide(counts, parsed, config)
+    answer, status = decide(scores, parsed, config)
     return Vote(question_id=first.question.id, setting=first.setting, answer=answer,
                 status=status, counts=dict(counts),
                 by_language={k: dict(v) for k, v in sorted(by_language.items())},
                 n_responses=len(samples), n_parsed=len(parsed), gold=first.question.answer)
 
 
-def _decide(counts: Counter, parsed: list[Sample], config: VoteConfig) -> tuple[str | None, str]:
-    if not counts:
+def decide(scores: dict[str, float], parsed: list[Sample],
+           config: VoteConfig) -> tuple[str | None, str]:
+    """The winner of ``scores`` and the vote's status; a tie goes to ``config.tie``."""
+    total = sum(scores.values())
+    if not scores or total <= 0:
         return None, "no-answers"
-    top = max(counts.values())
-    tied = [answer for answer, n in counts.items() if n == top]
+    top = max(scores.values())
+    # Weights and posteriors are floats: equal up to rounding is a tie.
+    tied = [a for a, n in scores.items() if math.isclose(n, top, rel_tol=1e-9, abs_tol=1e-12)]
     if len(tied) == 1:
         answer, status = tied[0], "majority"
     else:
         answer = TIE_POLICIES.get(config.tie)(tied, parsed, config)
         status = "tie-broken" if answer else "tie-dropped"
-    if answer and top / len(parsed) < config.min_agreement:
+    if answer and top / total < config.min_agreement:
         return None, "abstained"
     return answer, status
 
@@ -136,11 +224,6 @@ def group_by_question(samples: Iterable[Sample]) -> dict[tuple[str, str], list[S
     for sample in samples:
         groups.setdefault((sample.question.id, sample.setting), []).append(sample)
     return groups
-
-
-def vote_all(samples: Iterable[Sample], config: VoteConfig) -> list[Vote]:
-    """One vote per question and setting."""
-    return [vote(group, config) for group in group_by_question(samples).values()]
 
 
 PRESETS = VOTE_PRESETS

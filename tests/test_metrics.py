@@ -54,3 +54,45 @@ def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
     assert low < 0.5 < high and high - low < 0.3
     assert bootstrap_ci(values) == (low, high)
     assert all(math.isnan(x) for x in bootstrap_ci(np.array([1.0])))
+
+
+def test_krippendorff_alpha_of_languages_as_raters():
+    from calm_rag.evaluation.agreement import krippendorff_alpha
+
+    # Two raters, four units: (A,A) (B,B) (A,B) (B,A). By hand: observed disagreement
+    # 4/8, expected 2*4*4/(8*7) = 4/7, so alpha = 1 - (1/2)/(4/7) = 1/8.
+    rows = [{"answers": {"en": x, "zh": y}} for x, y in ("AA", "BB", "AB", "BA")]
+    result = krippendorff_alpha(rows, ["en", "zh"])
+    assert result["value"] == pytest.approx(0.125) and result["n"] == 4
+    low, high = result["ci95"]
+    assert low <= high
+    agreeing = [{"answers": {"en": x, "zh": x, "fr": None}} for x in "ABCAB"]
+    assert krippendorff_alpha(agreeing, ["en", "fr", "zh"])["value"] == pytest.approx(1.0)
+    # One letter throughout: agreement cannot be told from chance, so alpha is undefined.
+    same = [{"answers": {"en": "A", "zh": "A"}}] * 3
+    assert krippendorff_alpha(same, ["en", "zh"]) == {"value": None, "ci95": [None, None],
+                                                       "n": 3}
+
+
+def test_answer_entropy_in_bits_skips_questions_under_two_answers():
+    from calm_rag.evaluation.agreement import answer_entropy, entropy_of
+
+    assert entropy_of({"en": "A", "zh": "A", "fr": "B", "de": "B"}) == pytest.approx(1.0)
+    assert entropy_of({"en": "A", "zh": "A"}) == 0.0
+    assert math.isnan(entropy_of({"en": "A", "zh": None}))
+    rows = [{"answers": {"en": "A", "zh": "B"}}, {"answers": {"en": "A", "zh": "A"}},
+            {"answers": {"en": "A", "zh": None}}]
+    result = answer_entropy(rows, ["en", "zh"])
+    assert result["value"] == pytest.approx(0.5)
+    assert (result["n"], result["skipped"], result["max"]) == (2, 1, 1.0)
+
+
+def test_agreement_measures_are_standard_metrics_with_intervals():
+    samples = [s for i in range(6) for s in make_samples(
+        {"en": ["A"], "zh": ["A" if i % 3 else "B"], "fr": ["ABC"[i % 3]]}, qid=f"q{i}")]
+    m = compute_metrics(samples)["zero-shot"]
+    for name in ("krippendorff_alpha", "answer_entropy"):
+        assert set(m[name]) >= {"value", "ci95", "n"} and m[name]["ci95"][0] is not None
+    table = format_metrics_table({"zero-shot": m})
+    assert "Krippendorff's alpha (languages as raters): " in table
+    assert "Answer entropy across languages: " in table and "bits" in table

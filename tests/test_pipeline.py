@@ -99,6 +99,9 @@ def test_run_writes_every_artifact(finished):
                                   "heldout/after"}
     report = (run / "report.md").read_text()
     assert "## Consistency before → after" in report and "](plots/accuracy.png)" in report
+    votes = [json.loads(line) for line in (run / "votes.jsonl").read_text().splitlines()]
+    tied = sum(v["status"] in ("tie-broken", "tie-dropped") for v in votes)
+    assert f"- **tied**: {tied} (" in report  # two languages tie often: the report says so
     assert str(finished) not in report.replace(str(finished / "runs" / ".cache"), "")
 
 

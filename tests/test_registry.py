@@ -115,9 +115,9 @@ def test_registry_refuses_a_taken_name_and_a_wrong_shape():
 
 
 def test_every_kind_is_declared_once_and_listed_by_describe(capsys):
-    kinds = {"sampler backend", "extractor", "extractor chain", "tie policy", "vote preset",
-             "chosen fallback", "dataset", "corpus type", "retrieval policy", "align method",
-             "metric"}
+    kinds = {"sampler backend", "extractor", "extractor chain", "tie policy", "vote policy",
+             "vote preset", "chosen fallback", "dataset", "corpus type", "retrieval policy",
+             "align method", "metric"}
     assert kinds == set(ALL)
     assert main(["run", "--describe"]) == 0
     out = capsys.readouterr().out

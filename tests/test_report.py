@@ -145,6 +145,8 @@ def test_report_has_tables_plots_and_relative_links_only(grid, tmp_path):
     assert "- **final loss**: 0.6931" in text and "- **seconds**: 3.2" in text
     assert "![Training loss](adapter/loss.png)" in text
     assert "- **merged model**: merged" in text
+    assert "## Agreement across languages" in text
+    assert "| cell | setting | consistency % | Krippendorff's alpha | entropy (bits) |" in text
 
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert links[:2] == ["plots/accuracy.png", "plots/retrieval_delta.png"]
@@ -164,3 +166,24 @@ def test_training_loss_plot_outside_the_folder_is_linked_relatively(tmp_path):
     text = training_section({"method": "sft", "loss_plot": tmp_path / "train" / "loss.png"},
                             tmp_path / "report")
     assert "- **method**: sft" in text and "(../train/loss.png)" in text
+
+
+def test_report_says_how_many_questions_tied(grid, tmp_path):
+    from calm_rag.evaluation.votes import vote_summary
+    from calm_rag.pairs import build_pairs
+    from calm_rag.voting import VoteConfig, vote_all
+    from tests.conftest import make_samples
+
+    # Two languages: q1 and q3 split one to one and tie; q2 agrees.
+    samples = (make_samples({"en": ["A"], "zh": ["B"]}, qid="q1")
+               + make_samples({"en": ["C"], "zh": ["C"]}, qid="q2")
+               + make_samples({"en": ["B"], "zh": ["D"]}, qid="q3"))
+    config = VoteConfig(policy="weighted", weights={"en": 1.0}, tie="drop")
+    votes = vote_all(samples, config)
+    summary = vote_summary(samples, votes, build_pairs(samples, votes, config), config)
+    assert (summary["ties"], summary["ties_dropped"], summary["targets"]) == (2, 2, 1)
+    assert set(summary["language_weights"]["zero-shot"]) == {"en", "zh"}
+    text = write_report(tmp_path, grid, title="t", summary={}, votes=summary).read_text()
+    assert "- **tied**: 2 (66.7%), of which dropped: 2" in text
+    assert "- **questions voted**: 3, given a target: 1 (33.3%)" in text
+    assert "Language weights (zero-shot):" in text

@@ -1,4 +1,4 @@
-"""``calm-rag metrics``: accuracy, extraction and cross-lingual consistency of samples."""
+"""``calm-rag metrics``: accuracy, extraction and cross-lingual agreement of samples."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "metrics", help="accuracy per language and cross-lingual consistency",
         description="Accuracy per language against gold, extraction rates, CALM's "
-                    "cross-lingual consistency, with bootstrap 95%% intervals.")
+                    "cross-lingual consistency, Krippendorff's alpha (languages as raters) "
+                    "and answer entropy across languages, with bootstrap 95%% intervals.")
     p.add_argument("samples", type=Path, metavar="SAMPLES",
                    help="a samples JSONL, a CALM sample file, or a folder of CALM sample files")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")

@@ -12,7 +12,7 @@ from calm_rag.commands.common import add_extractor_option, load_samples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_PRESETS
+    from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_POLICIES, VOTE_PRESETS
     from calm_rag.voting import UNPARSED
 
     p = subparsers.add_parser(
@@ -25,6 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default="default", choices=list(VOTE_PRESETS),
                    help="preset vote policy; 'calm' reproduces the authors' pairs (default: "
                         "%(default)s); the options below override it")
+    p.add_argument("--vote-policy", choices=list(VOTE_POLICIES),
+                   help="who votes: pooled answers (CALM), one vote per language "
+                        "(language-balanced), weighted languages, or dawid-skene")
+    p.add_argument("--weights", metavar="xx=W,yy=W",
+                   help="per-language weights for --vote-policy weighted (unlisted: 1)")
     p.add_argument("--tie", choices=list(TIE_POLICIES), help="how ties are settled")
     p.add_argument("--language-order", metavar="xx,yy", help="order for first-seen ties")
     p.add_argument("--pivot", metavar="xx", help="pivot language")
@@ -43,6 +48,8 @@ def config_from_args(args: argparse.Namespace):
     from calm_rag.voting import preset
 
     overrides = {
+        "policy": args.vote_policy,
+        "weights": parse_weights(args.weights) if args.weights else None,
         "tie": args.tie,
         "language_order": tuple(args.language_order.split(",")) if args.language_order else None,
         "pivot": args.pivot,
@@ -55,24 +62,44 @@ def config_from_args(args: argparse.Namespace):
     try:
         return dataclasses.replace(preset(args.policy), **chosen)
     except InputError as err:  # name the flag that set it
-        flag = f"--{err.field.replace('_', '-')}" if err.field in chosen else err.field
+        flag = FLAGS.get(err.field, f"--{err.field.replace('_', '-')}") \
+            if err.field in chosen else err.field
         raise InputError(err.message, field=flag, hint=err.hint) from None
+
+
+FLAGS = {"policy": "--vote-policy"}  # a field whose flag is not its name
+
+
+def parse_weights(text: str) -> dict[str, float]:
+    """``en=2,zh=0.5`` as a mapping; a malformed item is an InputError on ``--weights``."""
+    from calm_rag.errors import InputError
+
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        lang, _, value = item.partition("=")
+        try:
+            weights[lang.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"{item!r} is not LANG=NUMBER", field="--weights",
+                             hint="for example --weights en=2,zh=0.5") from None
+    return weights
 
 
 def run(args: argparse.Namespace) -> int:
     from calm_rag.answers import CALM_CHAIN
     from calm_rag.io import output_folder, refuse_inputs, write_json, write_jsonl
     from calm_rag.pairs import build_pairs
-    from calm_rag.voting import vote_all
+    from calm_rag.voting import tally
 
     config = config_from_args(args)
     refuse_inputs(args.out, [args.samples])  # before the work, not after it
     # CALM's pairs rest on the authors' own letter reading, quirks included (see answers.py).
     default_chain = CALM_CHAIN if args.policy == "calm" else None
     samples = load_samples(args.samples, args.extractors, default_chain)
-    votes = vote_all(samples, config)
+    counted = tally(samples, config)
+    votes = counted.votes
     pairs = build_pairs(samples, votes, config)
-    summary = summarize(samples, votes, pairs, config)
+    summary = summarize(samples, votes, pairs, config, counted.weights)
     with output_folder(args.out, inputs=[args.samples]) as folder:
         write_jsonl(folder.path("samples.jsonl"), (s.to_dict() for s in samples))
         write_jsonl(folder.path("votes.jsonl"), (v.to_dict() for v in votes))
@@ -83,13 +110,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarize(samples, votes, pairs, config) -> dict:
-    """Counts a person checks first: statuses, pairs per language, where chosen came from."""
+def summarize(samples, votes, pairs, config, weights=None) -> dict:
+    """Counts a person checks first: statuses, ties, pairs per language, where chosen came
+    from, and the weight the policy gave each language (per setting)."""
+    from calm_rag.evaluation.votes import vote_counts
+
     return {
         "config": dataclasses.asdict(config),
         "samples": len(samples),
         "questions": len({s.question.id for s in samples}),
         "votes": dict(Counter(v.status for v in votes)),
+        **vote_counts(votes),
+        "language_weights": {k: v for k, v in (weights or {}).items() if v is not None},
         "pairs": len(pairs),
         "pairs_per_language": dict(sorted(Counter(p.lang for p in pairs).items())),
         "chosen_source": dict(Counter(p.chosen_source for p in pairs)),

@@ -10,7 +10,7 @@ languages is skipped (CALM divided by zero there) and counted in ``skipped``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import combinations
 
 import numpy as np
@@ -67,8 +67,26 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0,
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(axis=1)
-    bounds = np.percentile(means, [2.5, 97.5])
-    return float(bounds[0]), float(bounds[1])
+    return _interval(means)
+
+
+def _interval(draws: np.ndarray) -> tuple[float, float]:
+    return float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+def bootstrap_interval(n: int, statistic: Callable[[np.ndarray], float], seed: int = 0,
+                       resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float]:
+    """95% percentile interval of ``statistic(question_indices)`` over resampled questions,
+    for a statistic that is not a mean (Krippendorff's alpha); undefined resamples (NaN) are
+    left out."""
+    if n < 2:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    draws = np.array([statistic(idx) for idx in rng.integers(0, n, (resamples, n))])
+    draws = draws[~np.isnan(draws)]
+    if len(draws) < 2:
+        return (float("nan"), float("nan"))
+    return _interval(draws)
 
 
 def _summary(values: Iterable[float]) -> dict:
@@ -122,7 +140,8 @@ def agreement(rows: list[dict], langs: list[str]) -> dict:
     return agreement_matrix(rows, langs)
 
 
-STANDARD = ("accuracy", "extraction_rate", "consistency", "consistent_correct", "agreement")
+STANDARD = ("accuracy", "extraction_rate", "consistency", "consistent_correct", "agreement",
+            "krippendorff_alpha", "answer_entropy")
 """The metrics every evaluation computes (the report reads them)."""
 
 

@@ -22,7 +22,7 @@ from calm_rag.evaluation.plots import (
     plot_agreement,
     plot_retrieval_delta,
 )
-from calm_rag.evaluation.tables import _pct, _with_ci
+from calm_rag.evaluation.tables import _pct, _with_ci, with_ci_number
 from calm_rag.io import atomic_write
 
 MAX_HEATMAPS = 4
@@ -37,8 +37,9 @@ GRID_LEGEND = ("All numbers in %. Accuracy is per sample (unanswered counts as w
 
 
 def write_report(folder: str | Path, grid: dict, *, title: str, summary: dict[str, str],
-                 training: dict | None = None) -> Path:
-    """Write ``folder/plots/*.png`` and ``folder/report.md``; return the report's path."""
+                 training: dict | None = None, votes: dict | None = None) -> Path:
+    """Write ``folder/plots/*.png`` and ``folder/report.md``; return the report's path.
+    ``votes`` is the last round's :func:`calm_rag.evaluation.votes.vote_summary`."""
     folder = Path(folder)
     plots = write_plots(folder, grid)
     sections = [
@@ -46,9 +47,11 @@ def write_report(folder: str | Path, grid: dict, *, title: str, summary: dict[st
         "\n".join(f"- **{key}**: {_shown(value, folder)}" for key, value in summary.items()),
         f"## Results\n\n{format_grid_table(grid)}\n\n{GRID_LEGEND}",
         consistency_section(grid),
+        agreement_section(grid),
         extraction_section(grid),
         delta_section(grid),
         plots_section(plots),
+        vote_section(votes) if votes else "",
         training_section(training, folder) if training else "",
     ]
     path = folder / "report.md"
@@ -117,6 +120,22 @@ def consistency_section(grid: dict) -> str:
             "in percentage points.")
     header = ["split", "setting", "before", "after", "change (points)", "questions paired"]
     return f"{head}\n\n{note}\n\n{_table(header, rows)}"
+
+
+def agreement_section(grid: dict) -> str:
+    """Per cell and setting: CALM's consistency, Krippendorff's alpha and answer entropy."""
+    rows = [[name, setting, _with_ci(m["consistency"]),
+             with_ci_number(m.get("krippendorff_alpha")),
+             with_ci_number(m.get("answer_entropy"), 2)]
+            for name, cell in grid["cells"].items() for setting, m in cell["metrics"].items()]
+    if not rows:
+        return ""
+    note = ("Consistency (%) is CALM's share of agreeing language pairs. Krippendorff's alpha "
+            "takes languages as raters of nominal answers: 1 is full agreement, 0 agreement at "
+            "chance. Answer entropy is the entropy in bits of the languages' answers to a "
+            "question, averaged (0: all agree). 95% bootstrap intervals over questions.")
+    header = ["cell", "setting", "consistency %", "Krippendorff's alpha", "entropy (bits)"]
+    return f"## Agreement across languages\n\n{note}\n\n{_table(header, rows)}"
 
 
 def extraction_section(grid: dict) -> str:
@@ -206,6 +225,22 @@ def _value(key: str, value: object, folder: Path) -> str:
     if isinstance(value, float):
         return f"{value:.4f}" if "loss" in key else f"{value:.1f}"
     return _shown(value, folder)
+
+
+def vote_section(votes: dict) -> str:
+    """The vote that made the training targets: how many questions got one, how many tied."""
+    voted = votes["questions_voted"]
+    lines = [f"- **policy**: {votes['policy']} (ties: {votes['tie']})",
+             f"- **questions voted**: {voted}, given a target: {_count(votes['targets'], voted)}",
+             f"- **tied**: {_count(votes['ties'], voted)}, of which dropped: "
+             f"{votes['ties_dropped']}",
+             f"- **abstained** (below min_agreement): {votes['abstained']}",
+             f"- **pairs**: {votes['pairs']}"]
+    text = "## Vote\n\n" + "\n".join(lines)
+    for setting, weights in votes.get("language_weights", {}).items():
+        rows = [[lang, f"{weight:.3f}"] for lang, weight in weights.items()]
+        text += f"\n\nLanguage weights ({setting}):\n\n" + _table(["language", "weight"], rows)
+    return text
 
 
 def training_section(training: dict, folder: Path) -> str:

@@ -34,6 +34,7 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
               final: ModelRef, source: str | Path | None) -> tuple[Path, dict[str, Any]]:
     """Write the run folder; return it and the evaluation grid."""
     from calm_rag.evaluation import evaluation_grid, write_report
+    from calm_rag.evaluation.votes import vote_summary
 
     experiment = ctx.experiment
     parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
@@ -48,9 +49,12 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
             write_samples(folder / "eval" / f"{cell.replace('/', '-')}.jsonl", samples)
         write_json(folder / "metrics.json", grid)
         training = _training_summary(folder, rounds)
+        last = rounds[-1] if rounds else None
+        votes = (vote_summary(last.samples, last.votes, last.pairs, experiment.vote)
+                 if last else None)
         write_report(folder, grid, title=f"calm_rag run: {experiment.name}",
                      summary=_summary(experiment, splits, base, final)
-                     | _alignment_line(ctx), training=training)
+                     | _alignment_line(ctx), training=training, votes=votes)
     target = published[0]
     _point_latest(target)
     return target, grid
