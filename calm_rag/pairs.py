@@ -25,14 +25,17 @@ def build_pairs(samples: Iterable[Sample], votes: Iterable[Vote],
 def pairs_for_question(samples: list[Sample], vote: Vote,
                        config: VoteConfig) -> list[PreferencePair]:
     """One row per rejected response, each against an agreeing response (cycled)."""
+    target = vote.answer
+    if target is None:  # no target (a dropped tie, an abstention): nothing to prefer
+        return []
     ordered = in_language_order(samples, config.language_order)
     per_language = []
     for lang in dict.fromkeys(s.lang for s in ordered):
         mine = [s for s in ordered if s.lang == lang]
-        rejected = [s for s in mine if _disagrees(s, vote.answer, config)]
-        chosen = _chosen_for(mine, ordered, vote.answer, config)
+        rejected = [s for s in mine if _disagrees(s, target, config)]
+        chosen = _chosen_for(mine, ordered, target, config)
         if rejected and chosen:
-            per_language.append([_pair(chosen[i % len(chosen)], r, vote)
+            per_language.append([_pair(chosen[i % len(chosen)], r, vote, target)
                                  for i, r in enumerate(rejected)])
     if not config.max_pairs_per_question:
         return [pair for batch in per_language for pair in batch]
@@ -70,7 +73,7 @@ def _borrow(mine: list[Sample], ordered: list[Sample], majority: str,
     return [s for s in others if s.lang == config.pivot] or others
 
 
-def _pair(chosen: Sample, rejected: Sample, vote: Vote) -> PreferencePair:
+def _pair(chosen: Sample, rejected: Sample, vote: Vote, target: str) -> PreferencePair:
     source = "same-language" if chosen.lang == rejected.lang else f"pivot:{chosen.lang}"
     return PreferencePair(
         question_id=vote.question_id,
@@ -80,7 +83,7 @@ def _pair(chosen: Sample, rejected: Sample, vote: Vote) -> PreferencePair:
         input=rejected.input,
         chosen=chosen.text,
         rejected=rejected.text,
-        chosen_answer=vote.answer,
+        chosen_answer=target,
         rejected_answer=rejected.answer,
         vote_counts=dict(vote.counts),
         chosen_sample_id=chosen.id,

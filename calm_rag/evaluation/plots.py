@@ -9,7 +9,7 @@ package for far less. Each PNG is written atomically.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -81,11 +81,11 @@ def plot_accuracy(grid: dict, path: str | Path) -> Path:
 
 def _legend(fig: Figure, axes: np.ndarray) -> None:
     """One legend for all panels, below them, so no bar is hidden."""
-    labels = {}
+    labels: dict[str, Any] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             labels.setdefault(label, handle)
-    fig.legend(labels.values(), labels.keys(), loc="outside lower center",
+    fig.legend(list(labels.values()), list(labels.keys()), loc="outside lower center",
                ncols=min(len(labels), 4), fontsize="small", frameon=False)
 
 
