@@ -141,8 +141,12 @@ def _try_lock(handle: Any) -> bool:
 
 def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> str:
     """Everything that decides the index's content; equal keys mean nothing to rebuild."""
-    inputs = {"format": mf.FORMAT, "spec": {k: v for k, v in spec.to_dict().items()
-                                            if k != "description"},
+    described = {k: v for k, v in spec.to_dict().items() if k != "description"}
+    if described["chunking"].get("split", True):
+        # Keys added after indexes were built, at their defaults, leave the key as it was: an
+        # index built before them is still up to date, not "built from other inputs".
+        described["chunking"] = {k: v for k, v in described["chunking"].items() if k != "split"}
+    inputs = {"format": mf.FORMAT, "spec": described,
               "corpus": [s.sha256 for s in sources], "embedder": embedder.fingerprint}
     return json_digest(inputs, ascii_only=True)
 
