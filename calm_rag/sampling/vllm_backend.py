@@ -25,6 +25,7 @@ from typing import Any
 
 from calm_rag.child_process import ChildError, ChildProcess, Progress
 from calm_rag.errors import InputError
+from calm_rag.hardware import resolve_dtype
 from calm_rag.models import DEFAULT_GENERATOR, DTYPES, check_model_reference, resolve_generator
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.chat import encode_chat
@@ -43,7 +44,9 @@ class VLLMOptions:
     """The default's short name, a local transformers folder or a hub id (in an experiment:
     ``generator.model``)."""
     dtype: str = "auto"
-    """Weights dtype: auto (as saved), float32, bfloat16 or float16."""
+    """Weights dtype: float32, bfloat16, float16, or auto: bfloat16 where the hardware
+    computes in it (a bf16 GPU, a CPU with AVX512-BF16/AMX), float32 elsewhere
+    (CALM_RAG_BF16=0/1 overrides)."""
     max_model_len: int | None = None
     """Longest prompt + response in tokens; default: the model's limit."""
     kv_cache_gib: float = 1.0
@@ -136,7 +139,8 @@ class VLLMSampler(Sampler):
             self.close()  # it died since the last call (and said so then): start afresh
         if self._engine is None:
             started = time.perf_counter()
-            config = {**asdict(self.options), "model": self.model_path}
+            config = {**asdict(self.options), "model": self.model_path,
+                      "dtype": resolve_dtype(self.options.dtype)}
             engine = ChildProcess(_ChildEngine, config, name="calm-rag-vllm",
                                   label="vLLM engine", log_name="vLLM",
                                   verbose=self.options.verbose)
