@@ -86,3 +86,18 @@ def test_every_user_asks_the_same_function(monkeypatch):
         assert _scoring_dtype() == str(dtype).removeprefix("torch.")
         assert use_bf16("auto", gpu=False) is bf16
         assert use_bf16("fp32", gpu=False) is False
+
+
+def test_a_forced_ending_matches_the_format_and_fits_the_budget():
+    import re
+
+    from calm_rag.sampling.endings import AnswerEnding, explanation_budget
+
+    ending = AnswerEnding("Explanation:", "Answer:", ("A", "B", "C", "D"))
+    pattern = re.compile(ending.regex(16))
+    assert pattern.fullmatch("Explanation: short reason\nAnswer: B")
+    assert not pattern.fullmatch("Explanation: " + "x" * 17 + "\nAnswer: B")  # too long
+    assert not pattern.fullmatch("Explanation: ok\nAnswer: E")  # not an option
+    # Fewer characters where a token holds fewer (Chinese), never below one rounding step.
+    assert explanation_budget(40, 7, 4.3) > explanation_budget(40, 14, 0.67) >= 8
+    assert explanation_budget(5, 14, 0.67) == 8

@@ -142,7 +142,8 @@ def sample_key(ctx: RunContext, job: SampleJob, model: ModelRef) -> str:
     options = non_defaults(generator.options, skip=("model", "progress"))
     dtype = getattr(generator.options, "dtype", None)  # bf16 and float32 sample other texts
     return content_key("sample", STAGE_VERSIONS["sample"], model.fingerprint, generator.backend,
-                       options, resolve_dtype(dtype) if dtype else None, prompts, [q.to_dict() for q in job.questions],
+                       options, resolve_dtype(dtype) if dtype else None, prompts,
+                       [q.to_dict() for q in job.questions],
                        dataclasses.asdict(job.params), job.setting, ctx.experiment.answers.chain,
                        ctx.experiment.shard_questions)
 

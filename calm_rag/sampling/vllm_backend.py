@@ -323,7 +323,8 @@ def request_params(params: dict, prompt: list[int], pattern: str | None = None) 
     return VLLMParams(n=1 if greedy else params["n"], temperature=params["temperature"],
                       top_p=1.0 if greedy else params["top_p"], max_tokens=params["max_tokens"],
                       seed=int.from_bytes(digest, "little"),
-                      structured_outputs=StructuredOutputsParams(regex=pattern) if pattern else None)
+                      structured_outputs=(StructuredOutputsParams(regex=pattern)
+                                          if pattern else None))
 
 
 def _forward_progress(progress: Progress) -> Any:
