@@ -10,7 +10,9 @@ On the same prompts (bundled questions, every language, the default generator) i
   over the raw backend time (``sampler.generate`` on the same chats built beforehand), with the
   same parameters and seed, so both produce the same texts; aim <= 1.10;
 * ``vllm`` through calm_rag (engine in a child process, chats rendered there, texts sent back)
-  over vLLM's own ``LLM.generate`` in this process on the same token ids and request settings.
+  over vLLM's own ``LLM.generate`` in this process on the same token ids and request settings;
+* tokens/s of the ``vllm`` backend with bfloat16 and with float32 weights on this machine, and
+  which one ``dtype: auto`` picks here and why (calm_rag.hardware; CALM_RAG_BF16=0/1 overrides).
 
 The sides take turns in one loop, in reverse order every other turn (the machine is shared, so
 load changes hit all sides alike); ratios are given for the summed times and for each side's
@@ -43,6 +45,8 @@ def main() -> None:
     sides = build_sides(args, chats, params)
     times = run_turns(sides, questions, chats, params, args)
     results = report(times, args)
+    if args.dtypes:
+        results["dtypes"] = compare_dtypes(chats, params, args)
     for side in sides.values():
         getattr(side, "close", lambda: None)()
     if args.json:
@@ -60,6 +64,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-hf", dest="hf", action="store_false")
     parser.add_argument("--no-direct", dest="direct", action="store_false",
                         help="skip vLLM's own LLM.generate in this process")
+    parser.add_argument("--no-dtypes", dest="dtypes", action="store_false",
+                        help="skip the bfloat16 / float32 comparison")
     parser.add_argument("--json", help="also write the figures to this file")
     return parser.parse_args()
 
@@ -222,6 +228,41 @@ def report(times: dict[str, dict], args: argparse.Namespace) -> dict:
         print(f"vllm / hf tokens/s: {speedup:.2f}x")
         results["vllm / hf tokens_per_s"] = round(speedup, 2)
     return results
+
+
+def compare_dtypes(chats: list, params, args: argparse.Namespace) -> dict:
+    """tokens/s of the vllm backend in bfloat16 and in float32, turn about, and ``auto``'s pick."""
+    from calm_rag.hardware import auto_precision
+    from calm_rag.sampling import VLLMOptions, VLLMSampler
+
+    chosen = auto_precision()
+    print(f"\ndtype: auto picks {chosen.dtype} here ({chosen.reason})", flush=True)
+    samplers = {}
+    for dtype in ("bfloat16", "float32"):
+        started = time.perf_counter()
+        samplers[dtype] = VLLMSampler(VLLMOptions(dtype=dtype, enable_prefix_caching=False,
+                                                  progress=False))
+        samplers[dtype].generate(chats[:1], type(params)(n=1, max_tokens=1))  # the engine
+        print(f"vllm {dtype}: engine ready in {time.perf_counter() - started:.1f} s", flush=True)
+    totals = {dtype: [0.0, 0] for dtype in samplers}
+    for turn in range(args.repeat):
+        order = list(samplers) if turn % 2 == 0 else list(samplers)[::-1]
+        for dtype in order:
+            started = time.perf_counter()
+            samplers[dtype].generate(chats, params)
+            seconds, tokens = time.perf_counter() - started, samplers[dtype].last_stats[
+                "new_tokens"]
+            totals[dtype][0] += seconds
+            totals[dtype][1] += tokens
+            print(f"  turn {turn + 1}: vllm {dtype:<8} {seconds:7.1f} s  {tokens / seconds:6.1f}"
+                  f" tok/s   (load average {os.getloadavg()[0]:.1f})", flush=True)
+    for sampler in samplers.values():
+        sampler.close()
+    rates = {dtype: tokens / seconds for dtype, (seconds, tokens) in totals.items()}
+    for dtype, rate in rates.items():
+        print(f"vllm {dtype:<8} {rate:6.1f} tok/s{'   <- auto' if dtype == chosen.dtype else ''}")
+    print(f"bfloat16 / float32 tokens/s: {rates['bfloat16'] / rates['float32']:.2f}x")
+    return {"auto": chosen.to_dict(), "tokens_per_s": {d: round(r, 1) for d, r in rates.items()}}
 
 
 if __name__ == "__main__":  # the vLLM engine's processes are spawned: they re-import this file

@@ -20,13 +20,16 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def torch_dtype(dtype: str) -> Any:
-    """``"auto"`` (as saved) or the torch dtype named ``dtype``."""
+    """The torch dtype named ``dtype``; ``"auto"`` is the hardware's choice
+    (:func:`calm_rag.hardware.auto_precision`: bfloat16 where it computes in it, else float32)."""
     import torch
+
+    from calm_rag.hardware import resolve_dtype
 
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}", field="dtype",
                          hint=f"use {', '.join(DTYPES)}")
-    return "auto" if dtype == "auto" else getattr(torch, dtype)
+    return getattr(torch, resolve_dtype(dtype))
 
 
 def load_tokenizer(path: str, **kwargs: Any) -> Any:

@@ -196,9 +196,24 @@ def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
         "models": {"base": base.path, "base_fingerprint": base.fingerprint,
                    "final": final.path, "final_fingerprint": final.fingerprint},
         "stages": ctx.stages,
+        "precision": precision(experiment),
         "packages": package_versions(),
         "python": platform.python_version(),
         "git": git_state(),
+    }
+
+
+def precision(experiment: Any) -> dict[str, str]:
+    """What ``auto`` meant on this machine and why, and the dtypes the run used with it."""
+    from calm_rag.hardware import auto_precision, resolve_dtype
+
+    chosen = auto_precision()
+    dtype = getattr(experiment.generator.options, "dtype", None)  # none for a served model
+    training = experiment.align.precision
+    return chosen.to_dict() | {
+        "generator": resolve_dtype(dtype) if dtype else "as served",
+        "scoring": chosen.dtype,
+        "training": ("bf16" if chosen.bf16 else "fp32") if training == "auto" else training,
     }
 
 

@@ -18,6 +18,7 @@ from calm_rag.config import non_defaults
 from calm_rag.datasets.align import Alignment
 from calm_rag.datasets.samples import read_samples, write_samples
 from calm_rag.experiment import Experiment
+from calm_rag.hardware import resolve_dtype
 from calm_rag.io import read_json, write_json
 from calm_rag.pipeline.cache import STAGE_VERSIONS, StageCache
 from calm_rag.pipeline.models import LazySampler, ModelRef
@@ -142,8 +143,10 @@ def sample_key(ctx: RunContext, job: SampleJob, model: ModelRef) -> str:
     generator = ctx.experiment.generator
     prompts = [prompt_fields(q, _passages(job, q)) for q in job.questions]
     options = non_defaults(generator.options, skip=("model", "progress"))
+    dtype = getattr(generator.options, "dtype", None)  # bf16 and float32 sample other texts
     return content_key("sample", STAGE_VERSIONS["sample"], model.fingerprint, generator.backend,
-                       options, prompts, [q.to_dict() for q in job.questions],
+                       options, resolve_dtype(dtype) if dtype else None, prompts,
+                       [q.to_dict() for q in job.questions],
                        dataclasses.asdict(job.params), job.setting, ctx.experiment.answers.chain,
                        ctx.experiment.shard_questions)
 
@@ -224,7 +227,8 @@ def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
     if ctx.experiment.answers.fallback == "none" or all(s.answer for s in samples):
         return samples
     started = time.perf_counter()
-    key = content_key("answers", STAGE_VERSIONS["answers"], key, model.fingerprint)
+    key = content_key("answers", STAGE_VERSIONS["answers"], key, model.fingerprint,
+                      _scoring_dtype())
     if ctx.cache.has("answers", key):
         ctx.record("answers", label, key, True, time.perf_counter() - started)
         return read_samples(ctx.cache.folder("answers", key) / "samples.jsonl")
@@ -244,11 +248,9 @@ def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
 def _scoring_dtype() -> str:
     """bfloat16 where the hardware multiplies in it (a GPU, or a CPU with AMX/AVX512-BF16:
     4x the float32 rate measured here, same choices); float32 elsewhere."""
-    import torch
+    from calm_rag.hardware import auto_precision
 
-    from calm_rag.training.common import use_bf16
-
-    return "bfloat16" if use_bf16("auto", gpu=torch.cuda.is_available()) else "float32"
+    return auto_precision().dtype
 
 
 # ---------------------------------------------------------------------------- align
@@ -287,8 +289,10 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
     """Train on ``rows`` (pairs for DPO, target samples for SFT); the merged model and what
     was trained."""
     align, started = ctx.experiment.align, time.perf_counter()
+    precision = resolve_dtype("auto") if align.precision == "auto" else align.precision
     key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
-                      dataclasses.asdict(align) | {"rounds": None}, [r.to_dict() for r in rows])
+                      dataclasses.asdict(align) | {"rounds": None, "precision": precision},
+                      [r.to_dict() for r in rows])
     folder = ctx.cache.folder("align", key)
     with ctx.cache.claim("align", key):  # a second run of the same key waits, then reads it
         cached = ctx.cache.has("align", key)

@@ -40,7 +40,9 @@ class HFOptions:
     batch_size: int = 12
     """Prompts per generate call; each expands to n sequences."""
     dtype: str = "auto"
-    """Weights dtype: auto (as saved), float32, bfloat16 or float16."""
+    """Weights dtype: float32, bfloat16, float16, or auto: bfloat16 where the hardware
+    computes in it (a bf16 GPU, a CPU with AVX512-BF16/AMX), float32 elsewhere
+    (CALM_RAG_BF16=0/1 overrides)."""
     threads: int | None = None
     """CPU threads for torch; default: the cores available."""
     progress: bool = True

@@ -26,6 +26,10 @@ class SamplingParams:
     """New tokens per response, at most (explanation + letter)."""
     seed: int = 0
     """Random seed: the same seed and inputs give the same texts."""
+    forced_answer: bool = False
+    """End every response with the localized answer marker and one option letter, after a
+    one-line explanation cut to fit max_tokens (vLLM's structured output: the vllm backend
+    only). Extraction then always finds a letter."""
 
     def __post_init__(self) -> None:
         at_least(self, 1, "n", "max_tokens")

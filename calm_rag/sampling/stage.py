@@ -8,6 +8,7 @@ from calm_rag.answers import DEFAULT_CHAIN, extract_answer
 from calm_rag.errors import InputError
 from calm_rag.records import SETTINGS, Question, Sample
 from calm_rag.sampling.base import Sampler
+from calm_rag.sampling.endings import AnswerEnding
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.sampling.prompts import messages_from_fields, prompt_fields
 
@@ -37,7 +38,11 @@ def sample_questions(
         raise InputError("the rag setting needs passages", field="setting",
                          hint="pass passages_for (a retriever) or use setting='zero-shot'")
     fields = [prompt_fields(q, passages_for(q) if passages_for else None) for q in questions]
-    texts = sampler.generate([messages_from_fields(*f) for f in fields], params)
+    chats = [messages_from_fields(*f) for f in fields]
+    if params.forced_answer:
+        texts = _forced(sampler, chats, params, [AnswerEnding.for_question(q) for q in questions])
+    else:
+        texts = sampler.generate(chats, params)
     if len(texts) != len(questions) or any(len(t) != params.n for t in texts):
         raise RuntimeError(f"the sampler returned {[len(t) for t in texts]} texts for "
                            f"{len(questions)} prompts x n={params.n}")
@@ -49,3 +54,14 @@ def sample_questions(
                                   answer=found.answer, extraction=found.method,
                                   instruction=instruction, input=input_))
     return samples
+
+
+def _forced(sampler: Sampler, chats: list, params: SamplingParams,
+            endings: list[AnswerEnding]) -> list[list[str]]:
+    """The texts of a backend that can force the answer's format (the vllm backend)."""
+    generate = getattr(sampler, "generate_forced", None)
+    if generate is None:
+        raise InputError(f"the {type(sampler).__name__} backend cannot force the answer format",
+                         field="sampling.forced_answer",
+                         hint="use generator.backend: vllm, or set forced_answer: false")
+    return generate(chats, params, endings)

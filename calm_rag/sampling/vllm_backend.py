@@ -25,9 +25,11 @@ from typing import Any
 
 from calm_rag.child_process import ChildError, ChildProcess, Progress
 from calm_rag.errors import InputError
+from calm_rag.hardware import resolve_dtype
 from calm_rag.models import DEFAULT_GENERATOR, DTYPES, check_model_reference, resolve_generator
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.chat import encode_chat
+from calm_rag.sampling.endings import AnswerEnding, explanation_budget
 from calm_rag.sampling.params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,9 @@ class VLLMOptions:
     """The default's short name, a local transformers folder or a hub id (in an experiment:
     ``generator.model``)."""
     dtype: str = "auto"
-    """Weights dtype: auto (as saved), float32, bfloat16 or float16."""
+    """Weights dtype: float32, bfloat16, float16, or auto: bfloat16 where the hardware
+    computes in it (a bf16 GPU, a CPU with AVX512-BF16/AMX), float32 elsewhere
+    (CALM_RAG_BF16=0/1 overrides)."""
     max_model_len: int | None = None
     """Longest prompt + response in tokens; default: the model's limit."""
     kv_cache_gib: float = 1.0
@@ -103,15 +107,24 @@ class VLLMSampler(Sampler):
         self._engine: ChildProcess | None = None
 
     def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
+        return self.generate_forced(prompts, params, None)
+
+    def generate_forced(self, prompts: list[Messages], params: SamplingParams,
+                        endings: list[AnswerEnding] | None) -> list[list[str]]:
+        """As ``generate``; with ``params.forced_answer``, each prompt's response ends as its
+        ending says (:mod:`calm_rag.sampling.endings`)."""
         from tqdm.auto import tqdm
 
         if not prompts:
             return []  # no reason to start an engine
+        if params.forced_answer and (endings is None or len(endings) != len(prompts)):
+            raise ValueError("forced_answer needs one AnswerEnding per prompt")
+        wire = [asdict(e) for e in endings] if params.forced_answer and endings else None
         engine = self._start()
         started = time.perf_counter()
         with tqdm(total=len(prompts), desc="sampling (vllm)", unit="prompt",
                   disable=not self.options.progress) as bar:
-            reply = _vllm_errors(engine.request, "generate", (prompts, asdict(params)),
+            reply = _vllm_errors(engine.request, "generate", (prompts, asdict(params), wire),
                                  bar.update)
         texts, new_tokens = reply["texts"], reply["new_tokens"]
         self._log_stats(len(prompts), new_tokens, time.perf_counter() - started, params)
@@ -136,7 +149,8 @@ class VLLMSampler(Sampler):
             self.close()  # it died since the last call (and said so then): start afresh
         if self._engine is None:
             started = time.perf_counter()
-            config = {**asdict(self.options), "model": self.model_path}
+            config = {**asdict(self.options), "model": self.model_path,
+                      "dtype": resolve_dtype(self.options.dtype)}
             engine = ChildProcess(_ChildEngine, config, name="calm-rag-vllm",
                                   label="vLLM engine", log_name="vLLM",
                                   verbose=self.options.verbose)
@@ -204,12 +218,13 @@ class _ChildEngine:
     def handle(self, command: str, payload: Any, progress: Progress) -> dict[str, Any]:
         if command != "generate":
             raise ValueError(f"unknown request {command!r}")
-        chats, params = payload
-        return self.generate(chats, params, progress)
+        chats, params, endings = payload
+        return self.generate(chats, params, progress, endings)
 
-    def generate(self, chats: list[Messages], params: dict, progress: Progress
-                 ) -> dict[str, Any]:
-        """``n`` texts per chat, in order, and the number of tokens generated."""
+    def generate(self, chats: list[Messages], params: dict, progress: Progress,
+                 endings: list[dict] | None = None) -> dict[str, Any]:
+        """``n`` texts per chat, in order, and the number of tokens generated; ``endings``
+        (AnswerEndings as dicts) force each response's end."""
         from vllm.inputs import TokensPrompt
 
         ids = [encode_chat(self.tokenizer, chat) for chat in chats]
@@ -221,7 +236,10 @@ class _ChildEngine:
                     hint="raise generator.options.max_model_len or shorten the prompts "
                          "(retrieval.k)")
         greedy = params["temperature"] == 0
-        requests = [request_params(params, prompt) for prompt in ids]
+        patterns = (self.patterns(chats, endings, params["max_tokens"]) if endings
+                    else [None] * len(ids))
+        requests = [request_params(params, prompt, pattern)
+                    for prompt, pattern in zip(ids, patterns, strict=True)]
         bar = _forward_progress(progress) if self.progress else False
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in ids], requests,
                                     use_tqdm=bar)
@@ -230,6 +248,21 @@ class _ChildEngine:
             texts = [group * params["n"] for group in texts]
         new_tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
         return {"texts": texts, "new_tokens": new_tokens}
+
+    def patterns(self, chats: list[Messages], endings: list[dict], max_tokens: int
+                 ) -> list[str]:
+        """Each prompt's response pattern, its explanation sized by the characters per token
+        of the prompt's instruction (the question's language and script: English passages or
+        the system prompt would overstate a Chinese one's) to leave room for the letter."""
+        patterns = []
+        for chat, given in zip(chats, endings, strict=True):
+            ending = AnswerEnding(given["explanation"], given["answer"], tuple(given["labels"]))
+            tail = len(self.tokenizer(ending.tail(), add_special_tokens=False)["input_ids"])
+            instruction = chat[-1]["content"].split("\n\n", 1)[0]
+            tokens = self.tokenizer(instruction, add_special_tokens=False)["input_ids"]
+            chars = len(instruction) / max(1, len(tokens))
+            patterns.append(ending.regex(explanation_budget(max_tokens, tail, chars)))
+        return patterns
 
     def shutdown(self) -> None:
         core = getattr(self.llm.llm_engine, "engine_core", None)
@@ -273,21 +306,24 @@ def one_process_on_cpu() -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
-def request_params(params: dict, prompt: list[int]) -> Any:
+def request_params(params: dict, prompt: list[int], pattern: str | None = None) -> Any:
     """vLLM's ``SamplingParams`` for one prompt of a call with ``params`` (ours, as a dict).
 
     Greedy decoding asks for one sequence (its ``n`` copies are identical). The seed comes from
     the call's seed and the prompt's tokens: a prompt's texts depend on nothing else, and the
     prompts of a call draw independent streams (one stream for all would correlate the samples
-    of a question's languages).
+    of a question's languages). ``pattern``, a regex, constrains the response.
     """
     from vllm import SamplingParams as VLLMParams
+    from vllm.sampling_params import StructuredOutputsParams
 
     greedy = params["temperature"] == 0
     digest = hashlib.blake2b(f"{params['seed']}:{prompt}".encode(), digest_size=4).digest()
     return VLLMParams(n=1 if greedy else params["n"], temperature=params["temperature"],
                       top_p=1.0 if greedy else params["top_p"], max_tokens=params["max_tokens"],
-                      seed=int.from_bytes(digest, "little"))
+                      seed=int.from_bytes(digest, "little"),
+                      structured_outputs=(StructuredOutputsParams(regex=pattern)
+                                          if pattern else None))
 
 
 def _forward_progress(progress: Progress) -> Any:

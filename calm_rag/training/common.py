@@ -107,18 +107,12 @@ def trainer_args(config: AlignConfig, scratch: Path) -> dict[str, Any]:
 
 def use_bf16(precision: str, gpu: bool) -> bool:
     """Whether to autocast to bf16: asked for, or ``auto`` on hardware with native bf16
-    (bf16 matmuls ran 4x faster than fp32 on a 2-core AVX512-BF16 CPU)."""
-    import torch
+    (:func:`calm_rag.hardware.auto_precision`, the samplers' and scorer's choice too)."""
+    from calm_rag.hardware import auto_precision
 
     if precision != "auto":
         return precision == "bf16"
-    if gpu:
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:  # not Linux: stay with fp32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return auto_precision(gpu=gpu).bf16
 
 
 def lora_config(config: AlignConfig, model: Any) -> Any:
