@@ -488,6 +488,8 @@ CONSISTENCY = [
             "generator.backend=hf", "data.train=4", "data.heldout=4", "data.languages=[en,zh,fr]",
             "sampling.n=2", "sampling.max_tokens=32", "answers.fallback=none", "retrieval.k=1",
             "align.epochs=1", "align.batch_size=2", "evaluation.sampling.max_tokens=32",
+            # The hf backend cannot force the answer's format (the demo's vLLM does).
+            "sampling.forced_answer=false", "evaluation.sampling.forced_answer=false",
             # Paths in an experiment are relative to the current folder, here notebooks/.
             f"retrieval.index_dir={os.path.relpath(ROOT / 'indexes')}",
             f"runs_dir={os.path.relpath(RUNS)}",
