@@ -83,11 +83,24 @@ def test_a_drifting_file_stops_on_its_first_misaligned_row(tmp_path):
     message = str(err.value)
     assert "all_test_en2cn.json:" in message and "row 3 (zh)" in message
     assert "repeats row 2" in message and "misaligned: drop" in message
+    resynced = check_questions(data(source="calm-medqa", path=str(folder),
+                                    languages=["en", "zh", "fr"], misaligned="drop"), tmp_path)
+    assert resynced.parallel == 6  # the repeat removed, every row after it lines up again
+    assert [(d.lang, d.rows, d.resynced) for d in resynced.dropped] == [("zh", 1, True)]
+    assert "all_test_en2cn.json:" in resynced.dropped[0].first
+    zh = {q.id: q for q in resynced.questions if q.lang == "zh"}
+    en = {q.id: q for q in resynced.questions if q.lang == "en"}
+    assert all(zh[i].answer == en[i].answer for i in en)
+
+
+def test_a_drifting_file_without_a_repeat_to_remove_drops_every_row_after(tmp_path):
+    rows = parallel_rows()
+    rows["zh"].insert(2, dict(rows["zh"][4]))  # an extra row, not a repeat: cannot re-sync
+    folder = write_calm_medqa(tmp_path / "medqa", rows)
     dropped = check_questions(data(source="calm-medqa", path=str(folder),
                                    languages=["en", "zh", "fr"], misaligned="drop"), tmp_path)
     assert dropped.parallel == 2  # nothing after a drifted file's first fault is trusted
-    assert [(d.lang, d.rows) for d in dropped.dropped] == [("zh", 5)]
-    assert "all_test_en2cn.json" in dropped.dropped[0].first
+    assert [(d.lang, d.rows, d.resynced) for d in dropped.dropped] == [("zh", 5, False)]
 
 
 def test_other_gold_or_option_count_is_misaligned(tmp_path):
@@ -258,7 +271,7 @@ def test_calm_medqa_pipeline_check_names_the_drift(capsys):
     assert "all_test_en2cn.json:1492: row 299 (zh)" in err and "repeats row 298" in err
     assert main(["run", str(pipeline), "--check", "--set", "data.misaligned=drop"]) == 0
     out = capsys.readouterr().out
-    assert "dropped 703 rows of zh" in out and "298 questions line up" in out
+    assert "removed 1 duplicated rows of zh" in out and "996 questions line up" in out
 
 
 @pytest.mark.skipif(not (SHARED / "calm-reference" / "xcsqa" / "test").is_dir(),

@@ -3,13 +3,16 @@
 Languages are joined by their parallel id. Rows parallel by position are compared row by row:
 the row counts, each row's gold answer and option count, and a row repeating the one before
 it (a duplicated row shifts everything after it). A mismatch stops with the file, the first
-misaligned row and what differs; ``data.misaligned: drop`` goes on without those rows. Once a
-file's row count differs, no position after its first misaligned row can be trusted, so all of
+misaligned row and what differs; ``data.misaligned: drop`` goes on without those rows. A file
+longer than the pivot by rows that repeat the row before them (CALM's Chinese MedQA file has one)
+is re-synced first: the repeats are removed and the rows after them line up again. Once a file's
+row count still differs, no position after its first misaligned row can be trusted, so all of
 them are dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
@@ -43,6 +46,16 @@ class Dropped:
     rows: int
     first: str
     """``file:line: what differs``."""
+    resynced: bool = False
+    """The rows were duplicates removed from this language alone; its translations are kept
+    and the rows after them line up again."""
+
+    def describe(self, verb: str = "dropped") -> str:
+        if self.resynced:
+            return (f"removed {self.rows} duplicated rows of {self.lang} (the rows after them "
+                    f"line up again), first {self.first}")
+        return (f"{verb} {self.rows} rows of {self.lang} (and their translations), "
+                f"first {self.first}")
 
 
 @dataclass
@@ -63,9 +76,7 @@ class Alignment:
         the run)."""
         lines = [f"  {lang}: {count} rows  {where}" for lang, (where, count) in self.rows.items()]
         verb = "dropped" if dropping else "misaligned:"
-        for drop in self.dropped:
-            lines.append(f"  {verb} {drop.rows} rows of {drop.lang} (and their translations), "
-                         f"first {drop.first}")
+        lines += [f"  {drop.describe(verb)}" for drop in self.dropped]
         if self.unmatched:
             lines.append(f"  {self.unmatched} ids are missing from some language (not used)")
         lines.append(f"  {self.parallel} questions line up in every language")
@@ -115,7 +126,39 @@ def _faults(r: Rows, pivot: Rows, n: int) -> dict[int, str]:
     return wrong
 
 
+def _resync(rows: list[Rows]) -> tuple[list[Rows], list[Dropped]]:
+    """Remove, from a file longer than the pivot, as many rows repeating the row before them
+    as it has extra rows: what a duplicated row shifted lines up again."""
+    pivot, out, removed = rows[0], [rows[0]], []
+    for r in rows[1:]:
+        extra = len(r.questions) - len(pivot.questions)
+        repeats = [i for i in range(1, len(r.questions)) if _repeats(r, i)][:max(extra, 0)]
+        if not repeats or len(repeats) < extra:
+            out.append(r)
+            continue
+        keep = [i for i in range(len(r.questions)) if i not in set(repeats)]
+        new_position = {old: new for new, old in enumerate(keep)}
+        out.append(Rows(r.lang, r.where, _pivot_ids([r.questions[i] for i in keep], pivot),
+                        [r.lines[i] for i in keep],
+                        {new_position[i]: why for i, why in r.broken.items()
+                         if i in new_position}))
+        first = repeats[0]
+        removed.append(Dropped(r.lang, len(repeats), f"{r.where}:{r.lines[first]}: repeats "
+                               f"row {first}", resynced=True))
+    return out, removed
+
+
+def _pivot_ids(questions: list[Question | None], pivot: Rows) -> list[Question | None]:
+    """Ids by position are the row's number: after a re-sync a row takes its new position's."""
+    ids = [q.id if q else None for q in pivot.questions]
+    return [dataclasses.replace(q, id=ids[i]) if q and i < len(ids) and ids[i] else q
+            for i, q in enumerate(questions)]
+
+
 def _by_position(rows: list[Rows], misaligned: str) -> Alignment:
+    resynced: list[Dropped] = []
+    if misaligned == "drop":
+        rows, resynced = _resync(rows)
     pivot, n = rows[0], min(len(r.questions) for r in rows)
     longest = max(len(r.questions) for r in rows)
     faults = {r.lang: wrong for r in rows if (wrong := _faults(r, pivot, n))}
@@ -140,8 +183,9 @@ def _by_position(rows: list[Rows], misaligned: str) -> Alignment:
         bad |= lost
     keep = [i for i in range(n) if i not in bad]
     questions = [q for r in rows for i in keep if (q := r.questions[i]) is not None]
-    counts = {r.lang: (r.where, len(r.questions)) for r in rows}
-    return Alignment(questions, counts, len(keep), dropped)
+    counts = {r.lang: (r.where, len(r.questions) + sum(d.rows for d in resynced
+                                                      if d.lang == r.lang)) for r in rows}
+    return Alignment(questions, counts, len(keep), resynced + dropped)
 
 
 def _by_id(rows: list[Rows], misaligned: str) -> Alignment:

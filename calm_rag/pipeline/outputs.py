@@ -170,7 +170,7 @@ def _alignment_line(ctx: RunContext) -> dict[str, str]:
     checked = ctx.alignment
     if checked is None or not checked.dropped:
         return {}
-    dropped = "; ".join(f"{d.rows} rows of {d.lang} (first {d.first})" for d in checked.dropped)
+    dropped = "; ".join(d.describe() for d in checked.dropped)
     return {"misaligned rows dropped": f"{dropped}; {checked.parallel} questions line up"}
 
 

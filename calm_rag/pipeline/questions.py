@@ -26,8 +26,7 @@ def load_questions(data: DataConfig, base_dir: str | Path = ".") -> list[Questio
 
 def log_dropped(checked: Alignment) -> None:
     for drop in checked.dropped:
-        log.info(f"data: dropped {drop.rows} misaligned rows of {drop.lang} (and their "
-                 f"translations), first {drop.first}")
+        log.info(f"data: {drop.describe()}")
 
 
 def check_questions(data: DataConfig, base_dir: str | Path = ".") -> Alignment:
