@@ -52,7 +52,8 @@ class Dropped:
 
     def describe(self, verb: str = "dropped") -> str:
         if self.resynced:
-            return (f"removed {self.rows} duplicated rows of {self.lang} (the rows after them "
+            done = "removed" if verb == "dropped" else "misaligned: drop removes"
+            return (f"{done} {self.rows} duplicated rows of {self.lang} (the rows after them "
                     f"line up again), first {self.first}")
         return (f"{verb} {self.rows} rows of {self.lang} (and their translations), "
                 f"first {self.first}")
