@@ -54,7 +54,7 @@ def option_scores(samples: Path, given: Path | None) -> dict[str, dict] | None:
         path = found if found.is_file() else None
     if path is None:
         return None
-    by_cell = scores_by_cell([row for _, row in read_jsonl(path)])
+    by_cell = scores_by_cell([_score_row(row, path, line) for line, row in read_jsonl(path)])
     if len(by_cell) == 1:
         return next(iter(by_cell.values()))
     cell = samples.stem.replace("-", "/", 1)  # eval/heldout-before.jsonl: heldout/before
@@ -63,3 +63,13 @@ def option_scores(samples: Path, given: Path | None) -> dict[str, dict] | None:
                          f"{samples.name}", path=path, field="--option-scores",
                          hint="pass a run's eval/<split>-<phase>.jsonl as SAMPLES")
     return by_cell[cell]
+
+
+def _score_row(row: dict, path: Path, line: int) -> dict:
+    """A row of ``option_scores.jsonl``, its keys and types checked (errors name the line)."""
+    from calm_rag.io.read import expect, expect_map
+
+    for key in ("cell", "question_id", "lang", "setting"):
+        expect(row, key, str, path, line)
+    expect_map(row, "scores", float, path, line)
+    return row
