@@ -90,8 +90,9 @@ class DataConfig:
     language_sets: tuple[tuple[str, ...], ...] = ()
     """Run the experiment once per set of languages (``[[en, zh], [en, zh, fr]]``), each set
     in turn standing for ``languages``, as one grid: samples are cached per language, so a
-    set reuses what another sampled, and the grid's ``report.md`` compares the sets' consistency, accuracy,
-    RankC and vote ties. Empty (the default): one run on ``languages``."""
+    set reuses what another sampled, and the grid's ``report.md`` compares the sets'
+    consistency, accuracy, RankC and vote ties. Empty (the default): one run on
+    ``languages``."""
     sample_per_language: bool = False
     """Sample (and score) each language as a cached stage of its own, so that a run on
     another set of languages reuses them; fewer prompts per engine call, so a little slower.
