@@ -45,7 +45,8 @@ def _stages(result, stage):
 
 @pytest.mark.slow
 def test_a_grid_of_language_sets_shares_samples(tmp_path, sharp_model):
-    exp = _load(tmp_path, sharp_model, data__language_sets=[["en", "fr"], ["en", "fr", "de"]])
+    exp = _load(tmp_path, sharp_model, data__language_sets=[["en", "fr"], ["en", "fr", "de"]],
+                evaluation__option_scores=True)
     result = run_experiment(exp, progress=False)
     grid = json.loads((result.folder / "grid.json").read_text())
     assert list(grid["language_sets"]) == ["en-fr", "en-fr-de"]
@@ -67,7 +68,7 @@ def test_a_grid_of_language_sets_shares_samples(tmp_path, sharp_model):
 @pytest.mark.slow
 def test_heldout_language_is_evaluated_never_trained(tmp_path, sharp_model):
     exp = _load(tmp_path, sharp_model, data__languages=["en", "fr", "de"],
-                evaluation__heldout_languages=["de"])
+                evaluation__heldout_languages=["de"], evaluation__option_scores=True)
     result = run_experiment(exp, progress=False)
     assert {s.lang for r in result.rounds for s in r.samples} == {"en", "fr"}
     assert all(p.lang != "de" for r in result.rounds for p in r.pairs)
@@ -81,3 +82,7 @@ def test_heldout_language_is_evaluated_never_trained(tmp_path, sharp_model):
     rankc = result.grid["cells"]["heldout/after"]["metrics"]["zero-shot"]["rankc"]
     assert set(rankc["pairs"]) == {"de-en", "de-fr", "en-fr"}
     assert "## RankC" in (result.folder / "report.md").read_text()
+
+
+def test_option_scores_are_off_by_default(tmp_path, sharp_model):
+    assert not _load(tmp_path, sharp_model).evaluation.option_scores
