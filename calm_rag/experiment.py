@@ -87,10 +87,19 @@ class DataConfig:
     """Questions kept out of alignment, evaluated before and after, 0 or more."""
     seed: int = 0
     """Shuffles the question ids before the split."""
+    language_sets: tuple[tuple[str, ...], ...] = ()
+    """Run the experiment once per set of languages (``[[en, zh], [en, zh, fr]]``), each set
+    in turn standing for ``languages``, as one grid: samples are cached per language, so a
+    set reuses what another sampled, and the grid's ``report.md`` compares the sets'
+    consistency, accuracy, RankC and vote ties. Empty (the default): one run on
+    ``languages``."""
+    sample_per_language: bool = False
+    """Sample (and score) each language as a cached stage of its own, so that a run on
+    another set of languages reuses them; fewer prompts per engine call, so a little slower.
+    The runs of ``language_sets`` always do."""
 
     def __post_init__(self) -> None:
         from calm_rag.datasets.bundled import BUNDLED
-        from calm_rag.languages import normalize_code
 
         if self.entry is None:
             QUESTION_SOURCES.check(self.source, "source")
@@ -99,17 +108,30 @@ class DataConfig:
         at_least(self, 1, "train")
         at_least(self, 0, "heldout")
         check_seed(self, "seed")
-        if not self.languages:
-            raise InputError("needs at least one language", field="languages")
-        try:
-            codes = tuple(normalize_code(code) for code in self.languages)
-        except InputError as err:
-            raise InputError(err.message, field="languages", hint=err.hint) from None
-        if len(set(codes)) < len(codes):
-            twice = sorted({c for c in codes if codes.count(c) > 1})
-            raise InputError(f"lists {', '.join(twice)} more than once", field="languages",
-                             hint="name each language once")
-        object.__setattr__(self, "languages", codes)
+        object.__setattr__(self, "languages", language_codes(self.languages, "languages"))
+        sets = tuple(language_codes(s, f"language_sets[{i}]")
+                     for i, s in enumerate(self.language_sets))
+        if len(set(sets)) < len(sets):
+            raise InputError("lists a set twice", field="language_sets",
+                             hint="name each set of languages once")
+        object.__setattr__(self, "language_sets", sets)
+
+
+def language_codes(given: Sequence[str], key: str) -> tuple[str, ...]:
+    """``given`` as normalized codes: at least one, each once (errors name ``key``)."""
+    from calm_rag.languages import normalize_code
+
+    if not given:
+        raise InputError("needs at least one language", field=key)
+    try:
+        codes = tuple(normalize_code(code) for code in given)
+    except InputError as err:
+        raise InputError(err.message, field=key, hint=err.hint) from None
+    if len(set(codes)) < len(codes):
+        twice = sorted({c for c in codes if codes.count(c) > 1})
+        raise InputError(f"lists {', '.join(twice)} more than once", field=key,
+                         hint="name each language once")
+    return codes
 
 
 def _backend_options() -> dict[str, type]:
@@ -199,10 +221,23 @@ class EvaluationConfig:
     metrics: tuple[str, ...] = ()
     """Registered metrics computed besides the standard ones (accuracy, extraction rate,
     consistency, agreement), saved in ``metrics.json``."""
+    option_scores: bool = False
+    """Score every option of each evaluation question once per language by the model's
+    log-probabilities (prompt and answer cue, no response), saved as ``option_scores.jsonl``,
+    for RankC, the rank-based consistency of Qi et al. (EMNLP 2023). Off by default: it runs
+    every evaluation prompt once more per model (on the demo's questions in two languages, 192
+    of the run's 1164 s on a shared 2-core CPU)."""
+    heldout_languages: tuple[str, ...] = ()
+    """Languages of ``data.languages`` (or added to each of ``data.language_sets``) that are
+    evaluated before and after alignment but never sampled for the vote nor trained on: does
+    alignment carry over to a language it never saw?"""
 
     def __post_init__(self) -> None:
         if not self.splits or len(set(self.splits)) < len(self.splits):
             raise InputError("must name train, heldout or both, each once", field="splits")
+        if self.heldout_languages:
+            object.__setattr__(self, "heldout_languages",
+                               language_codes(self.heldout_languages, "heldout_languages"))
         for i, name in enumerate(self.metrics):
             METRICS.check(name, f"metrics[{i}]")
 
@@ -247,6 +282,7 @@ class Experiment:
         at_least(self, 1, "shard_questions")
         if not self.runs_dir.strip():
             raise InputError("is empty", field="runs_dir", hint="e.g. runs (the default)")
+        _check_heldout_languages(self.data, self.evaluation)
 
     @property
     def settings(self) -> tuple[str, ...]:
@@ -257,6 +293,26 @@ class Experiment:
         data.pop("base_dir")
         data["generator"]["options"].pop("model", None)  # generator.model says it
         return data
+
+
+def _check_heldout_languages(data: DataConfig, evaluation: EvaluationConfig) -> None:
+    """Held-out languages are asked (in ``languages``, unless sets add them) and leave a
+    language to train on."""
+    held = evaluation.heldout_languages
+    if not held:
+        return
+    if not data.language_sets:
+        missing = [lang for lang in held if lang not in data.languages]
+        if missing:
+            raise InputError(f"{', '.join(missing)} not in data.languages",
+                             field="evaluation.heldout_languages",
+                             hint="list every held-out language in data.languages too")
+    for i, langs in enumerate(data.language_sets or (data.languages,)):
+        if not [lang for lang in langs if lang not in held]:
+            where = f"data.language_sets[{i}]" if data.language_sets else "data.languages"
+            raise InputError(f"{where} has no language left to train on",
+                             field="evaluation.heldout_languages",
+                             hint="hold out fewer languages")
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:

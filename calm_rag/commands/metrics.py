@@ -7,16 +7,21 @@ import json
 from pathlib import Path
 
 from calm_rag.commands.common import add_extractor_option, load_samples
+from calm_rag.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "metrics", help="accuracy per language and cross-lingual consistency",
         description="Accuracy per language against gold, extraction rates, CALM's "
-                    "cross-lingual consistency, Krippendorff's alpha (languages as raters) "
-                    "and answer entropy across languages, with bootstrap 95%% intervals.")
+                    "cross-lingual consistency, Krippendorff's alpha (languages as raters), "
+                    "answer entropy across languages and RankC (from option scores), with "
+                    "bootstrap 95%% intervals.")
     p.add_argument("samples", type=Path, metavar="SAMPLES",
                    help="a samples JSONL, a CALM sample file, or a folder of CALM sample files")
+    p.add_argument("--option-scores", type=Path, metavar="FILE",
+                   help="a run's option_scores.jsonl, for RankC (found by itself for a run's "
+                        "eval/<split>-<phase>.jsonl)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_extractor_option(p)
     p.set_defaults(func=run)
@@ -24,7 +29,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from calm_rag.evaluation import compute_metrics, format_metrics_table
+    from calm_rag.evaluation.agreement import RANKC_NEEDS, rankc
 
     metrics = compute_metrics(load_samples(args.samples, args.extractors))
+    scores = option_scores(args.samples, args.option_scores)
+    for setting, m in metrics.items():
+        if scores is not None:
+            m["rankc"] = rankc(scores.get(setting, {}), m["languages"])
     print(json.dumps(metrics, indent=2) if args.json else format_metrics_table(metrics))
+    if scores is None and not args.json:
+        print(f"\n{RANKC_NEEDS}.")
     return 0
+
+
+def option_scores(samples: Path, given: Path | None) -> dict[str, dict] | None:
+    """Setting → question → language → option scores for SAMPLES: from ``given``, or from
+    the ``option_scores.jsonl`` of the run SAMPLES is an evaluation file of; None without."""
+    from calm_rag.evaluation.agreement import scores_by_cell
+    from calm_rag.io import read_jsonl
+
+    path = given
+    if path is None and samples.parent.name == "eval":
+        found = samples.parent.parent / "option_scores.jsonl"
+        path = found if found.is_file() else None
+    if path is None:
+        return None
+    by_cell = scores_by_cell([_score_row(row, path, line) for line, row in read_jsonl(path)])
+    if len(by_cell) == 1:
+        return next(iter(by_cell.values()))
+    cell = samples.stem.replace("-", "/", 1)  # eval/heldout-before.jsonl: heldout/before
+    if cell not in by_cell:
+        raise InputError(f"holds the cells {', '.join(by_cell)}, none named after "
+                         f"{samples.name}", path=path, field="--option-scores",
+                         hint="pass a run's eval/<split>-<phase>.jsonl as SAMPLES")
+    return by_cell[cell]
+
+
+def _score_row(row: dict, path: Path, line: int) -> dict:
+    """A row of ``option_scores.jsonl``, its keys and types checked (errors name the line)."""
+    from calm_rag.io.read import expect, expect_map
+
+    for key in ("cell", "question_id", "lang", "setting"):
+        expect(row, key, str, path, line)
+    expect_map(row, "scores", float, path, line)
+    return row

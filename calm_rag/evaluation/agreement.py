@@ -71,3 +71,81 @@ def answer_entropy(rows: list[dict], langs: list[str]) -> dict:
     scores = [entropy_of(r["answers"]) for r in rows]
     return {**_summary(scores), "skipped": int(sum(np.isnan(s) for s in scores)),
             "max": float(np.log2(len(langs))) if langs else None}
+
+
+# ---------------------------------------------------------------------------- RankC
+# Qi, Fernández and Bisazza (EMNLP 2023) compare, per question, the model's ranking of the
+# candidates in two languages: the overlap of the top-j candidates at every depth j, weighted
+# so that the top ranks count most (softmax of N, N-1, ..., 1). It needs every option's score,
+# not only the answer, so it is computed from the evaluation's option log-probabilities.
+
+RANKC_NEEDS = ("RankC needs option scores (the log-probability of every option per language); "
+               "these samples have none: skipped")
+
+
+def rank_weights(n: int) -> np.ndarray:
+    """Weights of depths 1..n: the softmax of (n, n-1, ..., 1), so depth 1 weighs most."""
+    order = np.arange(n, 0, -1, dtype=float)
+    exp = np.exp(order - order.max())
+    return exp / exp.sum()
+
+
+def ranking(scores: dict[str, float]) -> list[str]:
+    """Labels best first; equal scores keep the options' order."""
+    return sorted(scores, key=lambda label: -scores[label])
+
+
+def rank_consistency(first: dict[str, float], second: dict[str, float]) -> float:
+    """RankC of one question in two languages: sum over depths j of w_j · |top-j ∩ top-j| / j.
+
+    1 when both languages rank the options alike; NaN when they score different options.
+    """
+    if not first or set(first) != set(second):
+        return float("nan")
+    a, b = ranking(first), ranking(second)
+    weights = rank_weights(len(a))
+    overlap = [len(set(a[:j]) & set(b[:j])) / j for j in range(1, len(a) + 1)]
+    return float(np.dot(weights, overlap))
+
+
+def rankc_chance(n: int) -> float:
+    """RankC of two independent uniform rankings of n options (the top-j sets then share
+    j²/n options on average, so P@j = j/n)."""
+    return float(np.dot(rank_weights(n), np.arange(1, n + 1) / n)) if n else float("nan")
+
+
+def rankc(scores: dict[str, dict[str, dict[str, float]]], langs: list[str]) -> dict | None:
+    """RankC per language pair and overall, each with a bootstrap interval over questions.
+
+    ``scores``: question id → language → option label → log-probability. Overall is, per
+    question, the mean over the pairs it has, then the mean over questions; ``chance`` is the
+    value of unrelated rankings for the questions' option count. None without two languages.
+    """
+    from itertools import combinations
+
+    pairs = list(combinations(langs, 2))
+    if not pairs or not scores:
+        return None
+    questions = list(scores)
+    table = np.full((len(questions), len(pairs)), np.nan)
+    for i, qid in enumerate(questions):
+        by_lang = scores[qid]
+        for k, (a, b) in enumerate(pairs):
+            if a in by_lang and b in by_lang:
+                table[i, k] = rank_consistency(by_lang[a], by_lang[b])
+    counts = Counter(len(next(iter(v.values()))) for v in scores.values() if v)
+    per_question = [float(np.nanmean(row)) if (~np.isnan(row)).any() else float("nan")
+                    for row in table]
+    return {**_summary(per_question),
+            "chance": rankc_chance(counts.most_common(1)[0][0]) if counts else None,
+            "pairs": {f"{a}-{b}": _summary(table[:, k]) for k, (a, b) in enumerate(pairs)}}
+
+
+def scores_by_cell(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """Rows of ``option_scores.jsonl`` as cell → setting → question id → language → option
+    scores (what :func:`rankc` reads)."""
+    nested: dict[str, dict[str, dict]] = {}
+    for row in rows:
+        by_question = nested.setdefault(row["cell"], {}).setdefault(row["setting"], {})
+        by_question.setdefault(row["question_id"], {})[row["lang"]] = row["scores"]
+    return nested

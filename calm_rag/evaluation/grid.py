@@ -72,6 +72,21 @@ def evaluation_grid(cells: dict[str, list[Sample]], metrics: Sequence[str] = ())
     return grid
 
 
+def add_rankc(grid: dict, option_scores: list[dict] | None) -> dict:
+    """``grid`` with RankC (Qi et al. 2023) in each cell's setting metrics where option scores
+    were taken (``evaluation.option_scores``); unchanged without them."""
+    from calm_rag.evaluation.agreement import rankc, scores_by_cell
+
+    for name, settings in scores_by_cell(option_scores or []).items():
+        cell = grid["cells"].get(name)
+        for setting, scores in settings.items():
+            if cell is None or setting not in cell["metrics"]:
+                continue
+            metrics = cell["metrics"][setting]
+            metrics["rankc"] = rankc(scores, metrics["languages"])
+    return grid
+
+
 def consistency_change(grid: dict, split: str, before: str = "before",
                        after: str = "after") -> dict[str, dict]:
     """Per setting, consistency before and after alignment and the paired change.
@@ -130,3 +145,64 @@ def format_grid_table(grid: dict) -> str:
                       f"{_pct(answered_share(methods))} ({_pct(methods.get('logprob', 0.0))})"])
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- language sets
+
+VOTE_KEYS = ("questions_voted", "targets", "ties", "ties_dropped", "abstained", "pairs")
+
+
+def language_set_summary(langs: Sequence[str], held: Sequence[str], grid: dict,
+                         votes: dict | None, folder: str) -> dict:
+    """What the grid report compares of one language set's run: per cell and setting the
+    mean accuracy over the trained languages, each held-out language's accuracy, consistency,
+    RankC and alpha; the vote's counts. ``grid_cells`` carries the run's cells whole."""
+    trained = [lang for lang in langs if lang not in held]
+    cells: dict[str, dict] = {}
+    for name, cell in grid["cells"].items():
+        for setting, m in cell["metrics"].items():
+            accuracy = {lang: m["accuracy"][lang]["value"] for lang in m["accuracy"]}
+            values = [accuracy[x] for x in trained if accuracy.get(x) is not None]
+            rankc = m.get("rankc")
+            cells.setdefault(name, {})[setting] = {
+                "accuracy": float(np.mean(values)) if values else None,
+                "accuracy_heldout_languages": {x: accuracy.get(x) for x in held},
+                "consistency": m["consistency"],
+                "rankc": {k: rankc[k] for k in ("value", "ci95", "n")} if rankc else None,
+                "krippendorff_alpha": m.get("krippendorff_alpha"),
+            }
+    return {"languages": list(langs), "heldout_languages": list(held), "folder": folder,
+            "votes": {k: votes[k] for k in VOTE_KEYS} if votes else None, "cells": cells,
+            "grid_cells": grid["cells"]}
+
+
+def format_language_sets(name: str, sets: dict[str, dict], runs: dict[str, str]) -> str:
+    """The grid report: the vote per set (how many questions tied), then every cell's
+    accuracy and consistency per set."""
+    from calm_rag.evaluation.tables import with_ci_number
+
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+    votes = [[f"[{key}]({runs[key]}/report.md)", str(len(s["languages"]))]
+             + [str(s["votes"][k]) if s["votes"] else "–" for k in VOTE_KEYS]
+             for key, s in sets.items()]
+    held = list(dict.fromkeys(x for s in sets.values() for x in s["heldout_languages"]))
+    rows = [[key, cell, setting, _pct(c["accuracy"]),
+             *[_pct(c["accuracy_heldout_languages"].get(x)) for x in held],
+             _with_ci(c["consistency"]), with_ci_number(c["rankc"]),
+             with_ci_number(c["krippendorff_alpha"])]
+            for key, s in sets.items() for cell, by_setting in s["cells"].items()
+            for setting, c in by_setting.items()]
+    header = (["set", "cell", "setting", "accuracy % (trained languages)"]
+              + [f"accuracy % {x} (held out)" for x in held]
+              + ["consistency % [95% CI]", "RankC [95% CI]", "Krippendorff's alpha"])
+    note = ("Each set is the experiment run with those languages (held-out languages added, "
+            "evaluated but never trained on); samples are cached per language, so sets share "
+            "them. Ties: questions whose cross-lingual vote tied (settled or dropped), per "
+            "setting, in the last round.")
+    return "\n\n".join([
+        f"# calm_rag language sets: {name}", note,
+        "## Vote per set\n\n" + table(["set", "languages", *VOTE_KEYS], votes),
+        "## Evaluation per set\n\n" + table(header, rows)])

@@ -22,7 +22,7 @@ from calm_rag.evaluation.plots import (
     plot_agreement,
     plot_retrieval_delta,
 )
-from calm_rag.evaluation.tables import _pct, _with_ci, with_ci_number
+from calm_rag.evaluation.tables import _pct, _with_ci, rankc_section, with_ci_number
 from calm_rag.io import atomic_write
 
 MAX_HEATMAPS = 4
@@ -48,6 +48,7 @@ def write_report(folder: str | Path, grid: dict, *, title: str, summary: dict[st
         f"## Results\n\n{format_grid_table(grid)}\n\n{GRID_LEGEND}",
         consistency_section(grid),
         agreement_section(grid),
+        rankc_section(grid),
         extraction_section(grid),
         delta_section(grid),
         plots_section(plots),

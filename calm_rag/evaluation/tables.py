@@ -40,6 +40,17 @@ def agreement_lines(m: dict) -> list[str]:
     return lines
 
 
+def rankc_lines(m: dict) -> list[str]:
+    """RankC overall and per language pair of one setting's metrics (none without it)."""
+    r = m.get("rankc")
+    if not r:
+        return []
+    pairs = ", ".join(f"{pair} {with_ci_number(s)}" for pair, s in r["pairs"].items())
+    return [f"RankC (rank-based consistency of the option log-probabilities): "
+            f"{with_ci_number(r)} ({r['n']} questions; unrelated rankings: "
+            f"{_number(r.get('chance'), 3)})", f"RankC per language pair: {pairs}"]
+
+
 def format_metrics_table(metrics: dict[str, dict]) -> str:
     """One table per setting: accuracy and extraction rate per language, then consistency."""
     blocks = []
@@ -54,6 +65,27 @@ def format_metrics_table(metrics: dict[str, dict]) -> str:
                        f"{c['skipped']} with < 2 parsed languages skipped)")
         lines += ["", consistency,
                   f"Consistent and correct: {_with_ci(m['consistent_correct'])} %",
-                  *agreement_lines(m)]
+                  *agreement_lines(m), *rankc_lines(m)]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def rankc_section(grid: dict) -> str:
+    """The report's RankC table: per cell and setting, overall and per language pair."""
+    rows = [(name, setting, m["rankc"]) for name, cell in grid["cells"].items()
+            for setting, m in cell["metrics"].items() if m.get("rankc")]
+    if not rows:
+        return ""
+    pairs = list(dict.fromkeys(p for *_, r in rows for p in r["pairs"]))
+    header = ["cell", "setting", "RankC [95% CI]", "chance", *pairs]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, setting, r in rows:
+        cells = [name, setting, with_ci_number(r), _number(r.get("chance"), 3)]
+        cells += [with_ci_number(r["pairs"].get(p)) for p in pairs]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ("RankC (Qi et al., EMNLP 2023): per question, how alike two languages rank the "
+            "options by the model's log-probabilities after the prompt and answer cue (no "
+            "response): the overlap of their top-j options at every depth j, depth 1 weighing "
+            "most; 1 is the same ranking, `chance` what unrelated rankings score. Mean over "
+            "questions and language pairs, 95% bootstrap intervals over questions.")
+    return "## RankC: consistency of the options' ranking\n\n" + note + "\n\n" + "\n".join(lines)

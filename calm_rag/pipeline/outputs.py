@@ -31,14 +31,16 @@ from calm_rag.records import Question, Sample
 
 def write_run(ctx: RunContext, splits: dict[str, list[Question]],
               cells: dict[str, list[Sample]], rounds: list[Round], base: ModelRef,
-              final: ModelRef, source: str | Path | None) -> tuple[Path, dict[str, Any]]:
+              final: ModelRef, source: str | Path | None,
+              option_scores: list[dict[str, Any]] | None = None) -> tuple[Path, dict[str, Any]]:
     """Write the run folder; return it and the evaluation grid."""
     from calm_rag.evaluation import evaluation_grid, write_report
+    from calm_rag.evaluation.grid import add_rankc
     from calm_rag.evaluation.votes import vote_summary
 
     experiment = ctx.experiment
     parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
-    grid = evaluation_grid(cells, experiment.evaluation.metrics)
+    grid = add_rankc(evaluation_grid(cells, experiment.evaluation.metrics), option_scores)
     with new_run_folder(parent) as (folder, published):
         with atomic_write(folder / "config.yaml") as handle:
             yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)
@@ -48,6 +50,8 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
         for cell, samples in cells.items():
             write_samples(folder / "eval" / f"{cell.replace('/', '-')}.jsonl", samples)
         write_json(folder / "metrics.json", grid)
+        if option_scores:
+            write_jsonl(folder / "option_scores.jsonl", option_scores)
         training = _training_summary(folder, rounds)
         last = rounds[-1] if rounds else None
         votes = (vote_summary(last.samples, last.votes, last.pairs, experiment.vote)

@@ -3,6 +3,7 @@ report, every stage cached, the run folder written whole at the end."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -40,9 +41,15 @@ class RunResult:
 
 def run_experiment(experiment: Experiment, *, progress: bool = True,
                    source: str | Path | None = None) -> RunResult:
-    """Run ``experiment``; write ``<runs_dir>/<name>/<timestamp>/`` and return what it holds."""
+    """Run ``experiment``; write ``<runs_dir>/<name>/<timestamp>/`` and return what it holds
+    (with ``data.language_sets``, one run per set and the grid comparing them)."""
+    from calm_rag.pipeline.option_scores import score_options
     from calm_rag.pipeline.outputs import write_run
 
+    if experiment.data.language_sets:
+        from calm_rag.pipeline.language_grid import run_language_grid
+
+        return run_language_grid(experiment, progress=progress, source=source)
     started = time.perf_counter()
     runs = Path(experiment.runs_dir)
     ctx = RunContext(experiment, StageCache(runs / ".cache"), progress=progress)
@@ -55,17 +62,26 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
         passages = retrieve_stage(ctx, [q for group in splits.values() for q in group])
     model = ModelRef.resolve(experiment.generator.model, experiment.generator.backend)
     base, rounds, cells = model, [], {}
+    held = experiment.evaluation.heldout_languages  # evaluated, never voted nor trained on
+    train = [q for q in splits["train"] if q.lang not in held]
+    before = _eval_jobs(experiment, splits, passages, "before")
     for number in range(1, experiment.align.rounds + 1):
-        evaluate = _eval_jobs(experiment, splits, passages, "before") if number == 1 else []
-        round_, model, before = _round(ctx, number, model, splits["train"], passages, evaluate)
+        evaluate = before if number == 1 else []
+        round_, model, sampled = _round(ctx, number, model, train, passages, evaluate)
         rounds.append(round_)
-        cells.update(before)
-    if experiment.align.rounds == 0:
-        cells.update(_evaluate(ctx, base, _eval_jobs(experiment, splits, passages, "before")))
+        cells.update(sampled)
+    after = _eval_jobs(experiment, splits, passages, "after") if rounds else []
+    if rounds:
+        cells.update(_evaluate(ctx, model, after))
     else:
-        cells.update(_evaluate(ctx, model, _eval_jobs(experiment, splits, passages, "after")))
+        cells.update(_evaluate(ctx, base, before))
+    scores = []
+    if experiment.evaluation.option_scores:
+        scores = score_options(ctx, base, _per_language(experiment, before))
+        scores += score_options(ctx, model, _per_language(experiment, after))
     result = RunResult(folder=Path(), grid={}, rounds=rounds, seconds=0.0, stages=ctx.stages)
-    result.folder, result.grid = write_run(ctx, splits, cells, rounds, base, model, source)
+    result.folder, result.grid = write_run(ctx, splits, cells, rounds, base, model, source,
+                                           option_scores=scores)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -116,13 +132,27 @@ def _sample_all(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]
                 ) -> dict[str, list[Sample]]:
     """Every job on one engine (started only if some job is not cached), then the answers
     fallback once the engine is stopped."""
+    parts = {job.label: _per_language(ctx.experiment, [job]) for job in jobs}
     raw = {}
     with LazySampler(ctx.experiment.generator, model) as sampler:
-        for job in jobs:
-            raw[job.label] = sample_stage(ctx, job, model, sampler)
+        for part in (part for group in parts.values() for part in group):
+            raw[part.label] = sample_stage(ctx, part, model, sampler)
     scorers: dict[str, Any] = {}
-    return {label: answers_stage(ctx, label, samples, key, model, scorers)
-            for label, (samples, key) in raw.items()}
+    filled = {label: answers_stage(ctx, label, samples, key, model, scorers)
+              for label, (samples, key) in raw.items()}
+    return {label: [s for part in group for s in filled[part.label]]
+            for label, group in parts.items()}
+
+
+def _per_language(experiment: Experiment, jobs: list[SampleJob]) -> list[SampleJob]:
+    """The jobs as they are, or (``data.sample_per_language``) one per language, labelled
+    ``<label>/<lang>``: each language's stage key then depends on its own questions only, so
+    runs over other sets of languages share it."""
+    if not experiment.data.sample_per_language:
+        return jobs
+    return [dataclasses.replace(job, label=f"{job.label}/{lang}",
+                                questions=[q for q in job.questions if q.lang == lang])
+            for job in jobs for lang in dict.fromkeys(q.lang for q in job.questions)]
 
 
 def _eval_jobs(experiment: Experiment, splits: dict[str, list[Question]],
