@@ -18,18 +18,21 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import time
 import weakref
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 from calm_rag.child_process import ChildError, ChildProcess, Progress
+from calm_rag.config import at_least, one_of
 from calm_rag.errors import InputError
 from calm_rag.hardware import resolve_dtype
 from calm_rag.models import DEFAULT_GENERATOR, DTYPES, check_model_reference, resolve_generator
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.chat import encode_chat
 from calm_rag.sampling.endings import AnswerEnding, explanation_budget
+from calm_rag.sampling import vllm_args
 from calm_rag.sampling.params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,38 @@ class VLLMOptions:
     engine fails."""
     progress: bool = True
     """Show a progress bar."""
+    tensor_parallel_size: int = 1
+    """GPUs that hold one copy of the model, its layers split across them (within a node)."""
+    pipeline_parallel_size: int = 1
+    """Groups of layers run one after the other on as many GPU groups (across nodes with
+    distributed_executor_backend: ray)."""
+    distributed_executor_backend: str | None = None
+    """How one engine runs its tensor/pipeline-parallel workers: mp (processes on this node)
+    or ray (a Ray cluster, for an engine larger than a node); default: vLLM's choice."""
+    quantization: str | None = None
+    """The weights' quantization method (awq, gptq, fp8, ...), as vLLM names it; default: what
+    the model's config says."""
+    revision: str | None = None
+    """The hub model's branch, tag or commit (a hub id only); default: main."""
+    max_num_seqs: int | None = None
+    """Sequences an engine runs at once, at most; default: vLLM's."""
+    trust_remote_code: bool = False
+    """Run the Python code a hub model ships (its own architecture): only for a model you
+    trust."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+    """Other arguments of vLLM's engine (vllm.LLM), by vLLM's names, e.g. {cpu_offload_gb: 4};
+    checked against the installed vLLM. Not the options above."""
+    data_parallel_size: int = 1
+    """Engines, each with tensor_parallel_size x pipeline_parallel_size GPUs (or a share of the
+    CPU cores), over which a call's prompts are split: the texts are the same whatever the
+    number (each prompt is seeded by itself)."""
+    ray_address: str | None = None
+    """Run the data-parallel engines as actors on a Ray cluster: local (started here), auto
+    (the cluster of this node), host:port or ray://host:port; default: no Ray, the engines are
+    processes of this machine."""
+
+    # Not in a sample's cache key: how many engines share the prompts changes no text.
+    NOT_IN_KEY: ClassVar[tuple[str, ...]] = ("data_parallel_size", "ray_address")
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -76,10 +111,27 @@ class VLLMOptions:
             "kv_cache_gib": (0 < self.kv_cache_gib <= 4096, "must lie in (0, 4096]"),
             "gpu_memory_utilization": (0 < self.gpu_memory_utilization <= 1,
                                        "must lie in (0, 1]"),
+            "revision": (self.revision is None or bool(re.fullmatch(r"[\w./\-]+",
+                                                                     self.revision)),
+                         "must be a branch, tag or commit"),
         }
         for key, (ok, why) in checks.items():
             if not ok:
                 raise InputError(f"{why}, got {getattr(self, key)!r}", field=key)
+        at_least(self, 1, "tensor_parallel_size", "pipeline_parallel_size", "max_num_seqs",
+                 "data_parallel_size")
+        if self.distributed_executor_backend is not None:
+            one_of("distributed_executor_backend", self.distributed_executor_backend,
+                   vllm_args.EXECUTORS)
+        vllm_args.check_quantization(self.quantization)
+        vllm_args.check_ray_address(self.ray_address)
+        vllm_args.check_engine_kwargs(self.engine_kwargs,
+                                      {f.name for f in fields(self)} - {"engine_kwargs"})
+
+    @property
+    def world_size(self) -> int:
+        """Devices (GPUs) of one engine."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
 @SAMPLERS.register("vllm")
