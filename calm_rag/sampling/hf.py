@@ -108,7 +108,7 @@ class HFSampler(Sampler):
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         batch = batch.to(self.model.device)
         copies = 1 if params.greedy else params.n
-        sampling = {} if params.greedy else {
+        sampling: dict[str, Any] = {} if params.greedy else {
             "temperature": params.temperature, "top_p": params.top_p,
             "top_k": params.top_k or 0,  # default no top-k cut, as in vLLM and OpenAI
             "min_p": params.min_p or None,
