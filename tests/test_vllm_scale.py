@@ -13,8 +13,9 @@ import http.server
 import importlib.util
 import json
 import re
+import shutil
+import tempfile
 import threading
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -351,16 +352,19 @@ def test_two_engines_sample_what_one_does(reference):
 
 
 @pytest.mark.slow
-def test_two_ray_actors_sample_what_one_engine_does(reference, tmp_path):
+def test_two_ray_actors_sample_what_one_engine_does(reference):
     if importlib.util.find_spec("ray") is None:
         pytest.skip("needs Ray")
     import ray
 
+    # Ray's sockets live under its temporary folder, whose path must stay short.
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _temp_dir=str(Path("/tmp") / f"ray-{tmp_path.name}"[:40]))
+             _temp_dir=temp)
     try:
         with VLLMSampler(vllm_options(data_parallel_size=2, ray_address="auto")) as two:
             assert two.generate([capital_chat(c) for c in COUNTRIES], SAMPLED) == reference
             assert len(two._engine.engines) == 2
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
