@@ -128,15 +128,15 @@ class ChildProcess:
         """The child's answer; its progress goes to ``on_progress``, its death or error
         raises here."""
         while True:
-            if not self.conn.poll(0.25):
-                if not self.process.is_alive() and not self.conn.poll():
-                    raise self._died()
-                if on_wait is not None:
-                    on_wait()
-                continue
-            try:
+            try:  # OSError, ValueError: stopped meanwhile by another thread (an interrupt)
+                if not self.conn.poll(0.25):
+                    if not self.process.is_alive() and not self.conn.poll():
+                        raise self._died()
+                    if on_wait is not None:
+                        on_wait()
+                    continue
                 kind, payload = self.conn.recv()
-            except (EOFError, OSError):
+            except (EOFError, OSError, ValueError, AttributeError):
                 raise self._died() from None
             if kind == "progress":
                 if on_progress is not None:
@@ -151,16 +151,16 @@ class ChildProcess:
         if payload["kind"] == "input":
             if starting:
                 self.stop()  # the worker was never built: the child has ended
-            return InputError(payload["message"], path=payload["path"], line=payload["line"],
-                              field=payload["field"], hint=payload["hint"])
-        if payload["kind"] == "missing":
+        elif payload["kind"] == "missing":
             self.stop()
-            return ChildError(payload["message"], kind="missing", module=payload["module"])
-        message = f"{self.label} failed: {payload['message']}{self.log_tail()}"
-        self.stop(keep_log=True)  # a worker that raised may be half-dead: start afresh
-        return ChildError(message)
+        else:
+            payload = {**payload, "message": payload["message"] + self.log_tail()}
+            self.stop(keep_log=True)  # a worker that raised may be half-dead: start afresh
+        return error_from(payload, self.label)
 
     def _died(self) -> ChildError:
+        if self.process is None:
+            return ChildError(f"the {self.label} process was stopped")
         self.process.join(timeout=5)
         code = self.process.exitcode
         why = f" (killed by signal {-code})" if code is not None and code < 0 else ""
@@ -235,6 +235,17 @@ def _child_main(conn: Any, factory: Callable[[dict[str, Any]], Worker], config: 
         except Exception as exc:  # reported to the parent, which raises it
             conn.send(("error", describe_error(exc)))
     worker.shutdown()
+
+
+def error_from(described: dict[str, Any], label: str) -> Exception:
+    """The parent's exception for an error described by :func:`describe_error` in the worker
+    called ``label``: the same InputError, or a ChildError."""
+    if described["kind"] == "input":
+        return InputError(described["message"], path=described["path"], line=described["line"],
+                          field=described["field"], hint=described["hint"])
+    if described["kind"] == "missing":
+        return ChildError(described["message"], kind="missing", module=described["module"])
+    return ChildError(f"{label} failed: {described['message']}")
 
 
 def describe_error(exc: BaseException) -> dict[str, Any]:

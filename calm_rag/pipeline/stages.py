@@ -142,12 +142,14 @@ def sample_key(ctx: RunContext, job: SampleJob, model: ModelRef) -> str:
 
     generator = ctx.experiment.generator
     prompts = [prompt_fields(q, _passages(job, q)) for q in job.questions]
-    options = non_defaults(generator.options, skip=("model", "progress"))
+    # Options that cannot change a text (how many engines share the prompts) stay out.
+    skip = ("model", "progress", *getattr(generator.options, "NOT_IN_KEY", ()))
+    options = non_defaults(generator.options, skip=skip)
     dtype = getattr(generator.options, "dtype", None)  # bf16 and float32 sample other texts
     return content_key("sample", STAGE_VERSIONS["sample"], model.fingerprint, generator.backend,
                        options, resolve_dtype(dtype) if dtype else None, prompts,
                        [q.to_dict() for q in job.questions],
-                       dataclasses.asdict(job.params), job.setting, ctx.experiment.answers.chain,
+                       job.params.cache_fields(), job.setting, ctx.experiment.answers.chain,
                        ctx.experiment.shard_questions)
 
 

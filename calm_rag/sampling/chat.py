@@ -7,6 +7,7 @@ chat of a recorded sample or pair through :func:`recorded_chat`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from calm_rag.errors import InputError
@@ -14,17 +15,20 @@ from calm_rag.sampling.base import Messages
 from calm_rag.sampling.prompts import messages_from_fields
 
 
-def encode_chat(tokenizer: Any, messages: Messages) -> list[int]:
+def encode_chat(tokenizer: Any, messages: Messages,
+                template_kwargs: Mapping[str, Any] | None = None) -> list[int]:
     """Token ids of ``messages`` through the model's chat template, ready for the reply.
 
-    A model without a chat template (a base model) reads the turns' contents as plain text,
-    separated by blank lines and ending in a new line.
+    ``template_kwargs`` go to the template (``sampling.chat_template_kwargs``, e.g.
+    ``enable_thinking``). A model without a chat template (a base model) reads the turns'
+    contents as plain text, separated by blank lines and ending in a new line.
     """
     if getattr(tokenizer, "chat_template", None) is None:
         text = "\n\n".join(m["content"] for m in messages) + "\n"
         return list(tokenizer(text)["input_ids"])
     return list(tokenizer.apply_chat_template(
-        messages, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+        messages, tokenize=True, add_generation_prompt=True, return_dict=True,
+        **(template_kwargs or {}))["input_ids"])
 
 
 def recorded_chat(instruction: str, input: str, *, what: str, hint: str,

@@ -79,7 +79,8 @@ class HFSampler(Sampler):
         import torch
         from tqdm.auto import tqdm
 
-        encoded = [encode_chat(self.tokenizer, chat) for chat in prompts]
+        encoded = [encode_chat(self.tokenizer, chat, params.chat_template_kwargs)
+                   for chat in prompts]
         # Longest first, so each mini-batch holds prompts of similar length (little padding)
         # and an out-of-memory error, if any, comes at once.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
@@ -107,17 +108,21 @@ class HFSampler(Sampler):
         batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
         batch = batch.to(self.model.device)
         copies = 1 if params.greedy else params.n
-        sampling = {} if params.greedy else {
+        sampling: dict[str, Any] = {} if params.greedy else {
             "temperature": params.temperature, "top_p": params.top_p,
-            "top_k": 0,  # no top-k cut: only temperature and top-p, as in vLLM and OpenAI
+            "top_k": params.top_k or 0,  # default no top-k cut, as in vLLM and OpenAI
+            "min_p": params.min_p or None,
         }
+        if params.stop:  # generation stops at them; the texts are cut before them below
+            sampling |= {"stop_strings": list(params.stop), "tokenizer": self.tokenizer}
         out = self.model.generate(
             **batch, do_sample=not params.greedy, num_return_sequences=copies,
             max_new_tokens=params.max_tokens, pad_token_id=self.tokenizer.pad_token_id,
             **sampling,
         )
         new = out[:, batch["input_ids"].shape[1] :]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        texts = [cut_at_stop(t, params.stop)
+                 for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         per_prompt = [texts[i * copies : (i + 1) * copies] for i in range(len(ids))]
         if params.greedy:
             per_prompt = [group * params.n for group in per_prompt]
@@ -135,6 +140,12 @@ class HFSampler(Sampler):
 def _load(options: HFOptions) -> tuple[Any, Any]:
     check_model_reference(options.model, field="generator.model", defaults=(DEFAULT_GENERATOR,))
     return load_causal_lm(resolve_generator(options.model), dtype=options.dtype)
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """``text`` up to the first of the ``stop`` strings, as vLLM returns it."""
+    ends = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(ends)] if ends else text
 
 
 def _count_generated(new: Any, eos: int | list[int] | None) -> int:

