@@ -60,6 +60,8 @@ def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]]
     ``out_dir`` appears only when everything is written; a failure leaves any previous one.
     Checkpoints (``align.save_steps``) go beside it, survive a kill, and are removed at the end.
     """
+    from datasets import Dataset
+
     from calm_rag.training.launch import launch
 
     started = time.perf_counter()
@@ -69,7 +71,7 @@ def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]]
         if config.launcher == "accelerate":
             launch(job, rows, staging)
         else:
-            train_into(job, rows, staging, make_trainer)
+            train_into(job, Dataset.from_list(rows), staging, make_trainer)
     shutil.rmtree(job.checkpoints, ignore_errors=True)
     written = read_json(out_dir / "train_log.json")
     return TrainResult(adapter_dir=out_dir / "adapter",
@@ -83,18 +85,16 @@ def checkpoint_folder(out_dir: Path) -> Path:
     return out_dir.parent / f"{out_dir.name}.checkpoints"
 
 
-def train_into(job: TrainJob, rows: list[dict[str, Any]], staging: Path,
-               make_trainer: MakeTrainer) -> None:
-    """Train in this process (one rank of a launch, or the only one); rank 0 writes."""
-    from datasets import Dataset
-
+def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTrainer) -> None:
+    """Train on ``dataset`` in this process (one rank of a launch, or the only one); rank 0
+    writes."""
     started, config = time.perf_counter(), job.config
     with torch_threads(config.threads), _quiet(), _tensorboard(staging / "tensorboard"):
         model, tokenizer = load_policy(job.model_path, config, job.adapter)
         args = trainer_args(config, job.checkpoints if config.save_steps else staging / "trainer",
                             gpu=_gpu())
-        trainer = make_trainer(model, tokenizer, Dataset.from_list(rows), args)
-        kept = _check_rows(len(rows), len(trainer.train_dataset), config)
+        trainer = make_trainer(model, tokenizer, dataset, args)
+        kept = _check_rows(len(dataset), len(trainer.train_dataset), config)
         _show_progress(trainer, desc=f"training ({job.method})")
         last = last_checkpoint(job.checkpoints) if config.save_steps else None
         if last is not None:

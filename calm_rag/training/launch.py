@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from calm_rag.errors import InputError
-from calm_rag.io import read_json, write_json, write_jsonl
+from calm_rag.io import read_json, write_json
 from calm_rag.threads import available_cores
 from calm_rag.training.config import DISTRIBUTED, AlignConfig
 
@@ -45,7 +45,12 @@ def launch(job: TrainJob, rows: list[dict[str, Any]], staging: Path) -> None:
     write_json(work / "job.json", {
         "method": job.method, "model_path": job.model_path, "adapter": job.adapter,
         "checkpoints": str(job.checkpoints), "config": job.config.to_dict()})
-    write_jsonl(work / "rows.jsonl", rows)
+    # On disk, not in memory: the ranks then share the cache files of TRL's dataset maps
+    # (rank 0 maps first, the others read its files), which in-memory datasets keep in a
+    # private temporary folder.
+    from datasets import Dataset
+
+    Dataset.from_list(rows).save_to_disk(str(work / "rows"))
     command = launch_command(job.config, staging)
     log.info("training under: %s", " ".join(command))
     env = os.environ | {PARENT_ENV: str(os.getpid())}

@@ -8,7 +8,6 @@ parent to raise as its own; the rank stops when the parent is gone (``kill -9`` 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -25,6 +24,8 @@ from calm_rag.training.launch import PARENT_ENV
 
 
 def main(argv: list[str] | None = None) -> int:
+    from datasets import load_from_disk
+
     staging = Path((argv if argv is not None else sys.argv[1:])[0])
     work = staging / "_launch"
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -33,11 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     rank = os.environ.get("RANK", "0")
     try:
         config = from_mapping(AlignConfig, given["config"], prefix="align")
-        with open(work / "rows.jsonl", encoding="utf-8") as handle:
-            rows = [json.loads(line) for line in handle if line.strip()]
+        dataset = load_from_disk(str(work / "rows"))
         job = TrainJob(given["method"], given["model_path"], config,
                        Path(given["checkpoints"]), given["adapter"])
-        train_into(job, rows, staging, _trainer(job.method, config, rows))
+        train_into(job, dataset, staging, _trainer(job.method, config, dataset.to_list()))
     except InputError as err:
         write_json(work / f"error-{rank}.json", {
             "message": err.message, "path": err.path, "line": err.line, "field": err.field,
