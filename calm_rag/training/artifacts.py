@@ -31,14 +31,15 @@ def save_merged(model_path: str, adapter: Path, folder: Path) -> None:
 
 
 def write_log(folder: Path, method: str, config: AlignConfig, rows: int,
-              history: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
-    """Write ``train_log.json`` and ``loss.png``; return the per-step entries."""
+              history: list[dict[str, Any]], seconds: float,
+              extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Write ``train_log.json`` (``extra``: how it ran) and ``loss.png``; return the steps."""
     steps = [entry for entry in history if "loss" in entry]
     summary: dict[str, Any] = next(
         (entry for entry in reversed(history) if "train_runtime" in entry), {})
     write_json(folder / "train_log.json", {
         "method": method, "config": config.to_dict(), "rows": rows,
-        "seconds": round(seconds, 2), "summary": summary, "steps": steps,
+        "seconds": round(seconds, 2), **(extra or {}), "summary": summary, "steps": steps,
     })
     plot_loss(steps, folder / "loss.png", title=f"{method.upper()} on {rows} rows")
     return steps

@@ -109,8 +109,11 @@ def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTra
         shutil.rmtree(staging / "trainer", ignore_errors=True)  # scratch without save_steps
         if config.merge:
             save_merged(job.model_path, staging / "adapter", staging / "merged")
+        state = trainer.accelerator.state
         write_log(staging, job.method, config, kept, trainer.state.log_history,
-                  seconds=time.perf_counter() - started)
+                  seconds=time.perf_counter() - started,
+                  extra={"processes": state.num_processes, "backend": state.backend,
+                         "resumed_from": last.name if last else None})
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -164,6 +167,7 @@ def trainer_args(config: AlignConfig, output_dir: Path, gpu: bool) -> dict[str, 
         # and batch_size bound the activation memory instead.
         "gradient_checkpointing": config.gradient_checkpointing,
         "dataloader_pin_memory": gpu,
+        "ddp_find_unused_parameters": False,  # every LoRA weight is used in every step
         "disable_tqdm": False,
         **config.trainer,
     }
@@ -247,6 +251,8 @@ def _show_progress(trainer: Any, desc: str) -> None:
         def on_train_begin(self, args, state, control, **kwargs):
             from tqdm.auto import tqdm
 
+            if not state.is_world_process_zero:
+                return  # one bar for all the ranks
             self.training_bar = tqdm(total=state.max_steps, desc=desc, unit="step")
             self.current_step = 0
 

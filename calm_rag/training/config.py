@@ -125,7 +125,7 @@ class AlignConfig:
     an accelerate config file (null: plain data parallel)."""
     trainer: dict[str, Any] = field(default_factory=dict)
     """Any other field of TRL's DPOConfig (method dpo) or SFTConfig (sft), passed as it is,
-    e.g. {warmup_ratio: 0.1, lr_scheduler_type: cosine}; checked against TRL's own fields."""
+    e.g. {warmup_steps: 10, lr_scheduler_type: cosine}; checked against TRL's own fields."""
 
     def __post_init__(self) -> None:
         ALIGN_METHODS.check(self.method, "method")
