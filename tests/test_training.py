@@ -285,7 +285,7 @@ def test_config_round_trips_through_a_dict():
     ({"lora": {"dropout": 1.0}}, "align.lora.dropout", "must lie in [0, 1)"),
     ({"lora": {"r": 0}}, "align.lora.r", "must be at least 1"),
     ({"rounds": -1}, "align.rounds", "must lie in [0, 100]"),
-    ({"precision": "fp16"}, "align.precision", "'fp16' is not allowed"),
+    ({"precision": "fp8"}, "align.precision", "'fp8' is not allowed"),
     ({"lora": {"layers": 0}}, "align.lora.layers", "must be at least 1"),
     ({"seed": -1}, "align.seed", "must lie in [0, "),
     ({"threads": 0}, "align.threads", "must be at least 1"),
