@@ -95,6 +95,7 @@ def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTra
                             gpu=_gpu())
         trainer = make_trainer(model, tokenizer, dataset, args)
         kept = _check_rows(len(dataset), len(trainer.train_dataset), config)
+        _one_gpu_in_process(trainer)
         _show_progress(trainer, desc=f"training ({job.method})")
         last = last_checkpoint(job.checkpoints) if config.save_steps else None
         if last is not None:
@@ -181,6 +182,16 @@ def use_bf16(precision: str, gpu: bool) -> bool:
     if precision != "auto":
         return precision == "bf16"
     return auto_precision(gpu=gpu).bf16
+
+
+def _one_gpu_in_process(trainer: Any) -> None:
+    """Several GPUs seen by one process: the Trainer would wrap the model in nn.DataParallel
+    (one process driving all, slower than one GPU for a LoRA); train on the first instead."""
+    args = trainer.args
+    if args.world_size == 1 and args.n_gpu > 1:
+        log.warning("%d GPUs visible: training in-process uses one; align.launcher: "
+                    "accelerate with num_processes: %d uses all", args.n_gpu, args.n_gpu)
+        args._n_gpu = 1  # read by the Trainer's DataParallel check and batch size
 
 
 def _gpu() -> bool:
