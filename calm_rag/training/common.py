@@ -98,7 +98,7 @@ def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTra
         _one_gpu_in_process(trainer)
         _show_progress(trainer, desc=f"training ({job.method})")
         last = last_checkpoint(job.checkpoints) if config.save_steps else None
-        if last is not None:
+        if last is not None and trainer.is_world_process_zero():
             log.info("resuming from %s", last.name)
         trainer.train(resume_from_checkpoint=str(last) if last else None)
         if "ref" in getattr(trainer.model, "peft_config", {}):
