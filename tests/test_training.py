@@ -3,6 +3,8 @@
 DPO and SFT run for real (TRL's trainers, a PEFT LoRA adapter) on the 2-layer Llama of
 ``tests/tiny_model.py``; each run takes a few seconds. Whether training worked is judged by
 a plain forward pass on the merged model against the base, not by the trainer's own logs.
+The runs here ask for the merged model (`merge: True`); tests/test_launcher.py covers the
+adapter-only default, the launcher, checkpoints and trackers.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ OPTIONS = {"A": "pantry", "B": "refrigerator", "C": "oven"}
 # A high learning rate, several epochs and adapters on every linear layer: the random tiny
 # model must move visibly in seconds (attention-only LoRA moves it about a third as much).
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-FAST = dict(learning_rate=2e-2, epochs=4, batch_size=4, max_length=160, threads=1,
+FAST = dict(learning_rate=2e-2, epochs=4, batch_size=4, max_length=160, threads=1, merge=True,
             lora=LoraConfig(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR))
 
 
@@ -283,7 +285,7 @@ def test_config_round_trips_through_a_dict():
     ({"lora": {"dropout": 1.0}}, "align.lora.dropout", "must lie in [0, 1)"),
     ({"lora": {"r": 0}}, "align.lora.r", "must be at least 1"),
     ({"rounds": -1}, "align.rounds", "must lie in [0, 100]"),
-    ({"precision": "fp16"}, "align.precision", "'fp16' is not allowed"),
+    ({"precision": "fp8"}, "align.precision", "'fp8' is not allowed"),
     ({"lora": {"layers": 0}}, "align.lora.layers", "must be at least 1"),
     ({"seed": -1}, "align.seed", "must lie in [0, "),
     ({"threads": 0}, "align.threads", "must be at least 1"),

@@ -17,6 +17,8 @@ class ModelRef:
 
     path: str
     fingerprint: str
+    adapter: str | None = None
+    """A LoRA adapter folder to apply on top of ``path`` (a round trained without merging)."""
 
     @classmethod
     def resolve(cls, name_or_path: str, backend: str) -> ModelRef:

@@ -136,7 +136,15 @@ def _training_summary(folder: Path, rounds: list[Round]) -> dict[str, Any] | Non
     return {"method": last.method, "target": last.target, "rounds": len(trained),
             "rows": last.log.get("rows", last.rows), "final_loss": last.final_loss,
             "seconds": sum(t.log.get("seconds", 0.0) for t in trained),
-            "loss_plot": "loss.png", "merged_model": str(last.folder / "merged")}
+            "loss_plot": "loss.png", **_trained_model(last.folder)}
+
+
+def _trained_model(folder: Path) -> dict[str, str]:
+    """Where the trained weights are: the merged model (``align.merge``), else the adapter
+    (in the cache; the run folder has its copy)."""
+    if (folder / "merged").is_dir():
+        return {"merged_model": str(folder / "merged")}
+    return {"adapter": str(folder / "adapter")}
 
 
 def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,

@@ -266,7 +266,8 @@ class TrainingResult:
     target: str
     rows: int
     folder: Path
-    """The stage's cache folder: ``adapter/``, ``merged/``, ``loss.png``, ``train_log.json``."""
+    """The stage's cache folder: ``adapter/``, ``loss.png``, ``train_log.json``, ``tensorboard/``
+    with that tracker, and ``merged/`` with ``align.merge``."""
     log: dict[str, Any]
     """``train_log.json``: steps with their loss, rows kept, seconds."""
 
@@ -286,23 +287,31 @@ class Round:
     training: TrainingResult | None = None
 
 
+# Keys that change how a training runs, not what it trains: not in the align stage's key.
+_RUN_ONLY = ("rounds", "launcher", "machine_rank", "main_process_ip", "main_process_port",
+             "save_steps", "report_to")
+
+
 def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
                 ) -> tuple[ModelRef, TrainingResult]:
-    """Train on ``rows`` (pairs for DPO, target samples for SFT); the merged model and what
-    was trained."""
+    """Train on ``rows`` (pairs for DPO, target samples for SFT), from ``model`` and its
+    adapter if it has one; the trained model (base + adapter, or the merged model with
+    ``align.merge``) and what was trained."""
     align, started = ctx.experiment.align, time.perf_counter()
     precision = resolve_dtype("auto") if align.precision == "auto" else align.precision
     key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
-                      dataclasses.asdict(align) | {"rounds": None, "precision": precision},
+                      align.to_dict() | dict.fromkeys(_RUN_ONLY) | {"precision": precision},
                       [r.to_dict() for r in rows])
     folder = ctx.cache.folder("align", key)
     with ctx.cache.claim("align", key):  # a second run of the same key waits, then reads it
         cached = ctx.cache.has("align", key)
         if not cached:
             method = ALIGN_METHODS.get(align.method, field="align.method")
-            method.train(model.path, rows, align, folder)
+            method.train(model.path, rows, align, folder, model.adapter)
             (folder / "DONE").write_text("", encoding="utf-8")
     ctx.record("align", label, key, cached, time.perf_counter() - started)
     result = TrainingResult(align.method, align.target, len(rows), folder,
                             read_json(folder / "train_log.json"))
-    return ModelRef(str(folder / "merged"), f"align:{key}"), result
+    if align.merge:
+        return ModelRef(str(folder / "merged"), f"align:{key}"), result
+    return ModelRef(model.path, f"align:{key}", adapter=str(folder / "adapter")), result

@@ -1,7 +1,9 @@
 """Alignment: DPO (TRL + PEFT LoRA) on the cross-lingual preference pairs, and the SFT baseline.
 
 >>> result = train_dpo(model_path, pairs, AlignConfig(), out_dir)
->>> result.merged_dir  # a plain transformers folder: sample from it for the next round
+>>> result.adapter_dir  # the LoRA adapter: sample base + adapter for the next round
+>>> # align.merge: true also writes result.merged_dir, a plain transformers folder
+>>> # align.launcher: accelerate trains in a child under `accelerate launch` (see launch.py)
 """
 
 from calm_rag.training.common import TrainResult

@@ -1,4 +1,5 @@
-"""What a training run leaves beside its weights: adapter, merged model, step log, loss plot."""
+"""What a training run leaves beside its adapter: the merged model (on request), the step log,
+the loss plot."""
 
 from __future__ import annotations
 
@@ -9,30 +10,36 @@ from calm_rag.io import write_json
 from calm_rag.training.config import AlignConfig
 
 
-def save_adapter(model: Any, tokenizer: Any, folder: Path) -> None:
-    """The PEFT adapter alone (a few MB); ``PeftModel.from_pretrained(base, folder)`` loads it."""
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-
-
-def save_merged(model: Any, tokenizer: Any, folder: Path, dtype: Any) -> None:
+def save_merged(model_path: str, adapter: Path, folder: Path) -> None:
     """The adapter folded into the base weights: a plain transformers folder (tokenizer and
-    chat template included) in the base model's dtype, so vLLM and ``hf`` load it as is."""
-    merged = model.merge_and_unload()
+    chat template included) in the base model's saved dtype, so vLLM and ``hf`` load it as is.
+
+    Built from the written adapter, not the trained model in memory: under ZeRO-3 or FSDP only
+    the saved adapter is whole.
+    """
+    from peft import PeftModel
+
+    from calm_rag.models import load_causal_lm, resolve_generator
+    from calm_rag.models.loading import saved_dtype
+
+    path = resolve_generator(model_path)
+    base, tokenizer = load_causal_lm(path, dtype="float32")
+    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.config.use_cache = True  # generation wants the KV cache back
-    merged.to(dtype).save_pretrained(folder)
+    merged.to(saved_dtype(path)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
 
 def write_log(folder: Path, method: str, config: AlignConfig, rows: int,
-              history: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]]:
-    """Write ``train_log.json`` and ``loss.png``; return the per-step entries."""
+              history: list[dict[str, Any]], seconds: float,
+              extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Write ``train_log.json`` (``extra``: how it ran) and ``loss.png``; return the steps."""
     steps = [entry for entry in history if "loss" in entry]
     summary: dict[str, Any] = next(
         (entry for entry in reversed(history) if "train_runtime" in entry), {})
     write_json(folder / "train_log.json", {
         "method": method, "config": config.to_dict(), "rows": rows,
-        "seconds": round(seconds, 2), "summary": summary, "steps": steps,
+        "seconds": round(seconds, 2), **(extra or {}), "summary": summary, "steps": steps,
     })
     plot_loss(steps, folder / "loss.png", title=f"{method.upper()} on {rows} rows")
     return steps

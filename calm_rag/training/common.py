@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
-from calm_rag.io import atomic_dir
+from calm_rag.io import atomic_dir, read_json
 from calm_rag.threads import torch_threads
-from calm_rag.training.artifacts import save_adapter, save_merged, write_log
+from calm_rag.training.artifacts import save_merged, write_log
 from calm_rag.training.config import AlignConfig
 
 log = logging.getLogger(__name__)
@@ -32,59 +33,123 @@ class TrainResult:
     """What a training run left in its output folder, and how it went."""
 
     adapter_dir: Path
-    merged_dir: Path
+    merged_dir: Path | None  # None unless align.merge
     log: list[dict[str, Any]]  # one entry a step: step, epoch, loss, learning_rate, rewards/...
     loss_plot: Path
     seconds: float
     rows: int  # rows actually trained on (after dropping prompts longer than max_length)
 
 
+@dataclass(frozen=True)
+class TrainJob:
+    """What to train, everything but the rows: the child of a launcher gets it as JSON."""
+
+    method: str
+    model_path: str
+    config: AlignConfig
+    checkpoints: Path
+    adapter: str | None = None  # a previous round's adapter to go on training
+
+
 def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]],
-                 config: AlignConfig, out_dir: str | Path, make_trainer: MakeTrainer
-                 ) -> TrainResult:
-    """Train a LoRA adapter on ``rows`` and write ``out_dir`` (adapter, merged, log, plot).
+                 config: AlignConfig, out_dir: str | Path, make_trainer: MakeTrainer,
+                 adapter: str | None = None) -> TrainResult:
+    """Train a LoRA adapter on ``rows`` and write ``out_dir`` (adapter, log, plot; the merged
+    model with ``align.merge``), here or in a child under ``accelerate launch``.
 
     ``out_dir`` appears only when everything is written; a failure leaves any previous one.
+    Checkpoints (``align.save_steps``) go beside it, survive a kill, and are removed at the end.
     """
     from datasets import Dataset
 
+    from calm_rag.training.launch import launch
+
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    with torch_threads(config.threads), _quiet(), atomic_dir(out_dir) as staging:
-        model, tokenizer, base_dtype = load_policy(model_path)
-        args = trainer_args(config, staging / "trainer")
-        trainer = make_trainer(model, tokenizer, Dataset.from_list(rows), args)
-        kept = _check_rows(len(rows), len(trainer.train_dataset), config)
-        _show_progress(trainer, desc=f"training ({method})")
-        trainer.train()
-        shutil.rmtree(staging / "trainer", ignore_errors=True)  # scratch; save_strategy is "no"
-        save_adapter(trainer.model, tokenizer, staging / "adapter")
-        save_merged(trainer.model, tokenizer, staging / "merged", base_dtype)
-        steps = write_log(staging, method, config, kept, trainer.state.log_history,
-                          seconds=time.perf_counter() - started)
-    return TrainResult(adapter_dir=out_dir / "adapter", merged_dir=out_dir / "merged",
-                       log=steps, loss_plot=out_dir / "loss.png",
-                       seconds=time.perf_counter() - started, rows=kept)
+    job = TrainJob(method, str(model_path), config, checkpoint_folder(out_dir), adapter)
+    with atomic_dir(out_dir) as staging:
+        if config.launcher == "accelerate":
+            launch(job, rows, staging)
+        else:
+            train_into(job, Dataset.from_list(rows), staging, make_trainer)
+    shutil.rmtree(job.checkpoints, ignore_errors=True)
+    written = read_json(out_dir / "train_log.json")
+    return TrainResult(adapter_dir=out_dir / "adapter",
+                       merged_dir=out_dir / "merged" if config.merge else None,
+                       log=written["steps"], loss_plot=out_dir / "loss.png",
+                       seconds=time.perf_counter() - started, rows=written["rows"])
 
 
-def load_policy(model_path: str | Path) -> tuple[Any, Any, Any]:
-    """The model in float32 (CPU training needs it; the default folder is bf16), its
-    tokenizer, and the dtype it was saved in (the merged model is saved back in it)."""
+def checkpoint_folder(out_dir: Path) -> Path:
+    """Beside the output folder (not in its staging copy, which a kill throws away)."""
+    return out_dir.parent / f"{out_dir.name}.checkpoints"
+
+
+def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTrainer) -> None:
+    """Train on ``dataset`` in this process (one rank of a launch, or the only one); rank 0
+    writes."""
+    started, config = time.perf_counter(), job.config
+    with torch_threads(config.threads), _quiet(), _tensorboard(staging / "tensorboard"):
+        model, tokenizer = load_policy(job.model_path, config, job.adapter)
+        args = trainer_args(config, job.checkpoints if config.save_steps else staging / "trainer",
+                            gpu=_gpu())
+        trainer = make_trainer(model, tokenizer, dataset, args)
+        kept = _check_rows(len(dataset), len(trainer.train_dataset), config)
+        _one_gpu_in_process(trainer)
+        _show_progress(trainer, desc=f"training ({job.method})")
+        last = last_checkpoint(job.checkpoints) if config.save_steps else None
+        if last is not None and trainer.is_world_process_zero():
+            log.info("resuming from %s", last.name)
+        trainer.train(resume_from_checkpoint=str(last) if last else None)
+        if "ref" in getattr(trainer.model, "peft_config", {}):
+            trainer.model.delete_adapter("ref")  # TRL's frozen copy of the previous round's
+        trainer.save_model(str(staging / "adapter"))  # gathers shards under ZeRO-3/FSDP
+        if not trainer.is_world_process_zero():
+            return
+        (staging / "adapter" / "training_args.bin").unlink(missing_ok=True)
+        shutil.rmtree(staging / "trainer", ignore_errors=True)  # scratch without save_steps
+        if config.merge:
+            save_merged(job.model_path, staging / "adapter", staging / "merged")
+        state = trainer.accelerator.state
+        write_log(staging, job.method, config, kept, trainer.state.log_history,
+                  seconds=time.perf_counter() - started,
+                  extra={"processes": state.num_processes, "backend": state.backend,
+                         "resumed_from": last.name if last else None})
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` (its trainer state is written last)."""
+    done = [p for p in folder.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def load_policy(model_path: str | Path, config: AlignConfig,
+                adapter: str | None = None) -> tuple[Any, Any]:
+    """The model and its tokenizer; with ``adapter``, that adapter ready to train on.
+
+    Float32 on a CPU (training needs it; the default folder is bf16); bf16 on a GPU that
+    computes in it, when the precision asks for bf16.
+    """
     from calm_rag.models import load_causal_lm, resolve_generator
-    from calm_rag.models.loading import saved_dtype
 
-    path = resolve_generator(str(model_path))
-    model, tokenizer = load_causal_lm(path, dtype="float32")
-    return model, tokenizer, saved_dtype(path)
+    gpu = _gpu()
+    dtype = "bfloat16" if gpu and use_bf16(config.precision, gpu) else "float32"
+    model, tokenizer = load_causal_lm(resolve_generator(str(model_path)), dtype=dtype)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+    return model, tokenizer
 
 
-def trainer_args(config: AlignConfig, scratch: Path) -> dict[str, Any]:
+def trainer_args(config: AlignConfig, output_dir: Path, gpu: bool) -> dict[str, Any]:
     """The TrainingArguments both DPOConfig and SFTConfig take, from the ``align:`` block."""
-    import torch
-
-    gpu = torch.cuda.is_available()
+    if config.precision == "fp16" and not gpu:
+        raise InputError("fp16 training needs a GPU", field="align.precision",
+                         hint="use bf16, fp32 or auto on a CPU")
     return {
-        "output_dir": str(scratch),
+        "output_dir": str(output_dir),
         "learning_rate": config.learning_rate,
         "num_train_epochs": config.epochs,
         "per_device_train_batch_size": config.batch_size,
@@ -93,15 +158,19 @@ def trainer_args(config: AlignConfig, scratch: Path) -> dict[str, Any]:
         "seed": config.seed,
         "data_seed": config.seed,
         "logging_steps": 1,  # the loss plot shows every step
-        "save_strategy": "no",  # the adapter and merged model are saved once, at the end
-        "report_to": "none",
+        "save_strategy": "steps" if config.save_steps else "no",
+        "save_steps": config.save_steps or 500,
+        "report_to": config.trackers,
         "use_cpu": not gpu,
         "bf16": use_bf16(config.precision, gpu),
-        # TRL turns it on by default (steps ~20% slower, TRL says); lora.layers and batch_size
-        # bound the activation memory instead (SmolLM2-135M: 3.7 GB peak at last 8 layers, 2).
-        "gradient_checkpointing": False,
+        "fp16": config.precision == "fp16",
+        # Off by default although TRL turns it on (steps ~20% slower, TRL says); lora.layers
+        # and batch_size bound the activation memory instead.
+        "gradient_checkpointing": config.gradient_checkpointing,
         "dataloader_pin_memory": gpu,
+        "ddp_find_unused_parameters": False,  # every LoRA weight is used in every step
         "disable_tqdm": False,
+        **config.trainer,
     }
 
 
@@ -113,6 +182,44 @@ def use_bf16(precision: str, gpu: bool) -> bool:
     if precision != "auto":
         return precision == "bf16"
     return auto_precision(gpu=gpu).bf16
+
+
+def _one_gpu_in_process(trainer: Any) -> None:
+    """Several GPUs seen by one process: the Trainer would wrap the model in nn.DataParallel
+    (one process driving all, slower than one GPU for a LoRA); train on the first instead."""
+    args = trainer.args
+    if args.world_size == 1 and args.n_gpu > 1:
+        log.warning("%d GPUs visible: training in-process uses one; align.launcher: "
+                    "accelerate with num_processes: %d uses all", args.n_gpu, args.n_gpu)
+        args._n_gpu = 1  # read by the Trainer's DataParallel check and batch size
+
+
+def _gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def _tensorboard(folder: Path) -> Iterator[None]:
+    """TensorBoard's events into ``folder`` (transformers reads the variable, not an argument)."""
+    previous = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = previous
+
+
+def new_lora(config: AlignConfig, model: Any) -> Any:
+    """A new adapter's config, or None for a model that already has one (it goes on
+    training; TRL refuses a second adapter on top)."""
+    from peft import PeftModel
+
+    return None if isinstance(model, PeftModel) else lora_config(config, model)
 
 
 def lora_config(config: AlignConfig, model: Any) -> Any:
@@ -155,6 +262,8 @@ def _show_progress(trainer: Any, desc: str) -> None:
         def on_train_begin(self, args, state, control, **kwargs):
             from tqdm.auto import tqdm
 
+            if not state.is_world_process_zero:
+                return  # one bar for all the ranks
             self.training_bar = tqdm(total=state.max_steps, desc=desc, unit="step")
             self.current_step = 0
 

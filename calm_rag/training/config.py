@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from calm_rag.config import at_least, check_seed
+from calm_rag.config import at_least, check_seed, one_of
 from calm_rag.errors import InputError
 from calm_rag.registries import ALIGN_METHODS
 
 TARGETS = ("majority", "gold")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LAUNCHERS = ("none", "accelerate")
+DISTRIBUTED = ("zero2", "zero3", "fsdp")  # shipped in calm_rag/training/launch_configs/
+TRACKERS = ("none", "tensorboard", "wandb", "trackio", "mlflow")
+# TRL arguments the typed keys set (or calm_rag sets itself): align.trainer may not set them.
+OWNED = {"learning_rate": "learning_rate", "num_train_epochs": "epochs",
+         "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
+         "max_length": "max_length", "seed": "seed", "data_seed": "seed", "beta": "beta",
+         "save_steps": "save_steps", "save_strategy": "save_steps", "report_to": "report_to",
+         "gradient_checkpointing": "gradient_checkpointing", "bf16": "precision",
+         "fp16": "precision", "output_dir": None, "use_cpu": None}
 
 
 def _check(key: str, ok: bool, value: Any, why: str, hint: str) -> None:
@@ -80,10 +91,41 @@ class AlignConfig:
     """Seed of the adapter's init and the shuffle."""
     threads: int | None = None
     """CPU threads for torch; default: the cores available."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """Compute precision: fp32, bf16 (autocast; weights and adapter stay fp32), or auto: bf16
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Compute precision: fp32, bf16 (autocast), fp16 (autocast, GPU only), or auto: bf16
     where the hardware computes it natively (a bf16 GPU, or a CPU with AVX512-BF16/AMX), else
-    fp32."""
+    fp32. On a GPU with bf16 the model is also loaded in bf16 (half the memory)."""
+    merge: bool = False
+    """Also write the adapter folded into the base weights (``merged/``, a full model). Off:
+    only the adapter is written, and the next round and the evaluation read base + adapter."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~20% slower steps."""
+    save_steps: int | None = None
+    """Save a checkpoint every N optimiser steps (null: none). A run killed and started again
+    resumes from the last one; they are removed once the adapter is written."""
+    report_to: Any = "none"
+    """Where the trainer logs: none, tensorboard, wandb, trackio, mlflow, or a list of them.
+    TensorBoard's events go to the stage folder's ``tensorboard/``."""
+    launcher: Literal["none", "accelerate"] = "none"
+    """``none`` trains in the pipeline's process; ``accelerate`` runs the training in a child
+    under ``accelerate launch`` (several processes, GPUs or nodes)."""
+    num_processes: int = 1
+    """Training processes in all (with the accelerate launcher): one per GPU, or CPU workers
+    (gloo) on a machine without one."""
+    num_machines: int = 1
+    """Nodes taking part (with the accelerate launcher); start the same run on each."""
+    machine_rank: int = 0
+    """This node's rank among num_machines (0 writes the adapter)."""
+    main_process_ip: str | None = None
+    """Address of the rank-0 node (needed with several machines)."""
+    main_process_port: int | None = None
+    """Port of the rank-0 node (default: accelerate's, 29500)."""
+    distributed: str | None = None
+    """Sharding under the accelerate launcher: zero2, zero3 (DeepSpeed), fsdp, or the path of
+    an accelerate config file (null: plain data parallel)."""
+    trainer: dict[str, Any] = field(default_factory=dict)
+    """Any other field of TRL's DPOConfig (method dpo) or SFTConfig (sft), passed as it is,
+    e.g. {warmup_steps: 10, lr_scheduler_type: cosine}; checked against TRL's own fields."""
 
     def __post_init__(self) -> None:
         ALIGN_METHODS.check(self.method, "method")
@@ -103,10 +145,60 @@ class AlignConfig:
                "room for the prompt and the response, e.g. 512")
         at_least(self, 1, "threads", hint="or null for every core available")
         check_seed(self, "seed")
+        self._check_scale_out()
+
+    def _check_scale_out(self) -> None:
+        one_of("launcher", self.launcher, LAUNCHERS)
+        at_least(self, 1, "save_steps", "num_processes", "num_machines", hint="a whole number")
+        _check("machine_rank", 0 <= self.machine_rank < self.num_machines, self.machine_rank,
+               "must lie in [0, num_machines)", "0 on the main node")
+        _check("main_process_ip", self.num_machines == 1 or bool(self.main_process_ip),
+               self.main_process_ip, "is needed with several machines", "rank 0's address")
+        _check("main_process_port", self.main_process_port is None
+               or 1 <= self.main_process_port <= 65535, self.main_process_port,
+               "must be a port number", "e.g. 29500")
+        _check("distributed", self.distributed is None or self.distributed in DISTRIBUTED
+               or Path(self.distributed).is_file(), self.distributed,
+               "is neither a shipped config nor a file",
+               f"use one of {', '.join(DISTRIBUTED)} or an accelerate config file's path")
+        wide = self.num_processes > 1 or self.num_machines > 1 or self.distributed
+        _check("launcher", self.launcher == "accelerate" or not wide, self.launcher,
+               "several processes or a distributed config need a launcher",
+               "set align.launcher: accelerate")
+        given = [self.report_to] if isinstance(self.report_to, str) else self.report_to
+        _check("report_to", isinstance(given, list | tuple) and bool(given)
+               and all(isinstance(t, str) and t in TRACKERS for t in given), self.report_to,
+               "unknown tracker", f"use one of {', '.join(TRACKERS)}, or a list of them")
+        object.__setattr__(self, "report_to", tuple(t for t in given if t != "none") or "none")
+        self._check_trainer()
+
+    def _check_trainer(self) -> None:
+        """``align.trainer`` keys are fields of the method's TRL config, not set elsewhere."""
+        if not self.trainer:
+            return
+        import trl  # seconds to import: only when the block is used
+
+        known = {f.name for f in dataclasses.fields(
+            trl.SFTConfig if self.method == "sft" else trl.DPOConfig)}
+        for key in self.trainer:
+            _check(f"trainer.{key}", key in known, self.trainer[key],
+                   f"not a field of TRL's {'SFT' if self.method == 'sft' else 'DPO'}Config",
+                   "see TRL's documentation of the trainer's arguments")
+            owner = OWNED.get(key, "")
+            _check(f"trainer.{key}", key not in OWNED, self.trainer[key],
+                   f"is set by align.{owner}" if owner else "is set by calm_rag itself",
+                   f"set align.{owner} instead" if owner else "leave it out")
+
+    @property
+    def trackers(self) -> list[str]:
+        """``report_to`` as the list TrainingArguments takes."""
+        return ["none"] if self.report_to == "none" else list(self.report_to)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for the resolved config and the cache key."""
         values = dataclasses.asdict(self)
         values["lora"]["targets"] = list(self.lora.targets)
+        if not isinstance(self.report_to, str):
+            values["report_to"] = list(self.report_to)
         return values
 

@@ -8,16 +8,24 @@ from typing import Any
 from calm_rag.errors import InputError
 from calm_rag.records import PreferencePair
 from calm_rag.sampling.chat import encode_chat, recorded_chat
-from calm_rag.training.common import TrainResult, lora_config, no_rows_left, run_training
+from calm_rag.training.common import (
+    MakeTrainer,
+    TrainResult,
+    new_lora,
+    no_rows_left,
+    run_training,
+)
 from calm_rag.training.config import AlignConfig
 
 
 def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: AlignConfig,
-              out_dir: str | Path) -> TrainResult:
-    """Train a LoRA adapter on ``pairs`` with DPO; write adapter, merged model, log and plot.
+              out_dir: str | Path, adapter: str | None = None) -> TrainResult:
+    """Train a LoRA adapter on ``pairs`` with DPO; write the adapter, log and plot (and the
+    merged model with ``align.merge``). With ``adapter`` (a previous round's) that adapter
+    goes on training, with a frozen copy of it as the reference.
 
-    The reference model is the base itself (TRL switches the adapter off for it), so only one
-    copy of the weights is held.
+    Without one the reference model is the base itself (TRL switches the adapter off for it),
+    so only one copy of the weights is held.
     """
     if not pairs:
         raise InputError("no preference pairs to train on: every question was unanimous or "
@@ -25,6 +33,12 @@ def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: Align
                          hint="sample more questions or responses (sampling.n), raise the "
                               "temperature, or use method: sft")
     rows = [dpo_row(pair) for pair in pairs]
+    return run_training("dpo", model_path, rows, config, out_dir, dpo_trainer(config, rows),
+                        adapter=adapter)
+
+
+def dpo_trainer(config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
+    """What builds TRL's DPOTrainer for these rows (in this process or a launched rank)."""
 
     def make_trainer(model: Any, tokenizer: Any, dataset: Any, args: dict[str, Any]) -> Any:
         from trl import DPOConfig, DPOTrainer
@@ -33,13 +47,13 @@ def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: Align
             raise no_rows_left(len(rows), config)  # else TRL's precompute fails on no rows
         # The reference never changes: its log-probs are computed once, before training,
         # not again in every epoch (2 epochs of the demo: 177 s instead of ~200).
-        dpo_args = DPOConfig(beta=config.beta, precompute_ref_log_probs=True,
-                             precompute_ref_batch_size=2 * config.batch_size, **args)
-        return DPOTrainer(model=model, args=dpo_args,
+        args = {"precompute_ref_log_probs": True,
+                "precompute_ref_batch_size": 2 * config.batch_size} | args
+        return DPOTrainer(model=model, args=DPOConfig(beta=config.beta, **args),
                           train_dataset=dataset, processing_class=tokenizer,
-                          peft_config=lora_config(config, model))
+                          peft_config=new_lora(config, model))
 
-    return run_training("dpo", model_path, rows, config, out_dir, make_trainer)
+    return make_trainer
 
 
 def _fits(tokenizer: Any, prompt: list[dict[str, str]], max_length: int) -> bool:

@@ -24,8 +24,10 @@ class AlignMethod(ABC):
 
     @staticmethod
     @abstractmethod
-    def train(model_path: str | Path, rows: list[Any], config: Any, out_dir: Path) -> Any:
-        """Train on ``rows``; write the adapter, the merged model and ``train_log.json``."""
+    def train(model_path: str | Path, rows: list[Any], config: Any, out_dir: Path,
+              adapter: str | None = None) -> Any:
+        """Train on ``rows`` (going on from ``adapter`` when given, a previous round's); write
+        the adapter, ``train_log.json`` and ``loss.png`` (``merged/`` with ``align.merge``)."""
 
 
 @ALIGN_METHODS.register("dpo")
@@ -37,10 +39,11 @@ class DPO(AlignMethod):
         return list(pairs)
 
     @staticmethod
-    def train(model_path: str | Path, rows: list[Any], config: Any, out_dir: Path) -> Any:
+    def train(model_path: str | Path, rows: list[Any], config: Any, out_dir: Path,
+              adapter: str | None = None) -> Any:
         from calm_rag.training.dpo import train_dpo
 
-        return train_dpo(model_path, rows, config, out_dir)
+        return train_dpo(model_path, rows, config, out_dir, adapter)
 
 
 @ALIGN_METHODS.register("sft")
@@ -54,7 +57,8 @@ class SFT(AlignMethod):
         return sft_targets(samples, votes)
 
     @staticmethod
-    def train(model_path: str | Path, rows: list[Any], config: Any, out_dir: Path) -> Any:
+    def train(model_path: str | Path, rows: list[Any], config: Any, out_dir: Path,
+              adapter: str | None = None) -> Any:
         from calm_rag.training.sft import train_sft
 
-        return train_sft(model_path, rows, config, out_dir)
+        return train_sft(model_path, rows, config, out_dir, adapter)

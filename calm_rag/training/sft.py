@@ -9,7 +9,7 @@ from typing import Any
 from calm_rag.errors import InputError
 from calm_rag.records import Sample, Vote
 from calm_rag.sampling.chat import recorded_chat
-from calm_rag.training.common import TrainResult, lora_config, run_training
+from calm_rag.training.common import MakeTrainer, TrainResult, new_lora, run_training
 from calm_rag.training.config import TARGETS, AlignConfig
 
 
@@ -31,23 +31,30 @@ def sft_targets(samples: Iterable[Sample], votes: Iterable[Vote],
 
 
 def train_sft(model_path: str | Path, samples: list[Sample], config: AlignConfig,
-              out_dir: str | Path) -> TrainResult:
+              out_dir: str | Path, adapter: str | None = None) -> TrainResult:
     """Train a LoRA adapter on ``samples`` (prompt → its response, loss on the response only);
-    write adapter, merged model, log and plot as :func:`~calm_rag.training.train_dpo` does."""
+    write what :func:`~calm_rag.training.train_dpo` writes. With ``adapter`` (a previous
+    round's) that adapter goes on training."""
     if not samples:
         raise InputError("no responses to fine-tune on: no sample agrees with its question's "
                          "target", field="align",
                          hint="sample more questions or responses (sampling.n), or check that "
                               "answers were extracted")
     rows = [sft_row(sample) for sample in samples]
+    return run_training("sft", model_path, rows, config, out_dir, sft_trainer(config, rows),
+                        adapter=adapter)
+
+
+def sft_trainer(config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
+    """What builds TRL's SFTTrainer (in this process or a launched rank)."""
 
     def make_trainer(model: Any, tokenizer: Any, dataset: Any, args: dict[str, Any]) -> Any:
         from trl import SFTConfig, SFTTrainer
 
         return SFTTrainer(model=model, args=SFTConfig(**args), train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=lora_config(config, model))
+                          processing_class=tokenizer, peft_config=new_lora(config, model))
 
-    return run_training("sft", model_path, rows, config, out_dir, make_trainer)
+    return make_trainer
 
 
 def sft_row(sample: Sample) -> dict[str, Any]:
