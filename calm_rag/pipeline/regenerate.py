@@ -3,10 +3,12 @@ again instead of borrowed from the pivot.
 
 For each language with no response agreeing with the target, the language's prompt is asked
 again with the target given after the question ("The correct answer is B. Explain why, in
-English.", localized; the instruction already asks for the "Answer: <letter>" ending); with ``sampling.forced_answer`` on a backend that can force endings, the
-response must also end with the target's letter. A regenerated response is kept only if its
-extracted answer is the target and the language identifier finds it in the prompt's language,
-so a Chinese prompt's ``chosen`` is Chinese text, not the English one ``pivot`` borrows.
+English.", localized; the instruction above already asks for the "Answer: <letter>" ending).
+With ``sampling.forced_answer`` on a backend that can force endings, the response must also
+end with the target's letter. A regenerated response is kept only if its extracted answer is
+the target, the language identifier finds it in the prompt's language, and it does not just
+echo the hint; so a Chinese prompt's ``chosen`` is Chinese text, not the English one
+``pivot`` borrows.
 """
 
 from __future__ import annotations
