@@ -204,3 +204,27 @@ def test_chosen_language_share_counts_english_under_zh_as_out_of_language():
     text = chosen_language_section({"chosen_fallback": "pivot", "chosen_language": shares})
     assert "| zh | 3 | 2 (66.7%) | 1 | 1 | 1 |" in text
     assert "| all | 5 | 3 (60.0%) | 2 | 2 | 1 |" in text
+
+
+# ---------------------------------------------------------------------------- in a run
+
+
+def test_run_regenerates_in_the_round_and_reports_the_shares(sharp_model, tmp_path):
+    from tests.test_pipeline import experiment, latest_run, run_cli, write_experiment
+
+    data = experiment(sharp_model, tmp_path / "runs", vote__chosen_fallback="regenerate",
+                      vote__regenerate_tries=2)
+    path = write_experiment(tmp_path, data)
+    assert run_cli(path) == 0
+    folder = latest_run(tmp_path / "runs")
+    stages = json.loads((folder / "manifest.json").read_text())["stages"]
+    regenerated = [s for s in stages if s["stage"] == "regenerate"]
+    assert [(s["label"], s["cached"]) for s in regenerated] == [("r1/train", False)]
+    pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text().splitlines()]
+    assert not any(p["chosen_source"].startswith("pivot") for p in pairs)
+    report = (folder / "report.md").read_text()
+    assert "## Chosen responses in the prompt's language" in report
+    assert "Chosen fallback: regenerate" in report
+    assert run_cli(path) == 0  # a rerun reads the regenerated responses from the cache
+    stages = json.loads((latest_run(tmp_path / "runs") / "manifest.json").read_text())["stages"]
+    assert [s["cached"] for s in stages if s["stage"] == "regenerate"] == [True]
