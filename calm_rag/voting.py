@@ -56,12 +56,12 @@ class VoteConfig:
     """When a language has no response agreeing with the majority (a registered chosen
     fallback): ``skip`` it, take the ``pivot`` language's agreeing response (then any
     language's), or ``regenerate`` one in the language itself: sample its prompt again told
-    the majority answer, keeping responses that give that answer and that the language
-    identifier finds in the prompt's language (``calm-rag run`` only: it needs the
-    generator)."""
+    the majority answer, keeping responses that give that answer, that the language
+    identifier finds in the prompt's language and that do not just echo the request
+    (``calm-rag run`` only: it needs the generator)."""
     regenerate_tries: int = 4
     """For ``chosen_fallback: regenerate``, responses sampled per language that needs one
-    (in one call); every one that passes both checks is kept."""
+    (in one call); every one that passes the checks is kept."""
     regenerate_otherwise: str = "skip"
     """For ``chosen_fallback: regenerate``, the chosen fallback for a language none of whose
     regenerated responses passes: ``skip`` (drop its pairs) or ``pivot``."""
