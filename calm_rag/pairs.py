@@ -1,4 +1,9 @@
-"""Preference pairs from votes: per language, agreeing responses against disagreeing ones."""
+"""Preference pairs from votes: per language, agreeing responses against disagreeing ones.
+
+A language with no agreeing response gets its ``chosen`` from the configured chosen fallback:
+none (``skip``), the pivot's (``pivot``), or responses sampled again in the language itself
+(``regenerate``: :mod:`calm_rag.pipeline.regenerate` samples them and passes them here).
+"""
 
 from __future__ import annotations
 
@@ -6,36 +11,52 @@ from collections.abc import Iterable
 from dataclasses import replace
 from itertools import zip_longest
 
+from calm_rag.errors import InputError
 from calm_rag.records import PreferencePair, Sample, Vote
 from calm_rag.registries import CHOSEN_FALLBACKS
 from calm_rag.voting import VoteConfig, group_by_question, in_language_order, vote_all
 
 
-def build_pairs(samples: Iterable[Sample], votes: Iterable[Vote],
-                config: VoteConfig) -> list[PreferencePair]:
-    """All pairs of every voted question, in question order."""
+def build_pairs(samples: Iterable[Sample], votes: Iterable[Vote], config: VoteConfig,
+                regenerated: Iterable[Sample] | None = None) -> list[PreferencePair]:
+    """All pairs of every voted question, in question order. ``regenerated``: the responses
+    sampled again for ``chosen_fallback: regenerate`` (required by it, unused otherwise)."""
+    check_regenerated(config, regenerated)
     decided = {(v.question_id, v.setting): v for v in votes if v.answer is not None}
+    again = group_by_question(regenerated or ())
     pairs: list[PreferencePair] = []
     for key, group in group_by_question(samples).items():
         if key in decided:
-            pairs += pairs_for_question(group, decided[key], config)
+            pairs += pairs_for_question(group, decided[key], config, again.get(key, []))
     return pairs
 
 
-def pairs_for_question(samples: list[Sample], vote: Vote,
-                       config: VoteConfig) -> list[PreferencePair]:
+def check_regenerated(config: VoteConfig, regenerated: Iterable[Sample] | None) -> None:
+    """Refuse ``chosen_fallback: regenerate`` where nothing could sample again."""
+    if config.chosen_fallback == "regenerate" and regenerated is None:
+        raise InputError("chosen_fallback 'regenerate' samples again with the generator, "
+                         "which only `calm-rag run` has", field="vote.chosen_fallback",
+                         hint="use skip or pivot here, or run the experiment with calm-rag run")
+
+
+def pairs_for_question(samples: list[Sample], vote: Vote, config: VoteConfig,
+                       regenerated: list[Sample] | None = None) -> list[PreferencePair]:
     """One row per rejected response, each against an agreeing response (cycled)."""
+    check_regenerated(config, regenerated)
     target = vote.answer
     if target is None:  # no target (a dropped tie, an abstention): nothing to prefer
         return []
     ordered = in_language_order(samples, config.language_order)
+    again = {s.id for s in regenerated or ()}
     per_language = []
     for lang in dict.fromkeys(s.lang for s in ordered):
         mine = [s for s in ordered if s.lang == lang]
-        rejected = [s for s in mine if _disagrees(s, target, config)]
-        chosen = _chosen_for(mine, ordered, target, config)
+        rejected = [s for s in mine if disagrees(s, target, config)]
+        again_here = [s for s in regenerated or () if s.lang == lang]
+        chosen = _chosen_for(mine, again_here, ordered, target, config)
         if rejected and chosen:
-            per_language.append([_pair(chosen[i % len(chosen)], r, vote, target)
+            per_language.append([_pair(chosen[i % len(chosen)], r, vote, target,
+                                       chosen[i % len(chosen)].id in again)
                                  for i, r in enumerate(rejected)])
     if not config.max_pairs_per_question:
         return [pair for batch in per_language for pair in batch]
@@ -44,17 +65,19 @@ def pairs_for_question(samples: list[Sample], vote: Vote,
     return interleaved[: config.max_pairs_per_question]
 
 
-def _disagrees(sample: Sample, majority: str, config: VoteConfig) -> bool:
+def disagrees(sample: Sample, majority: str, config: VoteConfig) -> bool:
     if sample.answer is None:
         return config.unparsed == "reject"
     return sample.answer != majority
 
 
-def _chosen_for(mine: list[Sample], ordered: list[Sample], majority: str,
-                config: VoteConfig) -> list[Sample]:
+def _chosen_for(mine: list[Sample], regenerated: list[Sample], ordered: list[Sample],
+                majority: str, config: VoteConfig) -> list[Sample]:
     agreeing = [s for s in mine if s.answer == majority]
     if agreeing:
         return agreeing
+    if config.chosen_fallback == "regenerate":
+        mine = mine + regenerated  # only this fallback reads the regenerated responses
     return CHOSEN_FALLBACKS.get(config.chosen_fallback, "vote.chosen_fallback")(
         mine, ordered, majority, config)
 
@@ -73,8 +96,24 @@ def _borrow(mine: list[Sample], ordered: list[Sample], majority: str,
     return [s for s in others if s.lang == config.pivot] or others
 
 
-def _pair(chosen: Sample, rejected: Sample, vote: Vote, target: str) -> PreferencePair:
-    source = "same-language" if chosen.lang == rejected.lang else f"pivot:{chosen.lang}"
+@CHOSEN_FALLBACKS.register("regenerate")
+def _regenerated(mine: list[Sample], ordered: list[Sample], majority: str,
+                 config: VoteConfig) -> list[Sample]:
+    # ``mine`` holds the language's regenerated responses too (pairs_for_question adds them);
+    # the regenerate stage kept only those giving the majority in the prompt's language.
+    kept = [s for s in mine if s.answer == majority]
+    if kept:
+        return kept
+    return CHOSEN_FALLBACKS.get(config.regenerate_otherwise, "vote.regenerate_otherwise")(
+        mine, ordered, majority, config)
+
+
+def _pair(chosen: Sample, rejected: Sample, vote: Vote, target: str,
+          regenerated: bool = False) -> PreferencePair:
+    if regenerated:
+        source = "regenerated"
+    else:
+        source = "same-language" if chosen.lang == rejected.lang else f"pivot:{chosen.lang}"
     return PreferencePair(
         question_id=vote.question_id,
         lang=rejected.lang,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from calm_rag.config import one_of
+from calm_rag.config import at_least, one_of
 from calm_rag.errors import InputError
 from calm_rag.languages import normalize_code
 from calm_rag.records import Sample, Vote
@@ -54,8 +54,17 @@ class VoteConfig:
     probability (``dawid-skene``)."""
     chosen_fallback: str = "skip"
     """When a language has no response agreeing with the majority (a registered chosen
-    fallback): ``skip`` it, or take the ``pivot`` language's agreeing response (then any
-    language's)."""
+    fallback): ``skip`` it, take the ``pivot`` language's agreeing response (then any
+    language's), or ``regenerate`` one in the language itself: sample its prompt again told
+    the majority answer, keeping responses that give that answer, that the language
+    identifier finds in the prompt's language and that do not just echo the request
+    (``calm-rag run`` only: it needs the generator)."""
+    regenerate_tries: int = 4
+    """For ``chosen_fallback: regenerate``, responses sampled per language that needs one
+    (in one call); every one that passes the checks is kept."""
+    regenerate_otherwise: str = "skip"
+    """For ``chosen_fallback: regenerate``, the chosen fallback for a language none of whose
+    regenerated responses passes: ``skip`` (drop its pairs) or ``pivot``."""
     unparsed: Literal["ignore", "reject"] = "ignore"
     """A response with no extracted answer is ``ignore``d or ``reject``ed."""
     max_pairs_per_question: int | None = None
@@ -65,6 +74,11 @@ class VoteConfig:
         VOTE_POLICIES.check(self.policy, "policy")
         TIE_POLICIES.check(self.tie, "tie")
         CHOSEN_FALLBACKS.check(self.chosen_fallback, "chosen_fallback")
+        CHOSEN_FALLBACKS.check(self.regenerate_otherwise, "regenerate_otherwise")
+        if self.regenerate_otherwise == "regenerate":
+            raise InputError("cannot be regenerate itself", field="regenerate_otherwise",
+                             hint="use skip or pivot")
+        at_least(self, 1, "regenerate_tries")
         one_of("unparsed", self.unparsed, UNPARSED)
         if self.max_pairs_per_question is not None and self.max_pairs_per_question < 1:
             raise InputError("must be at least 1 (or null for no cap)",

@@ -53,6 +53,7 @@ def write_report(folder: str | Path, grid: dict, *, title: str, summary: dict[st
         delta_section(grid),
         plots_section(plots),
         vote_section(votes) if votes else "",
+        chosen_language_section(votes) if votes else "",
         training_section(training, folder) if training else "",
     ]
     path = folder / "report.md"
@@ -242,6 +243,30 @@ def vote_section(votes: dict) -> str:
         rows = [[lang, f"{weight:.3f}"] for lang, weight in weights.items()]
         text += f"\n\nLanguage weights ({setting}):\n\n" + _table(["language", "weight"], rows)
     return text
+
+
+def chosen_language_section(votes: dict) -> str:
+    """Per prompt language: the share of pair rows whose chosen text is in that language
+    (the language identifier's verdict) and where the chosen texts came from."""
+    from calm_rag.evaluation.chosen_language import SOURCES
+
+    shares = votes.get("chosen_language")
+    if not shares:
+        return ""
+    rows = [[lang, str(c["pairs"]), _count(c["in_language"], c["pairs"])]
+            + [str(c["sources"].get(name, 0)) for name in SOURCES]
+            for lang, c in shares.items()]
+    pairs = sum(c["pairs"] for c in shares.values())
+    in_language = sum(c["in_language"] for c in shares.values())
+    rows.append(["all", str(pairs), _count(in_language, pairs)]
+                + [str(sum(c["sources"].get(name, 0) for c in shares.values()))
+                   for name in SOURCES])
+    note = (f"Chosen fallback: {votes.get('chosen_fallback', 'n/a')}. Per prompt language, "
+            "the pair rows whose `chosen` text the language identifier (py3langid; the "
+            "script for CJK) finds in the prompt's language, and where the chosen texts came "
+            "from: the language's own agreeing response, the pivot's, or a regenerated one.")
+    header = ["language", "pairs", "chosen in language", *SOURCES]
+    return f"## Chosen responses in the prompt's language\n\n{note}\n\n{_table(header, rows)}"
 
 
 def training_section(training: dict, folder: Path) -> str:

@@ -44,8 +44,10 @@ def vote_summary(samples: Iterable[Sample], votes: list[Vote], pairs: list[Prefe
                  config: VoteConfig) -> dict:
     """The vote stage of a run, for its report: policy, targets, ties, pairs, and the weight
     the policy gave each language (recomputed from the samples; None where all weigh alike)."""
+    from calm_rag.evaluation.chosen_language import chosen_language
     from calm_rag.voting import tally
 
     weights = tally(samples, config).weights if config.policy not in UNWEIGHTED else {}
     return {"policy": config.policy, "tie": config.tie, **vote_counts(votes),
-            "pairs": len(pairs), "language_weights": {k: v for k, v in weights.items() if v}}
+            "pairs": len(pairs), "language_weights": {k: v for k, v in weights.items() if v},
+            "chosen_fallback": config.chosen_fallback, "chosen_language": chosen_language(pairs)}

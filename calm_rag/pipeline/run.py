@@ -100,7 +100,7 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
     sampled = _sample_all(ctx, model, jobs + evaluate)
     samples = [s for job in jobs for s in sampled[job.label]]
     votes = vote_all(samples, experiment.vote)
-    rows, pairs = _training_rows(experiment, samples, votes)
+    rows, pairs = _training_rows(ctx, number, model, samples, votes)
     training = None
     if rows:
         model, training = align_stage(ctx, f"round {number}", model, rows)
@@ -110,14 +110,18 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
     return Round(samples, votes, pairs, training), model, cells
 
 
-def _training_rows(experiment: Experiment, samples: list[Sample], votes: list[Vote]
-                   ) -> tuple[list[Any], list[PreferencePair]]:
+def _training_rows(ctx: RunContext, number: int, model: ModelRef, samples: list[Sample],
+                   votes: list[Vote]) -> tuple[list[Any], list[PreferencePair]]:
     from calm_rag.pairs import build_pairs, gold_votes
+    from calm_rag.pipeline.regenerate import regenerate_stage
     from calm_rag.registries import ALIGN_METHODS
 
+    experiment = ctx.experiment
     gold = experiment.align.target == "gold"
     target_votes = gold_votes(samples, experiment.vote) if gold else votes
-    pairs = build_pairs(samples, target_votes, experiment.vote)
+    # chosen_fallback: regenerate samples again here (None under any other fallback).
+    again = regenerate_stage(ctx, f"r{number}/train", model, samples, target_votes)
+    pairs = build_pairs(samples, target_votes, experiment.vote, again)
     method = ALIGN_METHODS.get(experiment.align.method, field="align.method")
     return method.rows(samples, target_votes, pairs), pairs
 
