@@ -151,7 +151,7 @@ def _resync(rows: list[Rows]) -> tuple[list[Rows], list[Dropped]]:
 
 def _pivot_ids(questions: list[Question | None], pivot: Rows) -> list[Question | None]:
     """Ids by position are the row's number: after a re-sync a row takes its new position's."""
-    ids = [q.id if q else None for q in pivot.questions]
+    ids = [q.id if q else "" for q in pivot.questions]
     return [dataclasses.replace(q, id=ids[i]) if q and i < len(ids) and ids[i] else q
             for i, q in enumerate(questions)]
 
