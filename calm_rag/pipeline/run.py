@@ -53,7 +53,8 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
     passages = None
     if experiment.retrieval.enabled:
         passages = retrieve_stage(ctx, [q for group in splits.values() for q in group])
-    model = ModelRef.resolve(experiment.generator.model, experiment.generator.backend)
+    model = ModelRef.resolve(experiment.generator.model, experiment.generator.backend,
+                             adapter=getattr(experiment.generator.options, "adapter", None))
     base, rounds, cells = model, [], {}
     for number in range(1, experiment.align.rounds + 1):
         evaluate = _eval_jobs(experiment, splits, passages, "before") if number == 1 else []
