@@ -291,7 +291,7 @@ def test_hf_base_plus_adapter_answers_as_the_merged_model(demo_lora, demo_questi
         sampled[name] = sample_questions(questions, sampler, params)
     assert [s.text for s in sampled["adapter"]] == [s.text for s in sampled["merged"]]
     assert answers(sampled["adapter"]) == answers(sampled["merged"])
-    # The adapter matters: without it the model says other things (one question, 6 prompts).
+    # The adapter matters: without it the model says other things (on 6 prompts).
     sampler = HFSampler(HFOptions(model=base, dtype="float32", progress=False))
     plain = sample_questions(questions[:6], sampler, params)
     assert [s.text for s in plain] != [s.text for s in sampled["adapter"][:6]]

@@ -50,10 +50,11 @@ class OpenAIOptions:
     ``generator.model``)."""
     adapter: str | None = None
     """A LoRA adapter the server serves (started with ``--enable-lora --lora-modules
-    NAME=PATH``): its folder (found among the server's models by its path or by the name
-    :func:`adapter_served_name` gives it) or its served name; the requests then ask for it.
-    Set by the pipeline after training; a user may also set it to sample a base model with
-    an adapter."""
+    NAME=PATH``): its served name, or its folder, found among the server's models by its path
+    or by its NAME (a training's ``.../align/KEY/adapter`` is ``align-`` and 12 characters of
+    KEY); the requests then ask for it, and a server without it stops the run before any
+    request with the command that serves it. Set by the pipeline after training; a user may
+    also set it to sample a base model with an adapter."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key; unset: no key is sent."""
     concurrency: int = 8
