@@ -6,6 +6,10 @@ AVX512-BF16 or AMX (``avx512_bf16`` / ``amx_bf16`` in /proc/cpuinfo). There, bf1
 2.4x slower than float32 (vLLM: "Failed to create oneDNN linear, fallback to torch linear").
 The vLLM and hf samplers, the log-prob scorer and training all ask :func:`auto_precision`.
 
+Where the hf sampler and the scorer run is decided here too (:func:`resolve_device`): ``auto``
+is the first GPU when torch sees one, else the CPU; a GPU asked for where there is none is the
+user's to fix, named by its config key.
+
 ``CALM_RAG_BF16=0`` runs a bf16 machine as an AVX2 one (float32), ``CALM_RAG_BF16=1`` forces
 bf16; unset (or empty), the hardware decides.
 """
@@ -13,6 +17,7 @@ bf16; unset (or empty), the hardware decides.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,15 @@ ENV_VAR = "CALM_RAG_BF16"
 
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """/proc/cpuinfo flags of a CPU that multiplies bf16 natively."""
+
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+"""What a ``device`` option may say (N: a GPU's index)."""
+
+DEVICE_MAPS = ("auto",)
+"""What a ``device_map`` option may say besides null: ``auto`` (accelerate spreads the model
+over the visible GPUs, then CPU memory)."""
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 _YES = ("1", "true", "yes", "on")
 _NO = ("0", "false", "no", "off")
@@ -90,12 +104,55 @@ def auto_precision(environ: Mapping[str, str] | None = None, cpuinfo: str | None
     return Precision(False, "the CPU has neither avx512_bf16 nor amx_bf16")
 
 
-def resolve_dtype(dtype: str) -> str:
-    """``dtype`` with ``auto`` replaced by the hardware's choice (other names as given)."""
-    return auto_precision().dtype if dtype == "auto" else dtype
+def resolve_dtype(dtype: str, gpu: bool | None = None) -> str:
+    """``dtype`` with ``auto`` replaced by the hardware's choice (other names as given);
+    ``gpu`` says whether the model runs on a GPU (default: whether torch sees one)."""
+    return auto_precision(gpu=gpu).dtype if dtype == "auto" else dtype
+
+
+def check_device(field: str, device: str, device_map: str | None = None) -> None:
+    """A check for ``__post_init__``: ``device`` is one of :data:`DEVICES`, ``device_map`` null
+    or one of :data:`DEVICE_MAPS` (whether the GPU exists is checked when the model loads).
+    ``field`` names the device's key; the map's is its sibling ``device_map``."""
+    map_field = field.removesuffix("device") + "device_map"
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
+        raise InputError(f"{device!r} is not a device", field=field,
+                         hint=f"use one of {', '.join(DEVICES)}")
+    if device_map is not None and device_map not in DEVICE_MAPS:
+        raise InputError(f"{device_map!r} is not allowed", field=map_field,
+                         hint="use auto (accelerate places the model) or null")
+    if device_map is not None and device == "cpu":
+        raise InputError("device_map: auto places the model on the GPUs, device says cpu",
+                         field=map_field, hint="leave device_map null to run on the CPU")
+
+
+def resolve_device(device: str, field: str = "device", gpus: int | None = None) -> str:
+    """The torch device ``device`` stands for: ``auto`` is ``cuda`` when a GPU is visible,
+    else ``cpu``; ``cuda`` and ``cuda:N`` must name a visible GPU. ``gpus`` (the number of
+    visible GPUs) defaults to what torch sees; tests pass their own."""
+    check_device(field, device)
+    if device == "cpu":
+        return device
+    if gpus is None:
+        gpus = _cuda_count()
+    if device == "auto":
+        return "cuda" if gpus else "cpu"
+    index = int(device.partition(":")[2] or 0)
+    if index >= gpus:
+        seen = f"{gpus} GPU{'s' if gpus != 1 else ''}" if gpus else "no GPU"
+        raise InputError(f"{device!r} asked for, torch sees {seen}", field=field,
+                         hint="use auto or cpu here, or check CUDA_VISIBLE_DEVICES and that "
+                              "torch was installed with CUDA")
+    return device
 
 
 def _cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0

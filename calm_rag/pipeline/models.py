@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from calm_rag.errors import InputError
 from calm_rag.experiment import GeneratorConfig
 from calm_rag.models import DEFAULT_GENERATOR, check_model_reference, resolve_generator
 from calm_rag.provenance import model_fingerprint
@@ -13,23 +15,35 @@ from calm_rag.provenance import model_fingerprint
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model to sample or train: where it is, and a fingerprint of its content."""
+    """A model to sample or train: where it is, and a fingerprint of its content (of the base
+    and the adapter together, when there is one)."""
 
     path: str
     fingerprint: str
     adapter: str | None = None
-    """A LoRA adapter folder to apply on top of ``path`` (a round trained without merging)."""
+    """A PEFT LoRA adapter folder applied on top of ``path`` (not merged into a copy)."""
 
     @classmethod
-    def resolve(cls, name_or_path: str, backend: str) -> ModelRef:
+    def resolve(cls, name_or_path: str, backend: str, adapter: str | None = None) -> ModelRef:
         """The generator named in the config: the default is prepared on first use; a local
-        folder is fingerprinted by its files; a hub id (or a server's model) by its name."""
+        folder is fingerprinted by its files; a hub id (or a server's model) by its name.
+        ``adapter`` (``generator.options.adapter``) adds its folder's files (or its name, for a
+        LoRA module a server serves under that name)."""
         if backend == "openai":
-            return cls(name_or_path, f"served:{name_or_path}")
-        check_model_reference(name_or_path, field="generator.model",
-                              defaults=(DEFAULT_GENERATOR,))
-        path = resolve_generator(name_or_path)
-        return cls(path, model_fingerprint(path))
+            base = cls(name_or_path, f"served:{name_or_path}")
+        else:
+            check_model_reference(name_or_path, field="generator.model",
+                                  defaults=(DEFAULT_GENERATOR,))
+            path = resolve_generator(name_or_path)
+            base = cls(path, model_fingerprint(path))
+        if adapter is None:
+            return base
+        from calm_rag.models.loading import adapter_config
+
+        if backend != "openai" or Path(adapter).is_dir():
+            adapter_config(adapter, field="generator.options.adapter")
+        return cls(base.path, f"{base.fingerprint}+adapter:{model_fingerprint(adapter)}",
+                   adapter)
 
 
 class LazySampler:
@@ -48,8 +62,17 @@ class LazySampler:
 
         if self._sampler is None:
             given = self.generator.options
-            options = dataclasses.replace(given, model=self.model.path,
-                                          progress=self.progress and given.progress)
+            changes = {"model": self.model.path, "progress": self.progress and given.progress}
+            # The model's adapter replaces the options': the pipeline's model is the one to
+            # sample (ModelRef.resolve took the options' adapter into the first one).
+            if any(f.name == "adapter" for f in dataclasses.fields(given)):
+                changes["adapter"] = self.model.adapter
+            elif self.model.adapter is not None:
+                raise InputError(f"the {self.generator.backend} backend cannot sample a LoRA "
+                                 "adapter (its options have no adapter)",
+                                 field="generator.backend",
+                                 hint="set align.merge: true to sample a merged model")
+            options = dataclasses.replace(given, **changes)
             self._sampler = make_sampler(self.generator.backend, options)
         return self._sampler
 

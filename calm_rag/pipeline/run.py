@@ -60,7 +60,8 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
     passages = None
     if experiment.retrieval.enabled:
         passages = retrieve_stage(ctx, [q for group in splits.values() for q in group])
-    model = ModelRef.resolve(experiment.generator.model, experiment.generator.backend)
+    model = ModelRef.resolve(experiment.generator.model, experiment.generator.backend,
+                             adapter=getattr(experiment.generator.options, "adapter", None))
     base, rounds, cells = model, [], {}
     held = experiment.evaluation.heldout_languages  # evaluated, never voted nor trained on
     train = [q for q in splits["train"] if q.lang not in held]

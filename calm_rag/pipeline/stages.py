@@ -229,8 +229,9 @@ def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
     if ctx.experiment.answers.fallback == "none" or all(s.answer for s in samples):
         return samples
     started = time.perf_counter()
+    device, device_map = _scoring_device(ctx)
     key = content_key("answers", STAGE_VERSIONS["answers"], key, model.fingerprint,
-                      _scoring_dtype())
+                      _scoring_dtype(device, device_map))
     if ctx.cache.has("answers", key):
         ctx.record("answers", label, key, True, time.perf_counter() - started)
         return read_samples(ctx.cache.folder("answers", key) / "samples.jsonl")
@@ -238,8 +239,9 @@ def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
 
     if model.fingerprint not in scorers:
         scorers.clear()  # one scoring model in memory at a time
-        scorers[model.fingerprint] = LetterScorer.load(model.path, dtype=_scoring_dtype(),
-                                                       progress=ctx.progress)
+        scorers[model.fingerprint] = LetterScorer.load(
+            model.path, dtype=_scoring_dtype(device, device_map), device=device,
+            device_map=device_map, adapter=model.adapter, progress=ctx.progress)
     filled = fill_unanswered(samples, scorers[model.fingerprint])
     with ctx.cache.writing("answers", key) as folder:
         write_samples(folder / "samples.jsonl", filled)
@@ -247,12 +249,22 @@ def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
     return filled
 
 
-def _scoring_dtype() -> str:
+def _scoring_device(ctx: RunContext) -> tuple[str, str | None]:
+    """The scorer runs where the ``hf`` sampler was told to (its ``device``, ``device_map``);
+    with another backend, on the first GPU when there is one."""
+    options = ctx.experiment.generator.options
+    return getattr(options, "device", "auto"), getattr(options, "device_map", None)
+
+
+def _scoring_dtype(device: str = "auto", device_map: str | None = None) -> str:
     """bfloat16 where the hardware multiplies in it (a GPU, or a CPU with AMX/AVX512-BF16:
     4x the float32 rate measured here, same choices); float32 elsewhere."""
-    from calm_rag.hardware import auto_precision
+    from calm_rag.hardware import auto_precision, resolve_device
 
-    return auto_precision().dtype
+    if device_map is not None or device == "auto":
+        return auto_precision().dtype  # on the GPU when torch sees one
+    gpu = resolve_device(device, field="generator.options.device") != "cpu"
+    return auto_precision(gpu=gpu).dtype
 
 
 # ---------------------------------------------------------------------------- align

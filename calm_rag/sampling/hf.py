@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from calm_rag.errors import InputError
 from calm_rag.models import (
     DEFAULT_GENERATOR,
     DTYPES,
@@ -45,14 +46,28 @@ class HFOptions:
     (CALM_RAG_BF16=0/1 overrides)."""
     threads: int | None = None
     """CPU threads for torch; default: the cores available."""
+    device: str = "auto"
+    """Where the model runs: auto (the first GPU when torch sees one, else the CPU), cpu, cuda
+    or cuda:N. The log-prob scorer follows this choice."""
+    device_map: str | None = None
+    """null, or auto: accelerate spreads a model too big for one GPU over every visible GPU
+    (then CPU memory); ``device`` is then not used."""
+    adapter: str | None = None
+    """A PEFT LoRA adapter folder applied on top of the model (merged in memory, nothing
+    written). Set by the pipeline after training; a user may also set it to sample a base
+    model with an adapter."""
     progress: bool = True
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
         from calm_rag.config import at_least, one_of
+        from calm_rag.hardware import check_device
 
         at_least(self, 1, "batch_size", "threads")
         one_of("dtype", self.dtype, DTYPES)
+        check_device("device", self.device, self.device_map)
+        if self.adapter is not None and not self.adapter.strip():
+            raise InputError("must be an adapter folder (or null)", field="adapter")
 
 
 @SAMPLERS.register("hf")
@@ -138,8 +153,14 @@ class HFSampler(Sampler):
 
 
 def _load(options: HFOptions) -> tuple[Any, Any]:
+    from calm_rag.hardware import resolve_device
+
     check_model_reference(options.model, field="generator.model", defaults=(DEFAULT_GENERATOR,))
-    return load_causal_lm(resolve_generator(options.model), dtype=options.dtype)
+    device = (None if options.device_map is not None
+              else resolve_device(options.device, field="generator.options.device"))
+    return load_causal_lm(resolve_generator(options.model), dtype=options.dtype, device=device,
+                          device_map=options.device_map, adapter=options.adapter,
+                          adapter_field="generator.options.adapter")
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:

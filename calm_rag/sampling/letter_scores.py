@@ -90,15 +90,27 @@ class LetterScorer:
         self._label_tokens: dict[str, tuple[int, ...]] = {}
 
     @classmethod
-    def load(cls, model_name_or_path: str = DEFAULT_GENERATOR, dtype: str = "float32",
+    def load(cls, model_name_or_path: str = DEFAULT_GENERATOR, dtype: str = "float32", *,
+             device: str = "auto", device_map: str | None = None, adapter: str | None = None,
              **kwargs: Any) -> LetterScorer:
-        """Load a model (the default's short name, a folder or a hub id) and its tokenizer.
+        """Load a model (the default's short name, a folder or a hub id) and its tokenizer,
+        with the LoRA ``adapter`` folder applied when given (merged in memory).
 
         float32 by default: it works on every CPU, and the fallback decides between close
         log-probabilities (the pipeline asks for bfloat16 where the hardware has it).
+        ``device`` (auto, cpu, cuda, cuda:N) and ``device_map`` (null or auto) as the ``hf``
+        sampler's options, whose keys they are in errors (the pipeline passes its choice).
         """
+        from calm_rag.hardware import check_device, resolve_device
+
         torch_dtype(dtype)  # a wrong dtype fails before the default is prepared
-        model, tokenizer = load_causal_lm(resolve_generator(model_name_or_path), dtype=dtype)
+        check_device("generator.options.device", device, device_map)
+        placed = (None if device_map is not None
+                  else resolve_device(device, field="generator.options.device"))
+        model, tokenizer = load_causal_lm(resolve_generator(model_name_or_path), dtype=dtype,
+                                          device=placed, device_map=device_map,
+                                          adapter=adapter,
+                                          adapter_field="generator.options.adapter")
         return cls(model, tokenizer, **kwargs)
 
     def score(self, samples: Sequence[Sample]) -> list[dict[str, float]]:

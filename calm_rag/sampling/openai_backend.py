@@ -16,11 +16,13 @@ import http.client
 import json
 import logging
 import os
+import re
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
@@ -48,6 +50,13 @@ class OpenAIOptions:
     model: str | None = None
     """The model name the server serves; default: the first it lists (in an experiment:
     ``generator.model``)."""
+    adapter: str | None = None
+    """A LoRA adapter the server serves (started with ``--enable-lora --lora-modules
+    NAME=PATH``): its served name, or its folder, found among the server's models by its path
+    or by its NAME (a training's ``.../align/KEY/adapter`` is ``align-`` and 12 characters of
+    KEY); the requests then ask for it, and a server without it stops the run before any
+    request with the command that serves it. Set by the pipeline after training; a user may
+    also set it to sample a base model with an adapter."""
     api_key_env: str = "OPENAI_API_KEY"
     """Environment variable holding the API key; unset: no key is sent."""
     concurrency: int = 8
@@ -63,6 +72,8 @@ class OpenAIOptions:
                          f"must be an http:// or https:// address, got {self.base_url!r}"),
             "model": (self.model is None or bool(self.model.strip()),
                       "must be a model name (or left out for the server's first model)"),
+            "adapter": (self.adapter is None or bool(self.adapter.strip()),
+                        "must be an adapter folder or served name (or null)"),
             "api_key_env": (bool(self.api_key_env.strip()),
                             "must name an environment variable"),
             "concurrency": (1 <= self.concurrency <= 4096,
@@ -149,11 +160,15 @@ class OpenAISampler(Sampler):
         return (texts * params.n if params.greedy else texts), tokens, rounds
 
     def _served_model(self) -> str:
-        """The model to ask for, checked against the server's list (once per sampler)."""
+        """The model to ask for, checked against the server's list (once per sampler): the
+        adapter's served name when there is an adapter."""
         if self._checked:
             return self.model  # type: ignore[return-value]
-        served = [m.get("id") for m in self._request("/models").get("data") or []]
-        if self.model is None:
+        cards = [m for m in self._request("/models").get("data") or [] if isinstance(m, dict)]
+        served = [str(m.get("id")) for m in cards]
+        if self.options.adapter is not None:
+            self.model = self._served_adapter(cards)
+        elif self.model is None:
             if not served:
                 raise InputError(f"the server at {self.options.base_url} lists no models",
                                  field="generator.model", hint="set generator.model")
@@ -164,7 +179,34 @@ class OpenAISampler(Sampler):
                              f"{self.model!r}", field="generator.model",
                              hint=f"it serves {', '.join(map(str, served))}")
         self._checked = True
-        return self.model
+        return str(self.model)
+
+    def _served_adapter(self, cards: list[dict[str, Any]]) -> str:
+        """The served name of ``options.adapter``: a listed model whose id is its name, or
+        whose root (vLLM lists a LoRA module's path there) is its folder; else how to serve
+        it, in one line."""
+        adapter = self.options.adapter
+        assert adapter is not None
+        folder = Path(adapter)
+        name = adapter_served_name(adapter) if folder.is_dir() else adapter
+        for card in cards:
+            root = card.get("root")
+            same_folder = (folder.is_dir() and isinstance(root, str)
+                           and os.path.realpath(root) == os.path.realpath(folder))
+            if card.get("id") in (name, adapter) or same_folder:
+                log.info("the server at %s serves the adapter %s as %s",
+                         self.options.base_url, adapter, card["id"])
+                return str(card["id"])
+        bases = [str(c.get("id")) for c in cards if not c.get("parent")]
+        base = self.options.model or (bases[0] if bases else "BASE_MODEL")
+        path = os.path.abspath(adapter) if folder.is_dir() else "ADAPTER_FOLDER"
+        rank = _adapter_rank(adapter) if folder.is_dir() else None
+        # vLLM refuses an adapter above --max-lora-rank (16 by default).
+        ranks = f" --max-lora-rank {_served_rank(rank)}" if rank and rank > 16 else ""
+        raise InputError(f"the server at {self.options.base_url} does not serve the adapter "
+                         f"{adapter}", field="generator.options.adapter",
+                         hint=f"serve it with `vllm serve {base} --enable-lora --lora-modules "
+                              f"{name}={path}{ranks}` (or set align.merge: true)")
 
     def _request(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET (no body) or POST a JSON request; the server's failures become InputErrors."""
@@ -224,6 +266,31 @@ def _extra_body(params: SamplingParams) -> dict[str, Any]:
                              "min_p": params.min_p,
                              "chat_template_kwargs": params.chat_template_kwargs}
     return {key: value for key, value in extra.items() if value}
+
+
+def adapter_served_name(folder: str) -> str:
+    """The name to serve an adapter folder under: the pipeline's ``.../align/KEY/adapter`` is
+    ``align-KEY`` (12 characters of the key), another folder its own name."""
+    path = Path(os.path.abspath(folder))
+    if path.name == "adapter" and path.parent.parent.name:
+        name = f"{path.parent.parent.name}-{path.parent.name[:12]}"
+    else:
+        name = path.name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "adapter"
+
+
+def _adapter_rank(folder: str) -> int | None:
+    from calm_rag.models.loading import adapter_config
+
+    rank = adapter_config(folder, field="generator.options.adapter").get("r")
+    return rank if isinstance(rank, int) else None
+
+
+def _served_rank(rank: int) -> int:
+    """The smallest rank vLLM's --max-lora-rank takes that holds ``rank``."""
+    from calm_rag.sampling.vllm_lora import LORA_RANKS
+
+    return next((r for r in LORA_RANKS if r >= rank), rank)
 
 
 def _prompt_seed(seed: int, chat: Messages, round_: int) -> int:

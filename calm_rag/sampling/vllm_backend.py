@@ -34,6 +34,7 @@ from calm_rag.sampling.chat import encode_chat
 from calm_rag.sampling.endings import AnswerEnding, explanation_budget
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.sampling.vllm_args import forward_progress, one_process_on_cpu, request_params
+from calm_rag.sampling.vllm_lora import check_lora, lora_engine_args, lora_request, lora_settings
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,15 @@ class VLLMOptions:
     enforce_eager: bool | None = None
     """Skip torch.compile and CUDA graphs; default: on CPU (compiling took ~4 min to start on 2
     cores and was no faster), off on GPU."""
+    adapter: str | None = None
+    """A PEFT LoRA adapter folder applied on top of the model by vLLM's LoRA support (a LoRA
+    request per call; nothing merged). Set by the pipeline after training; a user may also set
+    it to sample a base model with an adapter."""
+    enable_lora: bool | None = None
+    """Start the engine with LoRA support; default: on when ``adapter`` is set."""
+    max_lora_rank: int | None = None
+    """Largest LoRA rank the engine accepts (one of 1, 8, 16, 32, 64, 128, 256, 320, 512);
+    default: the adapter's ``r`` (from its adapter_config.json), rounded up to one of those."""
     verbose: bool = False
     """Show vLLM's own log; by default it is kept in a temporary file and shown only when the
     engine fails."""
@@ -115,6 +125,7 @@ class VLLMOptions:
         for key, (ok, why) in checks.items():
             if not ok:
                 raise InputError(f"{why}, got {getattr(self, key)!r}", field=key)
+        check_lora(self)
         vllm_args.check_scale_options(self)
 
     @property
@@ -143,6 +154,7 @@ class VLLMSampler(Sampler):
         check_model_reference(self.options.model, field="generator.model",
                               defaults=(DEFAULT_GENERATOR,))
         self.model_path = resolve_generator(self.options.model)
+        self.lora = lora_settings(self.options)
         self.last_stats: dict[str, float] = {}
         self.startup_seconds: float | None = None
         self._engine: ChildProcess | data_parallel.EngineGroup | None = None
@@ -204,7 +216,7 @@ class VLLMSampler(Sampler):
         """One engine in a child process, or a group: data_parallel_size engines, in child
         processes or Ray actors, each with its share of the GPUs or of the CPU cores."""
         config = {**asdict(self.options), "model": self.model_path,
-                  "dtype": resolve_dtype(self.options.dtype)}
+                  "dtype": resolve_dtype(self.options.dtype), **self.lora}
 
         def child(rank_config: dict[str, Any]) -> ChildProcess:
             return ChildProcess(_ChildEngine, rank_config, name="calm-rag-vllm",
@@ -279,6 +291,7 @@ class _ChildEngine:
         import vllm
 
         self.llm = vllm.LLM(**engine_args(config, on_cpu=on_cpu))
+        self.lora_request = lora_request(config)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.info = {"max_model_len": self.max_model_len}
         self.progress = config["progress"]
@@ -311,7 +324,7 @@ class _ChildEngine:
                     for prompt, pattern in zip(ids, patterns, strict=True)]
         bar = forward_progress(progress) if self.progress else False
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in ids], requests,
-                                    use_tqdm=bar)
+                                    use_tqdm=bar, lora_request=self.lora_request)
         texts = [[c.text for c in out.outputs] for out in outputs]
         if greedy:
             texts = [group * params["n"] for group in texts]
@@ -358,5 +371,6 @@ def engine_args(config: dict, on_cpu: bool) -> dict[str, Any]:
         "enable_chunked_prefill": not on_cpu,
         # Parallelism (distributed_executor_backend: "uni" on CPU, see one_process_on_cpu),
         # model and engine options, engine_kwargs last.
+        **lora_engine_args(config),
         **vllm_args.scale_args(config, on_cpu),
     }
