@@ -65,6 +65,26 @@ def configure_search(index: Any, config: FaissConfig) -> None:
         hnsw.hnsw.efSearch = config.ef_search
 
 
+def configure_build(index: Any, config: FaissConfig) -> None:
+    """Set the build breadth of an HNSW graph (efConstruction) before vectors are added."""
+    hnsw = _hnsw(index)
+    if hnsw is not None:
+        hnsw.hnsw.efConstruction = config.ef_construction
+
+
+def to_gpus(index: Any) -> Any:
+    """The index cloned onto every visible GPU (each holds a part of the vectors), or the
+    index itself where FAISS sees no GPU."""
+    import faiss
+
+    if not hasattr(faiss, "GpuMultipleClonerOptions") or faiss.get_num_gpus() == 0:
+        return index
+    options = faiss.GpuMultipleClonerOptions()
+    options.useFloat16 = True  # halves the GPU memory of flat and IVF-flat vectors
+    options.shard = True  # the index may exceed one GPU's memory
+    return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
 def search(index: Any, queries: np.ndarray, k: int, metric: str,
            allowed_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` ``(scores, rows)`` per query; rows are -1 where fewer were found.
@@ -81,17 +101,33 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str,
     return scores, rows
 
 
+def code_bytes(index: Any) -> int | None:
+    """Bytes a vector takes in the index's storage (PQ codes, or the floats), when known."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return int(ivf.code_size)
+    size = getattr(faiss.downcast_index(index), "code_size", None)
+    return int(size) if size is not None else None
+
+
 def write_index(index: Any, path: Path) -> None:
     import faiss
 
     faiss.write_index(index, str(path))
 
 
-def read_index(path: Path) -> Any:
+def read_index(path: Path, *, mmap: bool = False) -> Any:
+    """Read a saved index; inverted lists kept on disk (``index.ivfdata``) are found beside
+    it and memory-mapped; ``mmap``: map the index file itself rather than read it."""
     import faiss
 
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR
+    if mmap:
+        flags |= faiss.IO_FLAG_MMAP
     try:
-        return faiss.read_index(str(path))
+        return faiss.read_index(str(path), flags)
     except RuntimeError as err:
         raise InputError(f"FAISS cannot read the index: {_faiss_reason(err)}", path=path) from None
 
