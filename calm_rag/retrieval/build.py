@@ -29,7 +29,7 @@ from calm_rag.retrieval.chunk_store import ArrowChunks, ChunkWriter
 from calm_rag.retrieval.chunking import Chunk, chunk_documents, make_splitter
 from calm_rag.retrieval.corpora import hash_corpus, read_corpus
 from calm_rag.retrieval.embedder import Embedder
-from calm_rag.retrieval.filling import IVF_DATA_FILE, Plan, fill_index, gpu_count
+from calm_rag.retrieval.filling import IVF_DATA_FILE, Plan, check_layout, fill_index, gpu_count
 from calm_rag.retrieval.lexical import VERSION as LEXICAL_VERSION
 from calm_rag.retrieval.shards import EmbeddingShards
 from calm_rag.retrieval.spec import IndexSpec, resolve_path
@@ -87,6 +87,7 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
     embedder = Embedder.load(spec.embedder.model, normalize=spec.embedder.normalize,
                              batch_size=spec.embedder.batch_size)
     index = faiss_index.make_index(spec.faiss, embedder.dimension)  # a bad factory fails now
+    check_layout(index, spec.faiss)
     key = build_key(spec, sources, embedder)
     if target.exists() and not force:
         if _existing_key(target) == key:

@@ -43,7 +43,7 @@ def fill_index(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: P
     if not index.is_trained:
         index = _trained(index, config, shards, plan)
     if config.on_disk:
-        _lists_on_disk(index, config, folder / IVF_DATA_FILE)
+        _lists_on_disk(index, folder / IVF_DATA_FILE)
     devices = gpu_count() if config.gpu else 0
     if config.gpu and not devices:
         log.info("faiss.gpu: no GPU visible to FAISS (or faiss-cpu installed): building on "
@@ -103,14 +103,20 @@ def _train(index: Any, config: FaissConfig, sample: np.ndarray) -> Any:
     return index
 
 
-def _lists_on_disk(index: Any, config: FaissConfig, path: Path) -> None:
+def check_layout(index: Any, config: FaissConfig) -> None:
+    """Refuse before any work a layout the factory cannot have (on disk without IVF lists)."""
     import faiss
 
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is None:
+    if config.on_disk and faiss.try_extract_index_ivf(index) is None:
         raise InputError(f"{config.factory!r} has no inverted lists to keep on disk",
                          field="faiss.on_disk", hint="use an IVF factory (IVF4096,PQ64) or "
                                                      "set on_disk: false")
+
+
+def _lists_on_disk(index: Any, path: Path) -> None:
+    import faiss
+
+    ivf = faiss.extract_index_ivf(index)
     lists = faiss.OnDiskInvertedLists(ivf.nlist, ivf.code_size, str(path))
     ivf.replace_invlists(lists, True)
     # The lists object is owned by the index now; its file is named relative to the folder
