@@ -105,8 +105,9 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
             faiss_index.check_trainable(index, spec.faiss, stats.chunks)
             chunks = ArrowChunks(staging / mf.CHUNKS_FILE, staging / mf.CHUNK_LANGS_FILE,
                                  stats.codes)
-            plan, embedded = _embed_shards(spec, embedder, shards, chunks, stats.chunks,
-                                           progress)
+            with embedder.on_gpus() if spec.faiss.gpu else contextlib.nullcontext(0):
+                plan, embedded = _embed_shards(spec, embedder, shards, chunks, stats.chunks,
+                                               progress)
             index = fill_index(index, spec.faiss, shards, plan, staging, progress)
             faiss_index.write_index(index, staging / mf.INDEX_FILE)
             lexical = _write_bm25(chunks, staging) if spec.bm25 else []
@@ -195,8 +196,9 @@ def _warn_truncation(spec: IndexSpec, embedder: Embedder) -> None:
 
 
 def _embedder_key(spec: IndexSpec, embedder: Embedder) -> str:
+    # float16 embeddings from GPUs differ in the last bits: shards of their own.
     return (f"{embedder.fingerprint}|{embedder.document_prompt}|{embedder.normalize}"
-            f"|title={spec.chunking.include_title}")
+            f"|title={spec.chunking.include_title}" + ("|gpu-fp16" if spec.faiss.gpu else ""))
 
 
 def _write_chunks(spec: IndexSpec, sources: list[_Source], embedder: Embedder, folder: Path,

@@ -47,7 +47,7 @@ def fill_index(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: P
     devices = gpu_count() if config.gpu else 0
     if config.gpu and not devices:
         log.info("faiss.gpu: no GPU visible to FAISS (or faiss-cpu installed): building on "
-                 "the CPU")
+                 "the CPU%s", "" if _torch_gpus() else " (the embeddings too)")
     working = faiss_index.to_gpus(index) if devices and not config.on_disk else index
     total = sum(rows for _, rows in plan)
     with tqdm(total=total, desc="indexing", unit="chunk", disable=not progress) as bar:
@@ -68,6 +68,12 @@ def gpu_count() -> int:
 
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get is not None else 0
+
+
+def _torch_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _trained(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: Plan) -> Any:

@@ -32,7 +32,7 @@ _CJK_RUN = re.compile(rf"^[{_CJK}]+$")
 
 # bm25s's stop-word lists by ISO 639-1 code; a language without a list keeps every word.
 _STOPWORD_LISTS = {
-    "en": "STOPWORDS_EN", "de": "STOPWORDS_GERMAN", "fr": "STOPWORDS_FRENCH",
+    "en": "STOPWORDS_EN_PLUS", "de": "STOPWORDS_GERMAN", "fr": "STOPWORDS_FRENCH",
     "it": "STOPWORDS_ITALIAN", "es": "STOPWORDS_SPANISH", "pt": "STOPWORDS_PORTUGUESE",
     "nl": "STOPWORDS_DUTCH", "da": "STOPWORDS_DANISH", "sv": "STOPWORDS_SWEDISH",
     "no": "STOPWORDS_NORWEGIAN", "nb": "STOPWORDS_NORWEGIAN", "ru": "STOPWORDS_RUSSIAN",
