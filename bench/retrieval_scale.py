@@ -234,7 +234,8 @@ def bench_scale(sizes: list[int], work: Path) -> dict:
         flat = run_child({**common, "step": "flat"})
         truth = exact_top(vectors, np.load(queries))
         rows = np.load(folder / "rows.npy")
-        recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(rows, truth)]))
+        recall = float(np.mean([len(set(a) & set(b)) / K
+                                for a, b in zip(rows, truth, strict=True)]))
         files = opened.pop("files")
         entry = {"factory": factory, "nprobe": nprobe, **build, **opened, **flat,
                  "recall_at_10": round(recall, 4),

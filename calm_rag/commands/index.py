@@ -1,4 +1,4 @@
-"""``calm-rag index build|query|info|verify|keys|list``: thin wrappers over :mod:`calm_rag.retrieval`."""
+"""``calm-rag index build|query|info|verify|keys|list``: wrappers over calm_rag.retrieval."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def _lists_on_disk(index: Any, path: Path) -> None:
     ivf.replace_invlists(lists, True)
     # The lists object is owned by the index now; its file is named relative to the folder
     # when read back (IO_FLAG_ONDISK_SAME_DIR), so the folder can move.
-    lists.this.disown()
+    lists.this.disown()  # type: ignore[attr-defined]
 
 
 def training_sample(shards: EmbeddingShards, plan: Plan, size: int) -> np.ndarray:
