@@ -157,7 +157,7 @@ class Retriever:
         from calm_rag.retrieval.lexical import VERSION, LexicalIndex
 
         saved = self.manifest.get("lexical")
-        if saved and saved.get("tokenizer_version") == VERSION:
+        if isinstance(saved, dict) and saved.get("tokenizer_version") == VERSION:
             return LexicalIndex.load(self.folder)
         log.info("building the BM25 index of %s in memory (%d chunks; the index has no saved "
                  "one of this version)", self.name, len(self.chunks))
@@ -203,16 +203,19 @@ def _search_settings(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def open_chunks(folder: Path, manifest: dict[str, Any]) -> ChunkReader:
     """The chunk store of a built index, in the layout its manifest's format names."""
-    if manifest["format"] == 1:
-        return JsonlChunks(folder / mf.LEGACY_CHUNKS_FILE)
+    legacy = manifest["format"] == 1
     codes = manifest["chunks"].get("language_codes")
-    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+    if not legacy and (not isinstance(codes, list)
+                       or not all(isinstance(c, str) for c in codes)):
         raise InputError("damaged manifest: chunks.language_codes is not a list of codes",
                          path=folder / mf.MANIFEST, hint=mf.rebuild_hint(manifest, folder))
+    path = folder / (mf.LEGACY_CHUNKS_FILE if legacy else mf.CHUNKS_FILE)
     try:
-        return ArrowChunks(folder / mf.CHUNKS_FILE, folder / mf.CHUNK_LANGS_FILE, codes)
+        if legacy:
+            return JsonlChunks(path)
+        return ArrowChunks(path, folder / mf.CHUNK_LANGS_FILE, codes)
     except (OSError, ValueError) as err:  # pyarrow's errors derive from these
-        raise InputError(f"unreadable chunk store: {err}", path=folder / mf.CHUNKS_FILE,
+        raise InputError(f"unreadable chunk store: {err}", path=path,
                          hint=mf.rebuild_hint(manifest, folder)) from None
 
 
