@@ -277,3 +277,34 @@ def cpu_flags() -> str:
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
     flags = sorted({f for f in wanted if re.search(rf"\b{f}\b", text)})
     return f"{os.cpu_count()} cores, {' '.join(flags)}"
+
+
+# --------------------------------------------------------------------------- MedCorp
+
+
+# Published GPU figure used below (not measured here: no GPU on this machine): the
+# sentence-transformers model table (sbert.net, "Pretrained Models") gives all-MiniLM-L12-v2,
+# the same 12-layer, 384-wide shape as multilingual-e5-small, 7 500 sentences/s on one V100.
+# MedCorp snippets are passages, several sentences long: the rate is divided by LONGER.
+PUBLISHED_GPU_RATE = 7500.0
+LONGER = 4.0
+
+
+def medcorp_sizing(small: dict, large: dict, embedding: dict, size_small: int,
+                   size_large: int) -> dict:
+    """MedCorp (54.2M snippets) from the measured figures of the two sizes."""
+    per_chunk_s = (large["build_s"] - small["build_s"]) / (size_large - size_small)
+    codes_gb = large["faiss_bytes_per_chunk"] * MEDCORP / 1e9
+    gpu_rate = PUBLISHED_GPU_RATE / LONGER
+    return {
+        "disk_gb": round(large["bytes_per_chunk"] * MEDCORP / 1e9, 1),
+        "faiss_gb": round(codes_gb, 1),
+        "store_gb": round(large["store_bytes_per_chunk"] * MEDCORP / 1e9, 1),
+        # Opening: the index's bytes (or none resident with faiss.on_disk) plus the constant.
+        "open_ram_gb": round(codes_gb + large["open_peak_mb"] / 1e3, 1),
+        "build_ram_gb": round(codes_gb + (large["peak_mb"] - large["faiss_mb"]) / 1e3, 1),
+        "faiss_and_store_h_here": round(per_chunk_s * MEDCORP / 3600, 1),
+        "embed_h_here": round(MEDCORP / embedding["chunks_per_s"] / 3600, 1),
+        "embed_h_1_gpu_published": round(MEDCORP / gpu_rate / 3600, 1),
+        "embed_h_8_gpus_published": round(MEDCORP / gpu_rate / 8 / 3600, 2),
+    }

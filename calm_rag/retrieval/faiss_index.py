@@ -6,6 +6,7 @@ Scores are similarities (higher is better) whatever the metric: ``ip`` gives the
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import numpy as np
 
 from calm_rag.errors import InputError
 from calm_rag.retrieval.spec import FaissConfig
+
+log = logging.getLogger(__name__)
 
 FACTORY_HINT = "examples: Flat, HNSW32, IVF1024,Flat, IVF4096,PQ64"
 
@@ -72,17 +75,25 @@ def configure_build(index: Any, config: FaissConfig) -> None:
         hnsw.hnsw.efConstruction = config.ef_construction
 
 
-def to_gpus(index: Any) -> Any:
-    """The index cloned onto every visible GPU (each holds a part of the vectors), or the
-    index itself where FAISS sees no GPU."""
+def to_gpus(index: Any, *, every_gpu: bool = True) -> Any:
+    """The index on the GPUs (each visible one holds a part of the vectors; ``every_gpu``
+    False: GPU 0 alone), or the index itself where FAISS sees no GPU or cannot put this
+    index there (a PQ code size the GPU kernels lack, for one): that is logged."""
     import faiss
 
     if not hasattr(faiss, "GpuMultipleClonerOptions") or faiss.get_num_gpus() == 0:
         return index
     options = faiss.GpuMultipleClonerOptions()
-    options.useFloat16 = True  # halves the GPU memory of flat and IVF-flat vectors
-    options.shard = True  # the index may exceed one GPU's memory
-    return faiss.index_cpu_to_all_gpus(index, co=options)
+    options.useFloat16 = True  # float16 IVF-flat vectors and IVF-PQ lookup tables
+    try:
+        if not every_gpu:
+            return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index, options)
+        options.shard = True  # the index may exceed one GPU's memory
+        return faiss.index_cpu_to_all_gpus(index, co=options)
+    except RuntimeError as err:
+        log.warning("FAISS cannot put this index on a GPU (%s): using the CPU",
+                    _faiss_reason(err))
+        return index
 
 
 def search(index: Any, queries: np.ndarray, k: int, metric: str,

@@ -7,8 +7,8 @@
 * Filling adds one embedding shard at a time: memory holds one shard and the index.
 * ``faiss.on_disk``: an IVF index's inverted lists go to ``index.ivfdata`` beside the index
   (FAISS's ``OnDiskInvertedLists``), so the filled index need not fit in RAM.
-* ``faiss.gpu``: training and filling run on every visible GPU when FAISS has GPU support,
-  and on the CPU otherwise (logged once).
+* ``faiss.gpu``: training and filling run on a GPU when FAISS has GPU support (the
+  retriever searches on all of them), and on the CPU otherwise (logged once).
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ def fill_index(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: P
     if config.gpu and not devices:
         log.info("faiss.gpu: no GPU visible to FAISS (or faiss-cpu installed): building on "
                  "the CPU%s", "" if _torch_gpus() else " (the embeddings too)")
-    working = faiss_index.to_gpus(index) if devices and not config.on_disk else index
+    # One GPU fills (a sharded multi-GPU index would come back as shards, not one index);
+    # the saved index is searched on every GPU by the retriever.
+    working = (faiss_index.to_gpus(index, every_gpu=False) if devices and not config.on_disk
+               else index)
     total = sum(rows for _, rows in plan)
     with tqdm(total=total, desc="indexing", unit="chunk", disable=not progress) as bar:
         for key, rows in plan:
@@ -93,9 +96,10 @@ def _trained(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: Pla
     log.info("training %s on %d vectors", config.factory, len(sample))
     if config.gpu and gpu_count():
         # One GPU trains (GPU k-means); the clones that fill it all share its quantizer.
-        resources = faiss.StandardGpuResources()
-        on_gpu = faiss.index_cpu_to_gpu(resources, 0, index)
-        trained = faiss.index_gpu_to_cpu(_train(on_gpu, config, sample))
+        on_gpu = faiss_index.to_gpus(index, every_gpu=False)
+        trained = _train(on_gpu, config, sample)
+        if on_gpu is not index:
+            trained = faiss.index_gpu_to_cpu(trained)
     else:
         trained = _train(index, config, sample)
     cached.parent.mkdir(parents=True, exist_ok=True)
