@@ -143,7 +143,12 @@ def summary(manifest: dict[str, Any]) -> str:
          f"({', '.join(f'{k} {v}' for k, v in sorted(manifest['languages'].items()))})"),
         (f"embedder:   {embedder['name']} (dim {embedder['dimension']}, "
          f"normalize={embedder['normalize']}, weights {embedder['fingerprint'][:12]})"),
-        f"faiss:      {faiss['factory']} metric={faiss['metric']} ntotal={faiss['ntotal']}",
+        f"faiss:      {faiss['factory']} metric={faiss['metric']} ntotal={faiss['ntotal']}"
+        + ("" if not faiss.get("on_disk") else " (inverted lists on disk)"),
+        ("layout:     format 2 (chunks.arrow read by row"
+         + (", BM25 saved)" if manifest.get("lexical") else ", no saved BM25)")
+         if manifest["format"] == 2 else "layout:     format 1 (chunks.jsonl; rebuild with "
+                                         "--force for the on-disk chunk store and saved BM25)"),
         f"built:      {manifest['built_at']} in {manifest['build_seconds']:.1f} s",
         f"spec:       {manifest.get('spec_path') or '-'}",
     ]
