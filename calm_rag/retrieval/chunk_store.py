@@ -112,7 +112,7 @@ class ArrowChunks:
 
     def get(self, rows: Sequence[int]) -> list[Chunk]:
         """The chunks of ``rows``, in that order; each batch is read once."""
-        batches: dict[int, dict[str, list[str]]] = {}
+        batches: dict[int, Any] = {}
         out = []
         for row in rows:
             row = int(row)
@@ -120,9 +120,11 @@ class ArrowChunks:
                 raise IndexError(f"no chunk {row} in an index of {len(self)}")
             number, offset = divmod(row, BATCH_ROWS)
             if number not in batches:
-                batches[number] = self._reader.get_batch(number).to_pydict()
+                batches[number] = self._reader.get_batch(number)
             batch = batches[number]
-            out.append(Chunk(row=row, **{name: batch[name][offset] for name in COLUMNS}))
+            # One value of each column converted, not the whole batch.
+            out.append(Chunk(row=row, **{name: batch.column(i)[offset].as_py()
+                                         for i, name in enumerate(COLUMNS)}))
         return out
 
     def __getitem__(self, row: int) -> Chunk:
