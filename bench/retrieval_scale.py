@@ -34,10 +34,11 @@ VECTORS_ENV = "CALM_RAG_BENCH_VECTORS"
 
 
 def factory_for(size: int) -> tuple[str, int]:
-    """IVF-PQ with about 4 sqrt(n) lists; 192 bytes a vector (2 dimensions per PQ code: 96
-    bytes stay under 0.9 recall@10 on these vectors)."""
+    """IVF-PQ with about 4 sqrt(n) lists, 96-byte PQ codes and an SQ8 re-rank of 8x the hits:
+    PQ alone (even 192 bytes) stays near 0.84 recall@10 on these vectors, whose neighbours
+    are close together; re-ranking 50 PQ candidates exactly gives 1.0."""
     nlist = 1024 if size <= 200_000 else 4096
-    return f"IVF{nlist},PQ192", 64
+    return f"IVF{nlist},PQ96,Refine(SQ8)", 64
 
 
 class SyntheticEmbedder:
@@ -229,7 +230,7 @@ def bench_scale(sizes: list[int], work: Path) -> dict:
                 "chunking": {"split": False, "chunk_size": 256},
                 "embedder": {"model": "synthetic-384", "shard_size": 20_000},
                 "faiss": {"factory": factory, "metric": "ip", "nprobe": nprobe,
-                          "train_size": 100_000},
+                          "train_size": 100_000, "k_factor": 8},
                 "bm25": False}
         common = {"vectors": str(vectors), "queries": str(queries), "out": str(folder / "idx"),
                   "name": "scale", "rows": str(folder / "rows.npy")}

@@ -208,3 +208,17 @@ def test_gpu_spec_builds_on_a_cpu_machine_and_says_so(tmp_path, caplog):
     assert hits[0].chunk.doc_id == "kidney"
     assert len(DOCS) == 9
     assert np.isfinite(hits[0].score)
+
+
+def test_a_refined_ivf_pq_index_reranks_k_factor_candidates_and_filters(tmp_path):
+    import faiss
+
+    spec = pq_spec(tmp_path, k_factor=8)
+    spec.write_text(spec.read_text().replace(PQ_FACTORY, PQ_FACTORY + ",Refine(SQ8)"))
+    result = build_index(load_spec(spec), tmp_path / "indexes", progress=False)
+    retriever = Retriever.open(result.path)
+    assert faiss.downcast_index(retriever.index).k_factor == 8
+    assert mf.read_manifest(result.path)["faiss"]["k_factor"] == 8
+    hits = retriever.retrieve("Note 7: organ 0 and drug 7", k=3)
+    assert len(hits) == 3 and hits[0].score >= hits[-1].score
+    assert {h.chunk.lang for h in retriever.retrieve("organ", lang="en", k=5)} == {"en"}

@@ -152,7 +152,8 @@ def _try_lock(handle: Any) -> bool:
 # Keys added after indexes were built, and at these values, leave the build key as it was: an
 # index built before them is still up to date, not "built from other inputs".
 _KEY_DEFAULTS = {"chunking": {"split": True}, "bm25": True,
-                 "faiss": {"ef_construction": 40, "on_disk": False, "gpu": False}}
+                 "faiss": {"ef_construction": 40, "on_disk": False, "gpu": False,
+                           "k_factor": 4}}
 
 
 def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> str:
@@ -307,6 +308,7 @@ def _manifest(spec: IndexSpec, sources: list[_Source], embedder: Embedder, index
         "faiss": {"factory": spec.faiss.factory, "metric": spec.faiss.metric,
                   "dimension": index.d, "ntotal": index.ntotal, "nprobe": spec.faiss.nprobe,
                   "ef_search": spec.faiss.ef_search, "ef_construction": spec.faiss.ef_construction,
+                  "k_factor": spec.faiss.k_factor,
                   "train_size": spec.faiss.train_size, "on_disk": spec.faiss.on_disk,
                   "gpu": spec.faiss.gpu, "built_on_gpus": gpu_count() if spec.faiss.gpu else 0,
                   "code_bytes": faiss_index.code_bytes(index)},

@@ -66,6 +66,9 @@ def configure_search(index: Any, config: FaissConfig) -> None:
     hnsw = _hnsw(index)
     if hnsw is not None:
         hnsw.hnsw.efSearch = config.ef_search
+    refine = faiss.downcast_index(index)
+    if isinstance(refine, faiss.IndexRefine):
+        refine.k_factor = float(config.k_factor)
 
 
 def configure_build(index: Any, config: FaissConfig) -> None:
@@ -150,6 +153,13 @@ def _filter_params(index: Any, allowed_rows: np.ndarray) -> Any:
     # would override the index's own settings, so they are copied over. Fields are set one by
     # one: faiss's stubs do not declare the keyword constructors its Python wrappers add.
     params: faiss.SearchParameters
+    refine = faiss.downcast_index(index)
+    if isinstance(refine, faiss.IndexRefine):
+        # The selector goes to the compressed search; the re-rank keeps its k_factor.
+        params = refine_params = faiss.IndexRefineSearchParameters()
+        refine_params.k_factor = refine.k_factor
+        refine_params.base_index_params = _filter_params(refine.base_index, allowed_rows)
+        return refine_params
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         params = ivf_params = faiss.SearchParametersIVF()

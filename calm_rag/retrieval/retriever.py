@@ -197,8 +197,11 @@ class Retriever:
 
 def _search_settings(manifest: dict[str, Any]) -> dict[str, Any]:
     faiss = manifest["faiss"]
-    return {"factory": faiss["factory"], "metric": faiss["metric"], "nprobe": faiss["nprobe"],
-            "ef_search": faiss["ef_search"]}
+    settings = {"factory": faiss["factory"], "metric": faiss["metric"],
+                "nprobe": faiss["nprobe"], "ef_search": faiss["ef_search"]}
+    if isinstance(faiss.get("k_factor"), int):  # recorded since format 2
+        settings["k_factor"] = faiss["k_factor"]
+    return settings
 
 
 def open_chunks(folder: Path, manifest: dict[str, Any]) -> ChunkReader:

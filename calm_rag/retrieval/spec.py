@@ -112,6 +112,10 @@ class FaissConfig:
     """IVF indexes: inverted lists visited per query (more: better recall, slower)."""
     ef_search: int = 128
     """HNSW indexes: breadth of the graph search per query (more: better recall, slower)."""
+    k_factor: int = 4
+    """Indexes with a refinement stage (``IVF4096,PQ64,Refine(SQ8)``): the compressed search
+    finds ``k_factor`` times the hits asked for, and the finer codes re-rank them (PQ alone
+    loses recall among close neighbours; a re-rank wins it back)."""
     ef_construction: int = 40
     """HNSW indexes: breadth of the graph search when a vector is inserted (more: a better
     graph and recall, a slower build; 40 is FAISS's default)."""
@@ -126,7 +130,7 @@ class FaissConfig:
     log line saying so."""
 
     def __post_init__(self) -> None:
-        at_least(self, 1, "train_size", "nprobe", "ef_search", "ef_construction")
+        at_least(self, 1, "train_size", "nprobe", "ef_search", "ef_construction", "k_factor")
 
 
 @dataclass(frozen=True)
