@@ -218,7 +218,8 @@ def test_a_refined_ivf_pq_index_reranks_k_factor_candidates_and_filters(tmp_path
     result = build_index(load_spec(spec), tmp_path / "indexes", progress=False)
     retriever = Retriever.open(result.path)
     assert faiss.downcast_index(retriever.index).k_factor == 8
-    assert mf.read_manifest(result.path)["faiss"]["k_factor"] == 8
+    recorded = mf.read_manifest(result.path)["faiss"]
+    assert recorded["k_factor"] == 8 and recorded["code_bytes"] == 2 + 384  # PQ4x4 + SQ8
     hits = retriever.retrieve("Note 7: organ 0 and drug 7", k=3)
     assert len(hits) == 3 and hits[0].score >= hits[-1].score
     assert {h.chunk.lang for h in retriever.retrieve("organ", lang="en", k=5)} == {"en"}

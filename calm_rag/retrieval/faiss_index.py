@@ -119,6 +119,10 @@ def code_bytes(index: Any) -> int | None:
     """Bytes a vector takes in the index's storage (PQ codes, or the floats), when known."""
     import faiss
 
+    refine = faiss.downcast_index(index)
+    if isinstance(refine, faiss.IndexRefine):  # the compressed codes and the re-rank's
+        base, finer = code_bytes(refine.base_index), code_bytes(refine.refine_index)
+        return None if base is None or finer is None else base + finer
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         return int(ivf.code_size)
