@@ -257,6 +257,11 @@ def bench_scale(sizes: list[int], work: Path) -> dict:
         results["sizes"][size] = entry
     results["embedding"] = embedding_rate()
     results["cpu"] = cpu_flags()
+    if len(sizes) >= 2:
+        small, large = sorted(sizes)[0], sorted(sizes)[-1]
+        results["medcorp"] = medcorp_sizing(results["sizes"][small], results["sizes"][large],
+                                            results["embedding"], small, large)
+        print(f"\nMedCorp ({MEDCORP} snippets): {json.dumps(results['medcorp'])}")
     return results
 
 
