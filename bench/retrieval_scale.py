@@ -88,6 +88,15 @@ def _patch_embedder() -> None:
 
 
 def maxrss_mb() -> float:
+    """This process's peak RSS. Linux keeps ``getrusage``'s maxrss across exec, so a child
+    would start from its parent's size: the peak of this process's own memory map (VmHWM)
+    is read where there is one."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
