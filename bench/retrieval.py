@@ -17,6 +17,10 @@ Sections:
   peak RSS, then recall@10 and search speed-up of HNSW and IVF against Flat for 1 000 held-out
   passages' first sentences. The embeddings are computed once (the Flat build keeps its shards,
   the ANN builds reuse them).
+* ``scale``  (not in the default run) 100k and 1M chunks through ``build_index`` into IVF-PQ,
+  each step in a fresh process: peak RSS of build and of open, open time, one-query latency
+  against Flat, recall@10, bytes on disk per chunk, the embedding rate on real text, and a
+  MedCorp sizing (see bench/retrieval_scale.py; results in bench/results/retrieval_scale.md).
 * ``synthetic`` (extra) the same recall and speed-up comparison on synthetic clustered unit
   vectors: the hard, weakly clustered case that real text does not show.
 """
@@ -58,6 +62,12 @@ def main() -> None:
         results["real"] = bench_real(args)
     if "synthetic" in sections:
         results["synthetic"] = bench_ann(args.ann_size, args.ann_queries)
+    if "scale" in sections:
+        from retrieval_scale import bench_scale
+
+        sizes = [int(size) for size in args.scale_sizes.split(",")]
+        work = args.scale_dir or Path(tempfile.gettempdir()) / "calm_rag_scale"
+        results["scale"] = bench_scale(sizes, work)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
@@ -75,7 +85,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ann-size", type=int, default=100_000, help="vectors (synthetic)")
     parser.add_argument("--ann-queries", type=int, default=1000)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--scale-sizes", default="100000,1000000", help="chunks (scale)")
+    parser.add_argument("--scale-dir", type=Path, default=None,
+                        help="where the scale section writes (default: a temporary folder)")
     parser.add_argument("--build-child", help=argparse.SUPPRESS)
+    parser.add_argument("--scale-child", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -693,5 +707,9 @@ if __name__ == "__main__":
     options = parse_args()
     if options.build_child:
         build_child(json.loads(options.build_child))
+    elif options.scale_child:
+        from retrieval_scale import child
+
+        print(json.dumps(child(json.loads(options.scale_child))))
     else:
         main()

@@ -76,6 +76,13 @@ class EmbedCounter:
         monkeypatch.setattr(Embedder, "embed_documents", counting)
 
 
+def stored_chunks(folder: Path) -> list:
+    from calm_rag.retrieval.retriever import open_chunks
+
+    store = open_chunks(folder, mf.read_manifest(folder))
+    return [chunk for batch in store.iter_batches() for chunk in batch]
+
+
 def vectors(folder: Path) -> np.ndarray:
     import faiss
 
@@ -94,9 +101,14 @@ def built(tmp_path_factory) -> Path:
 
 def test_build_writes_index_chunks_and_manifest(built):
     folder = built / "indexes" / "tiny"
-    assert {p.name for p in folder.iterdir()} == {"index.faiss", "chunks.jsonl", "manifest.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "index.faiss", "chunks.arrow", "chunk_langs.npy", "manifest.json", "bm25.data.npy",
+        "bm25.indices.npy", "bm25.indptr.npy", "bm25.vocab.json", "bm25.params.json"}
     manifest = json.loads((folder / "manifest.json").read_text())
-    chunks = [json.loads(line) for line in (folder / "chunks.jsonl").open()]
+    chunks = stored_chunks(folder)
+    assert [c.row for c in chunks] == list(range(len(chunks)))
+    assert set(manifest["files"]) == {p.name for p in folder.iterdir()} - {"manifest.json"}
+    assert manifest["format"] == 2 and manifest["lexical"]["kind"] == "bm25s"
     assert manifest["chunks"]["count"] == len(chunks) == manifest["faiss"]["ntotal"] >= len(DOCS)
     assert manifest["embedder"]["name"] == "all-MiniLM-L6-v2"
     assert manifest["embedder"]["dimension"] == 384 and manifest["embedder"]["normalize"]
@@ -157,7 +169,7 @@ def test_killed_build_resumes_without_reembedding(tmp_path, monkeypatch):
     assert result.reused_shards == 2
     assert resumed.texts == reference.chunks - 4  # only what the killed run had not embedded
     folder, ref = result.path, reference.path
-    assert (folder / "chunks.jsonl").read_bytes() == (ref / "chunks.jsonl").read_bytes()
+    assert (folder / "chunks.arrow").read_bytes() == (ref / "chunks.arrow").read_bytes()
     np.testing.assert_array_equal(vectors(folder), vectors(ref))
 
 
@@ -211,7 +223,7 @@ def test_changed_chunks_never_reuse_stale_shards(tmp_path, monkeypatch):
     result = build_index(spec, tmp_path / "indexes", force=True, progress=False)
     # Only the shard holding the edited last document is embedded again.
     assert result.embedded_shards == 1 and counter.texts == 1
-    assert "denkt" in (result.path / "chunks.jsonl").read_text(encoding="utf-8")
+    assert "denkt" in stored_chunks(result.path)[-1].text
 
 
 def test_failed_rebuild_keeps_the_previous_index(tmp_path, monkeypatch, capsys):
@@ -274,10 +286,15 @@ def test_truncated_or_corrupt_index_is_refused(copy_of_built, capsys):
     err = run_query(copy_of_built, capsys)
     assert "truncated" in err and "calm-rag index build" in err and "--force" in err
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
-    assert "checksum" in run_query(copy_of_built, capsys)
+    # Same size, other bytes: opening checks sizes; `index verify` reads every byte.
+    assert main(["index", "verify", "tiny", "--index-dir", str(copy_of_built)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checksum" in err and "index.faiss" in err
     path.write_bytes(data)
-    (copy_of_built / "tiny" / "chunks.jsonl").unlink()
-    assert "chunks.jsonl is missing" in run_query(copy_of_built, capsys)
+    assert main(["index", "verify", "tiny", "--index-dir", str(copy_of_built)]) == 0
+    assert "checksums match" in capsys.readouterr().out
+    (copy_of_built / "tiny" / "chunks.arrow").unlink()
+    assert "chunks.arrow is missing" in run_query(copy_of_built, capsys)
 
 
 def test_other_embedder_or_dimension_is_refused(copy_of_built, capsys):
@@ -318,7 +335,7 @@ def test_a_second_concurrent_build_is_refused(tmp_path):
 
 
 def test_a_shard_removed_during_the_build_is_an_input_error(tmp_path):
-    from calm_rag.retrieval.build import _planned_shard
+    from calm_rag.retrieval.filling import planned_shard as _planned_shard
     from calm_rag.retrieval.shards import EmbeddingShards
 
     shards = EmbeddingShards(tmp_path, "embedder", dimension=4)

@@ -243,15 +243,15 @@ def test_reciprocal_rank_fusion_sums_reciprocal_ranks():
 
 
 def test_tokenizer_cuts_cjk_into_bigrams():
-    assert tokenize("Heart-Failure, 2 drugs") == ["heart", "failure", "2", "drugs"]
-    assert tokenize("高血压病") == ["高血", "血压", "压病"]
-    assert tokenize("心 disease") == ["心", "disease"]
+    assert tokenize("Heart-Failure, 2 drugs", "en") == ["heart", "failure", "2", "drugs"]
+    assert tokenize("高血压病", "zh") == ["高血", "血压", "压病"]
+    assert tokenize("心 disease", "en") == ["心", "disease"]
 
 
 def test_bm25_ranks_keyword_matches_and_honours_the_filter():
     texts = ["aspirin inhibits cyclooxygenase", "the kidney filters blood",
              "aspirin and kidney damage", "高血压的治疗"]
-    index = LexicalIndex(texts)
+    index = LexicalIndex.build((text, "zh" if i == 3 else "en") for i, text in enumerate(texts))
     rows = [row for row, _ in index.search("aspirin", 5)]
     assert set(rows) == {0, 2}
     assert index.search("高血压", 5)[0][0] == 3
@@ -316,6 +316,7 @@ def test_lexical_search_logs_nothing_below_warnings(caplog):
     """bm25s sets its logger to DEBUG when imported; a configured root logger must not get a
     line per search."""
     with caplog.at_level("DEBUG"):
-        index = LexicalIndex(["milk in the refrigerator", "bees make honey"])
+        index = LexicalIndex.build([("milk in the refrigerator", "en"),
+                                    ("bees make honey", "en")])
         assert index.search("honey", 1)[0][0] == 1
     assert not [r for r in caplog.records if r.name.startswith("bm25s")]

@@ -1,4 +1,4 @@
-"""``calm-rag index build|query|info|list``: thin wrappers over :mod:`calm_rag.retrieval`."""
+"""``calm-rag index build|query|info|verify|keys|list``: wrappers over calm_rag.retrieval."""
 
 from __future__ import annotations
 
@@ -45,6 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("--json", action="store_true", help="print the whole manifest")
     info.add_argument("--index-dir", type=Path, default=None, help=dir_help)
     info.set_defaults(func=run_info)
+
+    verify = actions.add_parser(
+        "verify", help="check every file of an index against its manifest's SHA-256",
+        description="Read every file of a built index and compare its size and SHA-256 with "
+                    "the manifest (opening an index checks sizes only).")
+    verify.add_argument("name", metavar="NAME", help="index name, folder or spec")
+    verify.add_argument("--index-dir", type=Path, default=None, help=dir_help)
+    verify.set_defaults(func=run_verify)
 
     keys = actions.add_parser("keys", help="the manual of an index spec's YAML keys")
     keys.set_defaults(func=run_keys)
@@ -97,6 +105,18 @@ def run_info(args: argparse.Namespace) -> int:
     manifest = mf.read_manifest(folder)
     mf.verify_files(folder, manifest, checksums=False)
     print(mf.dumps(manifest) if args.json else f"folder:     {folder}\n{mf.summary(manifest)}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from calm_rag.retrieval import manifest as mf
+    from calm_rag.retrieval.catalog import locate_index
+
+    folder = locate_index(args.name, args.index_dir)
+    manifest = mf.read_manifest(folder)
+    mf.verify_files(folder, manifest, checksums=True)
+    total = sum(entry["bytes"] for entry in manifest["files"].values())
+    print(f"{folder}: {len(manifest['files'])} files, {total} bytes, checksums match")
     return 0
 
 

@@ -8,7 +8,6 @@ memory holds one shard at a time and a killed build skips the shards it already 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -26,9 +25,12 @@ from calm_rag.io import atomic_dir
 from calm_rag.provenance import file_entry, json_digest, package_versions
 from calm_rag.retrieval import faiss_index
 from calm_rag.retrieval import manifest as mf
+from calm_rag.retrieval.chunk_store import ArrowChunks, ChunkWriter
 from calm_rag.retrieval.chunking import Chunk, chunk_documents, make_splitter
 from calm_rag.retrieval.corpora import hash_corpus, read_corpus
 from calm_rag.retrieval.embedder import Embedder
+from calm_rag.retrieval.filling import IVF_DATA_FILE, Plan, check_layout, fill_index, gpu_count
+from calm_rag.retrieval.lexical import VERSION as LEXICAL_VERSION
 from calm_rag.retrieval.shards import EmbeddingShards
 from calm_rag.retrieval.spec import IndexSpec, resolve_path
 
@@ -66,6 +68,8 @@ class _ChunkStats:
     documents: int = 0
     chunks: int = 0
     languages: Counter = field(default_factory=Counter)
+    codes: list[str] = field(default_factory=list)
+    """The chunk store's language codes, in the order of their integer codes."""
 
 
 def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool = False,
@@ -83,6 +87,7 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
     embedder = Embedder.load(spec.embedder.model, normalize=spec.embedder.normalize,
                              batch_size=spec.embedder.batch_size)
     index = faiss_index.make_index(spec.faiss, embedder.dimension)  # a bad factory fails now
+    check_layout(index, spec.faiss)
     key = build_key(spec, sources, embedder)
     if target.exists() and not force:
         if _existing_key(target) == key:
@@ -96,14 +101,19 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
                              embedder.dimension)
     with _exclusive_build(out_dir, spec.name):
         with atomic_dir(target) as staging:
-            stats = _write_chunks(spec, sources, embedder, staging / mf.CHUNKS_FILE, progress)
+            stats = _write_chunks(spec, sources, embedder, staging, progress)
             faiss_index.check_trainable(index, spec.faiss, stats.chunks)
-            plan, embedded = _embed_shards(spec, embedder, shards, staging / mf.CHUNKS_FILE,
-                                           stats.chunks, progress)
-            _fill_index(index, spec, shards, plan, progress)
+            chunks = ArrowChunks(staging / mf.CHUNKS_FILE, staging / mf.CHUNK_LANGS_FILE,
+                                 stats.codes)
+            with embedder.on_gpus() if spec.faiss.gpu else contextlib.nullcontext(0):
+                plan, embedded = _embed_shards(spec, embedder, shards, chunks, stats.chunks,
+                                               progress)
+            index = fill_index(index, spec.faiss, shards, plan, staging, progress)
             faiss_index.write_index(index, staging / mf.INDEX_FILE)
+            lexical = _write_bm25(chunks, staging) if spec.bm25 else []
             seconds = time.perf_counter() - started
-            manifest = _manifest(spec, sources, embedder, index, stats, key, staging, seconds)
+            manifest = _manifest(spec, sources, embedder, index, stats, key, staging, seconds,
+                                 lexical)
             mf.write_manifest(staging, manifest)
         if not keep_embeddings:  # under the lock: no other build is using the shards
             shards.remove()
@@ -139,14 +149,23 @@ def _try_lock(handle: Any) -> bool:
     return True
 
 
+# Keys added after indexes were built, and at these values, leave the build key as it was: an
+# index built before them is still up to date, not "built from other inputs".
+_KEY_DEFAULTS = {"chunking": {"split": True}, "bm25": True,
+                 "faiss": {"ef_construction": 40, "on_disk": False, "gpu": False,
+                           "k_factor": 4}}
+
+
 def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> str:
     """Everything that decides the index's content; equal keys mean nothing to rebuild."""
     described = {k: v for k, v in spec.to_dict().items() if k != "description"}
-    if described["chunking"].get("split", True):
-        # Keys added after indexes were built, at their defaults, leave the key as it was: an
-        # index built before them is still up to date, not "built from other inputs".
-        described["chunking"] = {k: v for k, v in described["chunking"].items() if k != "split"}
-    inputs = {"format": mf.FORMAT, "spec": described,
+    for name, default in _KEY_DEFAULTS.items():
+        if isinstance(default, dict):
+            described[name] = {k: v for k, v in described[name].items()
+                               if k not in default or v != default[k]}
+        elif described[name] == default:
+            del described[name]
+    inputs = {"format": mf.KEY_FORMAT, "spec": described,
               "corpus": [s.sha256 for s in sources], "embedder": embedder.fingerprint}
     return json_digest(inputs, ascii_only=True)
 
@@ -178,29 +197,31 @@ def _warn_truncation(spec: IndexSpec, embedder: Embedder) -> None:
 
 
 def _embedder_key(spec: IndexSpec, embedder: Embedder) -> str:
+    # float16 embeddings from GPUs differ in the last bits: shards of their own.
     return (f"{embedder.fingerprint}|{embedder.document_prompt}|{embedder.normalize}"
-            f"|title={spec.chunking.include_title}")
+            f"|title={spec.chunking.include_title}" + ("|gpu-fp16" if spec.faiss.gpu else ""))
 
 
-def _write_chunks(spec: IndexSpec, sources: list[_Source], embedder: Embedder, path: Path,
+def _write_chunks(spec: IndexSpec, sources: list[_Source], embedder: Embedder, folder: Path,
                   progress: bool) -> _ChunkStats:
     from tqdm.auto import tqdm
 
     splitter = make_splitter(spec.chunking, embedder.tokenize)
     stats = _ChunkStats()
-    with path.open("w", encoding="utf-8") as handle, \
+    with ChunkWriter(folder / mf.CHUNKS_FILE, folder / mf.CHUNK_LANGS_FILE) as writer, \
             tqdm(desc="chunking", unit="doc", disable=not progress) as bar:
         for source in sources:
             documents = _counted(read_corpus(source.type, source.resolved, source.lang), source,
                                  bar)
             for chunk in chunk_documents(documents, splitter, first_row=stats.chunks):
-                handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+                writer.add(chunk)
                 stats.chunks += 1
                 source.chunks += 1
                 stats.languages[chunk.lang] += 1
             stats.documents += source.documents
     if stats.chunks == 0:
         raise InputError("the corpus gave no chunks", path=sources[0].resolved)
+    stats.codes = writer.languages
     return stats
 
 
@@ -211,11 +232,12 @@ def _counted(documents: Iterator, source: _Source, bar: Any) -> Iterator:
         yield document
 
 
-def _read_chunk_groups(path: Path, size: int) -> Iterator[list[Chunk]]:
+def _chunk_groups(chunks: ArrowChunks, size: int) -> Iterator[list[Chunk]]:
+    """The chunks in row order, ``size`` at a time (the store's batches regrouped)."""
     group: list[Chunk] = []
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            group.append(Chunk.from_dict(json.loads(line)))
+    for batch in chunks.iter_batches():
+        for chunk in batch:
+            group.append(chunk)
             if len(group) == size:
                 yield group
                 group = []
@@ -223,16 +245,25 @@ def _read_chunk_groups(path: Path, size: int) -> Iterator[list[Chunk]]:
         yield group
 
 
+def _write_bm25(chunks: ArrowChunks, folder: Path) -> list[str]:
+    """BM25 of the chunks (title and text, as embedded), saved in bm25s's files."""
+    from calm_rag.retrieval.lexical import LexicalIndex
+
+    log.info("building the BM25 index (%d chunks)", len(chunks))
+    lexical = LexicalIndex.build((c.embedding_text(True), c.lang)
+                                 for batch in chunks.iter_batches() for c in batch)
+    return lexical.save(folder)
+
+
 def _embed_shards(spec: IndexSpec, embedder: Embedder, shards: EmbeddingShards,
-                  chunks_path: Path, total: int, progress: bool
-                  ) -> tuple[list[tuple[str, int]], int]:
+                  chunks: ArrowChunks, total: int, progress: bool) -> tuple[Plan, int]:
     """Embed each shard not on disk yet; return the plan ``[(key, rows)]`` and how many
     shards were embedded (the rest were reused)."""
     from tqdm.auto import tqdm
 
     plan, embedded = [], 0
     with tqdm(total=total, desc="embedding", unit="chunk", disable=not progress) as bar:
-        for group in _read_chunk_groups(chunks_path, spec.embedder.shard_size):
+        for group in _chunk_groups(chunks, spec.embedder.shard_size):
             texts = [c.embedding_text(spec.chunking.include_title) for c in group]
             key = shards.key(texts)
             if shards.load(key, len(texts)) is None:
@@ -258,47 +289,12 @@ def _embed_sorted(embedder: Embedder, texts: list[str], bar: Any) -> np.ndarray:
     return out
 
 
-def _fill_index(index: Any, spec: IndexSpec, shards: EmbeddingShards,
-                plan: list[tuple[str, int]], progress: bool) -> None:
-    from tqdm.auto import tqdm
-
-    if not index.is_trained:
-        sample = _training_sample(shards, plan, spec.faiss.train_size)
-        log.info("training %s on %d vectors", spec.faiss.factory, len(sample))
-        faiss_index.train(index, spec.faiss, sample)
-    total = sum(rows for _, rows in plan)
-    with tqdm(total=total, desc="indexing", unit="chunk", disable=not progress) as bar:
-        for key, rows in plan:
-            index.add(np.ascontiguousarray(_planned_shard(shards, key, rows)))
-            bar.update(rows)
-    faiss_index.configure_search(index, spec.faiss)
-
-
-def _training_sample(shards: EmbeddingShards, plan: list[tuple[str, int]], size: int
-                     ) -> np.ndarray:
-    """An evenly spread, fixed sample: the same corpus always trains the same index."""
-    total = sum(rows for _, rows in plan)
-    wanted = np.unique(np.linspace(0, total - 1, num=min(size, total)).astype(np.int64))
-    parts, offset = [], 0
-    for key, rows in plan:
-        inside = wanted[(wanted >= offset) & (wanted < offset + rows)] - offset
-        if len(inside):
-            parts.append(np.asarray(_planned_shard(shards, key, rows)[inside]))
-        offset += rows
-    return np.ascontiguousarray(np.concatenate(parts))
-
-
-def _planned_shard(shards: EmbeddingShards, key: str, rows: int) -> np.ndarray:
-    """A shard the plan found on disk moments ago; gone now only if something removed it."""
-    vectors = shards.load(key, rows)
-    if vectors is None:
-        raise InputError("an embedding shard vanished during the build", path=shards.path(key),
-                         hint="leave the index's .cache folder alone during a build; build again")
-    return vectors
-
-
 def _manifest(spec: IndexSpec, sources: list[_Source], embedder: Embedder, index: Any,
-              stats: _ChunkStats, key: str, staging: Path, seconds: float) -> dict[str, Any]:
+              stats: _ChunkStats, key: str, staging: Path, seconds: float, lexical: list[str]
+              ) -> dict[str, Any]:
+    files = [mf.INDEX_FILE, mf.CHUNKS_FILE, mf.CHUNK_LANGS_FILE, *lexical]
+    if (staging / IVF_DATA_FILE).is_file():
+        files.append(IVF_DATA_FILE)
     return {
         "format": mf.FORMAT,
         "name": spec.name,
@@ -311,16 +307,24 @@ def _manifest(spec: IndexSpec, sources: list[_Source], embedder: Embedder, index
         "embedder": {**embedder.identity(), "batch_size": embedder.batch_size},
         "faiss": {"factory": spec.faiss.factory, "metric": spec.faiss.metric,
                   "dimension": index.d, "ntotal": index.ntotal, "nprobe": spec.faiss.nprobe,
-                  "ef_search": spec.faiss.ef_search},
+                  "ef_search": spec.faiss.ef_search, "ef_construction": spec.faiss.ef_construction,
+                  "k_factor": spec.faiss.k_factor,
+                  "train_size": spec.faiss.train_size, "on_disk": spec.faiss.on_disk,
+                  "gpu": spec.faiss.gpu, "built_on_gpus": gpu_count() if spec.faiss.gpu else 0,
+                  "code_bytes": faiss_index.code_bytes(index)},
         "chunks": {"count": stats.chunks, "chunk_size": spec.chunking.chunk_size,
                    "chunk_overlap": spec.chunking.chunk_overlap,
-                   "include_title": spec.chunking.include_title, "tokenizer": "embedder"},
+                   "include_title": spec.chunking.include_title, "tokenizer": "embedder",
+                   "file": mf.CHUNKS_FILE, "languages_file": mf.CHUNK_LANGS_FILE,
+                   "language_codes": stats.codes},
+        "lexical": ({"kind": "bm25s", "tokenizer_version": LEXICAL_VERSION, "files": lexical}
+                    if lexical else None),
         "documents": stats.documents,
         "languages": dict(sorted(stats.languages.items())),
         "corpus": [{"type": s.type, "path": s.path, "resolved": str(s.resolved),
                     "sha256": s.sha256, "documents": s.documents, "chunks": s.chunks}
                    for s in sources],
-        "files": {name: file_entry(staging / name)
-                  for name in (mf.INDEX_FILE, mf.CHUNKS_FILE)},
+        # The full checksums, computed once here; opening checks sizes, `index verify` these.
+        "files": {name: file_entry(staging / name) for name in files},
         "versions": package_versions(),
     }

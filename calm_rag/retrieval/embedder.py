@@ -8,9 +8,10 @@ the very model that now embeds the queries.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ class Embedder:
     model: Any = field(repr=False)
     normalize: bool = True
     batch_size: int = 32
+    _gpus: tuple[Any, Any] | None = field(default=None, repr=False)
+    """Inside :meth:`on_gpus`: the float16 copy on the GPUs and its process pool (or None)."""
 
     @classmethod
     def load(cls, name: str, *, normalize: bool = True, batch_size: int = 32) -> Embedder:
@@ -74,7 +77,38 @@ class Embedder:
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of chunk texts, ``float32 [n, dimension]``, with the document prompt."""
+        if self._gpus is not None:
+            model, pool = self._gpus
+            return self._encode(functools.partial(model.encode_document, pool=pool), texts,
+                                self.document_prompt)
         return self._encode(self.model.encode_document, texts, self.document_prompt)
+
+    @contextlib.contextmanager
+    def on_gpus(self) -> Iterator[int]:
+        """Inside the block documents are embedded on every visible CUDA device in float16 (a
+        sentence-transformers process pool when there are several); yields how many (0: none
+        visible, the CPU embeds as before)."""
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            log.debug("no CUDA device visible: embedding on the CPU")
+            yield 0
+            return
+        from sentence_transformers import SentenceTransformer
+
+        # A copy of its own: the cached model embeds queries and gives the fingerprint.
+        model = SentenceTransformer(self.location, device="cuda:0").half()
+        pool = (model.start_multi_process_pool([f"cuda:{i}" for i in range(count)])
+                if count > 1 else None)
+        log.info("embedding on %d GPU(s) in float16", count)
+        self._gpus = (model, pool)
+        try:
+            yield count
+        finally:
+            self._gpus = None
+            if pool is not None:
+                model.stop_multi_process_pool(pool)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of queries, ``float32 [n, dimension]``, with the query prompt."""

@@ -6,6 +6,7 @@ Scores are similarities (higher is better) whatever the metric: ``ip`` gives the
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import numpy as np
 
 from calm_rag.errors import InputError
 from calm_rag.retrieval.spec import FaissConfig
+
+log = logging.getLogger(__name__)
 
 FACTORY_HINT = "examples: Flat, HNSW32, IVF1024,Flat, IVF4096,PQ64"
 
@@ -63,6 +66,37 @@ def configure_search(index: Any, config: FaissConfig) -> None:
     hnsw = _hnsw(index)
     if hnsw is not None:
         hnsw.hnsw.efSearch = config.ef_search
+    refine = faiss.downcast_index(index)
+    if isinstance(refine, faiss.IndexRefine):
+        refine.k_factor = float(config.k_factor)
+
+
+def configure_build(index: Any, config: FaissConfig) -> None:
+    """Set the build breadth of an HNSW graph (efConstruction) before vectors are added."""
+    hnsw = _hnsw(index)
+    if hnsw is not None:
+        hnsw.hnsw.efConstruction = config.ef_construction
+
+
+def to_gpus(index: Any, *, every_gpu: bool = True) -> Any:
+    """The index on the GPUs (each visible one holds a part of the vectors; ``every_gpu``
+    False: GPU 0 alone), or the index itself where FAISS sees no GPU or cannot put this
+    index there (a PQ code size the GPU kernels lack, for one): that is logged."""
+    import faiss
+
+    if not hasattr(faiss, "GpuMultipleClonerOptions") or faiss.get_num_gpus() == 0:
+        return index
+    options = faiss.GpuMultipleClonerOptions()
+    options.useFloat16 = True  # float16 IVF-flat vectors and IVF-PQ lookup tables
+    try:
+        if not every_gpu:
+            return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index, options)
+        options.shard = True  # the index may exceed one GPU's memory
+        return faiss.index_cpu_to_all_gpus(index, co=options)
+    except RuntimeError as err:
+        log.warning("FAISS cannot put this index on a GPU (%s): using the CPU",
+                    _faiss_reason(err))
+        return index
 
 
 def search(index: Any, queries: np.ndarray, k: int, metric: str,
@@ -81,17 +115,37 @@ def search(index: Any, queries: np.ndarray, k: int, metric: str,
     return scores, rows
 
 
+def code_bytes(index: Any) -> int | None:
+    """Bytes a vector takes in the index's storage (PQ codes, or the floats), when known."""
+    import faiss
+
+    refine = faiss.downcast_index(index)
+    if isinstance(refine, faiss.IndexRefine):  # the compressed codes and the re-rank's
+        base, finer = code_bytes(refine.base_index), code_bytes(refine.refine_index)
+        return None if base is None or finer is None else base + finer
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return int(ivf.code_size)
+    size = getattr(faiss.downcast_index(index), "code_size", None)
+    return int(size) if size is not None else None
+
+
 def write_index(index: Any, path: Path) -> None:
     import faiss
 
     faiss.write_index(index, str(path))
 
 
-def read_index(path: Path) -> Any:
+def read_index(path: Path, *, mmap: bool = False) -> Any:
+    """Read a saved index; inverted lists kept on disk (``index.ivfdata``) are found beside
+    it and memory-mapped; ``mmap``: map the index file itself rather than read it."""
     import faiss
 
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR
+    if mmap:
+        flags |= faiss.IO_FLAG_MMAP
     try:
-        return faiss.read_index(str(path))
+        return faiss.read_index(str(path), flags)
     except RuntimeError as err:
         raise InputError(f"FAISS cannot read the index: {_faiss_reason(err)}", path=path) from None
 
@@ -103,6 +157,13 @@ def _filter_params(index: Any, allowed_rows: np.ndarray) -> Any:
     # would override the index's own settings, so they are copied over. Fields are set one by
     # one: faiss's stubs do not declare the keyword constructors its Python wrappers add.
     params: faiss.SearchParameters
+    refine = faiss.downcast_index(index)
+    if isinstance(refine, faiss.IndexRefine):
+        # The selector goes to the compressed search; the re-rank keeps its k_factor.
+        params = refine_params = faiss.IndexRefineSearchParameters()
+        refine_params.k_factor = refine.k_factor
+        refine_params.base_index_params = _filter_params(refine.base_index, allowed_rows)
+        return refine_params
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None:
         params = ivf_params = faiss.SearchParametersIVF()

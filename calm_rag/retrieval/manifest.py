@@ -16,10 +16,17 @@ from calm_rag.errors import InputError
 from calm_rag.io import expect, expect_list, read_json, safe_name, write_json
 from calm_rag.provenance import file_digest
 
-FORMAT = 1
+FORMAT = 2
+"""2: chunks in ``chunks.arrow`` (+ ``chunk_langs.npy``), BM25 saved; 1: ``chunks.jsonl``."""
+READABLE_FORMATS = (1, 2)
+KEY_FORMAT = 1
+"""The format named in build keys: the chunk layout does not change what an index finds, so an
+index built before format 2 from the same inputs is up to date (and read in its own layout)."""
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
-CHUNKS_FILE = "chunks.jsonl"
+CHUNKS_FILE = "chunks.arrow"
+CHUNK_LANGS_FILE = "chunk_langs.npy"
+LEGACY_CHUNKS_FILE = "chunks.jsonl"
 def rebuild_hint(manifest: dict[str, Any] | None, folder: Path) -> str:
     """The command that rebuilds this index, as precisely as the manifest allows."""
     spec_path = (manifest or {}).get("spec_path") or f"indexes/{folder.name}.yaml"
@@ -40,9 +47,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise InputError("the manifest is not a JSON object", path=path,
                          hint=rebuild_hint(None, folder))
-    if manifest.get("format") != FORMAT:
-        raise InputError(f"manifest format {manifest.get('format')!r} is not {FORMAT} (built by "
-                         "another calm_rag version)", path=path,
+    if manifest.get("format") not in READABLE_FORMATS:
+        raise InputError(f"manifest format {manifest.get('format')!r} is not one this calm_rag "
+                         f"reads ({', '.join(map(str, READABLE_FORMATS))})", path=path,
                          hint=rebuild_hint(manifest, folder))
     try:
         _check_shape(manifest, path)
@@ -136,7 +143,12 @@ def summary(manifest: dict[str, Any]) -> str:
          f"({', '.join(f'{k} {v}' for k, v in sorted(manifest['languages'].items()))})"),
         (f"embedder:   {embedder['name']} (dim {embedder['dimension']}, "
          f"normalize={embedder['normalize']}, weights {embedder['fingerprint'][:12]})"),
-        f"faiss:      {faiss['factory']} metric={faiss['metric']} ntotal={faiss['ntotal']}",
+        f"faiss:      {faiss['factory']} metric={faiss['metric']} ntotal={faiss['ntotal']}"
+        + ("" if not faiss.get("on_disk") else " (inverted lists on disk)"),
+        ("layout:     format 2 (chunks.arrow read by row"
+         + (", BM25 saved)" if manifest.get("lexical") else ", no saved BM25)")
+         if manifest["format"] == 2 else "layout:     format 1 (chunks.jsonl; rebuild with "
+                                         "--force for the on-disk chunk store and saved BM25)"),
         f"built:      {manifest['built_at']} in {manifest['build_seconds']:.1f} s",
         f"spec:       {manifest.get('spec_path') or '-'}",
     ]

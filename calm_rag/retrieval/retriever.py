@@ -11,7 +11,6 @@ reciprocal-rank-fusion score.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from calm_rag.errors import InputError
 from calm_rag.retrieval import faiss_index
 from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.catalog import locate_index
+from calm_rag.retrieval.chunk_store import ArrowChunks, ChunkReader, JsonlChunks
 from calm_rag.retrieval.chunking import Chunk
 from calm_rag.retrieval.embedder import Embedder
 from calm_rag.retrieval.fusion import RRF_K, reciprocal_rank_fusion
@@ -51,24 +51,31 @@ class Hit:
 
 
 class Retriever:
-    """A built index opened for search: FAISS, its chunks and the embedder that built it."""
+    """A built index opened for search: FAISS, its chunks (on disk, read by row) and the
+    embedder that built it."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], embedder: Embedder, index: Any,
-                 chunks: list[Chunk]) -> None:
+                 chunks: ChunkReader) -> None:
         self.folder = folder
         self.manifest = manifest
         self.embedder = embedder
         self.index = index
         self.chunks = chunks
         self.metric = manifest["faiss"]["metric"]
+        # Unfiltered searches run on the GPUs when the index was built for them and FAISS sees
+        # some; a language filter (an ID selector) is a CPU feature.
+        self._unfiltered = (faiss_index.to_gpus(index) if manifest["faiss"].get("gpu")
+                            else index)
+        self._rows_by_lang: dict[str, np.ndarray] = {}
 
     @classmethod
     def open(cls, name_or_path: str | Path, *, index_dir: str | Path | None = None,
-             embedder: str | None = None, verify: bool = True) -> Retriever:
-        """Open a built index after checking its files and its embedder.
+             embedder: str | None = None, verify: bool = False) -> Retriever:
+        """Open a built index after checking its files (sizes) and its embedder.
 
         ``embedder``: the embedder the caller expects (an error if the index was built with
-        another); ``verify``: check the files' SHA-256 (sizes are always checked).
+        another); ``verify``: also check every file's SHA-256 (what ``calm-rag index verify``
+        does; minutes for a large index, so not on every open).
         """
         folder = locate_index(name_or_path, index_dir)
         manifest = mf.read_manifest(folder)
@@ -81,7 +88,7 @@ class Retriever:
         mf.check_embedder(manifest, folder, loaded.identity())
         index = faiss_index.read_index(folder / mf.INDEX_FILE)
         faiss_index.configure_search(index, FaissConfig(**_search_settings(manifest)))
-        chunks = _read_chunks(folder / mf.CHUNKS_FILE)
+        chunks = open_chunks(folder, manifest)
         if not index.ntotal == len(chunks) == manifest["chunks"]["count"]:
             raise InputError(f"the index holds {index.ntotal} vectors for {len(chunks)} chunks",
                              path=folder, hint=mf.rebuild_hint(manifest, folder))
@@ -90,10 +97,6 @@ class Retriever:
     @property
     def name(self) -> str:
         return self.manifest["name"]
-
-    @cached_property
-    def languages(self) -> np.ndarray:
-        return np.array([c.lang for c in self.chunks])
 
     def retrieve(self, query: str, lang: str | None = None, k: int = 5, policy: str = "native",
                  pivot_query: str | None = None, hybrid: bool = False) -> list[Hit]:
@@ -133,13 +136,14 @@ class Retriever:
                        allowed_rows: np.ndarray | None = None) -> list[Ranking]:
         """Nearest chunks of each text by embedding similarity."""
         vectors = self.embedder.embed_queries(list(texts))
-        scores, rows = faiss_index.search(self.index, vectors, depth, self.metric, allowed_rows)
+        index = self.index if allowed_rows is not None else self._unfiltered
+        scores, rows = faiss_index.search(index, vectors, depth, self.metric, allowed_rows)
         return [[(int(r), float(s)) for r, s in zip(row, score, strict=True) if r >= 0]
                 for row, score in zip(rows, scores, strict=True)]
 
     def lexical_ranking(self, text: str, depth: int,
                         allowed_rows: np.ndarray | None = None) -> Ranking:
-        """Best chunks of ``text`` by BM25."""
+        """Best chunks of ``text`` by BM25 (stop words of the text's detected language)."""
         allowed: np.ndarray | None = None
         if allowed_rows is not None:
             allowed = np.zeros(len(self.chunks), dtype=bool)
@@ -148,11 +152,17 @@ class Retriever:
 
     @cached_property
     def lexical(self) -> Any:
-        """The BM25 index, built on first hybrid use (seconds for 100k chunks)."""
-        from calm_rag.retrieval.lexical import LexicalIndex
+        """The BM25 index: the one saved with the index (memory-mapped), or, for an index
+        built without it (``bm25: false``, or by an older calm_rag), one built in memory."""
+        from calm_rag.retrieval.lexical import VERSION, LexicalIndex
 
-        log.info("building the BM25 index of %s (%d chunks)", self.name, len(self.chunks))
-        return LexicalIndex([c.embedding_text(True) for c in self.chunks])
+        saved = self.manifest.get("lexical")
+        if isinstance(saved, dict) and saved.get("tokenizer_version") == VERSION:
+            return LexicalIndex.load(self.folder)
+        log.info("building the BM25 index of %s in memory (%d chunks; the index has no saved "
+                 "one of this version)", self.name, len(self.chunks))
+        return LexicalIndex.build((c.embedding_text(True), c.lang)
+                                  for batch in self.chunks.iter_batches() for c in batch)
 
     def as_llama_retriever(self, **options: Any) -> Any:
         """This retriever as a llama-index ``BaseRetriever`` (for a query engine)."""
@@ -164,9 +174,11 @@ class Retriever:
         if lang is None:
             return None
         code = language_code(lang)
-        rows = np.flatnonzero(self.languages == code)
+        if code not in self._rows_by_lang:
+            self._rows_by_lang[code] = self.chunks.rows_in(code)
+        rows = self._rows_by_lang[code]
         if len(rows) == 0:
-            present = ", ".join(sorted(set(self.languages.tolist())))
+            present = ", ".join(self.chunks.present_languages())
             raise InputError(f"the index {self.name!r} has no chunk in language {code!r}",
                              field="lang", hint=f"it has: {present}")
         return rows
@@ -177,19 +189,37 @@ class Retriever:
         else:
             fused = reciprocal_rank_fusion([[row for row, _ in r] for r in rankings], k=RRF_K)
             scored = fused[:k]
-        return [Hit(self.chunks[row], score, rank)
-                for rank, (row, score) in enumerate(scored, start=1)]
+        chunks = self.chunks.get([row for row, _ in scored])
+        return [Hit(chunk, score, rank)
+                for rank, (chunk, (_, score)) in enumerate(zip(chunks, scored, strict=True),
+                                                           start=1)]
 
 
 def _search_settings(manifest: dict[str, Any]) -> dict[str, Any]:
     faiss = manifest["faiss"]
-    return {"factory": faiss["factory"], "metric": faiss["metric"], "nprobe": faiss["nprobe"],
-            "ef_search": faiss["ef_search"]}
+    settings = {"factory": faiss["factory"], "metric": faiss["metric"],
+                "nprobe": faiss["nprobe"], "ef_search": faiss["ef_search"]}
+    if isinstance(faiss.get("k_factor"), int):  # recorded since format 2
+        settings["k_factor"] = faiss["k_factor"]
+    return settings
 
 
-def _read_chunks(path: Path) -> list[Chunk]:
-    with path.open(encoding="utf-8") as handle:
-        return [Chunk.from_dict(json.loads(line)) for line in handle]
+def open_chunks(folder: Path, manifest: dict[str, Any]) -> ChunkReader:
+    """The chunk store of a built index, in the layout its manifest's format names."""
+    legacy = manifest["format"] == 1
+    codes = manifest["chunks"].get("language_codes")
+    if not legacy and (not isinstance(codes, list)
+                       or not all(isinstance(c, str) for c in codes)):
+        raise InputError("damaged manifest: chunks.language_codes is not a list of codes",
+                         path=folder / mf.MANIFEST, hint=mf.rebuild_hint(manifest, folder))
+    path = folder / (mf.LEGACY_CHUNKS_FILE if legacy else mf.CHUNKS_FILE)
+    try:
+        if legacy:
+            return JsonlChunks(path)
+        return ArrowChunks(path, folder / mf.CHUNK_LANGS_FILE, codes)
+    except (OSError, ValueError) as err:  # pyarrow's errors derive from these
+        raise InputError(f"unreadable chunk store: {err}", path=path,
+                         hint=mf.rebuild_hint(manifest, folder)) from None
 
 
 def question_query(question: Any, with_options: bool = True) -> str:

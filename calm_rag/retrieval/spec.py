@@ -101,7 +101,9 @@ class FaissConfig:
 
     factory: str = "Flat"
     """A ``faiss.index_factory`` string: ``Flat`` (exact), ``HNSW32`` (graph, no training),
-    ``IVF1024,Flat`` or ``IVF4096,PQ64`` (trained; needs at least as many chunks as lists)."""
+    ``IVF1024,Flat``, ``IVF4096,PQ64`` or ``OPQ64,IVF65536_HNSW32,PQ64`` (trained on
+    ``train_size`` embeddings, then filled shard by shard; needs at least as many chunks as
+    lists)."""
     metric: Literal["ip", "l2"] = "ip"
     """``ip``: inner product (cosine when normalized); ``l2``: Euclidean distance."""
     train_size: int = 100_000
@@ -110,9 +112,25 @@ class FaissConfig:
     """IVF indexes: inverted lists visited per query (more: better recall, slower)."""
     ef_search: int = 128
     """HNSW indexes: breadth of the graph search per query (more: better recall, slower)."""
+    k_factor: int = 4
+    """Indexes with a refinement stage (``IVF4096,PQ64,Refine(SQ8)``): the compressed search
+    finds ``k_factor`` times the hits asked for, and the finer codes re-rank them (PQ alone
+    loses recall among close neighbours; a re-rank wins it back)."""
+    ef_construction: int = 40
+    """HNSW indexes: breadth of the graph search when a vector is inserted (more: a better
+    graph and recall, a slower build; 40 is FAISS's default)."""
+    on_disk: bool = False
+    """IVF indexes: keep the inverted lists (the compressed vectors) in ``index.ivfdata``
+    beside the index, memory-mapped when it is opened (FAISS's ``OnDiskInvertedLists``), so
+    an index larger than RAM is served from disk and the page cache."""
+    gpu: bool = False
+    """Train, fill and search the index on every visible GPU (``index_cpu_to_all_gpus``;
+    needs faiss-gpu), and embed on every visible GPU in float16 (a sentence-transformers
+    multi-process pool). On a machine without one the same spec builds on the CPU, with one
+    log line saying so."""
 
     def __post_init__(self) -> None:
-        at_least(self, 1, "train_size", "nprobe", "ef_search")
+        at_least(self, 1, "train_size", "nprobe", "ef_search", "ef_construction", "k_factor")
 
 
 @dataclass(frozen=True)
@@ -131,6 +149,9 @@ class IndexSpec:
     """The sentence-transformers model that embeds chunks and queries."""
     faiss: FaissConfig = FaissConfig()
     """The FAISS index that stores the embeddings."""
+    bm25: bool = True
+    """Build a BM25 index of the chunks with the index (for ``hybrid`` retrieval); ``false``
+    saves its build time and disk, and a hybrid search then builds it in memory."""
     spec_path: str = field(default="", metadata=INTERNAL, compare=False)
     """Where the spec was read from (set by :func:`load_spec`); relative paths start there."""
 
