@@ -7,6 +7,7 @@ none (``skip``), the pivot's (``pivot``), or responses sampled again in the lang
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import replace
 from itertools import zip_longest
@@ -60,9 +61,18 @@ def pairs_for_question(samples: list[Sample], vote: Vote, config: VoteConfig,
                                  for i, r in enumerate(rejected)])
     if not config.max_pairs_per_question:
         return [pair for batch in per_language for pair in batch]
-    # Round-robin over languages, so a cap keeps every language represented.
+    # Round-robin over languages, so a cap keeps every language represented; it starts at a
+    # language drawn from the question's id, so a cap of 1 spreads over the languages across
+    # questions instead of always taking the first language's row.
+    start = _stable_index(vote.question_id, len(per_language)) if per_language else 0
+    per_language = per_language[start:] + per_language[:start]
     interleaved = [pair for batch in zip_longest(*per_language) for pair in batch if pair]
     return interleaved[: config.max_pairs_per_question]
+
+
+def _stable_index(key: str, size: int) -> int:
+    """The same index in [0, size) for ``key`` in every process (``hash`` is salted)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big") % size
 
 
 def disagrees(sample: Sample, majority: str, config: VoteConfig) -> bool:

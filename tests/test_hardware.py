@@ -98,6 +98,8 @@ def test_a_forced_ending_matches_the_format_and_fits_the_budget():
     assert pattern.fullmatch("Explanation: short reason\nAnswer: B")
     assert not pattern.fullmatch("Explanation: " + "x" * 17 + "\nAnswer: B")  # too long
     assert not pattern.fullmatch("Explanation: ok\nAnswer: E")  # not an option
-    # Fewer characters where a token holds fewer (Chinese), never below one rounding step.
+    # Fewer characters where a token holds fewer (Chinese); below one rounding step the
+    # budget is not rounded up (that could outgrow max_tokens and cut off the letter).
     assert explanation_budget(40, 7, 4.3) > explanation_budget(40, 14, 0.67) >= 8
-    assert explanation_budget(5, 14, 0.67) == 8
+    assert explanation_budget(32, 8, 0.5) == 6
+    assert explanation_budget(5, 14, 0.67) == 1

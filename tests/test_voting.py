@@ -88,7 +88,17 @@ def test_cap_keeps_languages_round_robin():
     samples = make_samples({"en": ["C", "C", "A", "B"], "zh": ["C", "A", "B"]})
     config = VoteConfig(max_pairs_per_question=3)
     pairs = build_pairs(samples, vote_all(samples, config), config)
-    assert [p.lang for p in pairs] == ["en", "zh", "en"]
+    langs = [p.lang for p in pairs]
+    assert set(langs) == {"en", "zh"} and langs[0] != langs[1] and langs[2] == langs[0]
+
+
+def test_a_cap_of_one_spreads_over_the_languages_across_questions():
+    samples = [s for i in range(12) for s in make_samples(
+        {lang: ["A", "A", "B"] for lang in ("en", "zh", "fr")}, qid=f"q{i}")]
+    config = VoteConfig(max_pairs_per_question=1)
+    pairs = build_pairs(samples, vote_all(samples, config), config)
+    assert len(pairs) == 12 and {p.lang for p in pairs} == {"en", "zh", "fr"}
+    assert pairs == build_pairs(samples, vote_all(samples, config), config)  # stable
 
 
 def test_settings_vote_separately():

@@ -65,7 +65,9 @@ def explanation_budget(max_tokens: int, tail_tokens: int, chars_per_token: float
     and letter, at the prompt's ``chars_per_token`` (scaled by EXPLANATION_SHARE)."""
     tokens = max(1, max_tokens - tail_tokens - 2)  # 2: a space or a newline split off
     chars = int(tokens * chars_per_token * EXPLANATION_SHARE)
-    return max(ROUND_CHARS, chars // ROUND_CHARS * ROUND_CHARS)
+    # Below one rounding step the budget stays as small as it is: a floor could outgrow
+    # max_tokens (8 Chinese characters took up to 24 tokens) and cut off the letter.
+    return chars // ROUND_CHARS * ROUND_CHARS if chars >= ROUND_CHARS else max(1, chars)
 
 
 def _escape(text: str) -> str:
