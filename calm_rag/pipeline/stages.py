@@ -25,6 +25,7 @@ from calm_rag.pipeline.models import LazySampler, ModelRef
 from calm_rag.provenance import content_key
 from calm_rag.records import PreferencePair, Question, Sample, Vote
 from calm_rag.registries import ALIGN_METHODS, EXTRACTOR_CHAINS
+from calm_rag.training.config import AlignConfig
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
     """Train on ``rows`` (pairs for DPO, target samples for SFT), from ``model`` and its
     adapter if it has one; the trained model (base + adapter, or the merged model with
     ``align.merge``) and what was trained."""
-    align, started = ctx.experiment.align, time.perf_counter()
+    align, started = _merging(ctx.experiment), time.perf_counter()
     precision = resolve_dtype("auto") if align.precision == "auto" else align.precision
     key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
                       align.to_dict() | dict.fromkeys(_RUN_ONLY) | {"precision": precision},
@@ -327,3 +328,14 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
     if align.merge:
         return ModelRef(str(folder / "merged"), f"align:{key}"), result
     return ModelRef(model.path, f"align:{key}", adapter=str(folder / "adapter")), result
+
+
+def _merging(experiment: Experiment) -> AlignConfig:
+    """The align block, with ``merge`` on for a backend whose options take no adapter (a
+    plugin's): it can only sample a merged model."""
+    generator = experiment.generator
+    loads_adapters = any(f.name == "adapter" for f in dataclasses.fields(generator.options))
+    if experiment.align.merge or loads_adapters:
+        return experiment.align
+    log.info(f"align.merge: on, the {generator.backend} backend cannot load an adapter")
+    return dataclasses.replace(experiment.align, merge=True)
