@@ -213,8 +213,9 @@ def test_backend_options_are_a_typed_group_checked_at_load(tmp_path):
         assert says in message and "sampler." not in message
     loaded = load_experiment(write(tmp_path, body.format(b="hf", k="batch_size", v="3")))
     assert loaded.generator.options.batch_size == 3 and loaded.generator.options.threads is None
-    assert loaded.to_dict()["generator"]["options"] == {"batch_size": 3, "dtype": "auto",
-                                                        "threads": None, "progress": True}
+    assert loaded.to_dict()["generator"]["options"] == {
+        "batch_size": 3, "dtype": "auto", "threads": None, "progress": True, "adapter": None,
+        "device": "auto", "device_map": None}
     with pytest.raises(InputError) as err:
         load_experiment(write(tmp_path, "name: x\ngenerator: {backend: hf}\n"),
                         ["generator.options.batch_size=0"])
