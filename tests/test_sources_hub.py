@@ -3,7 +3,6 @@ hub), loaded through the same ``datasets`` calls the hub uses. Nothing is downlo
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -221,6 +220,8 @@ def test_index_builds_from_a_medrag_copy_without_splitting(tmp_path):
                     "faiss: {factory: Flat, metric: ip}\n")
     result = build_index(load_spec(spec), tmp_path / "indexes", progress=False)
     assert result.chunks == 3  # the long snippet stays one passage
-    chunks = [json.loads(line) for line in
-              (result.path / "chunks.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert chunks[0]["text"] == long and chunks[0]["id"] == "Gray_0#0"
+    from calm_rag.retrieval.manifest import read_manifest
+    from calm_rag.retrieval.retriever import open_chunks
+
+    first = open_chunks(result.path, read_manifest(result.path))[0]
+    assert first.text == long and first.id == "Gray_0#0"
