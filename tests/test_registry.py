@@ -48,6 +48,17 @@ def answered_languages(rows, langs):
 
 
 
+@pytest.fixture(autouse=True)
+def registries_as_they_were():
+    """A plugin registers into the process's registries: later tests (``--describe`` lists
+    every name) must not see it."""
+    before = {kind: set(registry.names()) for kind, registry in ALL.items()}
+    yield
+    for kind, registry in ALL.items():
+        for name in set(registry.names()) - before[kind]:
+            registry.unregister(name)
+
+
 def test_plugin_parts_run_by_name_from_yaml(sharp_model, tmp_path):
     (tmp_path / "toy_plugin.py").write_text(PLUGIN, encoding="utf-8")
     experiment = {

@@ -201,7 +201,7 @@ def test_medrag_textbooks_layout_reads_as_a_corpus(tmp_path):
     with pytest.raises(InputError, match="broken.parquet: not a readable parquet file"):
         list(read_corpus("parquet", folder, "en"))
     spec = load_spec(ROOT / "indexes" / "medrag-textbooks.yaml")
-    assert spec.corpus[0].type == "parquet" and spec.corpus[0].lang == "en"
+    assert spec.corpus[0].type == "hub" and spec.corpus[0].lang == "en"
 
 
 def test_index_builds_from_a_medrag_copy_without_splitting(tmp_path):

@@ -38,13 +38,22 @@ def hub_rows(entry: DatasetEntry, code: str, data: Any, base_dir: Path
             raise InputError("one local copy for several languages", path=local,
                              field="data.path", hint="put {lang} in data.path: one copy per "
                              "language (or give a clone of the hub repository)")
-        dataset = _local(local, config if shared else None, entry.split)
+        dataset = open_local(local, config if shared else None, entry.split, field="data.path")
     else:
-        where = f"hub:{entry.name}" + (f"/{config}" if config else "") + f"/{entry.split}"
-        _go_offline_without_network()
-        dataset = _call(where, lambda load: load(entry.name, config, split=entry.split,
-                                                 revision=entry.revision))
+        assert entry.name is not None  # DatasetEntry requires it for the hub loader
+        where, dataset = open_hub(entry.name, config, entry.split, entry.revision)
     return where, ((i + 1, dict(row)) for i, row in enumerate(dataset))
+
+
+def open_hub(name: str, config: str | None, split: str, revision: str | None, *,
+             streaming: bool = False, hint: str = _LOCAL_HINT) -> tuple[str, Any]:
+    """Where a hub split is read from, and the split (an ``IterableDataset`` when
+    ``streaming``: rows arrive as they are downloaded, nothing is loaded whole). ``hint``:
+    what a failure's message tells the user to do."""
+    where = f"hub:{name}" + (f"/{config}" if config else "") + f"/{split}"
+    _go_offline_without_network()
+    return where, _call(where, lambda load: load(name, config, split=split, revision=revision,
+                                                 streaming=streaming), hint)
 
 
 def _go_offline_without_network() -> None:
@@ -71,9 +80,12 @@ def _is_clone(path: Path) -> bool:
     return not ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
-def _local(path: Path, config: str | None, split: str) -> Any:
+def open_local(path: Path, config: str | None, split: str, *, field: str,
+               streaming: bool = False) -> Any:
+    """A local copy of a hub dataset (a ``save_to_disk`` folder, a parquet/jsonl/json/csv
+    file, or a clone of the hub repository) read through the same ``datasets`` calls."""
     if not path.exists():
-        raise InputError("no such file or folder", path=path, field="data.path",
+        raise InputError("no such file or folder", path=path, field=field,
                          hint="a local copy of the hub dataset")
     where = str(path)
     if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
@@ -84,18 +96,19 @@ def _local(path: Path, config: str | None, split: str) -> Any:
             if split not in saved:
                 raise InputError(f"no split {split!r} (it has {', '.join(saved)})", path=path,
                                  field="split")
-            return saved[split]
-        return saved
+            saved = saved[split]
+        # A saved copy is memory-mapped Arrow: iterating it never loads it whole either.
+        return saved.to_iterable_dataset() if streaming else saved
     if path.is_file():
         builder = _FILE_BUILDERS.get(path.suffix)
         if builder is None:
-            raise InputError("not a parquet, jsonl, json or csv file", path=path,
-                             field="data.path")
-        return _call(where, lambda load: load(builder, data_files=str(path), split="train"))
-    return _call(where, lambda load: load(str(path), config, split=split))
+            raise InputError("not a parquet, jsonl, json or csv file", path=path, field=field)
+        return _call(where, lambda load: load(builder, data_files=str(path), split="train",
+                                              streaming=streaming))
+    return _call(where, lambda load: load(str(path), config, split=split, streaming=streaming))
 
 
-def _call(where: str, fn: Any) -> Any:
+def _call(where: str, fn: Any, hint: str | None = None) -> Any:
     import logging
 
     from datasets import load_dataset
@@ -107,13 +120,13 @@ def _call(where: str, fn: Any) -> Any:
     for logger in quiet:
         logger.setLevel(logging.ERROR)
     try:
-        return _guard(where, lambda: fn(load_dataset))
+        return _guard(where, lambda: fn(load_dataset), hint)
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
 
 
-def _guard(where: str, fn: Any) -> Any:
+def _guard(where: str, fn: Any, hint: str | None = None) -> Any:
     """``datasets`` raises many types (ConnectionError, ValueError, FileNotFoundError, its own):
     all of them are input that could not be read here."""
     try:
@@ -122,5 +135,5 @@ def _guard(where: str, fn: Any) -> Any:
         raise
     except Exception as err:  # noqa: BLE001 - a third-party loader's failures are input errors
         text = " ".join(str(err).split())[:300] or type(err).__name__
-        hint = _LOCAL_HINT if where.startswith("hub:") else None
+        hint = hint or (_LOCAL_HINT if where.startswith("hub:") else None)
         raise InputError(f"cannot load the dataset: {text}", path=where, hint=hint) from None

@@ -30,6 +30,7 @@ from calm_rag.retrieval.chunking import Chunk, chunk_documents, make_splitter
 from calm_rag.retrieval.corpora import hash_corpus, read_corpus
 from calm_rag.retrieval.embedder import Embedder
 from calm_rag.retrieval.filling import IVF_DATA_FILE, Plan, check_layout, fill_index, gpu_count
+from calm_rag.retrieval.hub_corpus import HubCorpus, hub_source
 from calm_rag.retrieval.lexical import VERSION as LEXICAL_VERSION
 from calm_rag.retrieval.shards import EmbeddingShards
 from calm_rag.retrieval.spec import IndexSpec, resolve_path
@@ -56,7 +57,7 @@ class BuildResult:
 class _Source:
     type: str
     path: str
-    resolved: Path
+    resolved: Path | HubCorpus
     lang: str | None
     sha256: str
     documents: int = 0
@@ -173,11 +174,17 @@ def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> st
 def _resolve_sources(spec: IndexSpec) -> list[_Source]:
     sources = []
     for i, source in enumerate(spec.corpus):
-        resolved = resolve_path(source.path, spec.base_dir)
+        resolved: Path | HubCorpus
+        if source.type == "hub":
+            resolved = hub_source(source, spec.base_dir, i)
+            resolved.check()
+        else:
+            assert source.path is not None  # CorpusSource requires it for files
+            resolved = resolve_path(source.path, spec.base_dir)
         if not resolved.exists():
             raise InputError(f"no such file or folder: {resolved}", path=spec.spec_path or None,
                              field=f"corpus[{i}].path", hint="check the corpus path")
-        sources.append(_Source(source.type, source.path, resolved, source.lang,
+        sources.append(_Source(source.type, source.where, resolved, source.lang,
                                hash_corpus(source.type, resolved)))
     return sources
 
@@ -220,7 +227,7 @@ def _write_chunks(spec: IndexSpec, sources: list[_Source], embedder: Embedder, f
                 stats.languages[chunk.lang] += 1
             stats.documents += source.documents
     if stats.chunks == 0:
-        raise InputError("the corpus gave no chunks", path=sources[0].resolved)
+        raise InputError("the corpus gave no chunks", path=str(sources[0].resolved))
     stats.codes = writer.languages
     return stats
 

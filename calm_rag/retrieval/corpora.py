@@ -1,5 +1,5 @@
 """Corpus readers: MedQA textbooks, generic JSONL, parquet (MedRAG's layout), folders of
-``.txt`` files.
+``.txt`` files, and hub datasets streamed (:mod:`calm_rag.retrieval.hub_corpus`).
 
 Each reader yields :class:`Document` records in a fixed order (files sorted by name), so the same
 corpus always gives the same chunks, the same hashes and the same embedding shards.
@@ -17,6 +17,7 @@ from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl, read_text
 from calm_rag.provenance import files_digest
 from calm_rag.registries import CORPUS_READERS
+from calm_rag.retrieval.hub_corpus import HubCorpus
 from calm_rag.retrieval.language_id import detect_language, language_code
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def read_jsonl_corpus(path: Path, lang: str | None = None) -> Iterator[Document]
     """``{"id", "text", "title"?, "lang"?}`` a line (MedRAG's ``content`` read as ``text``);
     ids must be unique (qrels name them)."""
     corpus_files("jsonl", path)  # a folder given for a file is named as such
-    yield from _documents(read_jsonl(path), path, lang)
+    yield from _documents(read_jsonl(path), path, path.name, lang)
 
 
 @CORPUS_READERS.register("parquet")
@@ -71,29 +72,41 @@ def read_parquet_corpus(path: Path, lang: str | None = None) -> Iterator[Documen
                     row += 1
                     yield row, obj
 
-        yield from _documents(rows(), file, lang)
+        yield from _documents(rows(), file, file.name, lang)
 
 
-def _documents(rows: Iterator[tuple[int, Any]], path: Path, lang: str | None
-               ) -> Iterator[Document]:
+@CORPUS_READERS.register("hub")
+def read_hub_corpus(source: HubCorpus, lang: str | None = None) -> Iterator[Document]:
+    """A hub dataset streamed (``name``, ``config``, ``split``, ``revision``), or a local copy
+    in its layout (``path``); columns named by ``id_field``, ``text_field``, ``title_field``."""
+    label = f"{source.name or Path(str(source)).name}/{source.split}"
+    yield from _documents(source.rows(), str(source), label, lang,
+                          id_field=source.id_field, text_field=source.text_field,
+                          title_field=source.title_field)
+
+
+def _documents(rows: Iterator[tuple[int, Any]], path: Path | str, label: str,
+               lang: str | None, *, id_field: str = "id", text_field: str | None = None,
+               title_field: str | None = None) -> Iterator[Document]:
     seen: dict[str, int] = {}
     for line, obj in rows:
-        doc_id = str(_field(obj, "id", (str, int), path, line))
+        doc_id = str(_field(obj, id_field, (str, int), path, line))
         # MedRAG's corpora name the passage ``content`` (``contents`` is title + content).
-        text = _field(obj, "content" if "text" not in obj and "content" in obj else "text", str,
-                      path, line)
-        title = obj.get("title") or ""
+        column = text_field or ("content" if "text" not in obj and "content" in obj else "text")
+        text = _field(obj, column, str, path, line)
+        title = obj.get(title_field or "title") or ""
         if not isinstance(title, str):
-            raise InputError("expected a string", path=path, line=line, field="title")
+            raise InputError("expected a string", path=path, line=line,
+                             field=title_field or "title")
         if doc_id in seen:
             raise InputError(f"duplicate id {doc_id!r} (first on line {seen[doc_id]})",
-                             path=path, line=line, field="id")
+                             path=path, line=line, field=id_field)
         seen[doc_id] = line
         given = lang or obj.get("lang")
         if given is not None and not isinstance(given, str):
             raise InputError("expected a language code", path=path, line=line, field="lang")
         yield Document(id=doc_id, lang=_language(given, text), title=title, text=text,
-                       source=f"{path.name}:{line}")
+                       source=f"{label}:{line}")
 
 
 @CORPUS_READERS.register("text")
@@ -139,17 +152,21 @@ def corpus_files(kind: str, path: Path) -> list[Path]:
     return files
 
 
-def hash_corpus(kind: str, path: Path) -> str:
-    """SHA-256 over the names and bytes of the files a source reads."""
+def hash_corpus(kind: str, path: Path | HubCorpus) -> str:
+    """SHA-256 over the names and bytes of the files a source reads (a hub source: its commit
+    and column mapping, or its local copy's files)."""
+    if isinstance(path, HubCorpus):
+        return path.digest()
     return files_digest((file.name if file == path else file.relative_to(path).as_posix(), file)
                         for file in corpus_files(kind, path))
 
 
-def read_corpus(kind: str, path: Path, lang: str | None = None) -> Iterator[Document]:
+def read_corpus(kind: str, path: Path | HubCorpus, lang: str | None = None
+                ) -> Iterator[Document]:
     """Documents of one corpus source; errors name the path (and line) and what to do."""
     reader = CORPUS_READERS.get(kind, field="corpus.type")
     if not path.exists():
-        raise InputError("no such file or folder", path=path, hint="check the corpus path")
+        raise InputError("no such file or folder", path=str(path), hint="check the corpus path")
     count = 0
     for document in reader(path, language_code(lang) if lang else None):
         if document.text.strip():
@@ -158,7 +175,7 @@ def read_corpus(kind: str, path: Path, lang: str | None = None) -> Iterator[Docu
         else:
             log.warning("%s: skipping document %r: no text", path, document.id)
     if count == 0:
-        raise InputError("the corpus has no document with text", path=path)
+        raise InputError("the corpus has no document with text", path=str(path))
 
 
 def _text_file_document(file: Path, doc_id: str, lang: str | None) -> Document:
@@ -172,7 +189,8 @@ def _language(given: str | None, text: str) -> str:
     return language_code(given) if given else detect_language(text)
 
 
-def _field(obj: dict, key: str, kind: type | tuple[type, ...], path: Path, line: int) -> Any:
+def _field(obj: dict, key: str, kind: type | tuple[type, ...], path: Path | str, line: int
+           ) -> Any:
     if obj.get(key) is None:
         raise InputError("missing", path=path, line=line, field=key)
     if not isinstance(obj[key], kind) or isinstance(obj[key], bool):

@@ -38,19 +38,59 @@ class CorpusSource:
     type: str
     """A registered corpus type: ``jsonl``: one ``{"id", "text", "title"?, "lang"?}`` object a
     line (MedRAG's ``content`` is read as ``text``); ``parquet``: a parquet file or a folder of
-    them with the same columns (a local copy of a hub corpus such as ``MedRAG/textbooks``, read
-    in batches); ``text``: a folder of ``.txt`` files (searched recursively), one document
-    each; ``medqa-textbooks``: MedQA's ``textbooks`` folder (``en/*.txt`` and
-    ``zh_paragraph/*.txt``)."""
-    path: str
-    """File or folder. Relative paths start at the spec's folder; ``package:calm_rag/...`` names
-    data inside an installed package; ``${VAR}`` and ``${VAR:-default}`` are expanded."""
+    them with the same columns (read in batches); ``text``: a folder of ``.txt`` files
+    (searched recursively), one document each; ``medqa-textbooks``: MedQA's ``textbooks``
+    folder (``en/*.txt`` and ``zh_paragraph/*.txt``); ``hub``: a hub dataset streamed
+    (``name``, ``config``, ``split``, ``revision``; columns ``id_field``, ``text_field``,
+    ``title_field``), or a local copy of it in the hub's layout given as ``path``."""
+    path: str | None = None
+    """File or folder (for ``hub``: a local copy, read instead of the hub). Relative paths
+    start at the spec's folder; ``package:calm_rag/...`` names data inside an installed
+    package; ``${VAR}`` and ``${VAR:-default}`` are expanded."""
     lang: str | None = None
     """The language of every document (ISO 639-1); when absent, a document's own ``lang`` or
     the detected language is used."""
+    name: str | None = None
+    """``hub``: the dataset's hub id (``MedRAG/textbooks``)."""
+    config: str | None = None
+    """``hub``: the dataset's configuration (subset), if it has several."""
+    split: str = "train"
+    """``hub``: the split read."""
+    revision: str | None = None
+    """``hub``: a commit (40 hex digits: the index key needs no network), a branch or a tag
+    (resolved to its commit when the index is built; a moved branch rebuilds it)."""
+    id_field: str = "id"
+    """``hub``: the column holding a passage's unique id."""
+    text_field: str | None = None
+    """``hub``: the column holding the passage (default ``text``, else MedRAG's ``content``)."""
+    title_field: str | None = None
+    """``hub``: the column holding the title (default ``title`` where the rows have one)."""
+    limit: int | None = None
+    """``hub``: read only the first so many rows (a subset of a very large corpus)."""
 
     def __post_init__(self) -> None:
         CORPUS_READERS.check(self.type, "type")
+        at_least(self, 1, "limit")
+        if self.type == "hub":
+            if not self.name and not self.path:
+                raise InputError("a hub source needs name (a hub id) or path (a local copy)",
+                                 field="name")
+            return
+        if not self.path:
+            raise InputError("missing", field="path", hint=f"the {self.type} corpus's file "
+                             "or folder")
+        hub_only = {"name": self.name, "config": self.config, "revision": self.revision,
+                    "text_field": self.text_field, "title_field": self.title_field,
+                    "limit": self.limit, "split": None if self.split == "train" else self.split,
+                    "id_field": None if self.id_field == "id" else self.id_field}
+        for key, value in hub_only.items():
+            if value is not None:
+                raise InputError(f"only for type: hub, not {self.type}", field=key)
+
+    @property
+    def where(self) -> str:
+        """The path, or the hub id, as written (manifests and messages)."""
+        return self.path or f"hub:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -161,9 +201,9 @@ class IndexSpec:
                              hint="use letters, digits, '.', '_' and '-'")
         if not self.corpus:
             raise InputError("lists no corpus", field="corpus")
-        seen: dict[tuple[str, str], int] = {}
+        seen: dict[tuple[Any, ...], int] = {}
         for i, source in enumerate(self.corpus):  # one source twice would index it twice
-            first = seen.setdefault((source.type, source.path), i)
+            first = seen.setdefault((source.type, source.where, source.config, source.split), i)
             if first != i:
                 raise InputError(f"the same source as corpus[{first}]", field=f"corpus[{i}]",
                                  hint="list each corpus once")
@@ -195,9 +235,16 @@ def spec_from_dict(data: dict[str, Any], base_dir: str | Path | None = None) -> 
     return dataclasses.replace(spec, spec_path=str(Path(base_dir).resolve() / "spec.yaml"))
 
 
+def expand_env(raw: str) -> str:
+    """``${VAR}`` and ``${VAR:-default}`` replaced (an unset ``${VAR}`` stays as written, so
+    the error shows it; ``${VAR:-}`` is the empty string)."""
+    return _ENV.sub(lambda m: os.environ.get(m.group(1))
+                    or (m.group(2) if m.group(2) is not None else m.group(0)), raw)
+
+
 def resolve_path(raw: str, base_dir: Path) -> Path:
     """A corpus path as written in a spec, made absolute (see :attr:`CorpusSource.path`)."""
-    text = _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or m.group(0)), raw)
+    text = expand_env(raw)
     if text.startswith(PACKAGE_PREFIX):
         package, _, inner = text[len(PACKAGE_PREFIX):].strip("/").partition("/")
         try:
