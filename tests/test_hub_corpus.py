@@ -181,12 +181,13 @@ def test_an_index_builds_from_a_medrag_clone_without_splitting(tmp_path):
     spec.write_text("name: medrag\n"
                     "corpus: [{type: hub, name: MedRAG/textbooks, path: textbooks, lang: en,"
                     " text_field: content}]\n"
-                    "chunking: {split: false, chunk_size: 48, chunk_overlap: 8}\n"
+                    "chunking: none\n"  # MedRAG's snippets are the passages
                     "embedder: {model: all-MiniLM-L6-v2, batch_size: 2, shard_size: 2}\n"
                     "faiss: {factory: Flat, metric: ip}\n")
     out = tmp_path / "indexes"
     done = cli(tmp_path, "index", "build", str(spec), "--out-dir", str(out))
     assert done.returncode == 0, done.stderr
+    assert not load_spec(spec).chunking.split
     manifest = json.loads((out / "medrag" / "manifest.json").read_text())
     assert manifest["chunks"]["count"] == 3 and manifest["documents"] == 3
     assert manifest["corpus"][0]["path"] == "textbooks"

@@ -184,7 +184,8 @@ class IndexSpec:
     description: str = ""
     """Free text shown by ``calm-rag index list``."""
     chunking: ChunkingConfig = ChunkingConfig()
-    """How documents are cut into passages."""
+    """How documents are cut into passages (``chunking: none``: not at all, each document one
+    passage, as ``split: false``)."""
     embedder: EmbedderConfig = EmbedderConfig()
     """The sentence-transformers model that embeds chunks and queries."""
     faiss: FaissConfig = FaissConfig()
@@ -223,13 +224,13 @@ def load_spec(path: str | Path) -> IndexSpec:
     """Read and check an index spec YAML file."""
     path = Path(path)
     data, lines = read_yaml(path)
-    spec = from_mapping(IndexSpec, data, path=path, lines=lines)
+    spec = from_mapping(IndexSpec, _shorthands(data), path=path, lines=lines)
     return dataclasses.replace(spec, spec_path=str(path.resolve()))
 
 
 def spec_from_dict(data: dict[str, Any], base_dir: str | Path | None = None) -> IndexSpec:
     """Build a spec in code (a notebook, a test); relative paths start at ``base_dir``."""
-    spec = from_mapping(IndexSpec, data)
+    spec = from_mapping(IndexSpec, _shorthands(data))
     if base_dir is None:
         return spec
     return dataclasses.replace(spec, spec_path=str(Path(base_dir).resolve() / "spec.yaml"))
@@ -240,6 +241,14 @@ def expand_env(raw: str) -> str:
     the error shows it; ``${VAR:-}`` is the empty string)."""
     return _ENV.sub(lambda m: os.environ.get(m.group(1))
                     or (m.group(2) if m.group(2) is not None else m.group(0)), raw)
+
+
+def _shorthands(data: Any) -> Any:
+    """``chunking: none``: a pre-chunked corpus (MedRAG's snippets) indexed as it is, the
+    same as ``chunking: {split: false}``."""
+    if isinstance(data, dict) and data.get("chunking") == "none":
+        return {**data, "chunking": {"split": False}}
+    return data
 
 
 def resolve_path(raw: str, base_dir: Path) -> Path:
