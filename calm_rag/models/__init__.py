@@ -25,6 +25,7 @@ from calm_rag.models.embedders import (
 from calm_rag.models.generator import (
     DEFAULT_GENERATOR,
     generator_dir,
+    generator_state,
     prepare_generator,
     resolve_generator,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "EmbedderStatus",
     "check_model_reference",
     "generator_dir",
+    "generator_state",
     "home",
     "list_embedders",
     "load_causal_lm",

@@ -62,6 +62,21 @@ def prepare_generator(home: Path | None = None, force: bool = False) -> Path:
                         force=force, label=DEFAULT_GENERATOR)
 
 
+def generator_state(home: Path | None = None) -> str:
+    """What ``calm-rag models list`` says of the default generator: ``ready``, ``not
+    prepared``, ``outdated`` (its GGUF changed) or ``package missing``; prepares nothing."""
+    from calm_rag.models.home import matches
+
+    stamp = read_stamp(generator_dir(home))
+    try:
+        source = gguf_path()
+    except InputError:
+        return "package missing" if stamp is None else "ready"  # runs without the package
+    if stamp is None:
+        return "not prepared"
+    return "ready" if matches(stamp, source_stamp(source)) else "outdated"
+
+
 def resolve_generator(name_or_path: str) -> str:
     """Map the default's short name to its local folder (preparing it on first use); pass any
     other hub name or path through unchanged. An existing local path always wins."""
