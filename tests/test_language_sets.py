@@ -81,7 +81,9 @@ def test_heldout_language_is_evaluated_never_trained(tmp_path, sharp_model):
     assert set(rows[0]["scores"]) == set(question.options)
     rankc = result.grid["cells"]["heldout/after"]["metrics"]["zero-shot"]["rankc"]
     assert set(rankc["pairs"]) == {"de-en", "de-fr", "en-fr"}
-    assert "## RankC" in (result.folder / "report.md").read_text()
+    report = (result.folder / "report.md").read_text()
+    assert "## RankC" in report
+    assert "held out of the vote and of training, evaluated only: de" in report
 
 
 def test_option_scores_are_off_by_default(tmp_path, sharp_model):

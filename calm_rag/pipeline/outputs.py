@@ -151,12 +151,15 @@ def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
              final: ModelRef) -> dict[str, str]:
     data = experiment.data
     counts = ", ".join(f"{len({q.id for q in qs})} {name}" for name, qs in splits.items())
+    held = experiment.evaluation.heldout_languages
     return {
         "experiment": experiment.name,
         "generator": f"{experiment.generator.model} ({experiment.generator.backend})",
         "data": f"{data.source} {data.dataset if data.source == 'bundled' else data.path}: "
                 f"{counts} questions x {len(data.languages)} languages "
-                f"({', '.join(data.languages)})",
+                f"({', '.join(data.languages)})"
+                + (f"; held out of the vote and of training, evaluated only: {', '.join(held)}"
+                   if held else ""),
         "settings": ", ".join(experiment.settings)
                     + (f" (index {experiment.retrieval.index}, k={experiment.retrieval.k}, "
                        f"{experiment.retrieval.policy})" if experiment.retrieval.enabled else ""),
