@@ -222,6 +222,10 @@ def test_run_regenerates_in_the_round_and_reports_the_shares(sharp_model, tmp_pa
     assert [(s["label"], s["cached"]) for s in regenerated] == [("r1/train", False)]
     pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text().splitlines()]
     assert not any(p["chosen_source"].startswith("pivot") for p in pairs)
+    # The chosen texts regenerate found are kept beside the pairs that name them.
+    found = [json.loads(line) for line in (folder / "regenerated.jsonl").read_text().splitlines()]
+    chosen_ids = {p["chosen_sample_id"] for p in pairs if p["chosen_source"] == "regenerated"}
+    assert chosen_ids <= {s["id"] for s in found}  # (the tiny model may find none)
     report = (folder / "report.md").read_text()
     assert "## Chosen responses in the prompt's language" in report
     assert "Chosen fallback: regenerate" in report

@@ -122,6 +122,8 @@ def _write_rounds(folder: Path, rounds: list[Round]) -> None:
         write_samples(where / "samples.jsonl", round_.samples)
         write_jsonl(where / "votes.jsonl", (v.to_dict() for v in round_.votes))
         write_jsonl(where / "pairs.jsonl", (p.to_dict() for p in round_.pairs))
+        if round_.regenerated is not None:  # regenerate's chosen texts, beside their pairs
+            write_samples(where / "regenerated.jsonl", round_.regenerated)
         if round_.training:
             trained = round_.training.folder
             shutil.copytree(trained / "adapter", where / "adapter")

@@ -101,18 +101,20 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
     sampled = _sample_all(ctx, model, jobs + evaluate)
     samples = [s for job in jobs for s in sampled[job.label]]
     votes = vote_all(samples, experiment.vote)
-    rows, pairs = _training_rows(ctx, number, model, samples, votes)
+    rows, pairs, regenerated = _training_rows(ctx, number, model, samples, votes)
     training = None
     if rows:
         model, training = align_stage(ctx, f"round {number}", model, rows)
     else:
         log.info(f"round {number}: nothing to train on (every question unanimous or undecided)")
     cells = _cells(evaluate, sampled)
-    return Round(samples, votes, pairs, training), model, cells
+    return Round(samples, votes, pairs, training, regenerated), model, cells
 
 
 def _training_rows(ctx: RunContext, number: int, model: ModelRef, samples: list[Sample],
-                   votes: list[Vote]) -> tuple[list[Any], list[PreferencePair]]:
+                   votes: list[Vote]
+                   ) -> tuple[list[Any], list[PreferencePair], list[Sample] | None]:
+    """What the align method trains on, the pairs, and the responses regenerated for them."""
     from calm_rag.pairs import build_pairs, gold_votes
     from calm_rag.pipeline.regenerate import regenerate_stage
     from calm_rag.registries import ALIGN_METHODS
@@ -124,7 +126,7 @@ def _training_rows(ctx: RunContext, number: int, model: ModelRef, samples: list[
     again = regenerate_stage(ctx, f"r{number}/train", model, samples, target_votes)
     pairs = build_pairs(samples, target_votes, experiment.vote, again)
     method = ALIGN_METHODS.get(experiment.align.method, field="align.method")
-    return method.rows(samples, target_votes, pairs), pairs
+    return method.rows(samples, target_votes, pairs), pairs, again
 
 
 def _evaluate(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]

@@ -298,6 +298,9 @@ class Round:
     votes: list[Vote]
     pairs: list[PreferencePair]
     training: TrainingResult | None = None
+    regenerated: list[Sample] | None = None
+    """``vote.chosen_fallback: regenerate``: the responses sampled again and kept (None under
+    any other fallback)."""
 
 
 # Keys that change how a training runs, not what it trains: not in the align stage's key.
