@@ -47,9 +47,11 @@ def option_scores_stage(ctx: RunContext, label: str, job: SampleJob, model: Mode
     prompts = scored_prompts(job)
     if not prompts:
         return []
+    template = job.params.chat_template_kwargs
     key = content_key("option_scores", VERSION, model.fingerprint, _scoring_dtype(),
                       [(s.instruction, s.input) for s in prompts],
-                      [s.question.to_dict() for s in prompts])
+                      [s.question.to_dict() for s in prompts],
+                      *([template] if template else []))  # keys without them stay as they were
     if ctx.cache.has("option_scores", key):
         ctx.record("options", label, key, True, time.perf_counter() - started)
         return [row for _, row in read_jsonl(ctx.cache.folder("option_scores", key) / FILE,
@@ -60,7 +62,7 @@ def option_scores_stage(ctx: RunContext, label: str, job: SampleJob, model: Mode
         scorers.clear()  # one scoring model in memory at a time
         scorers[model.fingerprint] = LetterScorer.load(model.path, dtype=_scoring_dtype(),
                                                        progress=ctx.progress)
-    scores = scorers[model.fingerprint].score(prompts)
+    scores = scorers[model.fingerprint].score(prompts, template)
     rows = [{"question_id": s.question.id, "lang": s.lang, "setting": s.setting,
              "scores": by_label} for s, by_label in zip(prompts, scores, strict=True)]
     with ctx.cache.writing("option_scores", key) as folder:

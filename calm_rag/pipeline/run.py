@@ -145,7 +145,9 @@ def _sample_all(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]
         for part in (part for group in parts.values() for part in group):
             raw[part.label] = sample_stage(ctx, part, model, sampler)
     scorers: dict[str, Any] = {}
-    filled = {label: answers_stage(ctx, label, samples, key, model, scorers)
+    template = {part.label: part.params.chat_template_kwargs
+                for group in parts.values() for part in group}
+    filled = {label: answers_stage(ctx, label, samples, key, model, scorers, template[label])
               for label, (samples, key) in raw.items()}
     return {label: [s for part in group for s in filled[part.label]]
             for label, group in parts.items()}

@@ -225,8 +225,11 @@ def _shards(questions: list[Question], size: int) -> list[list[Question]]:
 
 
 def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
-                  model: ModelRef, scorers: dict[str, Any]) -> list[Sample]:
-    """Fill unanswered samples with the log-prob fallback (when configured and needed)."""
+                  model: ModelRef, scorers: dict[str, Any],
+                  template_kwargs: dict[str, Any] | None = None) -> list[Sample]:
+    """Fill unanswered samples with the log-prob fallback (when configured and needed);
+    ``template_kwargs`` are the ``chat_template_kwargs`` they were sampled with (``key``, the
+    sample stage's, holds them already)."""
     if ctx.experiment.answers.fallback == "none" or all(s.answer for s in samples):
         return samples
     started = time.perf_counter()
@@ -243,7 +246,7 @@ def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
         scorers[model.fingerprint] = LetterScorer.load(
             model.path, dtype=_scoring_dtype(device, device_map), device=device,
             device_map=device_map, adapter=model.adapter, progress=ctx.progress)
-    filled = fill_unanswered(samples, scorers[model.fingerprint])
+    filled = fill_unanswered(samples, scorers[model.fingerprint], template_kwargs)
     with ctx.cache.writing("answers", key) as folder:
         write_samples(folder / "samples.jsonl", filled)
     ctx.record("answers", label, key, False, time.perf_counter() - started)
@@ -315,9 +318,13 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
     ``align.merge``) and what was trained."""
     align, started = _merging(ctx.experiment), time.perf_counter()
     precision = resolve_dtype("auto") if align.precision == "auto" else align.precision
+    # Training renders each prompt as the sampler did (a model's thinking switch, say).
+    template = dict(ctx.experiment.sampling.chat_template_kwargs)
+    align = dataclasses.replace(align, chat_template_kwargs=template)
     key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
                       align.to_dict() | dict.fromkeys(_RUN_ONLY) | {"precision": precision},
-                      [r.to_dict() for r in rows])
+                      [r.to_dict() for r in rows],
+                      *([template] if template else []))  # keys without them stay as they were
     folder = ctx.cache.folder("align", key)
     with ctx.cache.claim("align", key):  # a second run of the same key waits, then reads it
         cached = ctx.cache.has("align", key)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from calm_rag.errors import InputError
@@ -113,13 +113,15 @@ class LetterScorer:
                                           adapter_field="generator.options.adapter")
         return cls(model, tokenizer, **kwargs)
 
-    def score(self, samples: Sequence[Sample]) -> list[dict[str, float]]:
+    def score(self, samples: Sequence[Sample],
+              template_kwargs: Mapping[str, Any] | None = None) -> list[dict[str, float]]:
         """``{label: log-probability}`` of each sample's options after its response, in the
-        question's label order."""
+        question's label order. ``template_kwargs``: the ``chat_template_kwargs`` the samples
+        were sampled with, so that the prompt is the one the model read."""
         import torch
         from tqdm.auto import tqdm
 
-        scored = self._tokenize(samples)
+        scored = self._tokenize(samples, template_kwargs)
         results: list[dict[str, float]] = [{} for _ in samples]
         bar = tqdm(total=len(samples), desc="scoring answers", unit="sample",
                    disable=not self.progress)
@@ -130,13 +132,14 @@ class LetterScorer:
                 bar.update(len(packed))
         return results
 
-    def _tokenize(self, samples: Sequence[Sample]) -> list[_Scored]:
+    def _tokenize(self, samples: Sequence[Sample], template_kwargs: Mapping[str, Any] | None
+                  ) -> list[_Scored]:
         prompts: dict[tuple[str, str], tuple[int, ...]] = {}
         scored = []
         for index, sample in enumerate(samples):
             fields = (sample.instruction, sample.input)
             if fields not in prompts:
-                prompts[fields] = tuple(self._prompt_ids(sample))
+                prompts[fields] = tuple(self._prompt_ids(sample, template_kwargs))
             # The response is tokenized on its own, as it was generated after the prompt's ids.
             tail = self.tokenizer(sample.text.rstrip() + answer_cue(sample.lang),
                                   add_special_tokens=False)["input_ids"]
@@ -145,13 +148,14 @@ class LetterScorer:
             scored.append(_Scored(index, prompts[fields], tail, options))
         return scored
 
-    def _prompt_ids(self, sample: Sample) -> list[int]:
+    def _prompt_ids(self, sample: Sample, template_kwargs: Mapping[str, Any] | None
+                    ) -> list[int]:
         """Prompt ids exactly as the sampler encoded them."""
         chat = recorded_chat(sample.instruction, sample.input, what=f"sample {sample.id}",
                              field=None,
                              hint="score samples from calm_rag's sampling stage, which records "
                                   "them, or turn the logprob fallback off")
-        return encode_chat(self.tokenizer, chat)
+        return encode_chat(self.tokenizer, chat, template_kwargs)
 
     def _option_ids(self, text: str) -> list[int]:
         return self.tokenizer(" " + text.strip(), add_special_tokens=False)["input_ids"]
@@ -217,13 +221,15 @@ class LetterScorer:
         return self._label_tokens[label]
 
 
-def fill_unanswered(samples: Sequence[Sample], scorer: LetterScorer) -> list[Sample]:
-    """The samples, in order, with every ``answer=None`` one given its best-scoring label."""
+def fill_unanswered(samples: Sequence[Sample], scorer: LetterScorer,
+                    template_kwargs: Mapping[str, Any] | None = None) -> list[Sample]:
+    """The samples, in order, with every ``answer=None`` one given its best-scoring label
+    (``template_kwargs``: the ``chat_template_kwargs`` they were sampled with)."""
     missing = [i for i, s in enumerate(samples) if s.answer is None]
     filled = list(samples)
     if not missing:
         return filled
-    scores = scorer.score([samples[i] for i in missing])
+    scores = scorer.score([samples[i] for i in missing], template_kwargs)
     for i, by_label in zip(missing, scores, strict=True):
         # Ties go to the first label in the question's order.
         best = max(samples[i].question.labels, key=by_label.__getitem__)

@@ -52,7 +52,7 @@ class SamplingParams:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
     """Keyword arguments for the model's chat template (apply_chat_template), e.g.
     {enable_thinking: false} for a thinking model; the openai backend sends them to the
-    server."""
+    server. The log-prob scorer and training render prompts with them too."""
 
     def __post_init__(self) -> None:
         at_least(self, 1, "n", "max_tokens", "top_k")

@@ -80,6 +80,15 @@ def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]]
                        seconds=time.perf_counter() - started, rows=written["rows"])
 
 
+def with_template_kwargs(row: dict[str, Any], config: AlignConfig) -> dict[str, Any]:
+    """A TRL row that renders its prompt as the sampler did: TRL passes a row's
+    ``chat_template_kwargs`` to the chat template (none given: the row as it is, so that
+    every row has the same columns)."""
+    if not config.chat_template_kwargs:
+        return row
+    return row | {"chat_template_kwargs": dict(config.chat_template_kwargs)}
+
+
 def checkpoint_folder(out_dir: Path) -> Path:
     """Beside the output folder (not in its staging copy, which a kill throws away)."""
     return out_dir.parent / f"{out_dir.name}.checkpoints"

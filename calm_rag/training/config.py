@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from calm_rag.config import at_least, check_seed, one_of
+from calm_rag.config import INTERNAL, at_least, check_seed, one_of
 from calm_rag.errors import InputError
 from calm_rag.registries import ALIGN_METHODS
 
@@ -126,6 +126,9 @@ class AlignConfig:
     trainer: dict[str, Any] = field(default_factory=dict)
     """Any other field of TRL's DPOConfig (method dpo) or SFTConfig (sft), passed as it is,
     e.g. {warmup_steps: 10, lr_scheduler_type: cosine}; checked against TRL's own fields."""
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict, metadata=INTERNAL)
+    """Set by the pipeline from ``sampling.chat_template_kwargs``: training renders each
+    prompt as the sampler did (TRL reads them from each row)."""
 
     def __post_init__(self) -> None:
         ALIGN_METHODS.check(self.method, "method")
@@ -197,6 +200,7 @@ class AlignConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for the resolved config and the cache key."""
         values = dataclasses.asdict(self)
+        del values["chat_template_kwargs"]  # not a key of the align block (rows carry them)
         values["lora"]["targets"] = list(self.lora.targets)
         if not isinstance(self.report_to, str):
             values["report_to"] = list(self.report_to)

@@ -14,6 +14,7 @@ from calm_rag.training.common import (
     new_lora,
     no_rows_left,
     run_training,
+    with_template_kwargs,
 )
 from calm_rag.training.config import AlignConfig
 
@@ -32,7 +33,7 @@ def train_dpo(model_path: str | Path, pairs: list[PreferencePair], config: Align
                          "undecided", field="align",
                          hint="sample more questions or responses (sampling.n), raise the "
                               "temperature, or use method: sft")
-    rows = [dpo_row(pair) for pair in pairs]
+    rows = [with_template_kwargs(dpo_row(pair), config) for pair in pairs]
     return run_training("dpo", model_path, rows, config, out_dir, dpo_trainer(config, rows),
                         adapter=adapter)
 
@@ -43,7 +44,7 @@ def dpo_trainer(config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
     def make_trainer(model: Any, tokenizer: Any, dataset: Any, args: dict[str, Any]) -> Any:
         from trl import DPOConfig, DPOTrainer
 
-        if not any(_fits(tokenizer, row["prompt"], config.max_length) for row in rows):
+        if not any(_fits(tokenizer, row, config.max_length) for row in rows):
             raise no_rows_left(len(rows), config)  # else TRL's precompute fails on no rows
         # The reference never changes: its log-probs are computed once, before training,
         # not again in every epoch (2 epochs of the demo: 177 s instead of ~200).
@@ -56,9 +57,9 @@ def dpo_trainer(config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
     return make_trainer
 
 
-def _fits(tokenizer: Any, prompt: list[dict[str, str]], max_length: int) -> bool:
+def _fits(tokenizer: Any, row: dict[str, Any], max_length: int) -> bool:
     """Whether TRL keeps a row: its prompt, as the model reads it, is under ``max_length``."""
-    return len(encode_chat(tokenizer, prompt)) < max_length
+    return len(encode_chat(tokenizer, row["prompt"], row.get("chat_template_kwargs"))) < max_length
 
 
 def dpo_row(pair: PreferencePair) -> dict[str, Any]:

@@ -9,7 +9,13 @@ from typing import Any
 from calm_rag.errors import InputError
 from calm_rag.records import Sample, Vote
 from calm_rag.sampling.chat import recorded_chat
-from calm_rag.training.common import MakeTrainer, TrainResult, new_lora, run_training
+from calm_rag.training.common import (
+    MakeTrainer,
+    TrainResult,
+    new_lora,
+    run_training,
+    with_template_kwargs,
+)
 from calm_rag.training.config import TARGETS, AlignConfig
 
 
@@ -40,7 +46,7 @@ def train_sft(model_path: str | Path, samples: list[Sample], config: AlignConfig
                          "target", field="align",
                          hint="sample more questions or responses (sampling.n), or check that "
                               "answers were extracted")
-    rows = [sft_row(sample) for sample in samples]
+    rows = [with_template_kwargs(sft_row(sample), config) for sample in samples]
     return run_training("sft", model_path, rows, config, out_dir, sft_trainer(config, rows),
                         adapter=adapter)
 
