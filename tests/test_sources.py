@@ -185,6 +185,16 @@ def test_medqa_release_loads_one_region_and_refuses_to_vote_across(tmp_path):
     assert tw.answer == "B" and tw.lang == "zh"
     with pytest.raises(InputError, match="field 'data.languages': medqa-release has no fr"):
         load_questions(data(source="medqa-release", path=str(root), languages=["fr"]), tmp_path)
+    # The release's English translation of the Taiwan set lines up with it, row by row.
+    english = taiwan / "tw_translated_jsonl" / "en"
+    english.mkdir(parents=True)
+    (english / "test-2en.jsonl").write_text(json.dumps({"question": "Which vitamin?", "options": {
+        "A": "C", "B": "K"}, "answer_idx": "B"}) + "\n")
+    both = load_questions(data(source="medqa-taiwan-translated", path=str(root),
+                               languages=["en", "zh"]), tmp_path)
+    assert {(q.lang, q.stem, q.answer) for q in both} == {("en", "Which vitamin?", "B"),
+                                                          ("zh", "哪種維生素？", "B")}
+    assert len({q.id for q in both}) == 1  # one question in two languages
 
 
 def test_wrong_column_names_the_file_line_and_field(tmp_path):

@@ -46,6 +46,12 @@ ENTRIES: dict[str, DatasetEntry] = {
         description="MedQA's Taiwan test set (data.path: data_clean), traditional Chinese; its "
                     "translated copies are parallel by position: write an entry with codes "
                     "naming each file"),
+    "medqa-taiwan-translated": DatasetEntry(
+        loader="jsonl", path="questions/Taiwan/{lang}.jsonl",
+        codes={"zh": "test", "en": "tw_translated_jsonl/en/test-2en"}, only=("en", "zh"),
+        answer="answer_idx",
+        description="MedQA's Taiwan test set (traditional Chinese) with the release's English "
+                    "translation of it (data.path: data_clean), parallel by position"),
     "medqa-gbaker": DatasetEntry(
         loader="hub", name="GBaker/MedQA-USMLE-4-options", only=("en",), parallel="none",
         answer="answer_idx", description="MedQA USMLE 4 options on the hub (English only)"),
