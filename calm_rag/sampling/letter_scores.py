@@ -132,8 +132,8 @@ class LetterScorer:
                 bar.update(len(packed))
         return results
 
-    def _tokenize(self, samples: Sequence[Sample], template_kwargs: Mapping[str, Any] | None
-                  ) -> list[_Scored]:
+    def _tokenize(self, samples: Sequence[Sample],
+                  template_kwargs: Mapping[str, Any] | None = None) -> list[_Scored]:
         prompts: dict[tuple[str, str], tuple[int, ...]] = {}
         scored = []
         for index, sample in enumerate(samples):
@@ -148,7 +148,7 @@ class LetterScorer:
             scored.append(_Scored(index, prompts[fields], tail, options))
         return scored
 
-    def _prompt_ids(self, sample: Sample, template_kwargs: Mapping[str, Any] | None
+    def _prompt_ids(self, sample: Sample, template_kwargs: Mapping[str, Any] | None = None
                     ) -> list[int]:
         """Prompt ids exactly as the sampler encoded them."""
         chat = recorded_chat(sample.instruction, sample.input, what=f"sample {sample.id}",
