@@ -102,6 +102,8 @@ def test_run_writes_every_artifact(finished):
     votes = [json.loads(line) for line in (run / "votes.jsonl").read_text().splitlines()]
     tied = sum(v["status"] in ("tie-broken", "tie-dropped") for v in votes)
     assert f"- **tied**: {tied} (" in report  # two languages tie often: the report says so
+    # The aligned model is the base with the trained adapter on top, both named.
+    assert "+ adapter " in next(line for line in report.splitlines() if "aligned model" in line)
     assert str(finished) not in report.replace(str(finished / "runs" / ".cache"), "")
 
 

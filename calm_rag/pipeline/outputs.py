@@ -169,8 +169,13 @@ def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
         "evaluation": _params(experiment.evaluation.sampling),
         "alignment": f"{experiment.align.method}, target {experiment.align.target}, "
                      f"{experiment.align.rounds} round(s)",
-        "aligned model": final.path if final != base else "(not aligned)",
+        "aligned model": _model_line(final) if final != base else "(not aligned)",
     }
+
+
+def _model_line(model: ModelRef) -> str:
+    """The model as sampled: a folder, or a base with the adapter applied on top of it."""
+    return f"{model.path} + adapter {model.adapter}" if model.adapter else model.path
 
 
 def _alignment(ctx: RunContext) -> dict[str, Any] | None:
