@@ -377,9 +377,11 @@ def _type_name(hint: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """Tuples as lists and dataclasses as mappings, recursively, as YAML would say them."""
+    """Tuples as lists and dataclasses as mappings, recursively, as YAML would say them;
+    internal fields (filled by the loader or the pipeline, never read from YAML) left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+                 if not f.metadata.get("internal")}
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

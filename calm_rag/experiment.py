@@ -290,7 +290,6 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         data = plain(self)
-        data.pop("base_dir")
         data["generator"]["options"].pop("model", None)  # generator.model says it
         return data
 
