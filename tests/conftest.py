@@ -50,3 +50,17 @@ def sharp_model(tmp_path_factory) -> Path:
     """The tiny model with larger weights: its output depends on every position and it
     answers differently per language, so a pipeline run has votes, ties and pairs."""
     return build_tiny_model(tmp_path_factory.mktemp("sharp-llama"), init_range=0.5)
+
+
+@pytest.fixture
+def hub_offline(tmp_path, monkeypatch):
+    """No network for ``datasets`` and ``huggingface_hub``, and ``datasets``' cache under
+    tmp_path, whatever the machine has: the hub code path runs on local copies only."""
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
