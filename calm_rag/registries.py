@@ -56,7 +56,8 @@ QUESTION_SOURCES: Registry[Any] = Registry("dataset", arity=2,
 
 CORPUS_READERS: Registry[Any] = Registry("corpus type", arity=2,
                                          modules=("calm_rag.retrieval.corpora",))
-"""``fn(path, lang) -> documents`` of one corpus source (an index spec's ``corpus[].type``)."""
+"""``fn(path, lang) -> documents`` of one corpus source (an index spec's ``corpus[].type``);
+``hub``'s first argument is a :class:`~calm_rag.retrieval.hub_corpus.HubCorpus`, not a path."""
 
 QUERY_POLICIES: Registry[Any] = Registry("retrieval policy", arity=2,
                                          modules=("calm_rag.retrieval.policies",))

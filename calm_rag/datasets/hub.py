@@ -51,12 +51,12 @@ def open_hub(name: str, config: str | None, split: str, revision: str | None, *,
     ``streaming``: rows arrive as they are downloaded, nothing is loaded whole). ``hint``:
     what a failure's message tells the user to do."""
     where = f"hub:{name}" + (f"/{config}" if config else "") + f"/{split}"
-    _go_offline_without_network()
+    go_offline_without_network()
     return where, _call(where, lambda load: load(name, config, split=split, revision=revision,
                                                  streaming=streaming), hint)
 
 
-def _go_offline_without_network() -> None:
+def go_offline_without_network() -> None:
     """Without network, ``datasets`` retries every request for half a minute before failing;
     one quick connection tells, and offline mode then reads the local cache or fails at once."""
     import socket

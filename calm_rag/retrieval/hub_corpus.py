@@ -104,9 +104,9 @@ class HubCorpus:
     def _commit(self) -> str:
         if self.revision and _COMMIT.match(self.revision):
             return self.revision
-        from calm_rag.datasets.hub import _go_offline_without_network
+        from calm_rag.datasets.hub import go_offline_without_network
 
-        _go_offline_without_network()
+        go_offline_without_network()
         try:
             from huggingface_hub import HfApi
 
