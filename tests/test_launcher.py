@@ -22,7 +22,7 @@ from calm_rag.config import describe
 from calm_rag.errors import InputError
 from calm_rag.experiment import Experiment, load_experiment
 from calm_rag.training import AlignConfig, LoraConfig, train_dpo
-from calm_rag.training.common import checkpoint_folder, last_checkpoint
+from calm_rag.training.checkpoints import SEAL, checkpoint_folder, last_checkpoint
 from calm_rag.training.launch import PARENT_ENV, config_file, launch_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,11 +118,14 @@ def test_shipped_sharding_configs_are_accelerate_configs(name):
     assert loaded.distributed_type.value == ("FSDP" if name == "fsdp" else "DEEPSPEED")
 
 
-def test_last_checkpoint_is_the_newest_complete_one(tmp_path):
-    for step, complete in [(2, True), (10, True), (12, False)]:
+def test_last_checkpoint_is_the_newest_sealed_one(tmp_path):
+    # checkpoint-12: rank 0 wrote its trainer state, but a kill came before every rank had
+    # saved (no seal), so another rank's files may be half-written
+    for step, sealed in [(2, True), (10, True), (12, False)]:
         (tmp_path / f"checkpoint-{step}").mkdir()
-        if complete:
-            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        if sealed:
+            (tmp_path / f"checkpoint-{step}" / SEAL).write_text("{}")
     assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
     assert last_checkpoint(tmp_path / "none") is None
 
@@ -193,6 +196,13 @@ def _start(tiny_model: Path, out: Path, log: Path) -> subprocess.Popen[bytes]:
                                 cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
+def _first_error(log: Path) -> str:
+    """The first traceback of a failed launch (a rank's, above the launcher's) and the end."""
+    text = log.read_text()
+    first = text.find("Traceback")
+    return text[max(first, 0):][:4000] + "\n[...]\n" + text[-1500:]
+
+
 def _ranks_of(pid: int) -> list[int]:
     """Processes started for the run ``pid`` (they carry its pid in their environment)."""
     found = []
@@ -224,8 +234,10 @@ def test_killed_launched_dpo_resumes_from_its_last_checkpoint(tiny_model, tmp_pa
     kept = last_checkpoint(checkpoints)
     assert kept is not None
 
+    assert json.loads((kept / SEAL).read_text())["processes"] == 2  # both ranks had saved
+
     again = _start(tiny_model, out, tmp_path / "second.log")
-    assert again.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    assert again.wait(timeout=600) == 0, _first_error(tmp_path / "second.log")
     said = (tmp_path / "second.log").read_text()
     resumed = json.loads((out / "train_log.json").read_text())["resumed_from"]
     assert resumed is not None and int(resumed.split("-")[1]) >= int(kept.name.split("-")[1])

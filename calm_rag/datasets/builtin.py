@@ -77,9 +77,10 @@ ENTRIES: dict[str, DatasetEntry] = {
         description="OpenAI's MMMLU (14 translations of MMLU's test set, no English), "
                     "parallel by position"),
     "global-mmlu": DatasetEntry(
-        loader="hub", name="CohereForAI/Global-MMLU", config="{lang}", id="sample_id",
+        loader="hub", name="CohereLabs/Global-MMLU", config="{lang}", id="sample_id",
         parallel="id", options=("option_a", "option_b", "option_c", "option_d"),
-        description="Cohere's Global-MMLU (42 languages, configs by language code)"),
+        description="Cohere Labs' Global-MMLU (42 languages, configs by language code; "
+                    "CohereForAI/Global-MMLU before the rename)"),
 }
 
 for _name, _entry in ENTRIES.items():

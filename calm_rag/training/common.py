@@ -20,6 +20,7 @@ from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir, read_json
 from calm_rag.threads import torch_threads
 from calm_rag.training.artifacts import save_merged, write_log
+from calm_rag.training.checkpoints import checkpoint_folder, last_checkpoint, sealing_callback
 from calm_rag.training.config import AlignConfig
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,6 @@ def with_template_kwargs(row: dict[str, Any], config: AlignConfig) -> dict[str, 
     return row | {"chat_template_kwargs": dict(config.chat_template_kwargs)}
 
 
-def checkpoint_folder(out_dir: Path) -> Path:
-    """Beside the output folder (not in its staging copy, which a kill throws away)."""
-    return out_dir.parent / f"{out_dir.name}.checkpoints"
-
-
 def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTrainer) -> None:
     """Train on ``dataset`` in this process (one rank of a launch, or the only one); rank 0
     writes."""
@@ -106,6 +102,8 @@ def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTra
         kept = _check_rows(len(dataset), len(trainer.train_dataset), config)
         _one_gpu_in_process(trainer)
         _show_progress(trainer, desc=f"training ({job.method})")
+        if config.save_steps:
+            trainer.add_callback(sealing_callback(trainer))
         last = last_checkpoint(job.checkpoints) if config.save_steps else None
         if last is not None and trainer.is_world_process_zero():
             log.info("resuming from %s", last.name)
@@ -124,13 +122,6 @@ def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTra
                   seconds=time.perf_counter() - started,
                   extra={"processes": state.num_processes, "backend": state.backend,
                          "resumed_from": last.name if last else None})
-
-
-def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` (its trainer state is written last)."""
-    done = [p for p in folder.glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def load_policy(model_path: str | Path, config: AlignConfig,
