@@ -17,7 +17,8 @@ class Language:
     """One language: how to name it, how to instruct the model, how to read its answers."""
 
     code: str
-    """ISO 639-1 code, e.g. ``"zh"``."""
+    """ISO 639-1 code, e.g. ``"zh"``; with its script where a language is written two ways
+    (``"zh-hant"``, traditional Chinese)."""
     name: str
     """English name."""
     native_name: str
@@ -63,7 +64,8 @@ _TABLE: tuple[Language, ...] = (
         code="zh",
         name="Chinese",
         native_name="中文",
-        aliases=("cn", "zh-cn", "zh-hans", "zh-tw", "zh-hant", "zho", "chi", "chinese"),
+        aliases=("cn", "zh-cn", "zh-hans", "zh-sg", "zho", "chi", "chinese",
+                 "simplified chinese"),
         instruction=(
             "回答下面的单项选择题。先给出简短的解释，然后只给出一个选项字母（{letters}）。输出格式：\n"
             "解释:<你的解释>\n答案:<选项字母>"
@@ -283,6 +285,23 @@ _TABLE: tuple[Language, ...] = (
         answer_markers=("جواب:", "درست جواب:"),
         letter_separator="، ",
         letter_or=" یا ",
+    ),
+    # Its own entry, not an alias of zh: MedQA's Taiwan set is written in it and the release
+    # translates it into simplified Chinese, a parallel pair a run votes across.
+    Language(
+        code="zh-hant",
+        name="Traditional Chinese",
+        native_name="繁體中文",
+        aliases=("zh-tw", "zh-hk", "zh-mo", "zh-hant-tw", "zh-hant-hk", "cht"),
+        instruction=(
+            "回答下面的單項選擇題。先給出簡短的解釋，然後只給出一個選項字母（{letters}）。輸出格式：\n"
+            "解釋:<你的解釋>\n答案:<選項字母>"
+        ),
+        question_marker="問題:",
+        explanation_markers=("解釋:", "解釋：", "說明:", "說明：", "解析:", "解析："),
+        answer_markers=("答案:", "答案：", "正確答案:", "答:", "答："),
+        letter_separator="、",
+        letter_or=" 或 ",
     ),
 )
 

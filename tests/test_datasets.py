@@ -46,7 +46,12 @@ def test_medqa_reads_region_files(tmp_path):
     assert questions[0].answer == "C" and questions[0].id == "medqa-US_4_options_test-00001"
     (tmp_path / "Taiwan").mkdir()
     taiwan = write_lines(tmp_path / "Taiwan" / "test.jsonl", [MEDQA_ROW])
-    assert read_medqa(taiwan)[0].lang == "zh"
+    assert read_medqa(taiwan)[0].lang == "zh-hant"  # traditional Chinese
+    for code in ("en", "zh"):  # the release's translations of the Taiwan set
+        (tmp_path / "Taiwan" / "tw_translated_jsonl" / code).mkdir(parents=True)
+        translated = write_lines(tmp_path / "Taiwan" / "tw_translated_jsonl" / code /
+                                 f"test-2{code}.jsonl", [MEDQA_ROW])
+        assert read_medqa(translated)[0].lang == code
     assert write_medqa(questions)[0]["answer"] == "K"
 
 

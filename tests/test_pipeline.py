@@ -136,6 +136,32 @@ def test_sft_and_gold_target_baselines(sharp_model, tmp_path):
     assert any(s["stage"] == "align" and not s["cached"] for s in log)
 
 
+def test_traditional_and_simplified_chinese_vote_as_two_languages(sharp_model, tmp_path):
+    """MedQA Taiwan with the release's translations: zh-hant, en and zh, one run."""
+    taiwan = tmp_path / "data_clean" / "questions" / "Taiwan"
+    stems = {"zh-hant": "哪種維生素缺乏會導致{}？", "en": "Which vitamin deficiency causes {}?",
+             "zh": "哪种维生素缺乏会导致{}？"}
+    files = {"zh-hant": taiwan / "test.jsonl",
+             "en": taiwan / "tw_translated_jsonl" / "en" / "test-2en.jsonl",
+             "zh": taiwan / "tw_translated_jsonl" / "zh" / "test-2zh.jsonl"}
+    for code, file in files.items():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("".join(json.dumps({
+            "question": stems[code].format(i), "answer_idx": "ABCD"[i % 4],
+            "options": {"A": "A", "B": "B1", "C": "C", "D": "K"}}, ensure_ascii=False) + "\n"
+            for i in range(6)), encoding="utf-8")
+    data = experiment(sharp_model, tmp_path / "runs", data={
+        "source": "medqa-taiwan-translated", "path": str(tmp_path / "data_clean"),
+        "languages": ["zh-tw", "en", "zh"], "train": 4, "heldout": 2})
+    assert run_cli(write_experiment(tmp_path, data)) == 0
+    run = latest_run(tmp_path / "runs")
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert {s["question"]["lang"] for s in samples} == {"zh-hant", "en", "zh"}
+    traditional = next(s for s in samples if s["question"]["lang"] == "zh-hant")
+    assert "單項選擇題" in traditional["instruction"]  # asked in traditional Chinese
+    assert "| acc en | acc zh | acc zh-hant |" in (run / "report.md").read_text()
+
+
 # ---------------------------------------------------------------------------- kill -9, resume
 
 

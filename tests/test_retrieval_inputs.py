@@ -57,12 +57,22 @@ def write_spec(tmp_path: Path, text: str = GOOD_SPEC) -> Path:
     ("Die Nieren filtern das Blut und bilden den Urin in den Nephronen.", "de"),
     ("Il cuore pompa il sangue attraverso le arterie e le vene del corpo.", "it"),
     ("心脏是循环系统的中心，负责把血液泵到全身。", "zh"),
+    ("心臟是循環系統的中心，負責把血液泵到全身。", "zh-hant"),  # the same, traditional
+    ("男，45歲。反覆發作性上腹痛3年，最可能的診斷為何？", "zh-hant"),  # MedQA Taiwan's style
+    ("中文", "zh"),  # no character tells the scripts apart: simplified, as before
     ("心臓は血液を全身に送り出すポンプの役割を果たしています。", "ja"),
     ("심장은 혈액을 온몸으로 보낸다.", "ko"),
     ("12345 -- 678", "und"),
 ])
 def test_detect_language(text, code):
     assert detect_language(text) == code
+
+
+def test_the_script_table_pairs_distinct_characters():
+    from calm_rag.retrieval.language_id import _SCRIPT_PAIRS, _SIMPLIFIED, _TRADITIONAL
+
+    assert all(len(pair) == 2 and pair[0] != pair[1] for pair in _SCRIPT_PAIRS)
+    assert not _TRADITIONAL & _SIMPLIFIED and len(_TRADITIONAL) == len(_SCRIPT_PAIRS)
 
 
 def test_language_code_uses_the_registry_and_keeps_unknown_codes():

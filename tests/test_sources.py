@@ -180,21 +180,25 @@ def test_medqa_release_loads_one_region_and_refuses_to_vote_across(tmp_path):
     taiwan.mkdir()
     (taiwan / "test.jsonl").write_text(json.dumps({"question": "哪種維生素？", "options": {
         "A": "C", "B": "K"}, "answer_idx": "B"}) + "\n")
-    (tw,) = load_questions(data(source="medqa-taiwan", path=str(root), languages=["zh"]),
+    (tw,) = load_questions(data(source="medqa-taiwan", path=str(root), languages=["zh-tw"]),
                            tmp_path)
-    assert tw.answer == "B" and tw.lang == "zh"
+    assert tw.answer == "B" and tw.lang == "zh-hant"  # traditional Chinese, not zh
+    with pytest.raises(InputError, match="medqa-taiwan has no zh questions"):
+        load_questions(data(source="medqa-taiwan", path=str(root), languages=["zh"]), tmp_path)
     with pytest.raises(InputError, match="field 'data.languages': medqa-release has no fr"):
         load_questions(data(source="medqa-release", path=str(root), languages=["fr"]), tmp_path)
-    # The release's English translation of the Taiwan set lines up with it, row by row.
-    english = taiwan / "tw_translated_jsonl" / "en"
-    english.mkdir(parents=True)
-    (english / "test-2en.jsonl").write_text(json.dumps({"question": "Which vitamin?", "options": {
-        "A": "C", "B": "K"}, "answer_idx": "B"}) + "\n")
-    both = load_questions(data(source="medqa-taiwan-translated", path=str(root),
-                               languages=["en", "zh"]), tmp_path)
-    assert {(q.lang, q.stem, q.answer) for q in both} == {("en", "Which vitamin?", "B"),
-                                                          ("zh", "哪種維生素？", "B")}
-    assert len({q.id for q in both}) == 1  # one question in two languages
+    # The release's English and simplified Chinese translations of the Taiwan set line up
+    # with it, row by row: three languages of one question.
+    for code, stem in [("en", "Which vitamin?"), ("zh", "哪种维生素？")]:
+        (taiwan / "tw_translated_jsonl" / code).mkdir(parents=True)
+        (taiwan / "tw_translated_jsonl" / code / f"test-2{code}.jsonl").write_text(json.dumps(
+            {"question": stem, "options": {"A": "C", "B": "K"}, "answer_idx": "B"}) + "\n")
+    three = load_questions(data(source="medqa-taiwan-translated", path=str(root),
+                                languages=["zh-hant", "en", "zh"]), tmp_path)
+    assert {(q.lang, q.stem, q.answer) for q in three} == {
+        ("zh-hant", "哪種維生素？", "B"), ("en", "Which vitamin?", "B"),
+        ("zh", "哪种维生素？", "B")}
+    assert len({q.id for q in three}) == 1  # one question in three languages
 
 
 def test_wrong_column_names_the_file_line_and_field(tmp_path):

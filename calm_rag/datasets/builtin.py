@@ -41,17 +41,18 @@ ENTRIES: dict[str, DatasetEntry] = {
         description="MedQA's release (data.path: data_clean): US and Mainland are different "
                     "question sets, one language a run"),
     "medqa-taiwan": DatasetEntry(
-        loader="jsonl", path="questions/Taiwan/test.jsonl", only=("zh",), parallel="none",
+        loader="jsonl", path="questions/Taiwan/test.jsonl", only=("zh-hant",), parallel="none",
         answer="answer_idx",
-        description="MedQA's Taiwan test set (data.path: data_clean), traditional Chinese; its "
-                    "translated copies are parallel by position: write an entry with codes "
-                    "naming each file"),
+        description="MedQA's Taiwan test set (data.path: data_clean), traditional Chinese "
+                    "(zh-hant); with its translations: medqa-taiwan-translated"),
     "medqa-taiwan-translated": DatasetEntry(
         loader="jsonl", path="questions/Taiwan/{lang}.jsonl",
-        codes={"zh": "test", "en": "tw_translated_jsonl/en/test-2en"}, only=("en", "zh"),
+        codes={"zh-hant": "test", "en": "tw_translated_jsonl/en/test-2en",
+               "zh": "tw_translated_jsonl/zh/test-2zh"}, only=("zh-hant", "en", "zh"),
         answer="answer_idx",
-        description="MedQA's Taiwan test set (traditional Chinese) with the release's English "
-                    "translation of it (data.path: data_clean), parallel by position"),
+        description="MedQA's Taiwan test set (traditional Chinese, zh-hant) with the "
+                    "release's English and simplified Chinese translations of it (data.path: "
+                    "data_clean), parallel by position"),
     "medqa-gbaker": DatasetEntry(
         loader="hub", name="GBaker/MedQA-USMLE-4-options", only=("en",), parallel="none",
         answer="answer_idx", description="MedQA USMLE 4 options on the hub (English only)"),

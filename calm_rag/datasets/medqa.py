@@ -15,12 +15,14 @@ from calm_rag.io import read_jsonl
 from calm_rag.languages import normalize_code
 from calm_rag.records import Question
 
-# MedQA's release names files by region, not by language.
-_REGION_LANGUAGE = {"us": "en", "mainland": "zh", "taiwan": "zh", "tw": "zh"}
+# MedQA's release names files by region, not by language; Taiwan's are traditional Chinese.
+_REGION_LANGUAGE = {"us": "en", "mainland": "zh", "taiwan": "zh-hant", "tw": "zh-hant"}
 
 
 def guess_medqa_language(path: Path) -> str | None:
     """The language a MedQA path implies (``questions/US/...`` → en), or None."""
+    if path.parent.parent.name == "tw_translated_jsonl":  # Taiwan's translations: en/, zh/
+        return normalize_code(path.parent.name)
     tail = "/".join(path.parts[-3:])  # the release's region folders sit just above the file
     for token in re.split(r"[^a-z]+", tail.lower()):
         if token in _REGION_LANGUAGE:

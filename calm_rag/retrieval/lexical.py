@@ -37,6 +37,7 @@ _STOPWORD_LISTS = {
     "nl": "STOPWORDS_DUTCH", "da": "STOPWORDS_DANISH", "sv": "STOPWORDS_SWEDISH",
     "no": "STOPWORDS_NORWEGIAN", "nb": "STOPWORDS_NORWEGIAN", "ru": "STOPWORDS_RUSSIAN",
     "tr": "STOPWORDS_TURKISH", "zh": "STOPWORDS_CHINESE", "ko": "STOPWORDS_KOREAN",
+    "zh-hant": "STOPWORDS_CHINESE",  # its function words (的, 了, 在) are written alike
 }
 FILES = {"data_name": "bm25.data.npy", "indices_name": "bm25.indices.npy",
          "indptr_name": "bm25.indptr.npy", "vocab_name": "bm25.vocab.json",

@@ -14,6 +14,7 @@ from calm_rag.records import Question
 CONTEXT_HEADINGS: dict[str, str] = {
     "en": "Context:",
     "zh": "参考资料:",
+    "zh-hant": "參考資料:",
     "ja": "参考資料:",
     "de": "Kontext:",
     "fr": "Contexte:",
