@@ -241,7 +241,7 @@ def test_set_overrides_and_retrieval_toggle(tmp_path):
 
 
 def test_shipped_experiments_load():
-    for name in ("demo", "medqa", "xcsqa"):
+    for name in ("demo", "medqa", "xcsqa", "medqa-taiwan"):
         loaded = load_experiment(REPO / "pipelines" / f"{name}.yaml")
         assert loaded.retrieval.enabled and "rag" in loaded.settings
 
