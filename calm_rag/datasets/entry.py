@@ -106,15 +106,16 @@ class DatasetEntry:
             if self.loader == "hub":
                 where, rows = hub_rows(self, code, data, Path(base_dir))
             else:
-                file = self.file(code, data, Path(base_dir))
+                file = self.file(lang, data, Path(base_dir))
                 where = str(file)
                 rows = read_jsonl(file) if self.loader == "jsonl" else iter(read_json_array(file))
             out.append(self.questions(lang, where, rows, data.source))
         return out
 
-    def file(self, code: str, data: Any, base_dir: Path) -> Path:
+    def file(self, lang: str, data: Any, base_dir: Path) -> Path:
         """The local file of one language: ``data.path`` (a template or the release folder)
-        joined with ``path``."""
+        joined with ``path``, ``{lang}`` the release's code for ``lang``."""
+        code = self.codes.get(lang, lang)
         root = data.path
         if root and "{lang}" in root:
             template = root
@@ -129,7 +130,7 @@ class DatasetEntry:
         file = Path(template.replace("{lang}", code))
         file = file if file.is_absolute() else Path(os.path.normpath(base_dir / file))
         if not file.is_file():
-            raise InputError(f"no {data.source} file for this language ({code})", path=file,
+            raise InputError(f"no {data.source} file of {lang} here", path=file,
                              field="data.path", hint="check data.path and data.languages")
         return file
 
