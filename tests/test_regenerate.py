@@ -133,6 +133,15 @@ def test_keeps_only_the_target_in_the_prompts_language():
     assert kept[0].input.endswith(answer_hint("zh", "C"))  # the record says what was asked
 
 
+def test_traditional_chinese_wants_its_own_script():
+    from calm_rag.pipeline.regenerate import in_language
+
+    assert in_language("解釋: 醫院有醫生和病人。\n答案: C", "zh-tw")
+    assert not in_language("解释: 医院有医生和病人。\n答案: C", "zh-tw")  # simplified
+    assert in_language("答案: C", "zh-tw") and in_language("答案: C", "zh")  # either script
+    assert answer_hint("zh-hant", "C") == "正確答案是 C。請用中文解釋原因。"
+
+
 def test_hint_echo_is_told_apart():
     hint = answer_hint("en", "B")
     assert echoes_hint("B. Explain why, in English.", hint, "B")

@@ -13,7 +13,7 @@ from calm_rag.cli import main
 from calm_rag.errors import InputError
 from calm_rag.retrieval.corpora import hash_corpus, read_corpus
 from calm_rag.retrieval.fusion import reciprocal_rank_fusion
-from calm_rag.retrieval.language_id import detect_language, language_code
+from calm_rag.retrieval.language_id import detect_language, language_code, written_in
 from calm_rag.retrieval.lexical import LexicalIndex, tokenize
 from calm_rag.retrieval.policies import QUERY_POLICIES
 from calm_rag.retrieval.spec import load_spec, resolve_path, spec_from_dict
@@ -66,6 +66,19 @@ def write_spec(tmp_path: Path, text: str = GOOD_SPEC) -> Path:
 ])
 def test_detect_language(text, code):
     assert detect_language(text) == code
+
+
+@pytest.mark.parametrize("text, code, expected", [
+    ("心臟是循環系統的中心。", "zh-hant", True),
+    ("心臟是循環系統的中心。", "zh", False),  # traditional is not simplified
+    ("心脏是循环系统的中心。", "zh-hant", False),
+    ("答案是 B", "zh", True),  # no character tells the scripts apart: either
+    ("答案是 B", "zh-hant", True),
+    ("The answer is B because the heart pumps blood.", "zh-hant", False),
+    ("The answer is B because the heart pumps blood.", "en", True),
+])
+def test_written_in_takes_script_neutral_chinese_for_either(text, code, expected):
+    assert written_in(text, code) is expected
 
 
 def test_the_script_table_pairs_distinct_characters():

@@ -27,22 +27,22 @@ def source_name(chosen_source: str) -> str:
 
 
 def chosen_language(pairs: Iterable[PreferencePair],
-                    detect: Callable[[str], str] | None = None) -> dict[str, dict]:
-    """Per prompt language (a pair's ``lang``): pair rows, rows whose chosen text ``detect``
-    (the language identifier by default) finds in that language, their share, and the rows
-    per chosen source."""
-    from calm_rag.retrieval.language_id import detect_language
+                    written_in: Callable[[str, str], bool] | None = None) -> dict[str, dict]:
+    """Per prompt language (a pair's ``lang``): pair rows, rows whose chosen text is in that
+    language (``written_in``, the language identifier's, by default), their share, and the
+    rows per chosen source."""
+    from calm_rag.retrieval import language_id
 
-    identify = detect or detect_language
+    identify = written_in or language_id.written_in
     rows: dict[str, Counter[str]] = {}
     sources: dict[str, Counter[str]] = {}
-    seen: dict[str, str] = {}  # a chosen text repeats over rows: identify it once
+    seen: dict[tuple[str, str], bool] = {}  # a chosen text repeats over rows: identify it once
     for pair in pairs:
-        if pair.chosen not in seen:
-            seen[pair.chosen] = identify(pair.chosen)
+        if (pair.chosen, pair.lang) not in seen:
+            seen[pair.chosen, pair.lang] = identify(pair.chosen, pair.lang)
         counts = rows.setdefault(pair.lang, Counter())
         counts["pairs"] += 1
-        counts["in_language"] += seen[pair.chosen] == pair.lang
+        counts["in_language"] += seen[pair.chosen, pair.lang]
         sources.setdefault(pair.lang, Counter())[source_name(pair.chosen_source)] += 1
     return {lang: {"pairs": c["pairs"], "in_language": c["in_language"],
                    "share": c["in_language"] / c["pairs"],

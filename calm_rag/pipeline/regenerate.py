@@ -114,9 +114,9 @@ def echoes_hint(text: str, hint: str, letter: str) -> bool:
 
 def in_language(text: str, lang: str) -> bool:
     """Whether the language identifier finds ``text`` in ``lang``."""
-    from calm_rag.retrieval.language_id import detect_language
+    from calm_rag.retrieval.language_id import written_in
 
-    return detect_language(text) == get_language(lang).code
+    return written_in(text, get_language(lang).code)
 
 
 def regenerate(requests: Sequence[Request], sampler: Sampler, params: SamplingParams,

@@ -36,6 +36,18 @@ def detect_language(text: str) -> str:
     return language_code(code)
 
 
+def written_in(text: str, code: str) -> bool:
+    """Whether the identifier finds ``text`` in the language ``code`` (a registry code).
+
+    Chinese text that no character places in one script ("答案是 B") counts as either.
+    """
+    found = detect_language(text)
+    if found == code:
+        return True
+    chinese = {"zh", "zh-hant"}
+    return found in chinese and code in chinese and _script_counts(text[:SAMPLE_CHARS]) == (0, 0)
+
+
 def _cjk_language(sample: str) -> str | None:
     """Kana means Japanese and Hangul Korean; Han alone means Chinese, in one of its two
     scripts. Statistical detectors often call kanji-heavy Japanese Chinese, which the script
@@ -83,7 +95,11 @@ _SIMPLIFIED = frozenset(pair[1] for pair in _SCRIPT_PAIRS)
 def _chinese_script(sample: str) -> str:
     """``zh-hant`` for traditional Chinese, ``zh`` for simplified (and for text that gives no
     sign of either)."""
-    traditional = sum(ch in _TRADITIONAL for ch in sample)
-    simplified = sum(ch in _SIMPLIFIED for ch in sample)
+    traditional, simplified = _script_counts(sample)
     return "zh-hant" if traditional > simplified else "zh"
+
+
+def _script_counts(sample: str) -> tuple[int, int]:
+    """How many characters of ``sample`` only traditional, and only simplified, Chinese write."""
+    return (sum(ch in _TRADITIONAL for ch in sample), sum(ch in _SIMPLIFIED for ch in sample))
 
