@@ -294,8 +294,8 @@ _TABLE: tuple[Language, ...] = (
         native_name="繁體中文",
         aliases=("zh-tw", "zh-hk", "zh-mo", "zh-hant-tw", "zh-hant-hk", "cht"),
         instruction=(
-            "回答下面的單項選擇題。先給出簡短的解釋，然後只給出一個選項字母（{letters}）。輸出格式：\n"
-            "解釋:<你的解釋>\n答案:<選項字母>"
+            "請回答下列單選題，以繁體中文作答。先簡短說明理由，再只寫出一個選項字母（{letters}）。"
+            "輸出格式：\n解釋:<你的解釋>\n答案:<選項字母>"
         ),
         question_marker="問題:",
         explanation_markers=("解釋:", "解釋：", "說明:", "說明：", "解析:", "解析："),
@@ -315,12 +315,13 @@ _ALIASES: dict[str, str] = {
 def normalize_code(code: str) -> str:
     """The ISO 639-1 code for a code, alias or name, case-insensitively (``"cn"`` -> ``"zh"``)."""
     key = str(code).strip().lower().replace("_", "-")
-    if key in _ALIASES:
-        return _ALIASES[key]
-    # A regional tag we do not list ("es-mx") still names its base language.
-    base = key.split("-", 1)[0]
-    if base in LANGUAGES:
-        return base
+    # A tag we do not list names what its longest listed prefix names: "es-mx" Spanish,
+    # "zh-hant-mo" traditional Chinese (a BCP 47 lookup, subtags dropped from the end).
+    parts = key.split("-")
+    for end in range(len(parts), 0, -1):
+        prefix = "-".join(parts[:end])
+        if prefix in _ALIASES:
+            return _ALIASES[prefix]
     raise InputError(
         f"unknown language code {code!r}; known: {', '.join(LANGUAGES)}",
         field="lang",

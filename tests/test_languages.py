@@ -78,6 +78,7 @@ def test_calm_answer_markers_are_known(code, markers):
         ("zh-CN", "zh"),
         ("zh_tw", "zh-hant"),  # traditional Chinese is a language of its own
         ("zh-Hant", "zh-hant"),
+        ("zh-Hant-MO", "zh-hant"),  # an unlisted region of a listed script tag
         ("zh-Hans", "zh"),
         ("Chinese", "zh"),
         ("jap", "ja"),

@@ -66,6 +66,21 @@ def test_trainer_key_set_by_a_typed_key_is_refused_naming_both(tmp_path):
     assert err.value.field == "align.trainer.num_train_epochs"
 
 
+@pytest.mark.parametrize(("trainer", "key"), [
+    ("{save_total_limit: 1}", "save_total_limit"),  # the one kept may be half-written
+    ("{save_only_model: true}", "save_only_model"),  # would resume without the optimizer
+])
+def test_checkpoints_a_run_cannot_resume_from_are_refused(tmp_path, trainer, key):
+    path = _experiment(tmp_path, f"  save_steps: 10\n  trainer: {trainer}\n")
+    with pytest.raises(InputError) as err:
+        load_experiment(path)
+    assert err.value.field == f"align.trainer.{key}"
+    without = _experiment(tmp_path, f"  trainer: {trainer}\n")
+    assert load_experiment(without).align.trainer  # fine when nothing resumes
+    kept = _experiment(tmp_path, "  save_steps: 10\n  trainer: {save_total_limit: 2}\n")
+    assert load_experiment(kept).align.trainer == {"save_total_limit": 2}
+
+
 def test_trainer_keys_follow_the_method(tmp_path):
     # dataset_text_field is SFTConfig's, not DPOConfig's
     config = load_experiment(_experiment(

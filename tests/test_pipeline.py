@@ -158,7 +158,7 @@ def test_traditional_and_simplified_chinese_vote_as_two_languages(sharp_model, t
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert {s["question"]["lang"] for s in samples} == {"zh-hant", "en", "zh"}
     traditional = next(s for s in samples if s["question"]["lang"] == "zh-hant")
-    assert "單項選擇題" in traditional["instruction"]  # asked in traditional Chinese
+    assert "以繁體中文作答" in traditional["instruction"]  # asked in traditional Chinese
     assert "| acc en | acc zh | acc zh-hant |" in (run / "report.md").read_text()
 
 

@@ -139,7 +139,7 @@ def test_traditional_chinese_wants_its_own_script():
     assert in_language("解釋: 醫院有醫生和病人。\n答案: C", "zh-tw")
     assert not in_language("解释: 医院有医生和病人。\n答案: C", "zh-tw")  # simplified
     assert in_language("答案: C", "zh-tw") and in_language("答案: C", "zh")  # either script
-    assert answer_hint("zh-hant", "C") == "正確答案是 C。請用中文解釋原因。"
+    assert answer_hint("zh-hant", "C") == "正確答案是 C。請用繁體中文解釋原因。"
 
 
 def test_hint_echo_is_told_apart():

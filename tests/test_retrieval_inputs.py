@@ -60,6 +60,10 @@ def write_spec(tmp_path: Path, text: str = GOOD_SPEC) -> Path:
     ("心臟是循環系統的中心，負責把血液泵到全身。", "zh-hant"),  # the same, traditional
     ("男，45歲。反覆發作性上腹痛3年，最可能的診斷為何？", "zh-hant"),  # MedQA Taiwan's style
     ("中文", "zh"),  # no character tells the scripts apart: simplified, as before
+    # English terms in Chinese count as words, not letter by letter
+    ("解釋: 此病人最可能為 Cushing syndrome，應先做 dexamethasone suppression test。", "zh-hant"),
+    ("解释: 此病人最可能为 Cushing syndrome，应先做 dexamethasone suppression test。", "zh"),
+    ("The word 心脏 means heart in Chinese.", "en"),
     ("心臓は血液を全身に送り出すポンプの役割を果たしています。", "ja"),
     ("심장은 혈액을 온몸으로 보낸다.", "ko"),
     ("12345 -- 678", "und"),

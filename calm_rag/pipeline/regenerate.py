@@ -45,7 +45,7 @@ STAGE_VERSION = 1
 HINTS: dict[str, str] = {
     "en": "The correct answer is {letter}. Explain why, in English.",
     "zh": "正确答案是 {letter}。请用中文解释原因。",
-    "zh-hant": "正確答案是 {letter}。請用中文解釋原因。",
+    "zh-hant": "正確答案是 {letter}。請用繁體中文解釋原因。",
     "de": "Die richtige Antwort ist {letter}. Erkläre auf Deutsch, warum.",
     "es": "La respuesta correcta es {letter}. Explica en español por qué.",
     "fr": "La bonne réponse est {letter}. Explique en français pourquoi.",

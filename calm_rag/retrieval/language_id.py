@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
 
 from calm_rag.errors import InputError
 
@@ -51,26 +52,41 @@ def written_in(text: str, code: str) -> bool:
 def _cjk_language(sample: str) -> str | None:
     """Kana means Japanese and Hangul Korean; Han alone means Chinese, in one of its two
     scripts. Statistical detectors often call kanji-heavy Japanese Chinese, which the script
-    settles at once."""
-    han = kana = hangul = letters = 0
+    settles at once.
+
+    The text is CJK when its CJK characters, two to a word, are at least as many words as the
+    other letters make: "此病人最可能為 Cushing syndrome" is Chinese with an English term in it
+    (counted letter by letter, the term outweighed the Chinese).
+    """
+    counts: Counter[str] = Counter()
+    in_word = False
     for ch in sample:
-        if not ch.isalpha():
-            continue
-        letters += 1
-        name = unicodedata.name(ch, "")
-        if name.startswith(("HIRAGANA", "KATAKANA")):
-            kana += 1
-        elif name.startswith("HANGUL"):
-            hangul += 1
-        elif name.startswith("CJK"):
-            han += 1
-    if not letters or (han + kana + hangul) < letters / 2:
+        kind = _letter_kind(ch)
+        if kind == "other" and not in_word:
+            counts["words"] += 1  # a run of other letters is one word
+        elif kind in ("kana", "hangul", "han"):
+            counts[kind] += 1
+        in_word = kind == "other"
+    kana, hangul, han = counts["kana"], counts["hangul"], counts["han"]
+    if not kana + hangul + han or (kana + hangul + han) / 2 < counts["words"]:
         return None
     if kana:
         return "ja"
     if hangul > han:
         return "ko"
     return _chinese_script(sample)
+
+
+def _letter_kind(ch: str) -> str | None:
+    """kana, hangul, han, other (a letter of another script), or None (not a letter)."""
+    if not ch.isalpha():
+        return None
+    name = unicodedata.name(ch, "")
+    if name.startswith(("HIRAGANA", "KATAKANA")):
+        return "kana"
+    if name.startswith("HANGUL"):
+        return "hangul"
+    return "han" if name.startswith("CJK") else "other"
 
 
 # Frequent characters that only traditional Chinese writes, each beside the simplified form

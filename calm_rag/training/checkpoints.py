@@ -4,8 +4,8 @@ The Trainer writes a checkpoint from every rank without waiting for the others: 
 the weights, optimizer and ``trainer_state.json``, while each other rank writes its own
 ``rng_state_N.pth`` whenever it gets there. A kill in between leaves a checkpoint that looks
 complete to rank 0 but holds a half-written file of another rank, and resuming from it fails
-in that rank. So once every rank has saved, rank 0 seals the checkpoint with one small file,
-and only sealed checkpoints are resumed from.
+in that rank. So once every rank has saved, the rank that writes checkpoints seals it with one
+small file, and only sealed checkpoints are resumed from.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def sealing_callback(trainer: Any) -> Any:
     class SealCheckpoints(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             trainer.accelerator.wait_for_everyone()  # every rank's files are written
-            if state.is_world_process_zero:
+            if args.should_save:  # rank 0, or each node's first with save_on_each_node
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 write_json(folder / SEAL, {"step": state.global_step,
                                            "processes": args.world_size})

@@ -191,6 +191,21 @@ class AlignConfig:
             _check(f"trainer.{key}", key not in OWNED, self.trainer[key],
                    f"is set by align.{owner}" if owner else "is set by calm_rag itself",
                    f"set align.{owner} instead" if owner else "leave it out")
+        if self.save_steps:
+            self._check_resumable()
+
+    def _check_resumable(self) -> None:
+        """Checkpoints a killed run can resume from: the newest may be half-written when the
+        kill comes (the Trainer deletes old ones before it is sealed), and a checkpoint
+        without the optimizer's state would resume as a different run."""
+        limit = self.trainer.get("save_total_limit")
+        enough = limit is None or (isinstance(limit, int) and limit >= 2)
+        _check("trainer.save_total_limit", enough, limit,
+               "keeps too few checkpoints to resume from", "2 or more, or leave it out")
+        _check("trainer.save_only_model", not self.trainer.get("save_only_model"),
+               self.trainer.get("save_only_model"),
+               "leaves the optimizer out of the checkpoints a run resumes from",
+               "leave it out with align.save_steps")
 
     @property
     def trackers(self) -> list[str]:
