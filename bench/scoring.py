@@ -25,13 +25,13 @@ import time
 
 def main() -> None:
     args = parse_args()
-    from calm_rag.pipeline.stages import _scoring_dtype
+    from calm_rag.pipeline.scoring import scoring_dtype
     from calm_rag.sampling import LetterScorer
 
     samples = sample_responses(args)
-    scorer = LetterScorer.load(dtype=_scoring_dtype(), progress=False)
+    scorer = LetterScorer.load(dtype=scoring_dtype(), progress=False)
     prompts = len({(s.instruction, s.input) for s in samples})
-    print(f"{len(samples)} samples of {prompts} prompts, scoring in {_scoring_dtype()}",
+    print(f"{len(samples)} samples of {prompts} prompts, scoring in {scoring_dtype()}",
           flush=True)
     sides = {f"tree {tokens}": tree_side(scorer, samples, tokens) for tokens in args.passes}
     sides["plain"] = lambda: plain_scores(scorer, samples)

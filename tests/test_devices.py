@@ -7,8 +7,6 @@ and the scorer follows the ``hf`` sampler's choice.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from calm_rag.errors import InputError
@@ -113,17 +111,19 @@ def test_auto_runs_the_sampler_and_the_scorer_on_the_cpu_here(tiny_model):
 
 
 def test_the_scorer_follows_the_hf_samplers_choice(tmp_path, monkeypatch):
-    from calm_rag.pipeline.stages import _scoring_device, _scoring_dtype
+    from calm_rag.pipeline.models import ModelRef
+    from calm_rag.pipeline.scoring import ScoringModel, scoring_dtype
 
     path = tmp_path / "exp.yaml"
     path.write_text("name: x\ngenerator:\n  backend: hf\n  options:\n    device: cpu\n",
                     encoding="utf-8")
-    ctx = SimpleNamespace(experiment=load_experiment(path))
-    assert _scoring_device(ctx) == ("cpu", None)  # type: ignore[arg-type]
+    model = ModelRef("base", "digest", adapter="adapter")
+    scoring = ScoringModel.of(load_experiment(path), model)
+    assert (scoring.device, scoring.device_map, scoring.model.adapter) == ("cpu", None, "adapter")
     path.write_text("name: x\ngenerator:\n  backend: vllm\n", encoding="utf-8")
-    vllm = SimpleNamespace(experiment=load_experiment(path))
-    assert _scoring_device(vllm) == ("auto", None)  # type: ignore[arg-type]
+    vllm = ScoringModel.of(load_experiment(path), model)
+    assert (vllm.device, vllm.device_map) == ("auto", None)
     monkeypatch.setenv(ENV_VAR, "0")
-    assert _scoring_dtype("cpu") == "float32"
+    assert scoring_dtype("cpu") == "float32"
     monkeypatch.setenv(ENV_VAR, "1")
-    assert _scoring_dtype("cpu") == "bfloat16"
+    assert scoring_dtype("cpu") == "bfloat16"

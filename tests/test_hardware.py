@@ -77,13 +77,13 @@ def test_every_user_asks_the_same_function(monkeypatch):
     import torch
 
     from calm_rag.models import torch_dtype
-    from calm_rag.pipeline.stages import _scoring_dtype
+    from calm_rag.pipeline.scoring import scoring_dtype
     from calm_rag.training.common import use_bf16
 
     for value, dtype, bf16 in (("0", torch.float32, False), ("1", torch.bfloat16, True)):
         monkeypatch.setenv(ENV_VAR, value)
         assert torch_dtype("auto") is dtype
-        assert _scoring_dtype() == str(dtype).removeprefix("torch.")
+        assert scoring_dtype() == str(dtype).removeprefix("torch.")
         assert use_bf16("auto", gpu=False) is bf16
         assert use_bf16("fp32", gpu=False) is False
 

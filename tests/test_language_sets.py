@@ -12,8 +12,8 @@ from calm_rag.experiment import load_experiment
 from calm_rag.io import read_jsonl
 from calm_rag.pipeline import run_experiment
 from calm_rag.pipeline.language_grid import set_experiment
-from calm_rag.records import Question
-from tests.test_pipeline import experiment, write_experiment
+from calm_rag.records import Question, Sample
+from tests.helpers import experiment, write_experiment
 
 
 def _load(tmp_path, sharp_model, **changes):
@@ -61,7 +61,8 @@ def test_a_grid_of_language_sets_shares_samples(tmp_path, sharp_model):
     assert [s["cached"] for s in first_en] == [False, True]
     assert {s["key"] for s in first_en} == {first_en[0]["key"]}
     assert [s["cached"] for s in samples if s["label"].endswith("/de")].count(False) >= 1
-    options = [s for s in _stages(result, "options") if s["label"] == "heldout/before/zero-shot/en"]
+    options = [s for s in _stages(result, "option_scores")
+               if s["label"] == "heldout/before/zero-shot/en"]
     assert [s["cached"] for s in options] == [False, True]
 
 
@@ -84,6 +85,33 @@ def test_heldout_language_is_evaluated_never_trained(tmp_path, sharp_model):
     report = (result.folder / "report.md").read_text()
     assert "## RankC" in report
     assert "held out of the vote and of training, evaluated only: de" in report
+    _after_scores_are_the_aligned_models(result, rows, sharp_model)
+
+
+def _after_scores_are_the_aligned_models(result, rows, base):
+    """With ``align.merge: false`` the after-cells' option scores come from the base model
+    *with the trained adapter*: every one differs from its before-cell's, and each equals what
+    an independent scorer loaded on base + the run's adapter gives for the same prompt."""
+    from calm_rag.pipeline.scoring import scoring_dtype
+    from calm_rag.sampling.letter_scores import LetterScorer
+    from calm_rag.sampling.prompts import prompt_fields
+
+    by_cell = {(r["cell"], r["question_id"], r["lang"], r["setting"]): r["scores"] for r in rows}
+    after = {k[1:]: v for k, v in by_cell.items() if k[0] == "heldout/after"}
+    before = {k[1:]: v for k, v in by_cell.items() if k[0] == "heldout/before"}
+    assert after.keys() == before.keys() and len(after) == 2 * 3  # 2 questions x 3 languages
+    assert all(after[k] != before[k] for k in after)
+    scorer = LetterScorer.load(str(base), dtype=scoring_dtype(),
+                               adapter=str(result.folder / "adapter"), progress=False)
+    evaluated = [Question.from_dict(row["question"]) for _, row in
+                 read_jsonl(result.folder / "eval" / "heldout-after.jsonl")]
+    prompts = []
+    for question in {(q.id, q.lang): q for q in evaluated}.values():
+        instruction, input_ = prompt_fields(question)
+        prompts.append(Sample(question=question, text="", instruction=instruction, input=input_))
+    for sample, scores in zip(prompts, scorer.score(prompts), strict=True):
+        expected = after[(sample.question.id, sample.lang, "zero-shot")]
+        assert scores == pytest.approx(expected, abs=1e-4)
 
 
 def test_option_scores_are_off_by_default(tmp_path, sharp_model):

@@ -219,7 +219,7 @@ def test_chosen_language_share_counts_english_under_zh_as_out_of_language():
 
 
 def test_run_regenerates_in_the_round_and_reports_the_shares(sharp_model, tmp_path):
-    from tests.test_pipeline import experiment, latest_run, run_cli, write_experiment
+    from tests.helpers import experiment, latest_run, run_cli, write_experiment
 
     data = experiment(sharp_model, tmp_path / "runs", vote__chosen_fallback="regenerate",
                       vote__regenerate_tries=2)

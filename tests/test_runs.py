@@ -13,7 +13,7 @@ from calm_rag.experiment import Experiment, load_experiment
 from calm_rag.pipeline import run_experiment
 from calm_rag.records import PreferencePair, Sample, Vote
 from calm_rag.runs import COLUMNS, latest_run, open_run, samples_frame
-from tests.test_pipeline import experiment, write_experiment
+from tests.helpers import experiment, write_experiment
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ def marked_model(sharp_model, tmp_path):
 
 @pytest.mark.parametrize("method", ["dpo", "sft"])
 def test_scorer_and_training_render_prompts_as_the_sampler_did(marked_model, tmp_path, method):
-    from tests.test_pipeline import experiment, latest_run, run_cli, write_experiment
+    from tests.helpers import experiment, latest_run, run_cli, write_experiment
 
     marker = {"marker": "M"}
     data = experiment(marked_model, tmp_path / "runs", sampling__chat_template_kwargs=marker,

@@ -31,8 +31,17 @@ except ImportError:  # no advisory locks here: runs sharing a cache must not ove
 
 log = logging.getLogger(__name__)
 
-# Bump a stage's version when its code changes what it writes for the same inputs.
-STAGE_VERSIONS = {"retrieve": 2, "sample": 1, "answers": 1, "align": 2}
+STAGE_VERSIONS = {
+    "index-check": 1,
+    "retrieve": 3,  # 3: every hit kept with its id, language, rank and score
+    "sample": 1,
+    "answers": 1,
+    "regenerate": 1,
+    "align": 2,
+    "option_scores": 2,  # 2: the aligned model's adapter applied, on the sampler's device
+}
+"""Every stage's version, in one table: bump a stage's when its code changes what it writes
+for the same inputs, so no cache entry computed the old way is served again."""
 
 
 STALE_SECONDS = 24 * 3600

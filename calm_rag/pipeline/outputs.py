@@ -24,7 +24,7 @@ from calm_rag.datasets.samples import write_samples
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_write, write_json, write_jsonl
 from calm_rag.pipeline.models import ModelRef
-from calm_rag.pipeline.stages import Round, RunContext
+from calm_rag.pipeline.stages import Retrieved, Round, RunContext
 from calm_rag.provenance import file_digest, git_state, package_versions
 from calm_rag.records import Question, Sample
 
@@ -32,7 +32,8 @@ from calm_rag.records import Question, Sample
 def write_run(ctx: RunContext, splits: dict[str, list[Question]],
               cells: dict[str, list[Sample]], rounds: list[Round], base: ModelRef,
               final: ModelRef, source: str | Path | None,
-              option_scores: list[dict[str, Any]] | None = None) -> tuple[Path, dict[str, Any]]:
+              option_scores: list[dict[str, Any]] | None = None,
+              retrieved: Retrieved | None = None) -> tuple[Path, dict[str, Any]]:
     """Write the run folder; return it and the evaluation grid."""
     from calm_rag.evaluation import evaluation_grid, write_report
     from calm_rag.evaluation.grid import add_rankc
@@ -52,6 +53,8 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
         write_json(folder / "metrics.json", grid)
         if option_scores:
             write_jsonl(folder / "option_scores.jsonl", option_scores)
+        if retrieved is not None:  # every question's passages: id, language, rank, score
+            write_jsonl(folder / "retrieved.jsonl", retrieved.rows())
         training = _training_summary(folder, rounds)
         last = rounds[-1] if rounds else None
         votes = (vote_summary(last.samples, last.votes, last.pairs, experiment.vote)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from calm_rag.answers import extract_answer
 from calm_rag.config import non_defaults
@@ -26,9 +26,9 @@ from calm_rag.hardware import resolve_dtype
 from calm_rag.io import read_json, write_json
 from calm_rag.languages import get_language
 from calm_rag.pairs import disagrees
+from calm_rag.pipeline.cached import Stage, run_cached
 from calm_rag.pipeline.models import LazySampler, ModelRef
 from calm_rag.pipeline.stages import RunContext
-from calm_rag.provenance import content_key
 from calm_rag.records import Sample, Vote
 from calm_rag.registries import EXTRACTOR_CHAINS
 from calm_rag.sampling.base import Sampler
@@ -39,8 +39,6 @@ from calm_rag.voting import VoteConfig, group_by_question
 
 log = logging.getLogger(__name__)
 
-STAGE_VERSION = 1
-"""Bump when this code changes what the stage writes for the same inputs."""
 
 HINTS: dict[str, str] = {
     "en": "The correct answer is {letter}. Explain why, in English.",
@@ -164,30 +162,36 @@ def regenerate_stage(ctx: RunContext, label: str, model: ModelRef, samples: list
     requests = requests_for(samples, votes, config)
     if not requests:
         return []
-    started = time.perf_counter()
     params = dataclasses.replace(experiment.sampling, n=config.regenerate_tries)
     generator = experiment.generator
     dtype = getattr(generator.options, "dtype", None)
-    key = content_key("regenerate", STAGE_VERSION, model.fingerprint, generator.backend,
-                      non_defaults(generator.options, skip=("model", "progress")),
-                      resolve_dtype(dtype) if dtype else None,
-                      [(r.sample.to_dict(), r.target, r.first_index) for r in requests],
-                      dataclasses.asdict(params), experiment.answers.chain)
-    if ctx.cache.has("regenerate", key):
-        ctx.record("regenerate", label, key, True, time.perf_counter() - started)
-        stored = read_json(ctx.cache.folder("regenerate", key) / "regenerated.json")
-        return [Sample.from_dict(row) for row in stored["kept"]]
-    chain = EXTRACTOR_CHAINS.get(experiment.answers.chain, field="answers.chain")
-    with LazySampler(generator, model, progress=ctx.progress) as sampler:
-        kept = regenerate(requests, sampler.get(), params, chain)
+    stage = Stage("regenerate", lambda folder, kept: _save(folder, kept, len(requests), params.n),
+                  _load)
+    key = stage.key(model.fingerprint, generator.backend,
+                    non_defaults(generator.options, skip=("model", "progress")),
+                    resolve_dtype(dtype) if dtype else None,
+                    [(r.sample.to_dict(), r.target, r.first_index) for r in requests],
+                    dataclasses.asdict(params), experiment.answers.chain)
+
+    def compute(_: Path) -> list[Sample]:
+        chain = EXTRACTOR_CHAINS.get(experiment.answers.chain, field="answers.chain")
+        with LazySampler(generator, model, progress=ctx.progress) as sampler:
+            kept = regenerate(requests, sampler.get(), params, chain)
+        _log_kept(requests, kept)
+        return kept
+
+    return run_cached(ctx, stage, label, key, compute)
+
+
+def _save(folder: Path, kept: list[Sample], asked: int, tries: int) -> None:
     # JSON, not JSONL: none kept is a valid outcome (the cache refuses empty JSONL files).
-    with ctx.cache.writing("regenerate", key) as folder:
-        write_json(folder / "regenerated.json",
-                   {"asked": len(requests), "tries": params.n,
-                    "kept": [s.to_dict() for s in kept]})
-    ctx.record("regenerate", label, key, False, time.perf_counter() - started)
-    _log_kept(requests, kept)
-    return kept
+    write_json(folder / "regenerated.json",
+               {"asked": asked, "tries": tries, "kept": [s.to_dict() for s in kept]})
+
+
+def _load(folder: Path) -> list[Sample]:
+    stored = read_json(folder / "regenerated.json")
+    return [Sample.from_dict(row) for row in stored["kept"]]
 
 
 def _log_kept(requests: Sequence[Request], kept: Sequence[Sample]) -> None:

@@ -14,6 +14,7 @@ from calm_rag.experiment import Experiment
 from calm_rag.pipeline.cache import StageCache
 from calm_rag.pipeline.models import LazySampler, ModelRef
 from calm_rag.pipeline.questions import check_questions, log_dropped, split_questions
+from calm_rag.pipeline.scoring import ScoringModel
 from calm_rag.pipeline.stages import (
     Round,
     RunContext,
@@ -57,9 +58,10 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
     ctx.alignment = check_questions(experiment.data, experiment.base_dir)
     log_dropped(ctx.alignment)
     splits = split_questions(ctx.alignment.questions, experiment.data)
-    passages = None
+    passages, retrieved = None, None
     if experiment.retrieval.enabled:
-        passages = retrieve_stage(ctx, [q for group in splits.values() for q in group])
+        retrieved = retrieve_stage(ctx, [q for group in splits.values() for q in group])
+        passages = retrieved.passages()
     model = ModelRef.resolve(experiment.generator.model, experiment.generator.backend,
                              adapter=getattr(experiment.generator.options, "adapter", None))
     base, rounds, cells = model, [], {}
@@ -82,7 +84,7 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
         scores += score_options(ctx, model, _per_language(experiment, after))
     result = RunResult(folder=Path(), grid={}, rounds=rounds, seconds=0.0, stages=ctx.stages)
     result.folder, result.grid = write_run(ctx, splits, cells, rounds, base, model, source,
-                                           option_scores=scores)
+                                           option_scores=scores, retrieved=retrieved)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -144,11 +146,12 @@ def _sample_all(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]
     with LazySampler(ctx.experiment.generator, model) as sampler:
         for part in (part for group in parts.values() for part in group):
             raw[part.label] = sample_stage(ctx, part, model, sampler)
-    scorers: dict[str, Any] = {}
+    scoring = ScoringModel.of(ctx.experiment, model)
     template = {part.label: part.params.chat_template_kwargs
                 for group in parts.values() for part in group}
-    filled = {label: answers_stage(ctx, label, samples, key, model, scorers, template[label])
+    filled = {label: answers_stage(ctx, label, samples, key, scoring, template[label])
               for label, (samples, key) in raw.items()}
+    ctx.scorers.release()
     return {label: [s for part in group for s in filled[part.label]]
             for label, group in parts.items()}
 

@@ -1,14 +1,14 @@
 """The cached stages of a run: retrieve, sample (resumable in shards), answer, align.
 
 Each stage computes its key from its inputs' content first; a key already in the cache means
-the stage's output is read back and nothing runs (no model is even loaded).
+the stage's output is read back and nothing runs (no model is even loaded). All of them run
+through :func:`calm_rag.pipeline.cached.run_cached`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +19,11 @@ from calm_rag.datasets.align import Alignment
 from calm_rag.datasets.samples import read_samples, write_samples
 from calm_rag.experiment import Experiment
 from calm_rag.hardware import resolve_dtype
-from calm_rag.io import read_json, write_json
+from calm_rag.io import read_json, read_jsonl, write_jsonl
 from calm_rag.pipeline.cache import STAGE_VERSIONS, StageCache
+from calm_rag.pipeline.cached import Stage, run_cached
 from calm_rag.pipeline.models import LazySampler, ModelRef
+from calm_rag.pipeline.scoring import Scorers, ScoringModel
 from calm_rag.provenance import content_key
 from calm_rag.records import PreferencePair, Question, Sample, Vote
 from calm_rag.registries import ALIGN_METHODS, EXTRACTOR_CHAINS
@@ -40,6 +42,8 @@ class RunContext:
     progress: bool = True
     alignment: Alignment | None = None
     """What the questions' alignment check kept and dropped (for the manifest and report)."""
+    scorers: Scorers = field(default_factory=Scorers)
+    """The loaded scoring model (answers fallback, option scores), one at a time."""
 
     def record(self, stage: str, label: str, key: str, cached: bool, seconds: float) -> None:
         self.stages.append({"stage": stage, "label": label, "key": key, "cached": cached,
@@ -55,29 +59,57 @@ def passage_key(question: Question) -> str:
 # ---------------------------------------------------------------------------- retrieve
 
 
-def retrieve_stage(ctx: RunContext, questions: Sequence[Question]) -> dict[str, list[str]]:
-    """Top-k passages for every question, keyed ``id/lang``; the index is built if missing."""
+@dataclass(frozen=True)
+class Retrieved:
+    """What the retrieve stage found: per question and language, its hits in rank order
+    (chunk id, document, language, title, text, score, rank)."""
+
+    hits: dict[str, list[dict[str, Any]]]
+    """``id/lang`` → the hits as :meth:`Hit.to_dict` writes them."""
+
+    def passages(self) -> dict[str, list[str]]:
+        """``id/lang`` → the hits' texts, as the prompts put them."""
+        return {key: [hit["text"] for hit in found] for key, found in self.hits.items()}
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per question and language (``retrieved.jsonl``)."""
+        rows = []
+        for key, found in self.hits.items():
+            qid, _, lang = key.rpartition("/")
+            rows.append({"question_id": qid, "lang": lang, "hits": found})
+        return rows
+
+
+def _save_retrieved(folder: Path, retrieved: Retrieved) -> None:
+    write_jsonl(folder / "retrieved.jsonl", retrieved.rows())
+
+
+def _load_retrieved(folder: Path) -> Retrieved:
+    return Retrieved({f"{row['question_id']}/{row['lang']}": row["hits"]
+                      for _, row in read_jsonl(folder / "retrieved.jsonl")})
+
+
+RETRIEVE: Stage[Retrieved] = Stage("retrieve", _save_retrieved, _load_retrieved)
+
+
+def retrieve_stage(ctx: RunContext, questions: Sequence[Question]) -> Retrieved:
+    """Top-k passages for every question and language; the index is built if missing."""
     from calm_rag.retrieval import Retriever, question_query
 
-    settings, started = ctx.experiment.retrieval, time.perf_counter()
-    build_key = ensure_index(ctx)
-    key = content_key("retrieve", STAGE_VERSIONS["retrieve"], build_key,
-                      dataclasses.asdict(settings) | {"index_dir": None},
-                      [q.to_dict() for q in questions])
-    if ctx.cache.has("retrieve", key):
-        ctx.record("retrieve", settings.index, key, True, time.perf_counter() - started)
-        return read_json(ctx.cache.folder("retrieve", key) / "passages.json")
-    retriever = Retriever.open(settings.index, index_dir=settings.index_dir)
-    english = {q.id: question_query(q) for q in questions if q.lang == "en"}
-    hits = retriever.retrieve_many([question_query(q) for q in questions],
-                                   [english.get(q.id) for q in questions], k=settings.k,
-                                   policy=settings.policy, hybrid=settings.hybrid)
-    passages = {passage_key(q): [h.chunk.text for h in found]
-                for q, found in zip(questions, hits, strict=True)}
-    with ctx.cache.writing("retrieve", key) as folder:
-        write_json(folder / "passages.json", passages)
-    ctx.record("retrieve", settings.index, key, False, time.perf_counter() - started)
-    return passages
+    settings = ctx.experiment.retrieval
+    key = RETRIEVE.key(ensure_index(ctx), dataclasses.asdict(settings) | {"index_dir": None},
+                       [q.to_dict() for q in questions])
+
+    def compute(_: Path) -> Retrieved:
+        retriever = Retriever.open(settings.index, index_dir=settings.index_dir)
+        english = {q.id: question_query(q) for q in questions if q.lang == "en"}
+        hits = retriever.retrieve_many([question_query(q) for q in questions],
+                                       [english.get(q.id) for q in questions], k=settings.k,
+                                       policy=settings.policy, hybrid=settings.hybrid)
+        return Retrieved({passage_key(q): [h.to_dict() for h in found]
+                          for q, found in zip(questions, hits, strict=True)})
+
+    return run_cached(ctx, RETRIEVE, settings.index, key, compute)
 
 
 def ensure_index(ctx: RunContext) -> str:
@@ -85,7 +117,8 @@ def ensure_index(ctx: RunContext) -> str:
 
     Checking a build for staleness loads the embedder (seconds); a stamp of the spec, corpus
     and embedder files' sizes and times, next to the index's own key, skips that check when
-    nothing changed since the last run, as make does.
+    nothing changed since the last run, as make does. (Not a :class:`Stage`: its key is known
+    only after the build it stands for, so the cache keeps an empty folder under it.)
     """
     from calm_rag.retrieval import build_index, load_spec
     from calm_rag.retrieval.catalog import locate_index
@@ -121,7 +154,8 @@ def _index_stamp(spec: Any, spec_path: Path) -> str | None:
     roots += [resolve_path(source.path, spec.base_dir) for source in spec.corpus]
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for root in roots
              for p in ([root] if root.is_file() else sorted(root.rglob("*"))) if p.is_file()]
-    return f"{read_manifest(folder)['build_key'][:20]}-{content_key(stats)}"
+    checked = content_key(STAGE_VERSIONS["index-check"], stats)
+    return f"{read_manifest(folder)['build_key'][:20]}-{checked}"
 
 
 # ---------------------------------------------------------------------------- sample
@@ -142,19 +176,19 @@ def sample_key(ctx: RunContext, job: SampleJob, model: ModelRef) -> str:
     from calm_rag.sampling.prompts import prompt_fields
 
     generator = ctx.experiment.generator
-    prompts = [prompt_fields(q, _passages(job, q)) for q in job.questions]
+    prompts = [prompt_fields(q, passages_of(job, q)) for q in job.questions]
     # Options that cannot change a text (how many engines share the prompts) stay out.
     skip = ("model", "progress", *getattr(generator.options, "NOT_IN_KEY", ()))
     options = non_defaults(generator.options, skip=skip)
     dtype = getattr(generator.options, "dtype", None)  # bf16 and float32 sample other texts
-    return content_key("sample", STAGE_VERSIONS["sample"], model.fingerprint, generator.backend,
-                       options, resolve_dtype(dtype) if dtype else None, prompts,
-                       [q.to_dict() for q in job.questions],
-                       job.params.cache_fields(), job.setting, ctx.experiment.answers.chain,
-                       ctx.experiment.shard_questions)
+    return SAMPLE.key(model.fingerprint, generator.backend, options,
+                      resolve_dtype(dtype) if dtype else None, prompts,
+                      [q.to_dict() for q in job.questions], job.params.cache_fields(),
+                      job.setting, ctx.experiment.answers.chain, ctx.experiment.shard_questions)
 
 
-def _passages(job: SampleJob, question: Question) -> list[str] | None:
+def passages_of(job: SampleJob, question: Question) -> list[str] | None:
+    """The passages the job puts in ``question``'s prompt (none outside the rag setting)."""
     if job.setting != "rag":
         return None
     return (job.passages or {})[passage_key(question)]
@@ -168,28 +202,44 @@ def _passages_for(job: SampleJob) -> Callable[[Question], list[str]] | None:
     return lambda question: passages[passage_key(question)]
 
 
+def _save_samples(folder: Path, samples: list[Sample]) -> None:
+    write_samples(folder / "samples.jsonl", samples)
+
+
+def _load_samples(folder: Path) -> list[Sample]:
+    return read_samples(folder / "samples.jsonl")
+
+
+SAMPLE: Stage[list[Sample]] = Stage("sample", _save_samples, _load_samples)
+ANSWERS: Stage[list[Sample]] = Stage("answers", _save_samples, _load_samples)
+
+
 def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
                  sampler: LazySampler) -> tuple[list[Sample], str]:
     """The job's samples (answers from the extraction chain), and the stage key.
 
     Questions go to the backend in shards of ``shard_questions`` (all their languages in one
-    call); each finished shard is written at once, so a killed run loses at most the shard in
-    flight, and shard ``i`` is seeded ``seed + i`` so a resumed run samples what an
-    uninterrupted one would have.
+    call); each finished shard is written at once into the stage's work folder, so a killed
+    run loses at most the shard in flight, and shard ``i`` is seeded ``seed + i`` so a resumed
+    run samples what an uninterrupted one would have.
     """
+    key = sample_key(ctx, job, model)
+    return run_cached(ctx, SAMPLE, job.label, key,
+                      lambda work: _sample_shards(ctx, job, sampler, work)), key
+
+
+def _sample_shards(ctx: RunContext, job: SampleJob, sampler: LazySampler,
+                   work: Path) -> list[Sample]:
     from tqdm.auto import tqdm
 
     from calm_rag.sampling.stage import sample_questions
 
-    key, started = sample_key(ctx, job, model), time.perf_counter()
-    if ctx.cache.has("sample", key):
-        return _cached_samples(ctx, job.label, key, started), key
-    work = ctx.cache.work_folder("sample", key)  # waits while another run samples this key
-    if ctx.cache.has("sample", key):  # ... and that run finished it meanwhile
-        ctx.cache.drop_work("sample", key)
-        return _cached_samples(ctx, job.label, key, started), key
     shards = _shards(job.questions, ctx.experiment.shard_questions)
     chain = EXTRACTOR_CHAINS.get(ctx.experiment.answers.chain, field="answers.chain")
+    reused = sum(len(shard) for i, shard in enumerate(shards)
+                 if (work / f"shard-{i:05d}.jsonl").is_file())
+    if reused:
+        log.info(f"  sample   {job.label}: {reused} prompts read back from a killed run's shards")
     bar = tqdm(total=len(job.questions), desc=f"sampling {job.label}", unit="prompt",
                disable=not ctx.progress)
     with bar:
@@ -201,18 +251,7 @@ def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
                                            _passages_for(job), chain)
                 write_samples(path, samples)  # atomic: a shard is whole or absent
             bar.update(len(shard))
-    samples = [s for i in range(len(shards))
-               for s in read_samples(work / f"shard-{i:05d}.jsonl")]
-    with ctx.cache.writing("sample", key) as folder:
-        write_samples(folder / "samples.jsonl", samples)
-    ctx.cache.drop_work("sample", key)
-    ctx.record("sample", job.label, key, False, time.perf_counter() - started)
-    return samples, key
-
-
-def _cached_samples(ctx: RunContext, label: str, key: str, started: float) -> list[Sample]:
-    ctx.record("sample", label, key, True, time.perf_counter() - started)
-    return read_samples(ctx.cache.folder("sample", key) / "samples.jsonl")
+    return [s for i in range(len(shards)) for s in read_samples(work / f"shard-{i:05d}.jsonl")]
 
 
 def _shards(questions: list[Question], size: int) -> list[list[Question]]:
@@ -225,50 +264,19 @@ def _shards(questions: list[Question], size: int) -> list[list[Question]]:
 
 
 def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
-                  model: ModelRef, scorers: dict[str, Any],
-                  template_kwargs: dict[str, Any] | None = None) -> list[Sample]:
-    """Fill unanswered samples with the log-prob fallback (when configured and needed);
-    ``template_kwargs`` are the ``chat_template_kwargs`` they were sampled with (``key``, the
-    sample stage's, holds them already)."""
+                  scoring: ScoringModel, template_kwargs: dict[str, Any] | None = None
+                  ) -> list[Sample]:
+    """Fill unanswered samples with the log-prob fallback (when configured and needed),
+    scored by ``scoring`` (the model that sampled them); ``template_kwargs`` are the
+    ``chat_template_kwargs`` they were sampled with (``key``, the sample stage's, holds them
+    already)."""
     if ctx.experiment.answers.fallback == "none" or all(s.answer for s in samples):
         return samples
-    started = time.perf_counter()
-    device, device_map = _scoring_device(ctx)
-    key = content_key("answers", STAGE_VERSIONS["answers"], key, model.fingerprint,
-                      _scoring_dtype(device, device_map))
-    if ctx.cache.has("answers", key):
-        ctx.record("answers", label, key, True, time.perf_counter() - started)
-        return read_samples(ctx.cache.folder("answers", key) / "samples.jsonl")
-    from calm_rag.sampling.letter_scores import LetterScorer, fill_unanswered
+    from calm_rag.sampling.letter_scores import fill_unanswered
 
-    if model.fingerprint not in scorers:
-        scorers.clear()  # one scoring model in memory at a time
-        scorers[model.fingerprint] = LetterScorer.load(
-            model.path, dtype=_scoring_dtype(device, device_map), device=device,
-            device_map=device_map, adapter=model.adapter, progress=ctx.progress)
-    filled = fill_unanswered(samples, scorers[model.fingerprint], template_kwargs)
-    with ctx.cache.writing("answers", key) as folder:
-        write_samples(folder / "samples.jsonl", filled)
-    ctx.record("answers", label, key, False, time.perf_counter() - started)
-    return filled
-
-
-def _scoring_device(ctx: RunContext) -> tuple[str, str | None]:
-    """The scorer runs where the ``hf`` sampler was told to (its ``device``, ``device_map``);
-    with another backend, on the first GPU when there is one."""
-    options = ctx.experiment.generator.options
-    return getattr(options, "device", "auto"), getattr(options, "device_map", None)
-
-
-def _scoring_dtype(device: str = "auto", device_map: str | None = None) -> str:
-    """bfloat16 where the hardware multiplies in it (a GPU, or a CPU with AMX/AVX512-BF16:
-    4x the float32 rate measured here, same choices); float32 elsewhere."""
-    from calm_rag.hardware import auto_precision, resolve_device
-
-    if device_map is not None or device == "auto":
-        return auto_precision().dtype  # on the GPU when torch sees one
-    gpu = resolve_device(device, field="generator.options.device") != "cpu"
-    return auto_precision(gpu=gpu).dtype
+    return run_cached(ctx, ANSWERS, label, ANSWERS.key(key, *scoring.key),
+                      lambda _: fill_unanswered(samples, ctx.scorers.get(scoring),
+                                                template_kwargs))
 
 
 # ---------------------------------------------------------------------------- align
@@ -316,28 +324,37 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
     """Train on ``rows`` (pairs for DPO, target samples for SFT), from ``model`` and its
     adapter if it has one; the trained model (base + adapter, or the merged model with
     ``align.merge``) and what was trained."""
-    align, started = _merging(ctx.experiment), time.perf_counter()
+    align = _merging(ctx.experiment)
     precision = resolve_dtype("auto") if align.precision == "auto" else align.precision
     # Training renders each prompt as the sampler did (a model's thinking switch, say).
     template = dict(ctx.experiment.sampling.chat_template_kwargs)
     align = dataclasses.replace(align, chat_template_kwargs=template)
-    key = content_key("align", STAGE_VERSIONS["align"], model.fingerprint,
-                      align.to_dict() | dict.fromkeys(_RUN_ONLY) | {"precision": precision},
-                      [r.to_dict() for r in rows],
-                      *([template] if template else []))  # keys without them stay as they were
-    folder = ctx.cache.folder("align", key)
-    with ctx.cache.claim("align", key):  # a second run of the same key waits, then reads it
-        cached = ctx.cache.has("align", key)
-        if not cached:
-            method = ALIGN_METHODS.get(align.method, field="align.method")
-            method.train(model.path, rows, align, folder, model.adapter)
-            (folder / "DONE").write_text("", encoding="utf-8")
-    ctx.record("align", label, key, cached, time.perf_counter() - started)
-    result = TrainingResult(align.method, align.target, len(rows), folder,
-                            read_json(folder / "train_log.json"))
+
+    def trained(folder: Path) -> TrainingResult:
+        return TrainingResult(align.method, align.target, len(rows), folder,
+                              read_json(folder / "train_log.json"))
+
+    def train(folder: Path) -> TrainingResult:
+        ctx.scorers.release()  # training loads its own copy of the model
+        method = ALIGN_METHODS.get(align.method, field="align.method")
+        method.train(model.path, rows, align, folder, model.adapter)
+        return trained(folder)
+
+    # Trained in place: its checkpoints stay where a resumed run finds them.
+    stage = Stage("align", _written_by_training, trained, in_place=True)
+    key = stage.key(model.fingerprint,
+                    align.to_dict() | dict.fromkeys(_RUN_ONLY) | {"precision": precision},
+                    [r.to_dict() for r in rows],
+                    *([template] if template else []))  # keys without them stay as they were
+    result = run_cached(ctx, stage, label, key, train)
+    folder = result.folder
     if align.merge:
         return ModelRef(str(folder / "merged"), f"align:{key}"), result
     return ModelRef(model.path, f"align:{key}", adapter=str(folder / "adapter")), result
+
+
+def _written_by_training(folder: Path, result: TrainingResult) -> None:
+    """Nothing to add: the trainer wrote the adapter, the log and the plot."""
 
 
 def _merging(experiment: Experiment) -> AlignConfig:

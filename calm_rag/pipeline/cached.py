@@ -1,0 +1,88 @@
+"""One protocol for every cached stage: key, has, read back; else compute, save whole, record.
+
+A stage is a name (its folder in the cache and its row in :data:`STAGE_VERSIONS`), how its
+result is saved into a folder and read back from one, and whether it computes in place. Every
+stage of the pipeline runs through :func:`run_cached`, so what a stage caches, how it resumes
+and how its reuse is logged is written once:
+
+- the key hashes the stage's name, its version and what the caller names as its inputs;
+- a key already in the cache is read back (after waiting for a run computing it now);
+- otherwise the key is claimed, the result computed and saved into a staging folder that
+  becomes the stage's folder only when whole. ``compute`` gets a work folder that survives a
+  crash (a resumable stage keeps finished pieces there) and is removed once the result is
+  saved. An ``in_place`` stage (training, whose checkpoints must be where a resume finds them)
+  computes into the stage's folder itself, marked done at the end.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from calm_rag.pipeline.cache import STAGE_VERSIONS
+from calm_rag.provenance import content_key
+
+if TYPE_CHECKING:
+    from calm_rag.pipeline.stages import RunContext
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Stage(Generic[T]):
+    """A cached stage: where it lives, and how its result is saved and read back."""
+
+    name: str
+    save: Callable[[Path, T], None]
+    load: Callable[[Path], T]
+    in_place: bool = False
+    """``compute`` writes into the stage's own folder (kept across a crash, to resume from);
+    ``save`` then only adds what is left."""
+
+    def __post_init__(self) -> None:
+        if self.name not in STAGE_VERSIONS:
+            raise ValueError(f"stage {self.name!r} has no entry in STAGE_VERSIONS")
+
+    def key(self, *inputs: Any) -> str:
+        """The content key of this stage's output for ``inputs`` (its version included)."""
+        return content_key(self.name, STAGE_VERSIONS[self.name], *inputs)
+
+
+def run_cached(ctx: RunContext, stage: Stage[T], label: str, key: str,
+               compute: Callable[[Path], T]) -> T:
+    """``stage``'s result for ``key``: read from the cache, or computed, saved and recorded.
+
+    ``compute(folder)`` gets the work folder (or, in place, the stage's folder).
+    """
+    started, cache = time.perf_counter(), ctx.cache
+    if not cache.has(stage.name, key):
+        with cache.claim(stage.name, key):
+            if not cache.has(stage.name, key):  # not finished by another run meanwhile
+                result = _compute(ctx, stage, key, compute)
+                ctx.record(stage.name, label, key, False, time.perf_counter() - started)
+                return result
+    result = stage.load(cache.folder(stage.name, key))
+    ctx.record(stage.name, label, key, True, time.perf_counter() - started)
+    return result
+
+
+def _compute(ctx: RunContext, stage: Stage[T], key: str, compute: Callable[[Path], T]) -> T:
+    cache = ctx.cache
+    if stage.in_place:
+        folder = cache.folder(stage.name, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        result = compute(folder)
+        stage.save(folder, result)
+        (folder / "DONE").write_text("", encoding="utf-8")
+        return result
+    work = cache.folder(stage.name, f"{key}.partial")  # swept once its claim is gone
+    work.mkdir(parents=True, exist_ok=True)
+    result = compute(work)
+    with cache.writing(stage.name, key) as staging:
+        stage.save(staging, result)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
