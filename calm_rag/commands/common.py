@@ -15,11 +15,29 @@ def add_extractor_option(parser: argparse.ArgumentParser) -> None:
              "standard chain; with --policy calm, CALM's own reading)")
 
 
+def add_group_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--group", metavar="NAME|PATTERN", default=None,
+        help="for a folder holding several models' or runs' CALM sample files: the group to "
+             "read, named as the file name without its language code (e.g. "
+             "x_csqa_train_mistral_sampled), or a file pattern (e.g. "
+             "'x_csqa_*_train_sampled.json'); a folder of one group needs none")
+
+
 def load_samples(path: Path, extractors: str | None,
-                 default: tuple[str, ...] | None = None) -> list[Sample]:
+                 default: tuple[str, ...] | None = None, group: str | None = None
+                 ) -> list[Sample]:
     """Read SAMPLES (JSONL, CALM file or folder) and extract answers not extracted yet."""
     from calm_rag.answers import DEFAULT_CHAIN, extract_samples
     from calm_rag.datasets.samples import read_samples
+    from calm_rag.errors import InputError
 
     chain = tuple(extractors.split(",")) if extractors else (default or DEFAULT_CHAIN)
-    return extract_samples(read_samples(path), chain)
+    try:
+        samples = read_samples(path, group=group)
+    except InputError as err:  # name the flag, not the library's keyword
+        if err.field != "group":
+            raise
+        raise InputError(err.message, path=err.path, line=err.line, field="--group",
+                         hint=err.hint) from None
+    return extract_samples(samples, chain)

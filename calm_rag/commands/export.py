@@ -27,7 +27,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def pairs_file(path: Path) -> Path:
     """PAIRS as given, or the pairs.jsonl of the folder `calm-rag vote` wrote."""
-    return path / "pairs.jsonl" if path.is_dir() else path
+    from calm_rag.errors import InputError
+
+    if not path.is_dir():
+        return path
+    found = path / "pairs.jsonl"
+    # A folder of CALM sample files (perhaps several models') is what `vote` reads, not this.
+    if not found.exists() and any(path.glob("*.json")):
+        raise InputError("holds *.json files but no pairs.jsonl: export reads the pairs "
+                         "`calm-rag vote` writes, not sample files", path=path,
+                         hint="run `calm-rag vote` on this folder first, with --group where "
+                              "it holds several models' files, and export its --out folder")
+    return found
 
 
 def read_pairs(path: Path):

@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from calm_rag.commands.common import add_extractor_option, load_samples
+from calm_rag.commands.common import add_extractor_option, add_group_option, load_samples
 from calm_rag.errors import InputError
+from calm_rag.records import Sample
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "eval/<split>-<phase>.jsonl)")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_extractor_option(p)
+    add_group_option(p)
     p.set_defaults(func=run)
 
 
@@ -31,8 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from calm_rag.evaluation import compute_metrics, format_metrics_table
     from calm_rag.evaluation.agreement import RANKC_NEEDS, rankc
 
-    metrics = compute_metrics(load_samples(args.samples, args.extractors))
-    scores = option_scores(args.samples, args.option_scores)
+    samples = load_samples(args.samples, args.extractors, group=args.group)
+    metrics = compute_metrics(samples)
+    scores = option_scores(args.samples, args.option_scores, samples)
     for setting, m in metrics.items():
         if scores is not None:
             m["rankc"] = rankc(scores.get(setting, {}), m["languages"])
@@ -42,27 +45,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def option_scores(samples: Path, given: Path | None) -> dict[str, dict] | None:
+def option_scores(samples_path: Path, given: Path | None, samples: list[Sample]
+                  ) -> dict[str, dict] | None:
     """Setting → question → language → option scores for SAMPLES: from ``given``, or from
-    the ``option_scores.jsonl`` of the run SAMPLES is an evaluation file of; None without."""
-    from calm_rag.evaluation.agreement import scores_by_cell
+    the ``option_scores.jsonl`` of the run SAMPLES is an evaluation file of; None without.
+    The scores must be those of ``samples``: every sampled question in every language, each
+    with its options (see :func:`~calm_rag.evaluation.agreement.check_option_scores`)."""
+    from calm_rag.evaluation.agreement import check_option_scores, score_targets, scores_by_cell
     from calm_rag.io import read_jsonl
 
     path = given
-    if path is None and samples.parent.name == "eval":
-        found = samples.parent.parent / "option_scores.jsonl"
+    if path is None and samples_path.parent.name == "eval":
+        found = samples_path.parent.parent / "option_scores.jsonl"
         path = found if found.is_file() else None
     if path is None:
         return None
-    by_cell = scores_by_cell([_score_row(row, path, line) for line, row in read_jsonl(path)])
-    if len(by_cell) == 1:
-        return next(iter(by_cell.values()))
+    rows = [(line, _score_row(row, path, line)) for line, row in read_jsonl(path)]
+    cell = _cell_of(samples_path, path, list(dict.fromkeys(row["cell"] for _, row in rows)))
+    chosen = [(line, row) for line, row in rows if row["cell"] == cell]
+    checked = check_option_scores(chosen, score_targets(samples), path)
+    return scores_by_cell(checked)[cell]
+
+
+def _cell_of(samples: Path, path: Path, cells: list[str]) -> str:
+    """The cell of the scores file that SAMPLES are the samples of: its only one, or the one
+    named after a run's eval/<split>-<phase>.jsonl."""
+    if len(cells) == 1:
+        return cells[0]
     cell = samples.stem.replace("-", "/", 1)  # eval/heldout-before.jsonl: heldout/before
-    if cell not in by_cell:
-        raise InputError(f"holds the cells {', '.join(by_cell)}, none named after "
+    if cell not in cells:
+        raise InputError(f"holds the cells {', '.join(cells)}, none named after "
                          f"{samples.name}", path=path, field="--option-scores",
                          hint="pass a run's eval/<split>-<phase>.jsonl as SAMPLES")
-    return by_cell[cell]
+    return cell
 
 
 def _score_row(row: dict, path: Path, line: int) -> dict:

@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from calm_rag.commands.common import add_extractor_option, load_samples
+from calm_rag.commands.common import add_extractor_option, add_group_option, load_samples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-languages", type=int, default=2, metavar="N",
                    help="smallest language subset studied (default: %(default)s)")
     add_extractor_option(p)
+    add_group_option(p)
     p.set_defaults(func=run)
 
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         refuse_inputs(args.out, [args.samples])  # before the work, not after it
     started = time.perf_counter()
-    study = vote_study(load_samples(args.samples, args.extractors), policies,
+    study = vote_study(load_samples(args.samples, args.extractors, group=args.group), policies,
                        args.min_languages)
     table = format_study_table(study)
     print(f"{study['questions']} questions, languages {', '.join(study['languages'])}, "

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from calm_rag.commands.common import add_extractor_option, load_samples
+from calm_rag.commands.common import add_extractor_option, add_group_option, load_samples
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--unparsed", choices=UNPARSED, help="responses with no answer: ignore/reject")
     p.add_argument("--max-pairs-per-question", type=int, metavar="N", help="cap rows per question")
     add_extractor_option(p)
+    add_group_option(p)
     p.set_defaults(func=run)
 
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_inputs(args.out, [args.samples])  # before the work, not after it
     # CALM's pairs rest on the authors' own letter reading, quirks included (see answers.py).
     default_chain = CALM_CHAIN if args.policy == "calm" else None
-    samples = load_samples(args.samples, args.extractors, default_chain)
+    samples = load_samples(args.samples, args.extractors, default_chain, args.group)
     counted = tally(samples, config)
     votes = counted.votes
     pairs = build_pairs(samples, votes, config)

@@ -4,15 +4,21 @@ A CALM sample file (``x_csqa_<lang>_train_sampled.json``) is a JSON array of
 ``{instruction, input, output, pred}``: ``input`` holds the stem and ``A. ...`` option lines,
 ``output`` the gold letter and ``pred`` the sampled responses. Files of one folder are parallel
 by position: item *i* is the same question in every language.
+
+One folder may hold several models' or runs' files (the authors keep
+``x_csqa_<lang>_train_sampled.json`` beside ``x_csqa_<lang>_train_mistral_sampled.json``).
+Files group by their name with the language code removed; a folder of several groups is read
+only when one is chosen (``group=``), since pooling two models' samples would vote them together.
 """
 
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from calm_rag.datasets.sample_checks import check_aligned, check_has_text
+from calm_rag.datasets.sample_checks import check_aligned, check_has_text, check_parallel
 from calm_rag.errors import InputError
 from calm_rag.io import (
     OutputFolder,
@@ -37,14 +43,99 @@ _CALM_CODES = {"zh": "cn"}
 def split_language(path: Path) -> tuple[str, str]:
     """``x_csqa_cn_train_sampled.json`` → ``("zh", "x_csqa_train_sampled")``."""
     tokens = path.stem.split("_")
-    for i, token in enumerate(tokens):
+    i = _language_position(path)
+    return normalize_code(tokens[i]), "_".join(tokens[:i] + tokens[i + 1 :])
+
+
+def _language_position(path: Path) -> int:
+    """Index of the language code among the ``_``-separated tokens of the file's stem."""
+    for i, token in enumerate(path.stem.split("_")):
         try:
-            code = normalize_code(token)
+            normalize_code(token)
         except InputError:
             continue
-        return code, "_".join(tokens[:i] + tokens[i + 1 :])
+        return i
     raise InputError("no language code in the file name", path=path,
                      hint="name it like x_csqa_en_train_sampled.json")
+
+
+def sample_groups(files: list[Path]) -> dict[str, list[Path]]:
+    """CALM files by group: the file name without its language code
+    (``x_csqa_train_sampled``, ``x_csqa_train_mistral_sampled``), in name order."""
+    groups: dict[str, list[Path]] = {}
+    for file in sorted(files):
+        groups.setdefault(split_language(file)[1], []).append(file)
+    return groups
+
+
+def choose_group(files: list[Path], group: str | None, where: Path) -> list[Path]:
+    """The files of one group: ``group`` is a group name or a file-name pattern
+    (``x_csqa_*_train_sampled.json``); without it, the files must form one group."""
+    chosen = files
+    if group is not None and _is_pattern(group):
+        chosen = [file for file in files if fnmatchcase(file.name, group)]
+    groups = sample_groups(chosen)
+    if group is not None and not _is_pattern(group):
+        groups = {group: groups[group]} if group in groups else {}
+    if not groups:
+        raise InputError(f"no CALM sample file of group or pattern {group!r} (groups here: "
+                         f"{', '.join(_group_names(files)) or 'none'})", path=where,
+                         field="group", hint="name a group, or a file pattern like "
+                                             "'x_csqa_*_train_sampled.json'")
+    if len(groups) > 1:
+        raise InputError(
+            f"holds the sample files of {len(groups)} groups (models or runs): "
+            f"{'; '.join(f'{name} ({_show_files(fs)})' for name, fs in groups.items())}; "
+            "reading them together would pool their samples in one vote",
+            path=where, field="group" if group is not None else None,
+            hint=_choice_hint(groups))
+    return next(iter(groups.values()))
+
+
+def _group_names(files: list[Path]) -> list[str]:
+    """The groups of the files whose name has a language code (for an error message)."""
+    names = []
+    for file in files:
+        try:
+            names.append(split_language(file)[1])
+        except InputError:
+            continue
+    return sorted(set(names))
+
+
+def _is_pattern(group: str) -> bool:
+    return group.endswith(".json") or any(char in group for char in "*?[")
+
+
+def _show_files(files: list[Path]) -> str:
+    """``x_csqa_{cn,de,en}_train_sampled.json`` where the names differ only in the code."""
+    around = {_around_language(file) for file in files}
+    if len(files) > 1 and len(around) == 1:
+        before, after = around.pop()
+        codes = ",".join(_raw_code(file) for file in files)
+        return f"{before}{{{codes}}}{after}"
+    return ", ".join(file.name for file in files)
+
+
+def _around_language(file: Path) -> tuple[str, str]:
+    """The file name before and after its language code."""
+    tokens, i = file.name.split("_"), _language_position(file)
+    before = "_".join(tokens[:i]) + "_" if i else ""
+    if i == len(tokens) - 1:  # the code ends the stem: the suffix follows it
+        return before, file.suffix
+    return before, "_" + "_".join(tokens[i + 1 :])
+
+
+def _raw_code(file: Path) -> str:
+    return file.stem.split("_")[_language_position(file)]
+
+
+def _choice_hint(groups: dict[str, list[Path]]) -> str:
+    name, files = next(iter(groups.items()))
+    before, after = _around_language(files[0])
+    pattern = f"{before}*{after}"
+    return (f"choose one with --group (group= in Python): the group {name}, or a file "
+            f"pattern like '{pattern}'")
 
 
 def parse_calm_input(text: str) -> tuple[str, dict[str, str]]:
@@ -74,27 +165,36 @@ def _strip_question_marker(stem: str) -> str:
     return stem
 
 
-def read_calm_file(path: str | Path) -> list[Sample]:
+def read_calm_file(path: str | Path, *, group: str | None = None) -> list[Sample]:
     """Samples of one CALM sample file (answers not extracted yet)."""
-    return [sample for _, _, sample in read_calm_entries(path)]
+    return [sample for _, _, sample in read_calm_entries(path, group=group)]
 
 
-def read_calm_entries(path: str | Path) -> list[tuple[Path, int, Sample]]:
-    """``(file, line, sample)`` for a CALM sample file, or every ``*.json`` of a folder."""
+def read_calm_entries(path: str | Path, *, group: str | None = None
+                      ) -> list[tuple[Path, int, Sample]]:
+    """``(file, line, sample)`` for a CALM sample file, or the ``*.json`` files of a folder:
+    all of them when they form one group, else those of ``group`` (a group name or a
+    file-name pattern; see :func:`choose_group`)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.json")
-                       if p.name != "dataset_info.json" and not p.name.startswith("."))
+        files = _calm_files(path)
         if not files:
             raise InputError("no CALM sample files (*.json) in this folder", path=path)
-        read = {file: _read_one(file) for file in files}
+        read = {file: _read_one(file) for file in choose_group(files, group, path)}
         _check_same_length({file: n for file, (_, n) in read.items()})
         # Item by item across the files (the sort is stable, so files keep their order within
         # an item): questions then come in item order, as CALM's pairs do, even where the
         # first file has no response to an item.
         entries = [entry for entries, _ in read.values() for entry in entries]
         return sorted(entries, key=_item_position)
+    if group is not None:  # a file is its own group: refuse a choice it does not match
+        choose_group([path], group, path)
     return _read_one(path)[0]
+
+
+def _calm_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.json")
+                  if p.name != "dataset_info.json" and not p.name.startswith("."))
 
 
 def _item_position(entry: tuple[Path, int, Sample]) -> tuple[str, int]:
@@ -147,11 +247,13 @@ def _read_one(path: Path) -> tuple[list[tuple[Path, int, Sample]], int]:
     return samples, len(items)
 
 
-def read_calm_samples(path: str | Path) -> list[Sample]:
-    """Samples of a CALM sample file or folder, checked to line up across languages."""
+def read_calm_samples(path: str | Path, *, group: str | None = None) -> list[Sample]:
+    """Samples of a CALM sample file or folder (of one group: see :func:`read_calm_entries`),
+    checked to line up across languages."""
 
-    entries = read_calm_entries(path)
+    entries = read_calm_entries(path, group=group)
     check_aligned(entries)
+    check_parallel(entries, Path(path))
     check_has_text(entries, Path(path))
     return [sample for _, _, sample in entries]
 

@@ -10,10 +10,15 @@ the answers the languages give (0 when all agree; at most log2 of the number of 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from calm_rag.errors import InputError
 from calm_rag.evaluation.metrics import _summary, bootstrap_interval
+from calm_rag.records import Sample
 from calm_rag.registries import METRICS
 
 
@@ -143,9 +148,116 @@ def rankc(scores: dict[str, dict[str, dict[str, float]]], langs: list[str]) -> d
 
 def scores_by_cell(rows: list[dict]) -> dict[str, dict[str, dict]]:
     """Rows of ``option_scores.jsonl`` as cell → setting → question id → language → option
-    scores (what :func:`rankc` reads)."""
+    scores (what :func:`rankc` reads). Check them first (:func:`check_option_scores`): a
+    repeated row here would replace the earlier one."""
     nested: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_question = nested.setdefault(row["cell"], {}).setdefault(row["setting"], {})
         by_question.setdefault(row["question_id"], {})[row["lang"]] = row["scores"]
     return nested
+
+
+# ---------------------------------------------------------------------------- scores vs samples
+# RankC is only as good as the pairing of its scores with the samples: scores of other
+# questions, languages or options would give a plausible number about something else, and a
+# subset of the questions would give one about a subset. Each mismatch is refused instead.
+
+ScoreKey = tuple[str, str, str]
+"""(setting, question id, language) of one scored prompt."""
+
+_SCORES_HINT = "pass the option scores of these samples, e.g. their run's option_scores.jsonl"
+
+
+def score_targets(samples: Iterable[Sample]) -> dict[ScoreKey, tuple[str, ...] | None]:
+    """What option scores of ``samples`` must cover: each sampled (setting, question,
+    language), with the question's option labels."""
+    return {(s.setting, s.question.id, s.lang): s.question.labels for s in samples}
+
+
+def check_option_scores(rows: Iterable[tuple[int | None, dict]],
+                        targets: dict[ScoreKey, tuple[str, ...] | None],
+                        path: str | Path | None, complete: bool = True) -> list[dict]:
+    """Rows (with the line each was read on) checked against ``targets`` (labels None: not
+    checked): each names a sampled setting, question and language (codes normalized as the
+    samples' are), scores exactly that question's options, and comes once; with ``complete``,
+    every target is scored. Returns the rows, language codes normalized; InputError else."""
+    known = _Known(targets)
+    seen: dict[ScoreKey, int | None] = {}
+    checked = []
+    for line, row in rows:
+        where: dict[str, Any] = {"path": path, "line": line}
+        key = known.key(row, where)
+        if key in seen:
+            before = f"line {seen[key]}" if seen[key] is not None else "another row"
+            raise InputError(f"question {key[1]!r} in {key[2]} ({key[0]}) is scored twice (also "
+                             f"{before})", field="question_id", hint="keep one row", **where)
+        seen[key] = line
+        known.check_labels(key, row["scores"], where)
+        checked.append({**row, "lang": key[2]})
+    if complete and (missing := [key for key in targets if key not in seen]):
+        setting, qid, lang = missing[0]
+        raise InputError(
+            f"scores {len(seen)} of the {len(targets)} sampled (question, language) pairs; "
+            f"{len(missing)} have none, e.g. question {qid!r} in {lang} ({setting}): RankC would "
+            "rest on a subset", path=path,
+            hint="score every sampled question in every language, or pass only the samples "
+                 "that were scored")
+    return checked
+
+
+def _example(ids: set[str]) -> str:
+    return f", e.g. {min(ids)!r}" if ids else ""
+
+
+class _Known:
+    """The settings, questions and languages of the targets, to say which one a row lacks."""
+
+    def __init__(self, targets: dict[ScoreKey, tuple[str, ...] | None]) -> None:
+        self.targets = targets
+        self.settings = sorted({s for s, _, _ in targets})
+        self.questions = {q for _, q, _ in targets}
+        self.langs = sorted({lang for _, _, lang in targets})
+
+    def key(self, row: dict, where: dict) -> ScoreKey:
+        """The row's (setting, question id, language), each one the samples have."""
+        lang = self.language(row["lang"], where)
+        if row["setting"] not in self.settings:
+            raise InputError(f"setting {row['setting']!r} is not among the samples' settings "
+                             f"({', '.join(self.settings)})", field="setting",
+                             hint=_SCORES_HINT, **where)
+        qid = row["question_id"]
+        if qid not in self.questions:
+            raise InputError(f"question {qid!r} matches no sample question (the samples have "
+                             f"{len(self.questions)}{_example(self.questions)})",
+                             field="question_id", hint=_SCORES_HINT, **where)
+        key = (row["setting"], qid, lang)
+        if key not in self.targets:
+            raise InputError(f"question {qid!r} was not sampled in {lang} ({row['setting']})",
+                             field="question_id", hint=_SCORES_HINT, **where)
+        return key
+
+    def language(self, code: str, where: dict) -> str:
+        """``code`` as the samples write it (``cn`` → ``zh``), if they have it."""
+        from calm_rag.languages import normalize_code
+
+        if code in self.langs:
+            return code
+        try:
+            lang = normalize_code(code)
+        except InputError:
+            raise InputError(f"{code!r} is not a language code", field="lang",
+                             hint=f"the samples' languages are {', '.join(self.langs)}",
+                             **where) from None
+        if lang not in self.langs:
+            raise InputError(f"language {code!r} is not among the samples' languages "
+                             f"({', '.join(self.langs)})", field="lang", hint=_SCORES_HINT,
+                             **where)
+        return lang
+
+    def check_labels(self, key: ScoreKey, scores: dict[str, float], where: dict) -> None:
+        labels = self.targets[key]
+        if labels is not None and set(scores) != set(labels):
+            raise InputError(
+                f"scores options {','.join(scores) or 'none'} but question {key[1]!r} has "
+                f"options {','.join(labels)}", field="scores",
+                hint="score each of the question's options, by its label", **where)

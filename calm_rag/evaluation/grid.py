@@ -72,19 +72,50 @@ def evaluation_grid(cells: dict[str, list[Sample]], metrics: Sequence[str] = ())
     return grid
 
 
-def add_rankc(grid: dict, option_scores: list[dict] | None) -> dict:
+def add_rankc(grid: dict, option_scores: list[dict] | None,
+              cells: dict[str, list[Sample]] | None = None) -> dict:
     """``grid`` with RankC (Qi et al. 2023) in each cell's setting metrics where option scores
-    were taken (``evaluation.option_scores``); unchanged without them."""
-    from calm_rag.evaluation.agreement import rankc, scores_by_cell
+    were taken (``evaluation.option_scores``); unchanged without them.
 
-    for name, settings in scores_by_cell(option_scores or []).items():
-        cell = grid["cells"].get(name)
-        for setting, scores in settings.items():
-            if cell is None or setting not in cell["metrics"]:
-                continue
-            metrics = cell["metrics"][setting]
+    The scores must be those of the grid's samples. With ``cells`` (the samples per cell, as
+    given to :func:`evaluation_grid`) every cell, and in it every sampled question and
+    language, must be scored with the question's options; without, each row must name a
+    cell, setting, question and language the grid has. A mismatch is an InputError.
+    """
+    from calm_rag.errors import InputError
+    from calm_rag.evaluation.agreement import check_option_scores, rankc, scores_by_cell
+
+    if not option_scores:
+        return grid
+    by_cell: dict[str, list[dict]] = {}
+    for row in option_scores:
+        by_cell.setdefault(row["cell"], []).append(row)
+    unknown = [name for name in by_cell if name not in grid["cells"]]
+    unscored = [name for name in cells or {} if name not in by_cell]
+    if unknown or unscored:
+        raise InputError(f"option scores name the cells {', '.join(by_cell)} but the grid has "
+                         f"{', '.join(grid['cells'])}", field="option_scores",
+                         hint="score every evaluation cell, and only those")
+    for name, rows in by_cell.items():
+        targets = _score_targets(grid["cells"][name], cells[name] if cells else None)
+        checked = check_option_scores([(None, row) for row in rows], targets,
+                                      f"option scores of cell {name}", complete=bool(cells))
+        for setting, scores in scores_by_cell(checked)[name].items():
+            metrics = grid["cells"][name]["metrics"][setting]
             metrics["rankc"] = rankc(scores, metrics["languages"])
     return grid
+
+
+def _score_targets(cell: dict, samples: list[Sample] | None) -> dict:
+    """What a cell's option scores may name: its samples' (setting, question, language) with
+    the options, or, without the samples, every pairing of the grid's questions and languages
+    per setting (options unknown)."""
+    from calm_rag.evaluation.agreement import score_targets
+
+    if samples is not None:
+        return score_targets(samples)
+    return {(setting, qid, lang): None for setting, m in cell["metrics"].items()
+            for qid in cell["consistency_by_question"][setting] for lang in m["languages"]}
 
 
 def consistency_change(grid: dict, split: str, before: str = "before",

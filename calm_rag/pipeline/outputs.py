@@ -41,7 +41,8 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
 
     experiment = ctx.experiment
     parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
-    grid = add_rankc(evaluation_grid(cells, experiment.evaluation.metrics), option_scores)
+    grid = add_rankc(evaluation_grid(cells, experiment.evaluation.metrics), option_scores,
+                     cells)
     with new_run_folder(parent) as (folder, published):
         with atomic_write(folder / "config.yaml") as handle:
             yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)
