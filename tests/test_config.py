@@ -262,10 +262,33 @@ VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
 
 
+NUMBER_KEYS = {key for key, _, backend in EXPERIMENT_KEYS if backend is None}
+
+
+def _at(experiment: Experiment, key: str):
+    value = experiment
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _written(data: dict, key: str):
+    node = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 @hypothesis.settings(max_examples=150, deadline=None)
 @hypothesis.given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=4))
 def test_generated_configs_load_or_fail_with_an_input_error(tmp_path_factory, values):
+    """Refused: one line naming a generated key (``name: x`` alone loads). Loaded: a number
+    given to a numeric key is the number the experiment holds."""
     import yaml
+
+    from tests import hostile_cases as hc
 
     data: dict = {"name": "x"}
     for key, value in values.items():
@@ -277,9 +300,15 @@ def test_generated_configs_load_or_fail_with_an_input_error(tmp_path_factory, va
     path = tmp_path_factory.mktemp("gen") / "exp.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     try:
-        load_experiment(path)
+        loaded = load_experiment(path)
     except InputError as err:
         assert "\n" not in str(err)
+        assert hc.names_a_changed_key(err, data, {"name": "x"}), str(err)
+        return
+    given = {key: value for key, value in values.items() if key in NUMBER_KEYS
+             and isinstance(value, int | float) and not isinstance(value, bool)
+             and _written(data, key) == value}  # not dropped under a scalar parent
+    assert {key: _at(loaded, key) for key in given} == given
 
 
 @hypothesis.settings(max_examples=200, deadline=None)
@@ -292,14 +321,21 @@ def test_generated_yaml_text_parses_or_fails_with_an_input_error(text):
 
 
 @hypothesis.settings(max_examples=100, deadline=None)
-@hypothesis.given(st.sampled_from(KEYS), st.text(max_size=15))
+@hypothesis.given(st.sampled_from(KEYS), st.text(max_size=15) | st.sampled_from(["1", "0.5"]))
 def test_generated_overrides_load_or_fail_with_an_input_error(tmp_path_factory, key, raw):
+    """Refused: one line naming the --set and its key. Loaded: a plain number given to a
+    numeric key is the number the experiment holds."""
     path = tmp_path_factory.mktemp("set") / "exp.yaml"
     path.write_text("name: x\n", encoding="utf-8")
     try:
-        load_experiment(path, [f"{key}={raw}"])
+        loaded = load_experiment(path, [f"{key}={raw}"])
     except InputError as err:
         assert "\n" not in str(err)
+        assert str(err).startswith("--set ") and (err.field or "").startswith(
+            key.split(".")[0]), str(err)
+        return
+    if key in NUMBER_KEYS and re.fullmatch(r"\s*\d+(\.\d+)?\s*", raw):
+        assert _at(loaded, key) == float(raw)
 
 
 def test_a_missing_local_model_fails_at_load_but_a_served_name_does_not(tmp_path):

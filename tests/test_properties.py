@@ -1,13 +1,17 @@
-"""Property tests for issue 16: generated malformed input ends in success or InputError, never
-another exception, and writing outputs never touches a file calm_rag did not create.
+"""Property tests for issues 16 and 22: a generated input is read to the right values or
+refused with an InputError naming the file and line (never another exception, never a
+silent wrong result), and writing outputs never touches a file calm_rag did not create.
 
 The inputs come from hypothesis (random bytes, mutated valid files, random JSON values in every
 field, random config mappings over the real keys, random folders of user files); the valid
-files they start from are in ``tests/hostile_cases.py``.
+files they start from, and the oracles that decide what each reader must make of an input
+(standard-library parsing plus the record rules written out by hand), are in
+``tests/hostile_cases.py``.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import hashlib
@@ -23,10 +27,11 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 from calm_rag.errors import InputError
+from calm_rag.io import MARKER
 from tests import hostile_cases as hc
 
 # No shrinking: a failing property reports its first example at once (shrinking would
@@ -44,18 +49,6 @@ def scratch() -> Iterator[Path]:
     """A fresh folder per generated example (pytest's tmp_path is shared across examples)."""
     with tempfile.TemporaryDirectory(prefix="calm-prop-") as folder:
         yield Path(folder)
-
-
-def read_or_refuse(read: Callable[[], Any]) -> str:
-    """Run a reader: ``read`` or ``refused`` (InputError). Any other exception propagates,
-    which is the failure these properties look for."""
-    try:
-        result = read()
-        if isinstance(result, Iterator):
-            list(result)
-    except InputError:
-        return "refused"
-    return "read"
 
 
 # --- strategies ----------------------------------------------------------------------------
@@ -91,9 +84,17 @@ def dump_jsonl(rows: list[Any]) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
-# --- (a) every reader: success or InputError -----------------------------------------------
+# --- (a) every reader: the oracle's records, or InputError naming the file and line -------
 
-def _jsonl_readers() -> dict[str, tuple[Callable[[Path], Any], list[dict]]]:
+def assert_verdict(read: Callable[[Path], Any], path: Path, oracle: Callable[[], Any]) -> None:
+    """The reader agrees with its oracle (``hc.check_verdict``); the verdict is counted
+    (``--hypothesis-show-statistics``) so both kinds of input are seen to be drawn."""
+    event(hc.check_verdict(read, path, oracle))
+
+
+def _jsonl_readers() -> dict[str, tuple[Callable[[Path], Any], Callable[[bytes], Any],
+                                        list[dict]]]:
+    """name → (reader as comparable values, its oracle, the valid rows mutated)."""
     from calm_rag.commands.export import read_pairs
     from calm_rag.datasets.samples import read_samples
     from calm_rag.datasets.trl import read_trl_rows
@@ -101,92 +102,202 @@ def _jsonl_readers() -> dict[str, tuple[Callable[[Path], Any], list[dict]]]:
     from calm_rag.retrieval.corpora import read_corpus
 
     return {
-        "io.read_jsonl": (read_jsonl, hc.sample_rows()),
-        "samples": (read_samples, hc.sample_rows()),
-        "pairs": (read_pairs, hc.pair_rows()),
-        "trl": (read_trl_rows, [{"prompt": "p", "chosen": "c", "rejected": "r"}]),
-        "corpus-jsonl": (lambda p: read_corpus("jsonl", p), hc.corpus_rows()),
+        "io.read_jsonl": (lambda p: list(read_jsonl(p)), lambda raw: list(hc.jsonl_oracle(raw)),
+                          hc.sample_rows()),
+        "samples": (lambda p: [s.to_dict() for s in read_samples(p)], hc.samples_oracle,
+                    hc.sample_rows()),
+        "pairs": (lambda p: [pair.to_dict() for pair in read_pairs(p)], hc.pairs_oracle,
+                  hc.pair_rows()),
+        "trl": (read_trl_rows, hc.trl_oracle,
+                [{"prompt": "p", "chosen": "c", "rejected": "r"},
+                 {"prompt": [{"role": "user", "content": "p"}],
+                  "chosen": [{"role": "assistant", "content": "c"}],
+                  "rejected": [{"role": "assistant", "content": "r"}]}]),
+        "corpus-jsonl": (lambda p: [d.to_dict() for d in read_corpus("jsonl", p)],
+                         lambda raw: hc.corpus_oracle(raw, "input.jsonl"), hc.corpus_rows()),
     }
 
 
 JSONL_READERS = sorted(_jsonl_readers())
 
 
+def valid_jsonl(rows: list[dict]) -> st.SearchStrategy[bytes]:
+    """Files the readers must read whole: a non-empty prefix of ``rows``, with blank lines,
+    CRLF endings, a BOM or no final newline."""
+    def render(t: tuple[int, bool, bool, bool, bool]) -> bytes:
+        count, blank, crlf, bom, last_newline = t
+        end = "\r\n" if crlf else "\n"
+        text = ("  " + end if blank else "").join(json.dumps(r) + end for r in rows[:count])
+        text = text if last_newline else text.rstrip("\r\n")
+        return (codecs.BOM_UTF8 if bom else b"") + text.encode()
+
+    return st.tuples(st.integers(1, len(rows)), st.booleans(), st.booleans(), st.booleans(),
+                     st.booleans()).map(render)
+
 
 @pytest.mark.parametrize("reader", JSONL_READERS)
 @SETTINGS
 @given(data=st.data())
 def test_jsonl_readers_on_malformed_bytes(reader, data):
-    read, rows = _jsonl_readers()[reader]
-    raw = data.draw(mutated_bytes(hc.jsonl(rows)) | st.just(DEEP_JSON.encode()))
+    read, oracle, rows = _jsonl_readers()[reader]
+    raw = data.draw(mutated_bytes(hc.jsonl(rows)) | valid_jsonl(rows)
+                    | st.just(DEEP_JSON.encode()))
     with scratch() as folder:
         path = folder / "input.jsonl"
         path.write_bytes(raw)
-        read_or_refuse(lambda: read(path))
+        assert_verdict(read, path, lambda: oracle(raw))
 
 
 @pytest.mark.parametrize("reader", JSONL_READERS)
 @SETTINGS
 @given(data=st.data())
 def test_jsonl_readers_on_wrong_field_types(reader, data):
-    read, rows = _jsonl_readers()[reader]
+    read, oracle, rows = _jsonl_readers()[reader]
     broken = data.draw(broken_records(rows))
     with scratch() as folder:
         path = folder / "input.jsonl"
-        path.write_bytes(dump_jsonl(broken))
-        read_or_refuse(lambda: read(path))
+        raw = dump_jsonl(broken)
+        path.write_bytes(raw)
+        assert_verdict(read, path, lambda: oracle(raw))
+
+
+@pytest.mark.parametrize("reader", JSONL_READERS)
+def test_jsonl_readers_read_the_valid_rows_and_refuse_a_bad_line(reader, tmp_path):
+    """Both verdicts on fixed files, so neither rests on what hypothesis happens to draw."""
+    read, oracle, rows = _jsonl_readers()[reader]
+    path = tmp_path / "input.jsonl"
+    raw = dump_jsonl(rows)
+    path.write_bytes(raw)
+    assert oracle(raw) and read(path) == oracle(raw)
+    path.write_bytes(raw + b'{"x": 1,}\n')
+    with pytest.raises(InputError) as err:
+        read(path)
+    assert (Path(err.value.path), err.value.line) == (path, len(rows) + 1)
 
 
 @SETTINGS
-@given(raw=mutated_bytes(json.dumps(hc.manifest())))
+@given(raw=mutated_bytes(json.dumps(hc.built_manifest())) | st.just(
+    json.dumps(hc.built_manifest(), indent=1).encode()))
 @example(raw=DEEP_JSON.encode())
+@example(raw=json.dumps(hc.built_manifest()).encode())
 def test_read_json_and_manifest_on_malformed_bytes(raw):
     from calm_rag.io import read_json
     from calm_rag.retrieval.manifest import read_manifest
 
     with scratch() as folder:
-        (folder / "manifest.json").write_bytes(raw)
-        read_or_refuse(lambda: read_json(folder / "manifest.json"))
-        read_or_refuse(lambda: read_manifest(folder))
+        path = folder / "manifest.json"
+        path.write_bytes(raw)
+        assert_verdict(read_json, path, lambda: hc.json_document_oracle(raw))
+        assert_verdict(lambda p: read_manifest(p.parent), path, lambda: hc.manifest_oracle(raw))
+
+
+def _calm_values(path: Path) -> list[dict]:
+    from calm_rag.datasets.calm import read_calm_samples
+
+    return [{"question_id": s.question.id, "lang": s.lang, "text": s.text, "index": s.index,
+             "gold": s.question.answer} for s in read_calm_samples(path)]
 
 
 @SETTINGS
 @given(raw=mutated_bytes(json.dumps(hc.calm_items())) | broken_records(hc.calm_items()).map(
     lambda rows: json.dumps(rows).encode()))
 @example(raw=b"[1, 2, 3]")
+@example(raw=json.dumps(hc.calm_items(), indent=1).encode())
 def test_calm_reader_on_malformed_files(raw):
-    from calm_rag.datasets.calm import read_calm_samples
-
     with scratch() as folder:
         path = folder / "x_csqa_en_test_sampled.json"
         path.write_bytes(raw)
-        read_or_refuse(lambda: read_calm_samples(path))
+        assert_verdict(_calm_values, path, lambda: hc.calm_oracle(raw))
 
 
 @pytest.mark.parametrize("kind", ["text", "medqa-textbooks"])
 @SETTINGS
 @given(raw=mutated_bytes("Doctors work in hospitals.\n"))
+@example(raw=b"\xef\xbb\xbfDoctors work in hospitals.\n")
 def test_text_corpus_readers_on_malformed_bytes(kind, raw):
+    """A text file is one document holding its text (read as UTF-8), or refused: at the
+    file's faulty line, or as a corpus without text when it holds only whitespace."""
     from calm_rag.retrieval.corpora import read_corpus
 
     with scratch() as folder:
         (folder / "texts" / "en").mkdir(parents=True)  # medqa-textbooks reads en/*.txt
-        (folder / "texts" / "en" / "a.txt").write_bytes(raw)
-        read_or_refuse(lambda: read_corpus(kind, folder / "texts"))
+        file = folder / "texts" / "en" / "a.txt"
+        file.write_bytes(raw)
+        try:
+            text = hc.text_oracle(raw)
+        except hc.Refused as refused:
+            event("refused")
+            with pytest.raises(InputError) as err:
+                list(read_corpus(kind, folder / "texts"))
+            assert (Path(err.value.path), err.value.line) == (file, refused.line)
+            return
+        if not text.strip():
+            event("refused")
+            with pytest.raises(InputError, match="no document with text") as err:
+                list(read_corpus(kind, folder / "texts"))
+            assert Path(err.value.path) == folder / "texts"
+            return
+        event("read")
+        [doc] = read_corpus(kind, folder / "texts")
+        assert (doc.id, doc.title, doc.text) == ("en/a", "a", text)
+        if kind == "medqa-textbooks":
+            assert doc.lang == "en"  # the folder says so, whatever the text looks like
 
 
-@pytest.mark.parametrize("loader", ["experiment", "spec"])
+def _yaml_values(loader: str, loaded: Any) -> dict:
+    if loader == "experiment":
+        return {"name": loaded.name, "languages": list(loaded.data.languages),
+                "train": loaded.data.train, "heldout": loaded.data.heldout,
+                "backend": loaded.generator.backend, "retrieval": loaded.retrieval.enabled}
+    return {"name": loaded.name, "chunk_size": loaded.chunking.chunk_size,
+            "chunk_overlap": loaded.chunking.chunk_overlap,
+            "batch_size": loaded.embedder.batch_size}
+
+
+YAML_BASES: dict[str, tuple[dict, dict]] = {
+    # the mapping a loader is given, and the values it must load from it
+    "experiment": (hc.experiment(), {"name": "probe", "languages": ["en", "zh"], "train": 2,
+                                     "heldout": 1, "backend": "hf", "retrieval": False}),
+    "spec": (hc.spec(), {"name": "probe-index", "chunk_size": 128, "chunk_overlap": 16,
+                         "batch_size": 8}),
+}
+
+
+@pytest.mark.parametrize("loader", sorted(YAML_BASES))
 @SETTINGS
-@given(raw=mutated_bytes(hc.to_yaml(hc.experiment())))
-@example(raw=DEEP_YAML.encode())
-def test_yaml_loaders_on_malformed_bytes(loader, raw):
+@given(data=st.data())
+def test_yaml_loaders_on_malformed_bytes(loader, data):
+    """The oracle is PyYAML: what it cannot parse is refused naming the file; what it parses
+    to the valid mapping loads to the valid values; anything else may go either way."""
     from calm_rag.experiment import load_experiment
     from calm_rag.retrieval.spec import load_spec
 
+    base, values = YAML_BASES[loader]
+    text = hc.to_yaml(base)
+    valid = st.sampled_from([text.encode(), codecs.BOM_UTF8 + text.encode(),
+                             text.replace("\n", "\r\n").encode()])
+    raw = data.draw(mutated_bytes(text) | valid | st.just(DEEP_YAML.encode()))
     load = load_experiment if loader == "experiment" else load_spec
     with scratch() as folder:
-        (folder / "exp.yaml").write_bytes(raw)
-        read_or_refuse(lambda: load(folder / "exp.yaml"))
+        path = folder / "exp.yaml"
+        path.write_bytes(raw)
+        try:
+            parsed = yaml.safe_load(raw.decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError, RecursionError):
+            event("refused")
+            with pytest.raises(InputError) as err:
+                load(path)
+            assert Path(err.value.path) == path, str(err.value)
+            return
+        if parsed == base:
+            event("read")
+            assert _yaml_values(loader, load(path)) == values
+        else:
+            event("either")
+            try:
+                load(path)
+            except InputError as err:
+                assert Path(err.path) == path, str(err)
 
 
 def test_yaml_alias_bomb_is_refused_within_seconds(tmp_path):
@@ -243,7 +354,8 @@ def _apply(base: dict, changes: dict) -> dict:
     return base
 
 
-def _load_mapping(mapping: dict):
+def _load_mapping(mapping: dict) -> Any:
+    """The experiment loaded from ``mapping``, or the InputError that refused it."""
     from calm_rag.experiment import load_experiment
 
     with scratch() as folder:
@@ -251,14 +363,86 @@ def _load_mapping(mapping: dict):
         path.write_text(yaml.safe_dump(mapping, allow_unicode=True), encoding="utf-8")
         try:
             return load_experiment(path)
-        except InputError:
-            return None
+        except InputError as err:
+            return err
+
+
+# Valid values per key, as the manual (``calm-rag run --describe``) states their ranges.
+VALID_VALUES: dict[str, st.SearchStrategy] = {
+    "name": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,11}", fullmatch=True),
+    "data.train": st.integers(1, 10_000),
+    "data.heldout": st.integers(0, 10_000),
+    "data.seed": st.integers(0, 2**32 - 1),
+    "data.languages": st.lists(st.sampled_from(["en", "zh", "fr", "de", "it", "ja"]),
+                               min_size=1, max_size=4, unique=True),
+    "sampling.n": st.integers(1, 16),
+    "sampling.temperature": st.floats(0, 100),
+    "sampling.top_p": st.floats(0, 1, exclude_min=True),
+    "vote.min_agreement": st.floats(0, 1),
+    "vote.tie": st.sampled_from(["drop", "first-seen"]),
+    "align.beta": st.floats(0, 100, exclude_min=True),
+    "align.learning_rate": st.floats(0, 1, exclude_min=True),
+    "align.lora.r": st.integers(1, 256),
+    "align.lora.dropout": st.floats(0, 1, exclude_max=True),
+    "retrieval.k": st.integers(1, 100),
+}
+
+
+def numeric_keys() -> list[str]:
+    """The int and float keys of the experiment (each refuses -1, text, lists, mappings)."""
+    from calm_rag.experiment import describe
+
+    found = (line.split(" (")[0] for line in describe()
+             if " (int, " in line or " (float, " in line)
+    return [key for key in found if not key.startswith("generator.")]  # those need a backend
+
+
+INVALID_VALUES = st.sampled_from([-1, "abc", [1, 2], {"x": 1}, True])
+
+
+def invalid_change() -> st.SearchStrategy[tuple[str, Any]]:
+    """One key set to a value it cannot take: a numeric key out of its type or range, or a
+    key that does not exist (in a group, or at the top)."""
+    wrong = st.tuples(st.sampled_from(numeric_keys()), INVALID_VALUES)
+    groups = st.sampled_from(["", "data.", "sampling.", "vote.", "align.", "align.lora."])
+    unknown = st.tuples(st.tuples(groups, st.from_regex(r"zz[a-z_]{0,5}", fullmatch=True)).map(
+        "".join), json_values)
+    return wrong | unknown
+
+
+def _loaded(experiment: Any, key: str) -> Any:
+    value = experiment
+    for part in key.split("."):
+        value = getattr(value, part)
+    return list(value) if isinstance(value, tuple) else value
 
 
 @settings(SETTINGS, max_examples=100)
-@given(mapping=config_mappings())
-def test_config_loader_returns_an_experiment_or_input_error(mapping):
-    _load_mapping(mapping)
+@given(valid=st.dictionaries(st.sampled_from(sorted(VALID_VALUES)), st.none(), max_size=5)
+       .flatmap(lambda keys: st.fixed_dictionaries({k: VALID_VALUES[k] for k in keys})),
+       bad=st.none() | invalid_change())
+def test_config_loader_returns_an_experiment_or_input_error(valid, bad):
+    """Valid values load as given; one invalid value is refused naming its key and line."""
+    mapping = hc.experiment()
+    for key, value in valid.items():
+        mapping = hc.set_yaml_key(mapping, key, value)
+    if bad is not None:
+        mapping = hc.set_yaml_key(mapping, *bad)
+    with scratch() as folder:
+        from calm_rag.experiment import load_experiment
+
+        path = folder / "exp.yaml"
+        path.write_text(yaml.safe_dump(mapping, allow_unicode=True), encoding="utf-8")
+        if bad is None:
+            event("read")
+            experiment = load_experiment(path)
+            assert {key: _loaded(experiment, key) for key in valid} == valid
+            return
+        event("refused")
+        with pytest.raises(InputError) as err:
+            load_experiment(path)
+        assert (err.value.field, Path(err.value.path)) == (bad[0], path), str(err.value)
+        assert err.value.line is not None
 
 
 def _numbers(value: Any) -> Iterator[tuple[str, float]]:
@@ -279,8 +463,11 @@ def _numbers(value: Any) -> Iterator[tuple[str, float]]:
 @example(mapping=hc.set_yaml_key(hc.experiment(), "align.learning_rate", math.inf))
 @example(mapping=hc.set_yaml_key(hc.experiment(), "align.seed", -1))
 def test_accepted_configs_hold_only_finite_non_negative_numbers(mapping):
+    """Accepted: every number finite and not negative. Refused: the error names a key the
+    generator changed (or a group or key within one), since the base mapping loads."""
     experiment = _load_mapping(mapping)
-    if experiment is None:
+    if isinstance(experiment, InputError):
+        assert hc.names_a_changed_key(experiment, mapping, hc.experiment()), str(experiment)
         return
     for key, number in _numbers(experiment):
         assert math.isfinite(number), f"{key} = {number} was accepted"
@@ -331,13 +518,41 @@ WRITE_COMMANDS = {
     "export-llamafactory": lambda src, out: ["export", str(src / "pairs.jsonl"), "--format",
                                              "llamafactory", "--out", str(out)],
 }
-pair_langs = st.sampled_from(["en", "zh", "fr", "../victim", "../../victim", "a/b"])
+PAIR_LANGS = ("en", "zh", "fr")  # the languages of hc.pair_rows(); the first row's is drawn
+pair_langs = st.sampled_from([*PAIR_LANGS, "../victim", "../../victim", "a/b"])
+
+
+def expected_outputs(command: str, first_lang: str) -> set[str]:
+    """The files a command writes into --out (the first pair's language drawn)."""
+    if command == "vote":
+        return {"votes.jsonl", "pairs.jsonl", "samples.jsonl", "summary.json"}
+    if command == "export-trl":
+        return {"dpo.jsonl"}
+    return {f"DPO_{lang}.json" for lang in {first_lang, *PAIR_LANGS[1:]}} | {"dataset_info.json"}
+
+
+def _json_object(path: Path) -> bool:
+    try:
+        return path.is_file() and isinstance(json.loads(path.read_bytes()), dict)
+    except ValueError:
+        return False
+
+
+# Users' files named like the outputs too, so that collisions are drawn.
+output_names = st.sampled_from(sorted({name for c in WRITE_COMMANDS for lang in PAIR_LANGS
+                                       for name in expected_outputs(c, lang)}))
+colliding_trees = st.dictionaries(
+    st.lists(safe_names | output_names, min_size=1, max_size=2).map("/".join),
+    st.binary(max_size=40) | st.just(b'{"mine": {}}'), min_size=1, max_size=5)
 
 
 @pytest.mark.parametrize("command", sorted(WRITE_COMMANDS))
 @SETTINGS
-@given(tree=user_trees, lang=pair_langs)
+@given(tree=user_trees | colliding_trees, lang=pair_langs)
 def test_outputs_never_touch_user_files(command, tree, lang):
+    """Exit 0 with every output written when the input is valid and no user file bears an
+    output's name (a JSON object named dataset_info.json is merged into); else exit 2 and
+    nothing written. Either way no user file changes (a merged file keeps its entries)."""
     from calm_rag.cli import main
 
     with scratch() as root:
@@ -348,11 +563,29 @@ def test_outputs_never_touch_user_files(command, tree, lang):
         (src / "pairs.jsonl").write_bytes(hc.jsonl(pairs).encode())
         out.mkdir(parents=True)
         planted = plant(out, tree)
+        before = {p.name for p in out.iterdir()}
         beside = {"victim.json": b"mine", "DPO_en.json": b"mine"}  # targets of ../ names
         for name, content in beside.items():
             (out.parent / name).write_bytes(content)
-        with contextlib.redirect_stdout(open(os.devnull, "w")):
-            main(WRITE_COMMANDS[command](src, out))
+        outputs = expected_outputs(command, lang)
+        merged = {"dataset_info.json"} & outputs if _json_object(out / "dataset_info.json") \
+            else set()
+        succeeds = ((command == "vote" or lang in PAIR_LANGS)
+                    and not (before & outputs) - merged)
+        user_info = json.loads((out / "dataset_info.json").read_bytes()) if merged else {}
+        with contextlib.redirect_stdout(open(os.devnull, "w")), \
+                contextlib.redirect_stderr(open(os.devnull, "w")):
+            code = main(WRITE_COMMANDS[command](src, out))
+        event(f"exit {code}")
+        assert code == (0 if succeeds else 2)
+        now = {p.name for p in out.iterdir()}
+        if succeeds:
+            assert now == before | outputs | {MARKER}
+            info = json.loads((out / "dataset_info.json").read_bytes()) if merged else {}
+            assert all(info[key] == value for key, value in user_info.items())
+            planted = {n: d for n, d in planted.items() if n not in merged}
+        else:
+            assert now == before, "a refused command wrote into --out"
         assert_untouched(planted, out)
         changed = [n for n, c in beside.items() if (out.parent / n).read_bytes() != c]
         assert not changed, f"files beside --out changed: {changed}"
