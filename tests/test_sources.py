@@ -14,7 +14,7 @@ from calm_rag.datasets.entry import gold_label, inline_options
 from calm_rag.errors import InputError
 from calm_rag.experiment import DataConfig, load_experiment
 from calm_rag.pipeline.questions import check_questions, load_questions, split_questions
-from tests.conftest import SHARED
+from tests.helpers import SHARED
 
 OPTIONS = ["home", "school", "hospital", "office"]
 
@@ -93,14 +93,17 @@ def test_a_drifting_file_stops_on_its_first_misaligned_row(tmp_path):
     assert all(zh[i].answer == en[i].answer for i in en)
 
 
-def test_a_drifting_file_without_a_repeat_to_remove_drops_every_row_after(tmp_path):
+def test_a_drifting_file_with_an_inserted_row_lines_up_again(tmp_path):
     rows = parallel_rows()
-    rows["zh"].insert(2, dict(rows["zh"][4]))  # an extra row, not a repeat: cannot re-sync
+    rows["zh"].insert(2, dict(rows["zh"][4]))  # an extra row, not a repeat of its neighbour
     folder = write_calm_medqa(tmp_path / "medqa", rows)
-    dropped = check_questions(data(source="calm-medqa", path=str(folder),
+    checked = check_questions(data(source="calm-medqa", path=str(folder),
                                    languages=["en", "zh", "fr"], misaligned="drop"), tmp_path)
-    assert dropped.parallel == 2  # nothing after a drifted file's first fault is trusted
-    assert [(d.lang, d.rows, d.resynced) for d in dropped.dropped] == [("zh", 5, False)]
+    assert checked.parallel == 6  # lined up by content: the rows after it are not lost
+    assert [(d.lang, d.rows, d.resynced, d.kind, d.numbers) for d in checked.dropped] == [
+        ("zh", 1, True, "inserted", [3])]
+    zh = {q.id: q.stem for q in checked.questions if q.lang == "zh"}
+    assert zh["calm-medqa-00002"] == f"zh: {STEMS[2]}"
 
 
 def test_other_gold_or_option_count_is_misaligned(tmp_path):

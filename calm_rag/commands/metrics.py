@@ -18,8 +18,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "cross-lingual consistency, Krippendorff's alpha (languages as raters), "
                     "answer entropy across languages and RankC (from option scores), with "
                     "bootstrap 95%% intervals.")
-    p.add_argument("samples", type=Path, metavar="SAMPLES",
+    p.add_argument("samples", type=Path, metavar="SAMPLES", nargs="?",
                    help="a samples JSONL, a CALM sample file, or a folder of CALM sample files")
+    p.add_argument("--policy", choices=("default", "calm"), default="default",
+                   help="calm: read answers as CALM does; with --predictions, CALM's own "
+                        "consistency, computed as the authors' utils/get_consistency_score.py "
+                        "does, quirks included (our accuracy and consistency beside)")
+    p.add_argument("--predictions", nargs="+", metavar="LANG=FILE|FOLDER",
+                   help="with --policy calm: each language's LLaMA-Factory "
+                        "generated_predictions.jsonl as LANG=FILE (cn or zh, ...), or one "
+                        "folder with a subfolder per language code")
+    p.add_argument("--calm-variant", choices=("medqa", "xcsqa"), default=None,
+                   help="with --predictions: the script's MedQA (options A-D, backticks "
+                        "removed) or X-CSQA (A-E) function; default medqa for en, cn, fr and "
+                        "xcsqa for all six")
     p.add_argument("--option-scores", type=Path, metavar="FILE",
                    help="a run's option_scores.jsonl, for RankC (found by itself for a run's "
                         "eval/<split>-<phase>.jsonl)")
@@ -32,8 +44,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from calm_rag.evaluation import compute_metrics, format_metrics_table
     from calm_rag.evaluation.agreement import RANKC_NEEDS, rankc
+    from calm_rag.registries import EXTRACTOR_CHAINS
 
-    samples = load_samples(args.samples, args.extractors, group=args.group)
+    if args.predictions:
+        return run_calm_predictions(args)
+    if args.samples is None:
+        raise InputError("give SAMPLES, or --policy calm --predictions LANG=FILE ...",
+                         field="SAMPLES")
+    chain = EXTRACTOR_CHAINS.get(args.policy, field="--policy")  # default, or CALM's reading
+    samples = load_samples(args.samples, args.extractors, chain, group=args.group)
     metrics = compute_metrics(samples)
     scores = option_scores(args.samples, args.option_scores, samples)
     for setting, m in metrics.items():
@@ -42,6 +61,36 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(metrics, indent=2) if args.json else format_metrics_table(metrics))
     if scores is None and not args.json:
         print(f"\n{RANKC_NEEDS}.")
+    return 0
+
+
+def run_calm_predictions(args: argparse.Namespace) -> int:
+    """``--policy calm --predictions``: CALM's consistency of prediction files, ours beside."""
+    from calm_rag.evaluation import format_metrics_table
+    from calm_rag.evaluation.calm_consistency import (
+        calm_consistency,
+        default_variant,
+        format_calm_consistency,
+        prediction_files,
+    )
+
+    if args.policy != "calm":
+        raise InputError("prediction files are read the way CALM's script reads them",
+                         field="--predictions", hint="add --policy calm")
+    if args.samples is not None:
+        raise InputError("--predictions replaces SAMPLES: give one or the other",
+                         field="SAMPLES")
+    files = prediction_files(args.predictions)
+    variant = args.calm_variant or default_variant(list(files))
+    chain = tuple(args.extractors.split(",")) if args.extractors else None
+    result = calm_consistency(files, variant, chain)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(format_calm_consistency(result))
+        if result.ours is not None:
+            print()
+            print(format_metrics_table({"ours, on the same files": result.ours}))
     return 0
 
 

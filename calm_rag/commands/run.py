@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 def check(experiment: Any) -> int:
     """``--check``: the questions of every language, lined up, counted; nothing else loaded."""
+    from calm_rag.datasets.entry import DatasetEntry
     from calm_rag.pipeline.questions import check_questions, split_questions
     from calm_rag.registries import QUESTION_SOURCES
 
@@ -72,6 +73,9 @@ def check(experiment: Any) -> int:
     source = data.entry or QUESTION_SOURCES.get(data.source, field="data.source")
     about = getattr(source, "description", "") or (source.__doc__ or "").strip().split("\n")[0]
     print(f"data.source {data.source}: {about}")
+    if isinstance(source, DatasetEntry) and source.layouts:
+        print(f"pivot: {source.pivot(data, experiment.base_dir)} (the release's native "
+              "language, found from its file names)")
     # Counted as under `drop` first, so that a stop still shows every language's count.
     checked = check_questions(dataclasses.replace(data, misaligned="drop"), experiment.base_dir)
     print("\n".join(checked.summary(dropping=data.misaligned == "drop")))

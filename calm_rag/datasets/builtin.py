@@ -17,6 +17,9 @@ _XCSQA = DatasetEntry(id="id", parallel="id", stem="question.stem",
                       options=("question.choices",), answer="answerKey")
 _XCSQA_LANGS = ("en", "zh", "de", "es", "fr", "it", "ja", "nl", "pl", "pt", "ru", "ar", "vi",
                 "hi", "sw", "ur")
+# CALM's MedQA files (Alpaca JSON, options in the input), each named after its language pair.
+_CALM_MEDQA = DatasetEntry(loader="json", path="{lang}.json", stem="input",
+                           options_in_stem=True, answer="output")
 _MMMLU_CODES = {"ar": "AR_XY", "bn": "BN_BD", "de": "DE_DE", "es": "ES_LA", "fr": "FR_FR",
                 "hi": "HI_IN", "id": "ID_ID", "it": "IT_IT", "ja": "JA_JP", "ko": "KO_KR",
                 "pt": "PT_BR", "sw": "SW_KE", "yo": "YO_NG", "zh": "ZH_CN"}
@@ -65,12 +68,24 @@ ENTRIES: dict[str, DatasetEntry] = {
         only=("en", "zh", "de", "fr", "it", "ja"), stem="input", options_in_stem=True,
         answer="output",
         description="CALM's X-CSQA test files (data.path: their folder), parallel by position"),
-    "calm-medqa": DatasetEntry(
-        loader="json", path="all_test_{lang}.json",
-        codes={"en": "native_en", "zh": "en2cn", "fr": "en2fr"}, only=("en", "zh", "fr"),
-        stem="input", options_in_stem=True, answer="output",
-        description="CALM's MedQA test files (native English, Chinese and French "
-                    "translations; data.path: their folder), parallel by position"),
+    "calm-medqa": replace(
+        _CALM_MEDQA, only=("en", "zh", "fr"),
+        layouts={"en": {"en": "all_test_native_en", "zh": "all_test_en2cn",
+                        "fr": "all_test_en2fr"},
+                 "zh": {"zh": "testset_native_cn", "en": "testset_cn2en",
+                        "fr": "all_test_cn2fr"}},
+        description="CALM's MedQA test files, 1000 rows parallel by position (data.path: "
+                    "test_sft_en_q_1000, native English with Chinese and French "
+                    "translations, or test_sft_cn_q_1000, native Chinese with English and "
+                    "French); the native language, found from the file names, is the pivot "
+                    "(listed first); calm-medqa-299 reads the 299-row subsets"),
+    "calm-medqa-299": replace(
+        _CALM_MEDQA, only=("en", "zh"),
+        layouts={"en": {"en": "test_native_en_299", "zh": "test_en2cn_299"},
+                 "zh": {"zh": "test_native_cn_299", "en": "test_cn2en_299"}},
+        description="CALM's 299-row MedQA subsets (data.path: test_sft_en_q_1000 or "
+                    "test_sft_cn_q_1000; English and Chinese, no French), the native "
+                    "language the pivot (listed first), parallel by position"),
     "mmmlu": DatasetEntry(
         loader="hub", name="openai/MMMLU", config="{lang}", codes=_MMMLU_CODES,
         only=tuple(_MMMLU_CODES), stem="Question", options=("A", "B", "C", "D"),

@@ -9,6 +9,7 @@ to line up with the others (:mod:`calm_rag.datasets.align`).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable
@@ -23,8 +24,12 @@ from calm_rag.records import Question
 
 # "(A) text", "A. text", "A) text", "A: text": CALM's Alpaca inputs and most MCQ prompts.
 _INLINE_OPTION = re.compile(r"^\s*[(（]?([A-Z])\s*[.．)）:：]\s*(.*?)\s*$")
+# A label among options that run on one line: "(A) 2小时 (B) 4小时内", "（A）", "( B )".
+_RUN_LABEL = re.compile(r"[(（]\s*([A-Z])\s*[)）]")
 _LEADING_LETTER = re.compile(r"^\s*[(（]?([A-Za-z])\s*(?:[.．)）:：]|$)")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,13 @@ class DatasetEntry:
     codes: dict[str, str] = field(default_factory=dict)
     """Our language code → the release's (``ja: jap``, ``zh: cn``, ``fr: FR_FR``); a language
     not listed uses our code."""
+    layouts: dict[str, dict[str, str]] = field(default_factory=dict)
+    """For a release whose files are named after the language its questions were written in
+    (CALM's MedQA: ``all_test_native_en.json`` or ``testset_native_cn.json`` with their
+    translations): that native language → the ``codes`` of its folder. The folder at
+    ``data.path`` says which: the layout whose native file is there is read (``codes`` is then
+    not used), and its native language is the pivot, read first and the one the others are
+    checked against, wherever ``data.languages`` lists it."""
     only: tuple[str, ...] = ()
     """The languages the source has (empty: any whose file or config exists)."""
     id: str | None = None
@@ -64,7 +76,8 @@ class DatasetEntry:
     ``{key, value}``, or ``{label: [...], text: [...]}``), or one column per option, labelled
     A, B, C, ... in order (``[A, B, C, D]``, ``[option_a, option_b, ...]``)."""
     options_in_stem: bool = False
-    """The options are the stem's last lines, ``(A) text`` or ``A. text`` (CALM's files);
+    """The options are in the stem (CALM's files): its last lines, ``(A) text`` or
+    ``A. text``, or run on one line, ``... (A) 2小时 (B) 4小时内`` (full-width ``（A）`` too);
     ``options`` is then ignored."""
     answer: str | None = "answer"
     """The column of the gold answer: a letter, a 0-based index, an option's text, or
@@ -81,6 +94,10 @@ class DatasetEntry:
             raise InputError("name the option column(s)", field="options")
         if len(self.options) > len(LETTERS):
             raise InputError(f"at most {len(LETTERS)} option columns", field="options")
+        for pivot, codes in self.layouts.items():
+            if pivot not in codes:
+                raise InputError(f"the layout of {pivot} names no file of {pivot}",
+                                 field=f"layouts.{pivot}", hint=f"add {pivot}: <its code>")
 
     def __call__(self, data: Any, base_dir: str | Path) -> list[Question]:
         """The questions of ``data.languages`` once lined up (what ``data.source`` runs)."""
@@ -102,33 +119,74 @@ class DatasetEntry:
             if self.only and lang not in self.only:
                 raise InputError(f"{data.source} has no {lang} questions", field="data.languages",
                                  hint=f"it has {', '.join(self.only)}")
-            code = self.codes.get(lang, lang)
+        pivot, codes = self.layout(data, Path(base_dir))
+        for lang in pivot_first(data.languages, pivot):
+            code = codes.get(lang, lang)
             if self.loader == "hub":
                 where, rows = hub_rows(self, code, data, Path(base_dir))
             else:
-                file = self.file(lang, data, Path(base_dir))
+                file = self.file(lang, data, Path(base_dir), codes)
                 where = str(file)
                 rows = read_jsonl(file) if self.loader == "jsonl" else iter(read_json_array(file))
             out.append(self.questions(lang, where, rows, data.source))
         return out
 
-    def file(self, lang: str, data: Any, base_dir: Path) -> Path:
-        """The local file of one language: ``data.path`` (a template or the release folder)
-        joined with ``path``, ``{lang}`` the release's code for ``lang``."""
-        code = self.codes.get(lang, lang)
+    def layout(self, data: Any, base_dir: Path) -> tuple[str | None, dict[str, str]]:
+        """The pivot language and the release's codes for the files at ``data.path``: from
+        ``layouts``, the one whose native file is there; else (None, ``codes``)."""
+        if not self.layouts or self.loader == "hub":
+            return None, self.codes
+        template = self.template(data)
+        found = [(pivot, codes) for pivot, codes in self.layouts.items()
+                 if self.resolve(template, codes[pivot], base_dir).is_file()]
+        names = " or ".join(f"{Path(template.replace('{lang}', codes[pivot])).name} (native "
+                            f"{pivot})" for pivot, codes in self.layouts.items())
+        if not found:
+            raise InputError(f"no {data.source} files here: expected {names}",
+                             path=self.resolve(template, "", base_dir).parent,
+                             field="data.path", hint="point data.path at the release's folder")
+        if len(found) > 1:
+            raise InputError(f"holds the files of {len(found)} releases ({names}): which "
+                             "language is the pivot cannot be told",
+                             path=self.resolve(template, "", base_dir).parent,
+                             field="data.path", hint="keep each release in a folder of its own")
+        pivot, codes = found[0]
+        log.info(f"{data.source}: native {pivot} files; {pivot} is the pivot")
+        return pivot, codes
+
+    def pivot(self, data: Any, base_dir: str | Path) -> str:
+        """The language the others are checked against: the native language of a release with
+        ``layouts``, else the first of ``data.languages``."""
+        found, _ = self.layout(data, Path(base_dir))
+        return found if found is not None and found in data.languages else data.languages[0]
+
+    def template(self, data: Any) -> str:
+        """Where each language's file is, ``{lang}`` standing for the release's code:
+        ``data.path`` when it has ``{lang}``, else ``data.path`` joined with ``path``."""
         root = data.path
         if root and "{lang}" in root:
-            template = root
-        elif self.path and root:
-            template = f"{root.rstrip('/')}/{self.path}"
-        elif self.path and not root:
+            return str(root)
+        if self.path and root:
+            return f"{root.rstrip('/')}/{self.path}"
+        if self.path and not root:
             raise InputError(f"{data.source} reads local files: say where the release is",
                              field="data.path", hint=f"the folder holding {self.path}")
-        else:
-            raise InputError("needs one file per language", field="data.path",
-                             hint="put {lang} in it, e.g. data/{lang}/test.jsonl")
+        raise InputError("needs one file per language", field="data.path",
+                         hint="put {lang} in it, e.g. data/{lang}/test.jsonl")
+
+    @staticmethod
+    def resolve(template: str, code: str, base_dir: Path) -> Path:
+        """``template`` with ``code`` for ``{lang}``, relative to ``base_dir``."""
         file = Path(template.replace("{lang}", code))
-        file = file if file.is_absolute() else Path(os.path.normpath(base_dir / file))
+        return file if file.is_absolute() else Path(os.path.normpath(base_dir / file))
+
+    def file(self, lang: str, data: Any, base_dir: Path,
+             codes: dict[str, str] | None = None) -> Path:
+        """The local file of one language: ``data.path`` (a template or the release folder)
+        joined with ``path``, ``{lang}`` the release's code for ``lang`` (in ``codes``, by
+        default the entry's)."""
+        code = (self.codes if codes is None else codes).get(lang, lang)
+        file = self.resolve(self.template(data), code, base_dir)
         if not file.is_file():
             raise InputError(f"no {data.source} file of {lang} here", path=file,
                              field="data.path", hint="check data.path and data.languages")
@@ -180,6 +238,15 @@ class DatasetEntry:
                         source=source)
 
 
+def pivot_first(languages: Iterable[str], pivot: str | None) -> list[str]:
+    """``languages`` with ``pivot`` moved to the front (the rows checked against come first)."""
+    ordered = list(languages)
+    if pivot in ordered:
+        ordered.remove(pivot)
+        ordered.insert(0, pivot)
+    return ordered
+
+
 def column(row: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     """``row[name]`` (dotted for nested objects) with the JSON type ``kind``."""
     *parents, last = name.split(".")
@@ -225,21 +292,61 @@ def _options(pairs: Iterable[tuple[Any, Any]], name: str) -> dict[str, str]:
 
 
 def inline_options(text: str) -> tuple[str, dict[str, str]]:
-    """The stem and the ``(A) ...`` / ``A. ...`` option lines at its end (a trailing answer
-    cue such as ``Answer:`` is dropped)."""
+    """The stem and its options: the ``(A) ...`` / ``A. ...`` option lines at its end, or
+    options that run on one line, ``... (A) 2小时 (B) 4小时内 (C) ...`` (CALM's native Chinese
+    MedQA files); a trailing answer cue such as ``Answer:`` is dropped."""
     from calm_rag.datasets.calm import _strip_question_marker
 
     lines = text.strip().splitlines()
     first = next((i for i, line in enumerate(lines) if _INLINE_OPTION.match(line)), None)
-    if first is None:
-        raise InputError("no option lines like '(A) ...' or 'A. ...'", field="stem")
+    if first is None:  # no option lines: the options run on after the stem
+        before, run_on = _options_in_line(text)
+        return _strip_question_marker(before), run_on
+    stem = _strip_question_marker("\n".join(lines[:first]).strip())
+    # Lines that are not options are a broken option line (a bad translation) or the cue.
+    matches = [m for line in lines[first:] if (m := _INLINE_OPTION.match(line))]
+    if len(matches) == 1 and len(_label_run(matches[0].string)) > 1:
+        return stem, _options_in_line(matches[0].string)[1]  # "(A) x (B) y" on its own line
     options: dict[str, str] = {}
-    for line in lines[first:]:
-        match = _INLINE_OPTION.match(line)
-        if not match:
-            continue  # a broken option line (a bad translation) or the answer cue
+    for match in matches:
         options.setdefault(match.group(1), match.group(2))
-    return _strip_question_marker("\n".join(lines[:first]).strip()), options
+    return stem, options
+
+
+def _label_run(text: str) -> list[re.Match[str]]:
+    """The labels ``(A)``, ``(B)``, ... of options run together on one line: the longest run
+    from an ``(A)`` through the next letters in order; of equal runs the last, since a stem
+    may mention "(A)" before its options. Empty under two labels."""
+    marks = list(_RUN_LABEL.finditer(text))
+    best: list[re.Match[str]] = []
+    for k, start in enumerate(marks):
+        if start.group(1) != "A":
+            continue
+        run = [start]
+        for mark in marks[k + 1 :]:
+            if len(run) < len(LETTERS) and mark.group(1) == LETTERS[len(run)]:
+                run.append(mark)
+        if len(run) >= len(best):
+            best = run
+    return best if len(best) > 1 else []
+
+
+def _options_in_line(text: str) -> tuple[str, dict[str, str]]:
+    """The stem before a run of ``(A) x (B) y`` options and the options; the last option ends
+    with its line."""
+    run = _label_run(text)
+    if not run:
+        raise InputError("no options like '(A) ...' or 'A. ...'", field="stem")
+    options = {}
+    for mark, following in zip(run, [*run[1:], None], strict=True):
+        end = following.start() if following else _line_end(text, mark.end())
+        options[mark.group(1)] = text[mark.end() : end].strip()
+    return text[: run[0].start()].strip(), options
+
+
+def _line_end(text: str, start: int) -> int:
+    end = text.find("\n", start)
+    return len(text) if end < 0 else end
 
 
 def gold_label(value: Any, options: dict[str, str], name: str) -> str:
@@ -254,8 +361,15 @@ def gold_label(value: Any, options: dict[str, str], name: str) -> str:
     texts = [label for label, text in options.items() if text == value]
     if len(texts) == 1:
         return texts[0]
-    match = _LEADING_LETTER.match(value)
-    if match and match.group(1).upper() in options:
-        return match.group(1).upper()
+    if leading := leading_label(value, options):
+        return leading
     raise InputError(f"{value[:40]!r} is neither an option label ({', '.join(labels)}) nor an "
                      "option's text", field=name)
+
+
+def leading_label(value: str, options: dict[str, str]) -> str | None:
+    """The option label ``value`` opens with, as CALM writes golds: ``(D) text``, ``D. text``,
+    ``（D）`` or a lone ``D``; None when it opens with none of ``options``."""
+    match = _LEADING_LETTER.match(value)
+    label = match.group(1).upper() if match else None
+    return label if label in options else None

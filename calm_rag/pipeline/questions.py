@@ -25,8 +25,12 @@ def load_questions(data: DataConfig, base_dir: str | Path = ".") -> list[Questio
 
 
 def log_dropped(checked: Alignment) -> None:
+    """What the alignment check left out: dropped rows, and ids missing from some language
+    (the first few named: such a question cannot vote in every language)."""
     for drop in checked.dropped:
         log.info(f"data: {drop.describe()}")
+    if checked.unmatched:
+        log.warning(f"data: {checked.unmatched_line()}")
 
 
 def check_questions(data: DataConfig, base_dir: str | Path = ".") -> Alignment:
