@@ -23,7 +23,7 @@ import numpy as np
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir
 from calm_rag.provenance import file_entry, json_digest, package_versions
-from calm_rag.retrieval import faiss_index
+from calm_rag.retrieval import faiss_index, integrity
 from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.chunk_store import ArrowChunks, ChunkWriter
 from calm_rag.retrieval.chunking import Chunk, chunk_documents, make_splitter
@@ -118,6 +118,9 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
             mf.write_manifest(staging, manifest)
         if not keep_embeddings:  # under the lock: no other build is using the shards
             shards.remove()
+        # The manifest's checksums were computed from these very files in the private
+        # staging folder: an open need not hash them again (see integrity).
+        integrity.record(target, manifest)
     log.info("built %s: %d chunks in %.1f s", target, stats.chunks, seconds)
     return BuildResult(path=target, built=True, chunks=stats.chunks, embedded_shards=embedded,
                        reused_shards=len(plan) - embedded, seconds=seconds)

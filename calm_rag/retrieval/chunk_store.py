@@ -10,6 +10,7 @@ are read through :class:`JsonlChunks`, which keeps one offset per line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from calm_rag.errors import InputError
 from calm_rag.retrieval.chunking import Chunk
 
 BATCH_ROWS = 1024
@@ -93,22 +95,71 @@ class ChunkWriter:
             self._sink.close()
 
 
-class ArrowChunks:
-    """Chunks of a format-2 index, read by row from the memory-mapped Arrow file."""
+def _damaged(path: Path, what: str, hint: str | None) -> InputError:
+    return InputError(f"damaged chunk store: {what}", path=path, hint=hint)
 
-    def __init__(self, path: Path, langs_path: Path, languages: Sequence[str]) -> None:
+
+class ArrowChunks:
+    """Chunks of a format-2 index, read by row from the memory-mapped Arrow file.
+
+    Every read is checked as far as it can be without a checksum (batch sizes, the schema,
+    Arrow's own validation, language numbers within the code list), and a file that does not
+    decode is an :class:`InputError` naming it, with ``hint`` saying what to do.
+    """
+
+    def __init__(self, path: Path, langs_path: Path, languages: Sequence[str], *,
+                 counts: dict[str, int] | None = None, hint: str | None = None) -> None:
         import pyarrow as pa
 
-        self._source = pa.memory_map(str(path), "r")
-        self._reader = pa.ipc.open_file(self._source)
-        self._langs = np.load(langs_path, mmap_mode="r")
+        self.path, self.langs_path, self.hint = path, langs_path, hint
         self.languages = list(languages)
+        self._counts = counts
+        """Chunks a language, as the manifest records them: checked on the first filter."""
+        self._checked_langs = False
+        try:
+            self._langs = np.load(langs_path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            reason = str(err).split(". ")[0]  # numpy's advice on pickles is no help here
+            raise _damaged(langs_path, f"numpy cannot read it ({reason})", hint) from None
+        if self._langs.ndim != 1 or self._langs.dtype != LANG_DTYPE:
+            raise _damaged(langs_path, f"a {self._langs.ndim}-dimensional {self._langs.dtype} "
+                           f"array, not one {np.dtype(LANG_DTYPE)} a chunk", hint)
+        with self._reading(path):
+            self._source = pa.memory_map(str(path), "r")
+            self._reader = pa.ipc.open_file(self._source)
+        if self._reader.schema.names != list(COLUMNS):
+            raise _damaged(path, f"columns {self._reader.schema.names}, not {list(COLUMNS)}",
+                           hint)
         rows = len(self._langs)
         if self._reader.num_record_batches != -(-rows // BATCH_ROWS):
-            raise ValueError(f"{self._reader.num_record_batches} record batches for {rows} rows")
+            raise _damaged(path, f"{self._reader.num_record_batches} record batches for "
+                           f"{rows} rows ({langs_path.name})", hint)
 
     def __len__(self) -> int:
         return len(self._langs)
+
+    @contextlib.contextmanager
+    def _reading(self, path: Path) -> Iterator[None]:
+        """Any decoding error (pyarrow's derive from these; zstd's is an OSError) as the one
+        line naming the file."""
+        import pyarrow as pa
+
+        try:
+            yield
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise _damaged(path, f"it cannot be decoded ({err})", self.hint) from None
+
+    def _batch(self, number: int) -> Any:
+        """Record batch ``number``, validated: row ``r`` is in batch ``r // BATCH_ROWS`` only
+        if every batch but the last holds exactly ``BATCH_ROWS`` rows."""
+        with self._reading(self.path):
+            batch = self._reader.get_batch(number)
+            batch.validate(full=True)  # offsets and UTF-8: cheap for one batch
+        expected = min(BATCH_ROWS, len(self) - number * BATCH_ROWS)
+        if batch.num_rows != expected:
+            raise _damaged(self.path, f"batch {number} holds {batch.num_rows} rows, not "
+                           f"{expected}", self.hint)
+        return batch
 
     def get(self, rows: Sequence[int]) -> list[Chunk]:
         """The chunks of ``rows``, in that order; each batch is read once."""
@@ -120,7 +171,7 @@ class ArrowChunks:
                 raise IndexError(f"no chunk {row} in an index of {len(self)}")
             number, offset = divmod(row, BATCH_ROWS)
             if number not in batches:
-                batches[number] = self._reader.get_batch(number)
+                batches[number] = self._batch(number)
             batch = batches[number]
             # One value of each column converted, not the whole batch.
             out.append(Chunk(row=row, **{name: batch.column(i)[offset].as_py()
@@ -133,16 +184,35 @@ class ArrowChunks:
     def iter_batches(self) -> Iterator[list[Chunk]]:
         """All chunks in row order, one record batch at a time (for a build's later steps)."""
         for number in range(self._reader.num_record_batches):
-            batch = self._reader.get_batch(number).to_pydict()
+            batch = self._batch(number).to_pydict()
             first = number * BATCH_ROWS
             yield [Chunk(row=first + i, **{name: batch[name][i] for name in COLUMNS})
                    for i in range(len(batch["id"]))]
 
     def rows_in(self, lang: str) -> np.ndarray:
         """Rows whose chunk is in ``lang`` (empty when the index has none)."""
+        self._check_langs()
         if lang not in self.languages:
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(self._langs == self.languages.index(lang))
+
+    def _check_langs(self) -> None:
+        """Once, before the language column filters anything: every number names a listed
+        language and each language has the manifest's count. Flipped bytes in the column
+        would otherwise hand one language's chunks to another's filter."""
+        if self._checked_langs:
+            return
+        with self._reading(self.langs_path):
+            found = np.bincount(self._langs, minlength=len(self.languages))
+        if len(found) > len(self.languages):
+            raise _damaged(self.langs_path, f"language number {len(found) - 1} is not one of "
+                           f"the {len(self.languages)} the manifest lists", self.hint)
+        if self._counts is not None:
+            counted = dict(zip(self.languages, found.tolist(), strict=True))
+            if counted != {code: self._counts.get(code, 0) for code in self.languages}:
+                raise _damaged(self.langs_path, f"its chunks a language {counted} differ from "
+                               f"the manifest's {self._counts}", self.hint)
+        self._checked_langs = True
 
     def present_languages(self) -> list[str]:
         return sorted(self.languages)
@@ -152,8 +222,8 @@ class JsonlChunks:
     """Chunks of a format-1 index (``chunks.jsonl``): one byte offset per line is kept (8 bytes
     a chunk), each hit is one seek and one line."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, *, hint: str | None = None) -> None:
+        self.path, self.hint = path, hint
         offsets, position = [], 0
         with path.open("rb") as handle:
             for line in handle:
@@ -165,22 +235,35 @@ class JsonlChunks:
     def __len__(self) -> int:
         return len(self._offsets)
 
+    def _chunk(self, line: bytes, row: int) -> Chunk:
+        """The chunk on line ``row + 1``: a line that is not one, or is another row's, is a
+        damaged store (a hit would be paired with the wrong passage)."""
+        try:
+            chunk = Chunk.from_dict(json.loads(line))
+        except (ValueError, TypeError) as err:  # JSON, UTF-8 and field errors alike
+            raise InputError(f"damaged chunk store: not a chunk ({err})", path=self.path,
+                             line=row + 1, hint=self.hint) from None
+        if chunk.row != row:
+            raise InputError(f"damaged chunk store: row {chunk.row} on the line of row {row}",
+                             path=self.path, line=row + 1, hint=self.hint)
+        return chunk
+
     def get(self, rows: Sequence[int]) -> list[Chunk]:
         out = []
         with self.path.open("rb") as handle:
             for row in rows:
                 handle.seek(int(self._offsets[int(row)]))
-                out.append(Chunk.from_dict(json.loads(handle.readline())))
+                out.append(self._chunk(handle.readline(), int(row)))
         return out
 
     def __getitem__(self, row: int) -> Chunk:
         return self.get([row])[0]
 
     def iter_batches(self) -> Iterator[list[Chunk]]:
-        with self.path.open(encoding="utf-8") as handle:
+        with self.path.open("rb") as handle:
             group: list[Chunk] = []
-            for line in handle:
-                group.append(Chunk.from_dict(json.loads(line)))
+            for row, line in enumerate(handle):
+                group.append(self._chunk(line, row))
                 if len(group) == BATCH_ROWS:
                     yield group
                     group = []

@@ -7,8 +7,9 @@ Scores are similarities (higher is better) whatever the metric: ``ip`` gives the
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import numpy as np
 
@@ -18,15 +19,23 @@ from calm_rag.retrieval.spec import FaissConfig
 log = logging.getLogger(__name__)
 
 FACTORY_HINT = "examples: Flat, HNSW32, IVF1024,Flat, IVF4096,PQ64"
+METRICS: tuple[str, ...] = get_args(get_type_hints(FaissConfig)["metric"])
+"""The metrics a spec may name (``ip``, ``l2``): a manifest naming another is refused."""
+
+
+def faiss_metric(metric: str) -> int:
+    """FAISS's constant for one of :data:`METRICS`."""
+    import faiss
+
+    return {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}[metric]
 
 
 def make_index(config: FaissConfig, dimension: int) -> Any:
     """An empty index; a factory string FAISS cannot parse is an input error."""
     import faiss
 
-    metric = faiss.METRIC_INNER_PRODUCT if config.metric == "ip" else faiss.METRIC_L2
     try:
-        return faiss.index_factory(dimension, config.factory, metric)
+        return faiss.index_factory(dimension, config.factory, faiss_metric(config.metric))
     except RuntimeError as err:
         reason = _faiss_reason(err)
         raise InputError(f"FAISS cannot build {config.factory!r} for {dimension}-dimensional "
@@ -136,9 +145,10 @@ def write_index(index: Any, path: Path) -> None:
     faiss.write_index(index, str(path))
 
 
-def read_index(path: Path, *, mmap: bool = False) -> Any:
+def read_index(path: Path, *, mmap: bool = False, hint: str | None = None) -> Any:
     """Read a saved index; inverted lists kept on disk (``index.ivfdata``) are found beside
-    it and memory-mapped; ``mmap``: map the index file itself rather than read it."""
+    it and memory-mapped; ``mmap``: map the index file itself rather than read it. A file
+    FAISS cannot decode is an input error naming it (``hint``: what to do)."""
     import faiss
 
     flags = faiss.IO_FLAG_ONDISK_SAME_DIR
@@ -146,8 +156,37 @@ def read_index(path: Path, *, mmap: bool = False) -> Any:
         flags |= faiss.IO_FLAG_MMAP
     try:
         return faiss.read_index(str(path), flags)
+    except (RuntimeError, MemoryError) as err:  # a damaged header can ask for any size
+        reason = _faiss_reason(err) if isinstance(err, RuntimeError) else "out of memory"
+        raise InputError(f"FAISS cannot read the index: {reason}", path=path,
+                         hint=hint) from None
+
+
+def check_factory(factory: str, dimension: int, metric: str) -> None:
+    """FAISS can build ``factory`` (an InputError on ``faiss.factory`` if not); cheap: the
+    index made is empty."""
+    import faiss
+
+    try:
+        faiss.index_factory(dimension, factory, faiss_metric(metric))
     except RuntimeError as err:
-        raise InputError(f"FAISS cannot read the index: {_faiss_reason(err)}", path=path) from None
+        raise InputError(f"FAISS cannot build {factory!r}: {_faiss_reason(err)}",
+                         field="faiss.factory") from None
+
+
+def check_read(index: Any, recorded: dict[str, Any], dimension: int, path: Path,
+               hint: str) -> None:
+    """The index read from ``path`` is the one its manifest describes: the vectors' dimension,
+    metric and number (a damaged file can decode into another index)."""
+    if index.d != dimension:
+        raise InputError(f"holds {index.d}-dimensional vectors, the manifest says {dimension}",
+                         path=path, hint=hint)
+    if index.metric_type != faiss_metric(recorded["metric"]):
+        raise InputError(f"searches with FAISS metric {index.metric_type}, not the manifest's "
+                         f"{recorded['metric']!r}", path=path, hint=hint)
+    if index.ntotal != recorded["ntotal"]:
+        raise InputError(f"holds {index.ntotal} vectors, the manifest's faiss.ntotal says "
+                         f"{recorded['ntotal']}", path=path, hint=hint)
 
 
 def _filter_params(index: Any, allowed_rows: np.ndarray) -> Any:
@@ -191,6 +230,14 @@ def _hnsw(index: Any) -> Any:
 
 
 def _faiss_reason(err: RuntimeError) -> str:
-    # FAISS messages start with the C++ location; the reason follows "Error: ".
+    # FAISS messages start with the C++ location; the reason follows "Error: " (an assertion)
+    # or the "at <file>:<line>: " of a thrown error.
     text = str(err).strip()
-    return text.split("Error: ", 1)[-1].splitlines()[0] if "Error: " in text else text
+    if "Error: " in text:
+        text = text.split("Error: ", 1)[-1]
+    elif located := _THROWN_AT.match(text):
+        text = located.group(1)
+    return text.splitlines()[0] if text else str(err)
+
+
+_THROWN_AT = re.compile(r"Error in .*? at \S+:\d+: (.+)", re.DOTALL)

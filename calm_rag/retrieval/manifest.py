@@ -9,12 +9,15 @@ embedder and a truncated or corrupt file is caught before FAISS reads garbage.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import expect, expect_list, read_json, safe_name, write_json
 from calm_rag.provenance import file_digest
+from calm_rag.retrieval.faiss_index import METRICS
+from calm_rag.retrieval.filling import IVF_DATA_FILE
 
 FORMAT = 2
 """2: chunks in ``chunks.arrow`` (+ ``chunk_langs.npy``), BM25 saved; 1: ``chunks.jsonl``."""
@@ -27,6 +30,8 @@ INDEX_FILE = "index.faiss"
 CHUNKS_FILE = "chunks.arrow"
 CHUNK_LANGS_FILE = "chunk_langs.npy"
 LEGACY_CHUNKS_FILE = "chunks.jsonl"
+
+
 def rebuild_hint(manifest: dict[str, Any] | None, folder: Path) -> str:
     """The command that rebuilds this index, as precisely as the manifest allows."""
     spec_path = (manifest or {}).get("spec_path") or f"indexes/{folder.name}.yaml"
@@ -88,23 +93,117 @@ def _check_shape(manifest: dict[str, Any], path: Path) -> None:
     for index, source in enumerate(expect_list(manifest, "corpus", dict, path)):
         for key, kind in (("type", str), ("path", str), ("sha256", str), ("documents", int)):
             expect(source, key, kind, path, prefix=f"corpus[{index}].")
+    _check_values(manifest)
+
+
+def _check_values(manifest: dict[str, Any]) -> None:
+    """Values the code can serve: a well-typed but impossible value (``metric: cosine-ish``,
+    ``nprobe: 0``, a chunk count that is not the vector count) is refused when read, not
+    served as something else."""
+    embedder, faiss, chunks = manifest["embedder"], manifest["faiss"], manifest["chunks"]
+    if faiss["metric"] not in METRICS:
+        raise InputError(f"{faiss['metric']!r} is not a metric calm_rag searches with "
+                         f"({', '.join(METRICS)})", field="faiss.metric")
+    if not _FACTORY.fullmatch(faiss["factory"]):
+        raise InputError(f"{faiss['factory']!r} is not a FAISS factory string",
+                         field="faiss.factory")
+    _at_least(embedder, "dimension", 1, "embedder.")
+    if expect(faiss, "dimension", int, default=embedder["dimension"], prefix="faiss.") \
+            != embedder["dimension"]:
+        raise InputError(f"{embedder['dimension']}-dimensional embeddings, but faiss.dimension "
+                         f"says the index holds {faiss['dimension']}-dimensional vectors",
+                         field="embedder.dimension")
+    for key in ("nprobe", "ef_search"):
+        _at_least(faiss, key, 1, "faiss.")
+    if "k_factor" in faiss:
+        _at_least(faiss, "k_factor", 1, "faiss.")
+    if "batch_size" in embedder:
+        _at_least(embedder, "batch_size", 1, "embedder.")
+    _at_least(chunks, "count", 1, "chunks.")
+    if faiss["ntotal"] != chunks["count"]:
+        raise InputError(f"{chunks['count']} chunks, but faiss.ntotal says the index holds "
+                         f"{faiss['ntotal']} vectors (one a chunk)", field="chunks.count")
+    _check_languages(manifest)
+    _check_listed_files(manifest)
+
+
+# Factory strings as FAISS writes them ("OPQ64,IVF65536_HNSW32,PQ64", "IVF4,PQ4x4,Refine(SQ8)");
+# whether FAISS can build one is asked when the index is opened (FAISS is loaded there).
+_FACTORY = re.compile(r"[A-Za-z0-9_,.()+=-]{1,200}")
+
+
+def _at_least(group: dict[str, Any], key: str, low: int, prefix: str) -> None:
+    value = expect(group, key, int, prefix=prefix)
+    if value < low:
+        raise InputError(f"{value} is less than {low}", field=prefix + key)
+
+
+def _check_languages(manifest: dict[str, Any]) -> None:
+    """Language codes as calm_rag writes them, counts that add up to the chunk count and, in
+    format 2, the chunk store's code list naming the same languages (its integers index it)."""
+    from calm_rag.retrieval.language_id import language_code
+
+    counts = manifest["languages"]
+    for code in counts:
+        # A corpus may hold any language (not only those calm_rag prompts in), so a code is
+        # refused when it is not in the form the build writes (``language_code``'s).
+        if not code or language_code(code) != code:
+            raise InputError(f"{code!r} is not a language code as calm_rag writes them",
+                             field="languages")
+        _at_least(counts, code, 1, "languages.")
+    if sum(counts.values()) != manifest["chunks"]["count"]:
+        raise InputError(f"the languages' chunks add up to {sum(counts.values())}, but "
+                         f"chunks.count is {manifest['chunks']['count']}", field="languages")
+    if manifest["format"] == 1:
+        return
+    codes = expect_list(manifest["chunks"], "language_codes", str, prefix="chunks.")
+    if len(set(codes)) != len(codes) or set(codes) != set(counts):
+        raise InputError(f"{codes} are not the languages the manifest counts "
+                         f"({', '.join(sorted(counts))})", field="chunks.language_codes")
+
+
+def _check_listed_files(manifest: dict[str, Any]) -> None:
+    """Every file a reader opens is listed (with its checksum): an unlisted one would be read
+    without ever being checked."""
+    files = manifest["files"]
+    read = [INDEX_FILE, *((LEGACY_CHUNKS_FILE,) if manifest["format"] == 1
+                          else (CHUNKS_FILE, CHUNK_LANGS_FILE))]
+    if manifest["faiss"].get("on_disk"):
+        read.append(IVF_DATA_FILE)
+    lexical = manifest.get("lexical")
+    if isinstance(lexical, dict):
+        read += expect_list(lexical, "files", str, prefix="lexical.")
+    for name in read:
+        if name not in files:
+            raise InputError(f"{name} is read but not listed with its checksum",
+                             field="files")
 
 
 def verify_files(folder: Path, manifest: dict[str, Any], *, checksums: bool = True) -> None:
     """Every file the manifest lists is there, whole (size) and unchanged (SHA-256)."""
-    for name, expected in manifest["files"].items():
-        path = folder / name
-        if not path.is_file():
-            raise InputError(f"{name} is missing", path=folder,
-                             hint=rebuild_hint(manifest, folder))
-        size = path.stat().st_size
-        if size != expected["bytes"]:
-            raise InputError(f"truncated or corrupt: {size} bytes, the manifest says "
-                             f"{expected['bytes']}", path=path,
-                             hint=rebuild_hint(manifest, folder))
-        if checksums and file_digest(path, remember=False) != expected["sha256"]:
-            raise InputError("corrupt: its checksum differs from the manifest's", path=path,
-                             hint=rebuild_hint(manifest, folder))
+    for name in manifest["files"]:
+        check_file(folder, manifest, name, checksum=checksums)
+
+
+def check_file(folder: Path, manifest: dict[str, Any], name: str, *, checksum: bool) -> None:
+    """One listed file is there with its recorded size and, with ``checksum``, its SHA-256."""
+    expected = manifest["files"][name]
+    path = folder / name
+    if not path.is_file():
+        raise InputError(f"{name} is missing", path=folder, hint=rebuild_hint(manifest, folder))
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        raise InputError(f"truncated or corrupt: {size} bytes, the manifest says "
+                         f"{expected['bytes']}", path=path, hint=rebuild_hint(manifest, folder))
+    if checksum and file_digest(path, remember=False) != expected["sha256"]:
+        raise InputError("corrupt: its checksum differs from the manifest's", path=path,
+                         hint=rebuild_hint(manifest, folder))
+
+
+def damaged_hint(manifest: dict[str, Any] | None, folder: Path) -> str:
+    """What to do about a listed file that cannot be decoded: check them all, then rebuild."""
+    return (f"check its files with: calm-rag index verify {folder}; "
+            f"{rebuild_hint(manifest, folder)}")
 
 
 def check_asked_embedder(manifest: dict[str, Any], folder: Path, asked: str) -> None:

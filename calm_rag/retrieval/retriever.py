@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from calm_rag.errors import InputError
-from calm_rag.retrieval import faiss_index
+from calm_rag.retrieval import faiss_index, integrity
 from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.catalog import locate_index
 from calm_rag.retrieval.chunk_store import ArrowChunks, ChunkReader, JsonlChunks
@@ -71,27 +71,24 @@ class Retriever:
     @classmethod
     def open(cls, name_or_path: str | Path, *, index_dir: str | Path | None = None,
              embedder: str | None = None, verify: bool = False) -> Retriever:
-        """Open a built index after checking its files (sizes) and its embedder.
+        """Open a built index after checking its files and its embedder.
 
+        Files: sizes always, and SHA-256 whenever one changed since it was last hashed (see
+        :mod:`~calm_rag.retrieval.integrity`: an unchanged index is not read again).
         ``embedder``: the embedder the caller expects (an error if the index was built with
-        another); ``verify``: also check every file's SHA-256 (what ``calm-rag index verify``
-        does; minutes for a large index, so not on every open).
+        another); ``verify``: hash every file whatever the stamp says.
         """
         folder = locate_index(name_or_path, index_dir)
         manifest = mf.read_manifest(folder)
-        mf.verify_files(folder, manifest, checksums=verify)
+        integrity.check(folder, manifest, full=verify)
         built = manifest["embedder"]
         if embedder is not None:
             mf.check_asked_embedder(manifest, folder, embedder)
+        index, chunks = _read_store(folder, manifest)
+        # The embedder last: a damaged index fails before a model is loaded.
         loaded = Embedder.load(built["name"], normalize=built["normalize"],
                                batch_size=built.get("batch_size", 32))
         mf.check_embedder(manifest, folder, loaded.identity())
-        index = faiss_index.read_index(folder / mf.INDEX_FILE)
-        faiss_index.configure_search(index, FaissConfig(**_search_settings(manifest)))
-        chunks = open_chunks(folder, manifest)
-        if not index.ntotal == len(chunks) == manifest["chunks"]["count"]:
-            raise InputError(f"the index holds {index.ntotal} vectors for {len(chunks)} chunks",
-                             path=folder, hint=mf.rebuild_hint(manifest, folder))
         return cls(folder, manifest, loaded, index, chunks)
 
     @property
@@ -158,11 +155,19 @@ class Retriever:
 
         saved = self.manifest.get("lexical")
         if isinstance(saved, dict) and saved.get("tokenizer_version") == VERSION:
-            return LexicalIndex.load(self.folder)
+            return self._saved_lexical(LexicalIndex)
         log.info("building the BM25 index of %s in memory (%d chunks; the index has no saved "
                  "one of this version)", self.name, len(self.chunks))
         return LexicalIndex.build((c.embedding_text(True), c.lang)
                                   for batch in self.chunks.iter_batches() for c in batch)
+
+    def _saved_lexical(self, lexical_class: Any) -> Any:
+        """The saved BM25 files, read (a damaged one as one line naming the index)."""
+        try:
+            return lexical_class.load(self.folder)
+        except (OSError, ValueError, KeyError, EOFError) as err:
+            raise InputError(f"damaged BM25 files: {err}", path=self.folder,
+                             hint=mf.damaged_hint(self.manifest, self.folder)) from None
 
     def as_llama_retriever(self, **options: Any) -> Any:
         """This retriever as a llama-index ``BaseRetriever`` (for a query engine)."""
@@ -195,6 +200,27 @@ class Retriever:
                                                            start=1)]
 
 
+def _read_store(folder: Path, manifest: dict[str, Any]) -> tuple[Any, ChunkReader]:
+    """The FAISS index and the chunk store, each checked against the manifest as it is read
+    (what a checksum cannot have caught, when a stamp was fooled, fails here in one line)."""
+    faiss, dimension = manifest["faiss"], manifest["embedder"]["dimension"]
+    try:
+        faiss_index.check_factory(faiss["factory"], dimension, faiss["metric"])
+    except InputError as err:
+        raise InputError(f"damaged manifest: {err.message}", path=folder / mf.MANIFEST,
+                         field=err.field, hint=mf.rebuild_hint(manifest, folder)) from None
+    hint = mf.damaged_hint(manifest, folder)
+    index = faiss_index.read_index(folder / mf.INDEX_FILE, hint=hint)
+    faiss_index.check_read(index, faiss, dimension, folder / mf.INDEX_FILE, hint)
+    faiss_index.configure_search(index, FaissConfig(**_search_settings(manifest)))
+    chunks = open_chunks(folder, manifest)
+    if len(chunks) != manifest["chunks"]["count"]:
+        # The manifest ties chunks.count to faiss.ntotal, and check_read the vectors to it.
+        raise InputError(f"holds {len(chunks)} chunks, the manifest's chunks.count says "
+                         f"{manifest['chunks']['count']}", path=chunks.path, hint=hint)
+    return index, chunks
+
+
 def _search_settings(manifest: dict[str, Any]) -> dict[str, Any]:
     faiss = manifest["faiss"]
     settings = {"factory": faiss["factory"], "metric": faiss["metric"],
@@ -205,21 +231,19 @@ def _search_settings(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def open_chunks(folder: Path, manifest: dict[str, Any]) -> ChunkReader:
-    """The chunk store of a built index, in the layout its manifest's format names."""
-    legacy = manifest["format"] == 1
-    codes = manifest["chunks"].get("language_codes")
-    if not legacy and (not isinstance(codes, list)
-                       or not all(isinstance(c, str) for c in codes)):
-        raise InputError("damaged manifest: chunks.language_codes is not a list of codes",
-                         path=folder / mf.MANIFEST, hint=mf.rebuild_hint(manifest, folder))
-    path = folder / (mf.LEGACY_CHUNKS_FILE if legacy else mf.CHUNKS_FILE)
-    try:
-        if legacy:
-            return JsonlChunks(path)
-        return ArrowChunks(path, folder / mf.CHUNK_LANGS_FILE, codes)
-    except (OSError, ValueError) as err:  # pyarrow's errors derive from these
-        raise InputError(f"unreadable chunk store: {err}", path=path,
-                         hint=mf.rebuild_hint(manifest, folder)) from None
+    """The chunk store of a built index, in the layout its manifest's format names (the
+    manifest's checks made sure the files it reads are listed)."""
+    hint = mf.damaged_hint(manifest, folder)
+    if manifest["format"] == 1:
+        path = folder / mf.LEGACY_CHUNKS_FILE
+        try:
+            return JsonlChunks(path, hint=hint)
+        except OSError as err:
+            raise InputError(f"unreadable chunk store: {err.strerror or err}", path=path,
+                             hint=hint) from None
+    return ArrowChunks(folder / mf.CHUNKS_FILE, folder / mf.CHUNK_LANGS_FILE,
+                       manifest["chunks"]["language_codes"], counts=manifest["languages"],
+                       hint=hint)
 
 
 def question_query(question: Any, with_options: bool = True) -> str:
