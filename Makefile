@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-fast demo notebooks lint clean
+.PHONY: setup test test-fast demo notebooks lint clean gpu-wheels
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ demo: setup
 notebooks: setup
 	test -x $(VENV)/bin/jupyter-lab || $(PIP) 'jupyterlab>=4,<5'
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
+
+# The wheels the GPU check carries to the GPU machine (CPython 3.12, x86-64) into the
+# git-ignored .gpu-wheels/, checked: tags, 60 MiB, requirements (bench/gpu_wheels.py).
+gpu-wheels: setup
+	$(PY) bench/gpu_check.py --wheels-only
 
 # ruff (style, imports, bugbear) and mypy over the library.
 lint: setup
