@@ -67,9 +67,9 @@ def run_layout(chats: list, params, args: argparse.Namespace, options: dict
         temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # sockets need a short path
         ray.init(address="local", include_dashboard=False, log_to_driver=False, _temp_dir=temp)
     try:
-        sampler = VLLMSampler(VLLMOptions(max_model_len=args.max_model_len,
-                                          kv_cache_gib=args.kv_cache_gib, progress=False,
-                                          **options))
+        sampler = VLLMSampler(options=VLLMOptions(max_model_len=args.max_model_len,
+                                                  kv_cache_gib=args.kv_cache_gib,
+                                                  progress=False, **options))
         started = time.perf_counter()
         sampler.generate(chats[:1], params)  # starts the engines
         start_s = time.perf_counter() - started

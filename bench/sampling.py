@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 
@@ -84,18 +83,18 @@ def pick(questions: list, per_language: int) -> list:
 class Direct:
     """vLLM's ``LLM.generate`` in this process, with the requests calm_rag's child sends."""
 
-    def __init__(self, chats: list, options) -> None:
+    def __init__(self, chats: list, model: str, options) -> None:
         import vllm
         from transformers import AutoTokenizer
         from vllm.platforms import current_platform
 
-        from calm_rag.sampling.vllm_backend import engine_args, one_process_on_cpu
+        from calm_rag.sampling.vllm_backend import EngineConfig, engine_args, one_process_on_cpu
 
-        config = {**options.__dict__, "model": options.model}
+        config = EngineConfig.of(model, options)
         if current_platform.is_cpu():
             one_process_on_cpu()  # the layout calm_rag's child uses
         self.llm = vllm.LLM(**engine_args(config, on_cpu=current_platform.is_cpu()))
-        tokenizer = AutoTokenizer.from_pretrained(options.model)
+        tokenizer = AutoTokenizer.from_pretrained(model)
         self.ids = [list(tokenizer.apply_chat_template(
             chat, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
             for chat in chats]
@@ -106,10 +105,9 @@ class Direct:
 
         from calm_rag.sampling.vllm_backend import request_params
 
-        settings = params.__dict__
         started = time.perf_counter()
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in self.ids],
-                                    [request_params(settings, p) for p in self.ids],
+                                    [request_params(params, p) for p in self.ids],
                                     use_tqdm=False)
         seconds = time.perf_counter() - started
         tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
@@ -127,16 +125,16 @@ def build_sides(args: argparse.Namespace, chats: list, params) -> dict:
     started = time.perf_counter()
     # No prefix caching: each run would find the prompts the run before it computed.
     options = VLLMOptions(enable_prefix_caching=False, progress=False)
-    sides["vllm"] = VLLMSampler(options)
+    sides["vllm"] = VLLMSampler(options=options)
     sides["vllm"].generate(chats[:1], type(params)(n=1, max_tokens=1))  # starts the engine
     print(f"vllm: engine (child process) ready in {time.perf_counter() - started:.1f} s",
           flush=True)
     if args.direct:
         started = time.perf_counter()
-        sides["direct"] = Direct(chats, replace(options, model=sides["vllm"].model_path))
+        sides["direct"] = Direct(chats, sides["vllm"].model_path, options)
         print(f"direct vLLM: engine ready in {time.perf_counter() - started:.1f} s", flush=True)
     if args.hf:
-        sides["hf"] = HFSampler(HFOptions(progress=False))
+        sides["hf"] = HFSampler(options=HFOptions(progress=False))
     return sides
 
 
@@ -240,8 +238,8 @@ def compare_dtypes(chats: list, params, args: argparse.Namespace) -> dict:
     samplers = {}
     for dtype in ("bfloat16", "float32"):
         started = time.perf_counter()
-        samplers[dtype] = VLLMSampler(VLLMOptions(dtype=dtype, enable_prefix_caching=False,
-                                                  progress=False))
+        samplers[dtype] = VLLMSampler(options=VLLMOptions(dtype=dtype, enable_prefix_caching=False,
+                                                          progress=False))
         samplers[dtype].generate(chats[:1], type(params)(n=1, max_tokens=1))  # the engine
         print(f"vllm {dtype}: engine ready in {time.perf_counter() - started:.1f} s", flush=True)
     totals = {dtype: [0.0, 0] for dtype in samplers}

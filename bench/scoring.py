@@ -60,7 +60,7 @@ def sample_responses(args: argparse.Namespace) -> list:
             seen[question.lang] = seen.get(question.lang, 0) + 1
             questions.append(question)
     started = time.perf_counter()
-    sampler = HFSampler(HFOptions(progress=False))
+    sampler = HFSampler(options=HFOptions(progress=False))
     params = SamplingParams(n=args.n, max_tokens=args.max_tokens, seed=0)
     samples = sample_questions(questions, sampler, params)
     print(f"sampled {len(questions)} questions x {args.n} with hf in "

@@ -1,9 +1,9 @@
 """A worker in a child process of its own, supervised by its parent over a pipe.
 
-What a sampling engine, a scorer or a launched trainer needs when it must not share the
-pipeline's process (an engine that never gives its memory back, a library that must be imported
-fresh): the child is started with ``spawn``, builds its worker, says ``ready``, then answers one
-request at a time. The parent's handle, :class:`ChildProcess`:
+What a part needs when it must not share the pipeline's process (an engine that never gives
+its memory back, a library that must be imported fresh): the child is started with ``spawn``,
+builds its worker, says ``ready``, then answers one request at a time. The parent's handle,
+:class:`ChildProcess`:
 
 - forwards the child's progress (``progress(n)`` in the child moves the parent's bar);
 - turns the child's errors into the parent's: an :class:`InputError` raised in the child arrives
@@ -11,7 +11,17 @@ request at a time. The parent's handle, :class:`ChildProcess`:
   :class:`ChildError` with the end of the child's log, and the child is stopped;
 - notices the child's death (a crash, ``kill -9``) and says so instead of hanging;
 - stops the child's whole process group (the worker's own subprocesses too), on request, when
-  the parent exits, and, through a watcher thread in the child, when the parent is killed.
+  the parent exits, and, through :func:`exit_with_parent` in the child, when the parent is
+  killed.
+
+Who uses it: the vLLM engine (:mod:`calm_rag.sampling.vllm_backend`, one child per engine, and
+:mod:`calm_rag.sampling.data_parallel` for several). The training launcher
+(:mod:`calm_rag.training.launch`) does not: it runs a program, ``accelerate launch``, not a
+Python worker answering requests, and that program's ranks are started by torchrun in sessions
+of their own, out of reach of a process-group kill. A spawned child between the pipeline and
+``accelerate`` would only add a process; the launcher starts the program in a group of its own,
+stops that group as :meth:`ChildProcess.stop` does, and each rank watches the pipeline with the
+same :func:`exit_with_parent`.
 
 The child is started with ``spawn``, which re-imports the parent's main script: scripts that
 start a child keep their work under ``if __name__ == "__main__":``. The worker factory must be a
@@ -65,7 +75,7 @@ class ChildProcess:
     ``verbose``; the file is removed on a clean stop and kept (and named) after a failure.
     """
 
-    def __init__(self, factory: Callable[[dict[str, Any]], Worker], config: dict[str, Any], *,
+    def __init__(self, factory: Callable[[Any], Worker], config: Any, *,
                  name: str = "calm-rag-child", label: str = "child",
                  log_name: str = "the child", verbose: bool = False) -> None:
         self.factory, self.config = factory, config
@@ -206,12 +216,12 @@ class ChildProcess:
 # ----------------------------------------------------------------------------- the child
 
 
-def _child_main(conn: Any, factory: Callable[[dict[str, Any]], Worker], config: dict[str, Any],
+def _child_main(conn: Any, factory: Callable[[Any], Worker], config: Any,
                 log_path: str | None, parent: int) -> None:
     """The child's main loop: build the worker, answer requests until ``close`` or EOF."""
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)  # a group of its own, which the worker's processes join: ended as one
-    _exit_with(parent)
+    exit_with_parent(parent, whole_group=True)
     _redirect_output(log_path)
     try:
         worker = factory(config)
@@ -270,14 +280,40 @@ def _redirect_output(log_path: str | None) -> None:
         os.close(handle)
 
 
-def _exit_with(parent: int) -> None:
-    """End the child's whole group when the parent dies without stopping it (``kill -9``)."""
+def exit_with_parent(parent: int, *, whole_group: bool = False) -> None:
+    """End this process (with ``whole_group``, its whole process group) once the process
+    ``parent`` is gone, ``kill -9`` included: a watcher thread looks every second.
+
+    ``parent`` need not be this process's own parent (a launched rank watches the pipeline,
+    which is its grandparent's parent).
+    """
+    direct = os.getppid() == parent  # then watched by the parent id, which no reuse fools
+
+    def gone() -> bool:
+        return os.getppid() != parent if direct else not process_alive(parent)
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while not gone():
             time.sleep(1)
-        if hasattr(os, "killpg"):
+        if whole_group and hasattr(os, "killpg"):
             os.killpg(0, signal.SIGKILL)
         os._exit(1)
 
-    threading.Thread(target=watch, name="calm-rag-child-watch", daemon=True).start()
+    threading.Thread(target=watch, name="calm-rag-parent-watch", daemon=True).start()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: not gone, and not a zombie its own parent has not reaped yet."""
+    if not Path("/proc/self/stat").is_file():  # no /proc here: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # someone else's process, alive
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

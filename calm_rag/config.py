@@ -341,8 +341,7 @@ def describe(cls: type, prefix: str = "", defaults: Any = None) -> list[str]:
         if "typed_by" in f.metadata:
             for choice, group in f.metadata["types_of"]().items():
                 lines.append(f"{key} ({f.metadata['typed_by']}: {choice}): {_summary(group)}")
-                lines += [line for line in describe(group, f"{key}.", None)
-                          if not line.startswith(f"{key}.model ")]
+                lines += describe(group, f"{key}.", None)
             continue
         inner = typing.get_args(hint)[0] if typing.get_origin(hint) is tuple else hint
         if isinstance(inner, type) and dataclasses.is_dataclass(inner):

@@ -42,6 +42,7 @@ from calm_rag.registries import (
     SAMPLERS,
     describe_registries,
 )
+from calm_rag.sampling.base import Sampler, sampler_class
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.training.config import AlignConfig
 from calm_rag.voting import VoteConfig
@@ -98,13 +99,24 @@ class DataConfig:
     another set of languages reuses them; fewer prompts per engine call, so a little slower.
     The runs of ``language_sets`` always do."""
 
-    def __post_init__(self) -> None:
-        from calm_rag.datasets.bundled import BUNDLED
+    def chosen_set(self) -> tuple[str, ...] | None:
+        """The sets ``data.dataset`` may name when the source reads sets of its own (the
+        bundled ones), else None (it reads ``data.path``)."""
+        from calm_rag.datasets.bundled import BundledSource
 
-        if self.entry is None:
-            QUESTION_SOURCES.check(self.source, "source")
-        if self.source == "bundled" and self.entry is None:
-            one_of("dataset", self.dataset, BUNDLED)
+        source = QUESTION_SOURCES.get(self.source, field="source")
+        return source.sets if isinstance(source, BundledSource) else None
+
+    @property
+    def input_name(self) -> str:
+        """What the questions are read from: the bundled set's name, or ``data.path``."""
+        if self.entry is None and self.chosen_set() is not None:
+            return self.dataset
+        return str(self.path)
+
+    def __post_init__(self) -> None:
+        if self.entry is None and (named := self.chosen_set()) is not None:
+            one_of("dataset", self.dataset, named)  # chosen_set() refused an unknown source
         at_least(self, 1, "train")
         at_least(self, 0, "heldout")
         check_seed(self, "seed")
@@ -146,7 +158,8 @@ class GeneratorConfig:
     """A registered sampler backend: ``vllm`` (offline engine in a child process), ``hf``
     (transformers) or ``openai`` (an OpenAI-compatible server)."""
     model: str = DEFAULT_GENERATOR
-    """The default's short name, a local transformers folder or a hub id."""
+    """The default's short name, a local transformers folder or a hub id; for a served model
+    (``openai``), the name the server serves it under."""
     options: Any = field(default=None, metadata=typed_by("backend", _backend_options))
     """The backend's options; which keys exist depends on ``backend`` (listed below)."""
 
@@ -166,9 +179,19 @@ class GeneratorConfig:
                              f"{type(options).__name__}", field="options")
         object.__setattr__(self, "options", options)
         # A model that cannot exist fails now, not after retrieval, and without network; a
-        # served model's name (openai) may be a path on the server only.
-        if self.backend != "openai":
+        # served model's name may be a path on the server only.
+        if backend.reads_local_weights:
             check_model_reference(self.model, field="model", defaults=(DEFAULT_GENERATOR,))
+
+    @property
+    def backend_class(self) -> type[Sampler]:
+        """The registered sampler class (not built): what the backend can do."""
+        return sampler_class(self.backend)
+
+    @property
+    def adapter(self) -> str | None:
+        """The LoRA adapter the options name (None for a backend that loads none)."""
+        return self.options.adapter if self.backend_class.loads_adapters else None
 
 
 @dataclass(frozen=True)
@@ -289,9 +312,7 @@ class Experiment:
         return ("zero-shot", "rag") if self.retrieval.enabled else ("zero-shot",)
 
     def to_dict(self) -> dict[str, Any]:
-        data = plain(self)
-        data["generator"]["options"].pop("model", None)  # generator.model says it
-        return data
+        return plain(self)
 
 
 def _check_heldout_languages(data: DataConfig, evaluation: EvaluationConfig) -> None:

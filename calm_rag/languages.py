@@ -1,7 +1,8 @@
-"""Language registry: codes and aliases, localized instructions and output markers.
+"""Language registry: codes and aliases, localized instructions, markers, headings and hints.
 
-All language knowledge lives in the one ``_TABLE`` below; code elsewhere only looks things up, so
-adding a language is adding one entry.
+All language knowledge lives here: the one ``_TABLE`` of the languages questions are asked in
+(adding one is adding one entry), and :data:`STOPWORD_LISTS` for the languages a corpus may be
+written in. Code elsewhere only looks things up.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ class Language:
     """Markers that open the explanation; the first is the one the instruction shows."""
     answer_markers: tuple[str, ...]
     """Markers that introduce the answer letter; the first is the one the instruction shows."""
+    context_heading: str = "Context:"
+    """The heading above the retrieved passages in a prompt."""
+    answer_hint: str = "The correct answer is {letter}. Explain why, in {language}."
+    """The follow-up of ``chosen_fallback: regenerate``: gives the answer (``{letter}``) and
+    asks why, in the language (``{language}``: its native name). The instruction above it
+    already asks for the "Answer: <letter>" ending; quoting it here made a 135M model echo it."""
     letter_separator: str = ", "
     """Joins all but the last two labels of a list ("A, B, C")."""
     letter_or: str = " or "
@@ -59,6 +66,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Question:",
         explanation_markers=("Explanation:",),
         answer_markers=("Answer:", "Correct answer:", "Final answer:"),
+        context_heading="Context:",
+        answer_hint="The correct answer is {letter}. Explain why, in English.",
     ),
     Language(
         code="zh",
@@ -73,6 +82,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="问题:",
         explanation_markers=("解释:", "解释：", "解析:", "解析：", "說明:", "解釋:"),
         answer_markers=("答案:", "答案：", "正确答案:", "答:", "答："),
+        context_heading="参考资料:",
+        answer_hint="正确答案是 {letter}。请用中文解释原因。",
         letter_separator="、",
         letter_or=" 或 ",
     ),
@@ -89,6 +100,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Frage:",
         explanation_markers=("Erklärung:", "Erläuterung:", "Begründung:"),
         answer_markers=("Antwort:", "Richtige Antwort:"),
+        context_heading="Kontext:",
+        answer_hint="Die richtige Antwort ist {letter}. Erkläre auf Deutsch, warum.",
         letter_or=" oder ",
     ),
     Language(
@@ -104,6 +117,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Pregunta:",
         explanation_markers=("Explicación:",),
         answer_markers=("Respuesta:", "Respuesta correcta:"),
+        context_heading="Contexto:",
+        answer_hint="La respuesta correcta es {letter}. Explica en español por qué.",
         letter_or=" o ",
     ),
     Language(
@@ -119,6 +134,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Question:",
         explanation_markers=("Explication:", "Explication :"),
         answer_markers=("Réponse:", "Réponse :", "Bonne réponse:"),
+        context_heading="Contexte:",
+        answer_hint="La bonne réponse est {letter}. Explique en français pourquoi.",
         letter_or=" ou ",
     ),
     Language(
@@ -134,6 +151,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Domanda:",
         explanation_markers=("Spiegazione:",),
         answer_markers=("Risposta:", "Risposta corretta:"),
+        context_heading="Contesto:",
+        answer_hint="La risposta corretta è {letter}. Spiega in italiano perché.",
         letter_or=" o ",
     ),
     Language(
@@ -148,6 +167,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="質問:",
         explanation_markers=("説明:", "説明：", "解説:"),
         answer_markers=("答え:", "回答:", "答え：", "回答：", "正解:"),
+        context_heading="参考資料:",
+        answer_hint="正解は {letter} です。その理由を日本語で説明してください。",
         letter_separator="、",
         letter_or="または",
     ),
@@ -164,6 +185,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Vraag:",
         explanation_markers=("Uitleg:", "Verklaring:"),
         answer_markers=("Antwoord:", "Juiste antwoord:"),
+        context_heading="Context:",
+        answer_hint="Het juiste antwoord is {letter}. Leg in het Nederlands uit waarom.",
         letter_or=" of ",
     ),
     Language(
@@ -179,6 +202,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Pytanie:",
         explanation_markers=("Wyjaśnienie:",),
         answer_markers=("Odpowiedź:", "Poprawna odpowiedź:"),
+        context_heading="Kontekst:",
+        answer_hint="Poprawna odpowiedź to {letter}. Wyjaśnij po polsku dlaczego.",
         letter_or=" lub ",
     ),
     Language(
@@ -194,6 +219,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Pergunta:",
         explanation_markers=("Explicação:",),
         answer_markers=("Resposta:", "Resposta correta:"),
+        context_heading="Contexto:",
+        answer_hint="A resposta correta é {letter}. Explique em português por quê.",
         letter_or=" ou ",
     ),
     Language(
@@ -210,6 +237,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Вопрос:",
         explanation_markers=("Объяснение:", "Пояснение:"),
         answer_markers=("Ответ:", "Правильный ответ:"),
+        context_heading="Контекст:",
+        answer_hint="Правильный ответ — {letter}. Объясните по-русски почему.",
         letter_or=" или ",
     ),
     Language(
@@ -224,6 +253,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="السؤال:",
         explanation_markers=("الشرح:", "التفسير:"),
         answer_markers=("الإجابة:", "الجواب:", "الإجابة الصحيحة:"),
+        context_heading="السياق:",
+        answer_hint="الإجابة الصحيحة هي {letter}. اشرح السبب باللغة العربية.",
         letter_separator="، ",
         letter_or=" أو ",
     ),
@@ -240,6 +271,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Câu hỏi:",
         explanation_markers=("Giải thích:",),
         answer_markers=("Đáp án:", "Câu trả lời:", "Trả lời:"),
+        context_heading="Ngữ cảnh:",
+        answer_hint="Đáp án đúng là {letter}. Hãy giải thích bằng tiếng Việt vì sao.",
         letter_or=" hoặc ",
     ),
     Language(
@@ -255,6 +288,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="प्रश्न:",
         explanation_markers=("व्याख्या:", "स्पष्टीकरण:"),
         answer_markers=("उत्तर:", "सही उत्तर:"),
+        context_heading="संदर्भ:",
+        answer_hint="सही उत्तर {letter} है। हिन्दी में समझाइए क्यों।",
         letter_or=" या ",
     ),
     Language(
@@ -269,6 +304,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="Swali:",
         explanation_markers=("Maelezo:", "Ufafanuzi:"),
         answer_markers=("Jibu:", "Jibu sahihi:"),
+        context_heading="Muktadha:",
+        answer_hint="Jibu sahihi ni {letter}. Eleza kwa Kiswahili kwa nini.",
         letter_or=" au ",
     ),
     Language(
@@ -283,6 +320,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="سوال:",
         explanation_markers=("وضاحت:", "تشریح:"),
         answer_markers=("جواب:", "درست جواب:"),
+        context_heading="سیاق و سباق:",
+        answer_hint="درست جواب {letter} ہے۔ اردو میں وضاحت کریں کیوں۔",
         letter_separator="، ",
         letter_or=" یا ",
     ),
@@ -300,6 +339,8 @@ _TABLE: tuple[Language, ...] = (
         question_marker="問題:",
         explanation_markers=("解釋:", "解釋：", "說明:", "說明：", "解析:", "解析："),
         answer_markers=("答案:", "答案：", "正確答案:", "答:", "答："),
+        context_heading="參考資料:",
+        answer_hint="正確答案是 {letter}。請用繁體中文解釋原因。",
         letter_separator="、",
         letter_or=" 或 ",
     ),
@@ -338,3 +379,16 @@ def instruction_for(code: str, labels: Sequence[str]) -> str:
     """The language's instruction with ``{letters}`` filled in (``"A, B, C, D or E"``)."""
     lang = get_language(code)
     return lang.instruction.replace("{letters}", lang.letters(labels))
+
+
+STOPWORD_LISTS: dict[str, str] = {
+    "en": "STOPWORDS_EN_PLUS", "de": "STOPWORDS_GERMAN", "fr": "STOPWORDS_FRENCH",
+    "it": "STOPWORDS_ITALIAN", "es": "STOPWORDS_SPANISH", "pt": "STOPWORDS_PORTUGUESE",
+    "nl": "STOPWORDS_DUTCH", "da": "STOPWORDS_DANISH", "sv": "STOPWORDS_SWEDISH",
+    "no": "STOPWORDS_NORWEGIAN", "nb": "STOPWORDS_NORWEGIAN", "ru": "STOPWORDS_RUSSIAN",
+    "tr": "STOPWORDS_TURKISH", "zh": "STOPWORDS_CHINESE", "ko": "STOPWORDS_KOREAN",
+    "zh-hant": "STOPWORDS_CHINESE",  # its function words (的, 了, 在) are written alike
+}
+"""bm25s's stop-word list of each language a corpus may be written in (more than the
+languages questions are asked in, whose table is above): a language without one keeps every
+word (:mod:`calm_rag.retrieval.lexical`)."""

@@ -15,7 +15,15 @@ from itertools import zip_longest
 from calm_rag.errors import InputError
 from calm_rag.records import PreferencePair, Sample, Vote
 from calm_rag.registries import CHOSEN_FALLBACKS
-from calm_rag.voting import VoteConfig, group_by_question, in_language_order, vote_all
+from calm_rag.voting import (
+    ChosenFallback,
+    VoteConfig,
+    chosen_fallback,
+    group_by_question,
+    in_language_order,
+    offline_fallbacks,
+    vote_all,
+)
 
 
 def build_pairs(samples: Iterable[Sample], votes: Iterable[Vote], config: VoteConfig,
@@ -34,10 +42,12 @@ def build_pairs(samples: Iterable[Sample], votes: Iterable[Vote], config: VoteCo
 
 def check_regenerated(config: VoteConfig, regenerated: Iterable[Sample] | None) -> None:
     """Refuse ``chosen_fallback: regenerate`` where nothing could sample again."""
-    if config.chosen_fallback == "regenerate" and regenerated is None:
-        raise InputError("chosen_fallback 'regenerate' samples again with the generator, "
-                         "which only `calm-rag run` has", field="vote.chosen_fallback",
-                         hint="use skip or pivot here, or run the experiment with calm-rag run")
+    if config.samples_again and regenerated is None:
+        raise InputError(f"chosen_fallback {config.chosen_fallback!r} samples again with the "
+                         "generator, which only `calm-rag run` has",
+                         field="vote.chosen_fallback",
+                         hint=f"use {' or '.join(offline_fallbacks())} here, or run the "
+                              "experiment with calm-rag run")
 
 
 def pairs_for_question(samples: list[Sample], vote: Vote, config: VoteConfig,
@@ -86,10 +96,10 @@ def _chosen_for(mine: list[Sample], regenerated: list[Sample], ordered: list[Sam
     agreeing = [s for s in mine if s.answer == majority]
     if agreeing:
         return agreeing
-    if config.chosen_fallback == "regenerate":
-        mine = mine + regenerated  # only this fallback reads the regenerated responses
-    return CHOSEN_FALLBACKS.get(config.chosen_fallback, "vote.chosen_fallback")(
-        mine, ordered, majority, config)
+    fallback = chosen_fallback(config.chosen_fallback)
+    if fallback.samples_again:
+        mine = mine + regenerated  # only such a fallback reads the regenerated responses
+    return fallback(mine, ordered, majority, config)
 
 
 @CHOSEN_FALLBACKS.register("skip")
@@ -106,7 +116,6 @@ def _borrow(mine: list[Sample], ordered: list[Sample], majority: str,
     return [s for s in others if s.lang == config.pivot] or others
 
 
-@CHOSEN_FALLBACKS.register("regenerate")
 def _regenerated(mine: list[Sample], ordered: list[Sample], majority: str,
                  config: VoteConfig) -> list[Sample]:
     # ``mine`` holds the language's regenerated responses too (pairs_for_question adds them);
@@ -114,8 +123,11 @@ def _regenerated(mine: list[Sample], ordered: list[Sample], majority: str,
     kept = [s for s in mine if s.answer == majority]
     if kept:
         return kept
-    return CHOSEN_FALLBACKS.get(config.regenerate_otherwise, "vote.regenerate_otherwise")(
+    return chosen_fallback(config.regenerate_otherwise, "vote.regenerate_otherwise")(
         mine, ordered, majority, config)
+
+
+CHOSEN_FALLBACKS.register("regenerate", ChosenFallback(_regenerated, samples_again=True))
 
 
 def _pair(chosen: Sample, rejected: Sample, vote: Vote, target: str,

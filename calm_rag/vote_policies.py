@@ -18,7 +18,7 @@ from collections import Counter
 
 from calm_rag.records import Sample
 from calm_rag.registries import TIE_POLICIES, VOTE_POLICIES
-from calm_rag.voting import PolicyResult, VoteConfig
+from calm_rag.voting import PolicyResult, VoteConfig, VotePolicy
 
 
 @VOTE_POLICIES.register("pooled")
@@ -63,12 +63,14 @@ def language_balanced(questions: list[list[Sample]], config: VoteConfig) -> Poli
     return PolicyResult(_weighted(questions, config, {}))
 
 
-@VOTE_POLICIES.register("weighted")
 def weighted(questions: list[list[Sample]], config: VoteConfig) -> PolicyResult:
     """Each language's own majority counts the weight ``vote.weights`` gives it (else 1)."""
     langs = {s.lang for q in questions for s in q}
     weights = {lang: config.weights.get(lang, 1.0) for lang in sorted(langs)}
     return PolicyResult(_weighted(questions, config, weights), weights)
+
+
+VOTE_POLICIES.register("weighted", VotePolicy(weighted, reads_weights=True))
 
 
 @VOTE_POLICIES.register("dawid-skene")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -19,9 +19,15 @@ from calm_rag.config import at_least, one_of
 from calm_rag.errors import InputError
 from calm_rag.languages import normalize_code
 from calm_rag.records import Sample, Vote
-from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_POLICIES, VOTE_PRESETS
+from calm_rag.registries import (
+    CHOSEN_FALLBACKS,
+    TIE_POLICIES,
+    VOTE_POLICIES,
+    VOTE_PRESETS,
+    ChosenPick,
+    VotePolicyFn,
+)
 
-TiePolicy = Callable[[list[str], list[Sample], "VoteConfig"], str | None]
 UNPARSED = ("ignore", "reject")
 
 
@@ -74,10 +80,10 @@ class VoteConfig:
         VOTE_POLICIES.check(self.policy, "policy")
         TIE_POLICIES.check(self.tie, "tie")
         CHOSEN_FALLBACKS.check(self.chosen_fallback, "chosen_fallback")
-        CHOSEN_FALLBACKS.check(self.regenerate_otherwise, "regenerate_otherwise")
-        if self.regenerate_otherwise == "regenerate":
-            raise InputError("cannot be regenerate itself", field="regenerate_otherwise",
-                             hint="use skip or pivot")
+        if chosen_fallback(self.regenerate_otherwise, "regenerate_otherwise").samples_again:
+            raise InputError("cannot be a fallback that samples again itself",
+                             field="regenerate_otherwise",
+                             hint=f"use one of {', '.join(offline_fallbacks())}")
         at_least(self, 1, "regenerate_tries")
         one_of("unparsed", self.unparsed, UNPARSED)
         if self.max_pairs_per_question is not None and self.max_pairs_per_question < 1:
@@ -94,12 +100,17 @@ class VoteConfig:
         object.__setattr__(self, "pivot", _code(self.pivot, "pivot"))
         object.__setattr__(self, "weights", _weights(self.weights, self.policy))
 
+    @property
+    def samples_again(self) -> bool:
+        """Its chosen fallback needs responses sampled again (the generator's)."""
+        return chosen_fallback(self.chosen_fallback).samples_again
+
 
 def _weights(weights: dict[str, float], policy: str) -> dict[str, float]:
-    if weights and policy != "weighted":
-        raise InputError(f"only policy 'weighted' reads weights, not {policy!r}",
-                         field="weights",
-                         hint="set policy: weighted, or leave the weights out")
+    if weights and not vote_policy(policy).reads_weights:
+        readers = [name for name in VOTE_POLICIES if vote_policy(name).reads_weights]
+        raise InputError(f"policy {policy!r} reads no weights", field="weights",
+                         hint=f"set policy: {' or '.join(readers)}, or leave the weights out")
     checked: dict[str, float] = {}
     for code, weight in weights.items():
         lang = _code(code, "weights")
@@ -146,6 +157,53 @@ def _tie_pivot(tied: list[str], samples: list[Sample], config: VoteConfig) -> st
     return ranked[0][0]
 
 
+@dataclass(frozen=True)
+class VotePolicy:
+    """A vote policy as registered: how it scores, and what it reads from the config.
+
+    A plain function registered in ``VOTE_POLICIES`` is a policy that reads no weights."""
+
+    score: VotePolicyFn
+    reads_weights: bool = False
+    """It reads ``vote.weights`` (the other policies refuse them)."""
+
+    def __call__(self, questions: list[list[Sample]], config: VoteConfig) -> PolicyResult:
+        return self.score(questions, config)
+
+
+def vote_policy(name: str, field: str = "vote.policy") -> VotePolicy:
+    """The registered vote policy ``name``, with what it can do."""
+    item = VOTE_POLICIES.get(name, field)
+    return item if isinstance(item, VotePolicy) else VotePolicy(item)
+
+
+@dataclass(frozen=True)
+class ChosenFallback:
+    """A chosen fallback as registered: how it picks, and whether it needs the generator.
+
+    A plain function registered in ``CHOSEN_FALLBACKS`` picks from the samples at hand."""
+
+    pick: ChosenPick
+    samples_again: bool = False
+    """It picks from responses sampled again for the purpose, which only ``calm-rag run``
+    (which has the generator) can give it."""
+
+    def __call__(self, mine: list[Sample], ordered: list[Sample], majority: str,
+                 config: VoteConfig) -> list[Sample]:
+        return self.pick(mine, ordered, majority, config)
+
+
+def chosen_fallback(name: str, field: str = "vote.chosen_fallback") -> ChosenFallback:
+    """The registered chosen fallback ``name``, with what it needs."""
+    item = CHOSEN_FALLBACKS.get(name, field)
+    return item if isinstance(item, ChosenFallback) else ChosenFallback(item)
+
+
+def offline_fallbacks() -> list[str]:
+    """The chosen fallbacks that need no generator (what ``calm-rag vote`` offers)."""
+    return [name for name in CHOSEN_FALLBACKS if not chosen_fallback(name).samples_again]
+
+
 @dataclass
 class PolicyResult:
     """What a vote policy returns for the questions of one setting."""
@@ -178,7 +236,7 @@ def vote_all(samples: Iterable[Sample], config: VoteConfig) -> list[Vote]:
 def tally(samples: Iterable[Sample], config: VoteConfig) -> Tally:
     """Votes per question and setting; the policy sees a setting's questions together."""
     groups = group_by_question(samples)
-    policy = VOTE_POLICIES.get(config.policy, "vote.policy")
+    policy = vote_policy(config.policy)
     settings: dict[str, list[tuple[str, str]]] = {}
     for key in groups:
         settings.setdefault(key[1], []).append(key)
@@ -222,6 +280,7 @@ def decide(scores: dict[str, float], parsed: list[Sample],
     top = max(scores.values())
     # Weights and posteriors are floats: equal up to rounding is a tie.
     tied = [a for a, n in scores.items() if math.isclose(n, top, rel_tol=1e-9, abs_tol=1e-12)]
+    answer: str | None
     if len(tied) == 1:
         answer, status = tied[0], "majority"
     else:

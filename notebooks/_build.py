@@ -152,7 +152,7 @@ QUICKSTART = [
         IDS = ["med-001", "med-002", "med-003"]
         asked = [q for q in load_bundled("medical", LANGS) if q.id in IDS]
 
-        sampler = make_sampler("hf", {"model": "smollm2-135m-instruct", "progress": False})
+        sampler = make_sampler("hf", {"progress": False}, model="smollm2-135m-instruct")
         params = SamplingParams(n=2, max_tokens=48, seed=0)
         zero_shot = sample_questions(asked, sampler, params, "zero-shot")
         print(f"{len(asked)} prompts x n={params.n}: {len(zero_shot)} zero-shot samples")
@@ -379,7 +379,7 @@ RETRIEVAL = [
         LANGS = ["en", "fr", "zh"]
         IDS = ["med-002", "med-005", "med-013"]
         asked = [q for q in load_bundled("medical", LANGS) if q.id in IDS]
-        sampler = make_sampler("hf", {"model": "smollm2-135m-instruct", "progress": False})
+        sampler = make_sampler("hf", {"progress": False}, model="smollm2-135m-instruct")
         params = SamplingParams(n=2, max_tokens=48, seed=0)
 
 

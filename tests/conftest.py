@@ -6,28 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from calm_rag.records import Question, Sample
+from tests.helpers import CALM_REFERENCE, SHARED, make_samples  # noqa: F401 (re-exported)
 from tests.tiny_model import build_tiny_model
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CALM_REFERENCE = SHARED / "calm-reference" / "xcsqa"
-
-OPTIONS = {"A": "town", "B": "school", "C": "hospital", "D": "office"}
-
-
-def make_samples(answers: dict[str, list[str | None]], qid: str = "q1", gold: str | None = "C",
-                 setting: str = "zero-shot") -> list[Sample]:
-    """Samples of one question: ``{"en": ["C", "A"], ...}``, text saying the answer."""
-    samples = []
-    for lang, letters in answers.items():
-        question = Question(id=qid, lang=lang, stem=f"stem in {lang}", options=OPTIONS,
-                            answer=gold)
-        for index, letter in enumerate(letters):
-            text = f"{lang} response {index}: Answer: {letter}" if letter else f"{lang} babble"
-            samples.append(Sample(question=question, text=text, index=index, setting=setting,
-                                  answer=letter, extraction="marker_letter" if letter else "none",
-                                  instruction=f"instruction {lang}", input=f"input {lang}"))
-    return samples
 
 
 @pytest.fixture

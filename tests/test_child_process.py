@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from calm_rag.child_process import ChildError, ChildProcess
+from calm_rag.child_process import ChildError, ChildProcess, process_alive
 from calm_rag.errors import InputError
 
 
@@ -148,3 +148,17 @@ def test_killing_the_parent_ends_the_child(tmp_path):
         parent.wait()
     assert pid, "the parent script failed before its child started"
     assert gone(pid, wait=15)
+
+
+def test_a_watched_process_is_gone_once_it_ends_even_unreaped():
+    """What a launched rank asks of the pipeline it watches (not its own parent)."""
+    assert process_alive(os.getpid())
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while process_alive(ended.pid):  # exited, not reaped yet: a zombie counts as gone
+        assert time.monotonic() < deadline, "a finished process still reads as running"
+        time.sleep(0.05)
+    with open(f"/proc/{ended.pid}/stat") as handle:
+        assert handle.read().split(") ")[-1].startswith("Z")
+    ended.wait()
+    assert not process_alive(ended.pid)

@@ -7,19 +7,9 @@ import sys
 import pytest
 
 from calm_rag.cli import build_parser, main
-from calm_rag.datasets import write_samples
-from tests.conftest import make_samples
+from tests.helpers import samples_file
 
 COMMANDS = ["vote", "export", "metrics"]
-
-
-def samples_file(tmp_path):
-    samples = (make_samples({"en": ["C", "A"], "zh": ["C", "B"], "fr": ["C"]}, qid="q1")
-               + make_samples({"en": ["B"], "zh": ["B"], "fr": ["B"]}, qid="q2", gold="B"))
-    # Let the CLI extract the answers from the text, as it does for fresh samples.
-    raw = [s.__class__(**{**s.__dict__, "answer": None, "extraction": ""}) for s in samples]
-    write_samples(tmp_path / "samples.jsonl", raw)
-    return tmp_path / "samples.jsonl"
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])

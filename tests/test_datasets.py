@@ -23,7 +23,7 @@ from calm_rag.datasets.xcsqa import write_xcsqa
 from calm_rag.errors import InputError
 from calm_rag.pairs import build_pairs
 from calm_rag.voting import VoteConfig, vote_all
-from tests.conftest import make_samples
+from tests.helpers import make_samples
 
 
 def write_lines(path: Path, rows: list) -> Path:

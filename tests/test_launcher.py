@@ -24,12 +24,10 @@ from calm_rag.experiment import Experiment, load_experiment
 from calm_rag.training import AlignConfig, LoraConfig, train_dpo
 from calm_rag.training.checkpoints import SEAL, checkpoint_folder, last_checkpoint
 from calm_rag.training.launch import PARENT_ENV, config_file, launch_command
+from tests.helpers import TINY_ALIGN, milk_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Few rows, short rows, one thread a rank: the machine running the tests is small and shared.
-TINY = dict(learning_rate=2e-2, batch_size=1, max_length=96, threads=1, precision="fp32",
-            lora=LoraConfig(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR))
+TINY = TINY_ALIGN
 
 
 def _experiment(tmp_path: Path, align: str) -> Path:
@@ -149,9 +147,7 @@ def test_last_checkpoint_is_the_newest_sealed_one(tmp_path):
 
 
 def _pairs(count: int = 4):
-    from tests.test_training import make_pairs
-
-    return make_pairs()[:count]
+    return milk_pairs()[:count]
 
 
 @pytest.mark.slow
@@ -194,13 +190,24 @@ def test_dpo_under_accelerate_with_two_cpu_processes(tiny_model, tmp_path):
     assert not list(tmp_path.glob(".align.*"))
 
 
+
+@pytest.mark.slow
+def test_a_ranks_input_error_is_raised_here_as_the_same_error(tiny_model, tmp_path):
+    """The ranks hand their InputError over as a child_process worker does."""
+    config = AlignConfig(**{**LAUNCHED, "max_length": 8})  # every prompt is longer
+    with pytest.raises(InputError, match="no row is left to train on") as err:
+        train_dpo(str(tiny_model), _pairs(), config, tmp_path / "align")
+    assert err.value.field == "align.max_length" and "raise align.max_length" in err.value.hint
+    assert not (tmp_path / "align").exists() and not list(tmp_path.glob(".align.*"))
+
 _SCRIPT = """
 import sys
 from pathlib import Path
 from calm_rag.training import AlignConfig, LoraConfig, train_dpo
-from tests.test_launcher import LAUNCHED, _pairs
-config = AlignConfig(**{**LAUNCHED, "epochs": 3, "save_steps": 1})
-train_dpo(sys.argv[1], _pairs(), config, Path(sys.argv[2]))
+from tests.helpers import TINY_ALIGN, milk_pairs
+launched = {**TINY_ALIGN, "launcher": "accelerate", "num_processes": 2}
+config = AlignConfig(**{**launched, "epochs": 3, "save_steps": 1})
+train_dpo(sys.argv[1], milk_pairs()[:4], config, Path(sys.argv[2]))
 """
 
 

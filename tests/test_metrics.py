@@ -7,7 +7,7 @@ import pytest
 
 from calm_rag.evaluation import compute_metrics, format_metrics_table
 from calm_rag.evaluation.metrics import bootstrap_ci, consistency_of, language_answer
-from tests.conftest import make_samples
+from tests.helpers import make_samples
 
 
 def test_consistency_is_the_share_of_agreeing_language_pairs():

@@ -58,23 +58,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def client(url: str, **options) -> OpenAISampler:
-    return OpenAISampler(OpenAIOptions(base_url=url, progress=False, **options))
+def client(url: str, model: str | None = None, **options) -> OpenAISampler:
+    return OpenAISampler(model, OpenAIOptions(base_url=url, progress=False, **options))
 
 
 # --------------------------------------------------------------------------- no server needed
 
 
 @pytest.mark.parametrize("bad", [{"base_url": "127.0.0.1:8000/v1"}, {"concurrency": 0},
-                                 {"timeout": 0}, {"model": " "}, {"api_key_env": ""}])
+                                 {"timeout": 0}, {"api_key_env": ""}])
 def test_options_name_the_bad_key(bad):
     with pytest.raises(InputError, match=f"field '{next(iter(bad))}'"):
         OpenAIOptions(**bad)
 
 
+def test_a_blank_model_name_is_refused():
+    with pytest.raises(InputError, match="must be a model name") as err:
+        OpenAISampler(" ")
+    assert err.value.field == "generator.model"
+
+
 def test_registry_builds_the_openai_backend():
-    built = make_sampler("openai", {"base_url": "http://localhost:9/v1", "concurrency": 2})
+    built = make_sampler("openai", {"base_url": "http://localhost:9/v1", "concurrency": 2},
+                         model="served-name")
     assert isinstance(built, OpenAISampler) and built.options.concurrency == 2
+    assert built.model == "served-name"  # asked for as it is: the server knows it
     with pytest.raises(InputError, match="field 'concurency': unknown key"):
         make_sampler("openai", {"concurency": 2})
 

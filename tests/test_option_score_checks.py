@@ -16,7 +16,7 @@ from calm_rag.errors import InputError
 from calm_rag.evaluation.agreement import check_option_scores, score_targets
 from calm_rag.evaluation.grid import add_rankc, evaluation_grid
 from calm_rag.io import write_jsonl
-from tests.conftest import make_samples
+from tests.helpers import make_samples
 
 # RankC of q1: en ranks A>B>C>D, fr B>A>C>D. Top-1 sets differ (0), top-2..4 agree (1), so
 # RankC = 1 - w1 with w = softmax(4, 3, 2, 1): w1 = 1 / (1 + e^-1 + e^-2 + e^-3) = 0.643914.

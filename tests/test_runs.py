@@ -85,7 +85,7 @@ def test_missing_runs_say_what_to_do(tmp_path):
 
 
 def test_samples_frame_without_gold():
-    from tests.conftest import make_samples
+    from tests.helpers import make_samples
 
     frame = samples_frame(make_samples({"en": ["A", None]}, gold=None))
     assert frame.correct.isna().all() and frame.gold.isna().all()

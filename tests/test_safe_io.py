@@ -26,7 +26,7 @@ from calm_rag.io import (
     read_jsonl,
     read_text,
 )
-from tests.test_cli import samples_file
+from tests.helpers import samples_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from calm_rag.cli import main
 from calm_rag.datasets.calm import read_calm_entries, read_calm_samples
 from calm_rag.datasets.samples import read_samples, write_samples
 from calm_rag.errors import InputError
-from tests.conftest import make_samples
+from tests.helpers import make_samples
 
 LLAMA = "x_csqa_train_sampled"
 MISTRAL = "x_csqa_train_mistral_sampled"

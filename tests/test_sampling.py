@@ -6,6 +6,7 @@ with a byte-level BPE tokenizer trained in the test: it builds and loads in well
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import time
 
@@ -21,6 +22,8 @@ from calm_rag.sampling import (
     SAMPLERS,
     HFOptions,
     HFSampler,
+    OpenAIOptions,
+    OpenAISampler,
     Sampler,
     SamplingParams,
     build_messages,
@@ -28,8 +31,8 @@ from calm_rag.sampling import (
     make_sampler,
     prompt_fields,
     sample_questions,
+    sampler_class,
 )
-from calm_rag.sampling.prompts import CONTEXT_HEADINGS
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -55,7 +58,7 @@ def question(lang: str, qid: str = "q1") -> Question:
 def sampler(tiny_model) -> HFSampler:
     # One thread: a tiny model gains nothing from two, and on a busy shared machine two
     # spin-waiting OpenMP threads make each step ten times slower.
-    return HFSampler(HFOptions(model=str(tiny_model), batch_size=2, threads=1, progress=False))
+    return HFSampler(tiny_model, HFOptions(batch_size=2, threads=1, progress=False))
 
 
 FAST = SamplingParams(n=2, temperature=1.0, max_tokens=6, seed=3)
@@ -73,7 +76,7 @@ def test_prompt_is_in_the_question_language(lang):
     assert content.startswith(instruction_for(lang, q.labels))
     assert f"{get_language(lang).question_marker} {q.stem}" in content
     assert all(f"{label}. {text}" in content for label, text in q.options.items())
-    heading = CONTEXT_HEADINGS[lang]
+    heading = get_language(lang).context_heading
     assert f"{heading}\n[1] First passage.\n[2] Second passage." in content
     # The context comes before the question.
     assert content.index(heading) < content.index(q.stem)
@@ -90,10 +93,15 @@ def test_prompt_fields_record_what_was_asked():
     assert build_messages(q)[0]["content"] == f"{instruction}\n\n{input_}"
 
 
-def test_every_registered_language_has_a_context_heading():
-    from calm_rag.languages import LANGUAGES
+def test_every_registered_language_has_a_context_heading_and_hint_of_its_own():
+    from calm_rag.languages import LANGUAGES, Language
 
-    assert set(LANGUAGES) <= set(CONTEXT_HEADINGS)
+    english_heading = Language.__dataclass_fields__["context_heading"].default
+    english_hint = Language.__dataclass_fields__["answer_hint"].default
+    # Dutch writes "Context:" too; any other language left at the default forgot its own.
+    assert {c for c, lang in LANGUAGES.items()
+            if lang.context_heading == english_heading} == {"en", "nl"}
+    assert not [c for c, lang in LANGUAGES.items() if lang.answer_hint == english_hint]
 
 
 # --------------------------------------------------------------------------- params and registry
@@ -112,8 +120,9 @@ def test_params_reject_bad_values(bad):
 
 def test_registry_builds_hf_and_names_bad_keys(tiny_model):
     assert "hf" in SAMPLERS
-    built = make_sampler("hf", {"model": str(tiny_model), "threads": 1, "progress": False})
+    built = make_sampler("hf", {"threads": 1, "progress": False}, model=tiny_model)
     assert isinstance(built, HFSampler)
+    assert (built.model_name, built.options.threads) == (str(tiny_model), 1)
     with pytest.raises(InputError, match="field 'temprature': unknown key"):
         make_sampler("hf", {"temprature": 0.5})
     with pytest.raises(InputError, match="unknown sampler backend 'nope'"):
@@ -125,6 +134,49 @@ def test_registry_builds_hf_and_names_bad_keys(tiny_model):
 
 
 # --------------------------------------------------------------------------- hf backend
+
+
+def test_backends_say_what_they_can_do_without_being_built():
+    """The pipeline asks the registered class, never the backend's name."""
+    said = {name: (sampler_class(name).loads_adapters, sampler_class(name).reads_local_weights,
+                   sampler_class(name).forces_answers) for name in ("hf", "vllm", "openai")}
+    assert said == {"hf": (True, True, False), "vllm": (True, True, True),
+                    "openai": (True, False, False)}
+    with pytest.raises(InputError, match="unknown sampler backend 'nope'") as err:
+        sampler_class("nope")
+    assert err.value.field == "generator.backend"
+
+
+def test_the_model_is_an_argument_not_an_option(tiny_model):
+    assert "model" not in {f.name for f in dataclasses.fields(HFOptions)}
+    with pytest.raises(TypeError, match=r"HFSampler\(model, options\): the model is a name"):
+        HFSampler(42)
+    with pytest.raises(TypeError, match="HFSampler takes HFOptions, got dict"):
+        HFSampler(tiny_model, {"threads": 1})
+    # Options alone in the model's place, as before: still options, with a warning.
+    with pytest.warns(DeprecationWarning, match=r"pass OpenAISampler\(model, options\)"):
+        served = OpenAISampler(OpenAIOptions(concurrency=3))
+    assert (served.model_name, served.options.concurrency) == (None, 3)
+    # The mapping form of before still builds, with a warning; the model twice is refused.
+    with pytest.warns(DeprecationWarning, match="pass model="):
+        built = make_sampler("hf", {"model": str(tiny_model), "threads": 1, "progress": False})
+    assert (built.model_name, built.options.threads) == (str(tiny_model), 1)
+    with pytest.raises(InputError, match="the model is given twice"):
+        make_sampler("hf", {"model": "a"}, model="b")
+
+
+def test_a_backend_that_loads_adapters_needs_an_adapter_option():
+    @dataclasses.dataclass(frozen=True)
+    class NoAdapter:
+        progress: bool = False
+
+    with pytest.raises(TypeError, match="Claims loads adapters but NoAdapter has no adapter"):
+        class Claims(Sampler):
+            Options = NoAdapter
+            loads_adapters = True
+
+            def generate(self, prompts, params):
+                return []
 
 
 def test_hf_returns_n_texts_per_prompt(sampler):
@@ -172,7 +224,7 @@ def test_hf_accepts_a_loaded_model(tiny_model):
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
     tokenizer.chat_template = None  # a base model: plain text prompts
-    loaded = HFSampler(HFOptions(threads=1, progress=False), model=model, tokenizer=tokenizer)
+    loaded = HFSampler(options=HFOptions(threads=1, progress=False), loaded=(model, tokenizer))
     assert loaded.generate([build_messages(question("en"))], FAST)[0].__len__() == 2
 
 
@@ -223,6 +275,15 @@ def test_sample_questions_rejects_bad_settings():
         sample_questions([question("en")], scripted, setting="few-shot")
     with pytest.raises(InputError, match="needs passages"):
         sample_questions([question("en")], scripted, setting="rag")
+
+
+def test_forced_answers_need_a_backend_that_forces_them():
+    scripted = Scripted(["Answer: A"])
+    with pytest.raises(InputError, match="the Scripted backend cannot force") as err:
+        sample_questions([question("en")], scripted, SamplingParams(n=1, forced_answer=True))
+    assert err.value.field == "sampling.forced_answer"
+    assert err.value.hint == "use generator.backend: vllm, or set forced_answer: false"
+    assert scripted.calls == []  # refused before any sampling
 
 
 def test_encode_chat_renders_the_template_or_plain_text(tiny_model):

@@ -16,14 +16,25 @@ import pytest
 from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.records import PreferencePair, Question, Sample, Vote
+from calm_rag.registries import ALIGN_METHODS
 from calm_rag.sampling.prompts import messages_from_fields
 from calm_rag.training import (
     AlignConfig,
     LoraConfig,
+    TrainResult,
     dpo_row,
     sft_targets,
     train_dpo,
     train_sft,
+)
+from calm_rag.training.methods import AlignMethod
+from tests.helpers import (
+    MILK_INSTRUCTION,
+    MILK_OPTIONS,
+    MILK_STEMS,
+    milk_input,
+    milk_pairs,
+    milk_samples,
 )
 
 torch = pytest.importorskip("torch")
@@ -31,38 +42,11 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 pytest.importorskip("trl")
 
-INSTRUCTION = "Answer the question with the letter A, B or C."
-STEMS = ["Where is milk kept?", "Where should milk be kept?", "Where is milk stored?",
-         "Where do you keep milk?"]
-OPTIONS = {"A": "pantry", "B": "refrigerator", "C": "oven"}
 # A high learning rate, several epochs and adapters on every linear layer: the random tiny
 # model must move visibly in seconds (attention-only LoRA moves it about a third as much).
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FAST = dict(learning_rate=2e-2, epochs=4, batch_size=4, max_length=160, threads=1, merge=True,
             lora=LoraConfig(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR))
-
-
-def _input(stem: str) -> str:
-    return f"Question: {stem}\n" + "\n".join(f"{k}. {v}" for k, v in OPTIONS.items())
-
-
-def make_pairs() -> list[PreferencePair]:
-    return [PreferencePair(
-        question_id=f"q{i}", lang="en", setting="zero-shot", instruction=INSTRUCTION,
-        input=_input(stem), chosen="Answer: B. refrigerator", rejected="Answer: A. pantry",
-        chosen_answer="B", rejected_answer="A", vote_counts={"B": 4, "A": 2},
-        chosen_sample_id=f"q{i}/en/zero-shot/0", rejected_sample_id=f"q{i}/en/zero-shot/1",
-    ) for i, stem in enumerate(STEMS)] * 2
-
-
-def make_samples() -> list[Sample]:
-    samples = []
-    for i, stem in enumerate(STEMS):
-        question = Question(id=f"q{i}", lang="en", stem=stem, options=OPTIONS, answer="B")
-        samples.append(Sample(question=question, text="Answer: B. refrigerator", index=0,
-                              answer="B", extraction="marker_letter",
-                              instruction=INSTRUCTION, input=_input(stem)))
-    return samples * 2
 
 
 def response_logprob(model, tokenizer, instruction: str, input_: str, response: str) -> float:
@@ -109,14 +93,14 @@ def tiny_bf16(tiny_model, tmp_path_factory):
 @pytest.fixture(scope="module")
 def dpo_run(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("dpo") / "align"
-    return train_dpo(str(tiny_model), make_pairs(), AlignConfig(**FAST, precision="fp32"), out)
+    return train_dpo(str(tiny_model), milk_pairs(), AlignConfig(**FAST, precision="fp32"), out)
 
 
 # --------------------------------------------------------------------------- DPO
 
 
 def test_dpo_raises_the_chosen_over_rejected_margin(tiny_model, dpo_run):
-    pairs = make_pairs()
+    pairs = milk_pairs()
     before = margin(*load(tiny_model), pairs)
     after = margin(*load(dpo_run.merged_dir), pairs)
     # nats; "pantry" is outside the tiny tokenizer's corpus, so the base already prefers the
@@ -140,7 +124,7 @@ def test_dpo_adapter_loads_with_peft_and_matches_the_merged_model(tiny_model, dp
 def test_dpo_merged_model_generates_with_its_chat_template(dpo_run):
     model, tokenizer = load(dpo_run.merged_dir)
     assert tokenizer.chat_template  # saved with the model: vLLM and hf apply it
-    chat = messages_from_fields(INSTRUCTION, _input(STEMS[0]))
+    chat = messages_from_fields(MILK_INSTRUCTION, milk_input(MILK_STEMS[0]))
     batch = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True,
                                           return_dict=True, return_tensors="pt")
     out = model.generate(**batch, max_new_tokens=5, do_sample=False,
@@ -165,8 +149,48 @@ def test_dpo_writes_its_log_and_loss_plot(dpo_run):
     assert not list(folder.parent.glob(".align.*"))  # no staging folder left behind
 
 
+
+def test_the_result_is_what_its_folder_reads_back(dpo_run):
+    """The align stage's cache hit and a fresh training are one value."""
+    assert TrainResult.load(dpo_run.folder) == dpo_run
+    assert dpo_run.method == "dpo" and dpo_run.target == "majority"
+    assert dpo_run.merged_dir == dpo_run.folder / "merged"
+    assert dpo_run.final_loss == dpo_run.log[-1]["loss"]
+
+
+# train_log.json of an align cache entry as the code before issue 27 wrote it (the writer,
+# artifacts.write_log, is unchanged: this is what every cache entry holds).
+OLD_LOG = {
+    "method": "sft", "config": {"method": "sft", "target": "gold", "rounds": 1, "merge": False},
+    "rows": 7, "seconds": 12.5, "processes": 1, "backend": None, "resumed_from": None,
+    "summary": {"train_runtime": 11.0},
+    "steps": [{"loss": 2.5, "step": 1, "epoch": 0.5}, {"loss": 1.25, "step": 2, "epoch": 1.0}],
+}
+
+
+def test_an_align_folder_the_old_code_wrote_loads(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "train_log.json").write_text(json.dumps(OLD_LOG))
+    result = TrainResult.load(tmp_path)
+    assert (result.method, result.target, result.rows, result.seconds) == ("sft", "gold", 7, 12.5)
+    assert result.final_loss == 1.25 and [s["step"] for s in result.log] == [1, 2]
+    assert result.adapter_dir == tmp_path / "adapter" and result.merged_dir is None
+    assert result.loss_plot == tmp_path / "loss.png"
+
+
+def test_the_pipelines_old_name_for_it_still_imports_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="now calm_rag.training.TrainResult"):
+        from calm_rag.pipeline import TrainingResult
+    assert TrainingResult is TrainResult
+
+def test_a_log_without_its_keys_is_refused_naming_them(tmp_path):
+    (tmp_path / "train_log.json").write_text(json.dumps({"method": "dpo", "steps": []}))
+    with pytest.raises(InputError, match="lacks rows, seconds, config") as err:
+        TrainResult.load(tmp_path)
+    assert err.value.path == str(tmp_path / "train_log.json")
+
 def test_dpo_row_is_the_sampler_chat():
-    pair = make_pairs()[0]
+    pair = milk_pairs()[0]
     row = dpo_row(pair)
     assert row["prompt"] == messages_from_fields(pair.instruction, pair.input)
     assert row["chosen"] == [{"role": "assistant", "content": pair.chosen}]
@@ -185,7 +209,7 @@ def test_prompts_longer_than_max_length_fail_and_leave_the_old_folder(tiny_model
     out.mkdir()
     (out / "previous.txt").write_text("kept")
     with pytest.raises(InputError) as err:
-        train_dpo(str(tiny_model), make_pairs(), AlignConfig(**{**FAST, "max_length": 8}), out)
+        train_dpo(str(tiny_model), milk_pairs(), AlignConfig(**{**FAST, "max_length": 8}), out)
     assert err.value.field == "align.max_length"
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["align"]
@@ -195,7 +219,7 @@ def test_prompts_longer_than_max_length_fail_and_leave_the_old_folder(tiny_model
 
 
 def test_sft_raises_the_target_response_and_keeps_the_base_dtype(tiny_bf16, tmp_path):
-    samples = make_samples()
+    samples = milk_samples()
     # bf16 autocast, and an adapter on the last layer only (of two)
     lora = LoraConfig(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR, layers=1)
     config = AlignConfig(method="sft", **{**FAST, "lora": lora}, precision="bf16")
@@ -204,7 +228,7 @@ def test_sft_raises_the_target_response_and_keeps_the_base_dtype(tiny_bf16, tmp_
     def mean_logprob(folder) -> float:
         model, tokenizer = load(folder)  # both scored in float32
         values = [response_logprob(model, tokenizer, s.instruction, s.input, s.text)
-                  for s in samples[: len(STEMS)]]
+                  for s in samples[: len(MILK_STEMS)]]
         return sum(values) / len(values)
 
     # nats over the ~10 response tokens; the trained model gains about 4.5
@@ -224,9 +248,9 @@ def test_no_sft_samples_is_an_input_error(tiny_model, tmp_path):
 
 def _sample(qid: str, lang: str, answer: str | None, setting: str = "zero-shot",
             gold: str = "B") -> Sample:
-    question = Question(id=qid, lang=lang, stem="stem", options=OPTIONS, answer=gold)
+    question = Question(id=qid, lang=lang, stem="stem", options=MILK_OPTIONS, answer=gold)
     return Sample(question=question, text=f"Answer: {answer}", setting=setting, answer=answer,
-                  instruction=INSTRUCTION, input="input")
+                  instruction=MILK_INSTRUCTION, input="input")
 
 
 def _vote(qid: str, setting: str, answer: str | None) -> Vote:
@@ -301,3 +325,55 @@ def test_bad_method_hint_lists_the_methods():
     with pytest.raises(InputError) as err:
         AlignConfig(method="ppo")
     assert err.value.field == "method" and err.value.hint == "use one of dpo, sft"
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+class _Echo(AlignMethod[PreferencePair]):
+    """A method that trains nothing: only its capabilities are looked at."""
+
+    trl_config = "SFTConfig"
+
+    @classmethod
+    def rows(cls, samples, votes, pairs):
+        return pairs
+
+    @classmethod
+    def train(cls, model_path, rows, config, out_dir, adapter=None):
+        raise AssertionError("not trained here")
+
+
+@pytest.fixture
+def echo_method():
+    ALIGN_METHODS.register("test-echo", _Echo)
+    yield "test-echo"
+    ALIGN_METHODS.unregister("test-echo")
+
+
+def test_capabilities_are_on_the_registered_classes():
+    assert {name: (m.trl_config, m.launchable) for name, m in ALIGN_METHODS.items()} == {
+        "dpo": ("DPOConfig", True), "sft": ("SFTConfig", True)}
+
+
+def test_trainer_keys_follow_the_methods_trl_config(echo_method):
+    # dataset_text_field is a field of SFTConfig, the one this method names
+    config = AlignConfig(method=echo_method, trainer={"dataset_text_field": "text"})
+    assert config.trainer == {"dataset_text_field": "text"}
+    with pytest.raises(InputError, match="not a field of TRL's SFTConfig") as err:
+        AlignConfig(method=echo_method, trainer={"beta": 0.2})
+    assert err.value.field == "trainer.beta"
+
+
+def test_a_method_its_ranks_cannot_rebuild_is_refused_a_launcher(echo_method):
+    with pytest.raises(InputError, match="'test-echo' cannot run under a launcher") as err:
+        AlignConfig(method=echo_method, launcher="accelerate")
+    assert err.value.field == "launcher" and err.value.hint.endswith("dpo, sft")
+    assert AlignConfig(method=echo_method).launcher == "none"
+
+
+def test_a_method_must_name_its_trl_config_and_a_launchable_one_its_trainer():
+    with pytest.raises(TypeError, match="must name its TRL config"):
+        type("NoConfig", (_Echo,), {"trl_config": None})
+    with pytest.raises(TypeError, match="defines no trainer"):
+        type("NoTrainer", (_Echo,), {"launchable": True})

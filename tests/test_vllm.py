@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -39,7 +40,10 @@ from calm_rag.sampling import (
     make_sampler,
     prompt_fields,
     sample_questions,
+    vllm_args,
 )
+from calm_rag.sampling.data_parallel import engine_group
+from calm_rag.sampling.vllm_backend import EngineConfig, engine_args
 
 HAS_MODEL = (default_model.generator_dir() / STAMP_FILE).is_file() or (
     importlib.util.find_spec(default_model.MODULE) is not None)
@@ -73,7 +77,8 @@ def milk(lang: str, qid: str = "milk-1") -> Question:
 
 @pytest.fixture(scope="module")
 def engine() -> VLLMSampler:
-    sampler = VLLMSampler(VLLMOptions(dtype="float32", max_model_len=1024, progress=False))
+    sampler = VLLMSampler(options=VLLMOptions(dtype="float32", max_model_len=1024,
+                                              progress=False))
     yield sampler
     sampler.close()
 
@@ -113,23 +118,47 @@ def test_options_name_the_bad_key():
 
 def test_missing_model_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="field 'generator.model': no such model folder"):
-        VLLMSampler(VLLMOptions(model=str(tmp_path / "nowhere")))
+        VLLMSampler(tmp_path / "nowhere")
     with pytest.raises(InputError, match="generator.model.*is empty"):
-        VLLMSampler(VLLMOptions(model=str(tmp_path)))
+        VLLMSampler(tmp_path)
     (tmp_path / "README.md").write_text("not a model")
     with pytest.raises(InputError, match="generator.model.*no config.json"):
-        VLLMSampler(VLLMOptions(model=str(tmp_path)))
+        VLLMSampler(tmp_path)
     with pytest.raises(InputError, match="generator.model.*is a file"):
-        VLLMSampler(VLLMOptions(model=str(tmp_path / "README.md")))
+        VLLMSampler(tmp_path / "README.md")
 
 
 def test_a_model_the_child_cannot_load_is_an_input_error(tmp_path):
     """The folder looks like a model but is not one: the child fails, the parent says why."""
     (tmp_path / "config.json").write_text('{"model_type": "no-such-architecture"}')
-    sampler = VLLMSampler(VLLMOptions(model=str(tmp_path), progress=False))
+    sampler = VLLMSampler(tmp_path, VLLMOptions(progress=False))
     with pytest.raises(InputError, match="generator.model.*cannot load the model"):
         sampler.generate([capital_chat("France")], SAMPLED)
     assert sampler._engine is None  # nothing left running
+
+
+def test_the_engine_config_crosses_to_the_child_as_the_dataclass(monkeypatch):
+    """What the child is started with: the options themselves (pickled), the model beside
+    them, and each data-parallel rank's share of the cores replaced in, nothing else."""
+    options = VLLMOptions(dtype="float32", max_model_len=512, kv_cache_gib=0.5, max_num_seqs=4,
+                          progress=False)
+    config = EngineConfig.of("/models/m", options)
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert engine_args(config, on_cpu=True) == {
+        "model": "/models/m", "dtype": "float32", "max_model_len": 512,
+        "enable_prefix_caching": True, "enforce_eager": True, "gpu_memory_utilization": 0.9,
+        "kv_cache_memory_bytes": 2**29, "enable_chunked_prefill": False,
+        "tensor_parallel_size": 1, "pipeline_parallel_size": 1,
+        "distributed_executor_backend": "uni", "quantization": None, "revision": None,
+        "max_num_seqs": 4, "trust_remote_code": False}
+    # Two engines on a machine of four cores and no GPU: two cores each.
+    monkeypatch.setattr(vllm_args, "visible_gpus", lambda: [])
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    made: list[EngineConfig] = []
+    engine_group(object, config, made.append, ranks=2, world=1, ray_address=None,
+                 size=len, split=lambda payload, part: payload, merge=list)
+    assert [(m.options, m.model, m.devices, m.cpus) for m in made] == [
+        (options, "/models/m", None, [0, 1]), (options, "/models/m", None, [2, 3])]
 
 
 def test_missing_vllm_says_how_to_install(monkeypatch):
@@ -170,7 +199,7 @@ def test_same_seed_same_texts(engine):
 
 @needs_model
 def test_vllm_and_hf_produce_samples_of_the_same_form(engine):
-    hf = HFSampler(HFOptions(dtype="float32", progress=False))
+    hf = HFSampler(options=HFOptions(dtype="float32", progress=False))
     questions = [milk("en"), milk("fr"), milk("zh"), milk("en", qid="milk-2")]
 
     def passages(q: Question) -> list[str]:
@@ -265,7 +294,7 @@ def test_killing_the_parent_ends_the_engine(tmp_path):
     script.write_text(textwrap.dedent("""
         from calm_rag.sampling import SamplingParams, VLLMOptions, VLLMSampler
         if __name__ == "__main__":
-            sampler = VLLMSampler(VLLMOptions(progress=False))
+            sampler = VLLMSampler(options=VLLMOptions(progress=False))
             chat = [{"role": "user", "content": "Tell me a long story."}]
             sampler.generate([chat], SamplingParams(n=1, max_tokens=1))
             print(sampler._engine.process.pid, flush=True)

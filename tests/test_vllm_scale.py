@@ -230,7 +230,7 @@ def test_an_engine_group_splits_and_reassembles_in_order():
 
 
 def test_hf_stop_top_k_and_template_kwargs(tiny_model, tmp_path):
-    sampler = HFSampler(HFOptions(model=str(tiny_model), progress=False, dtype="float32"))
+    sampler = HFSampler(tiny_model, HFOptions(progress=False, dtype="float32"))
     chats = [capital_chat(c) for c in COUNTRIES[:2]]
     greedy = sampler.generate(chats, SamplingParams(n=1, temperature=0, max_tokens=16))
     top1 = sampler.generate(chats, SamplingParams(n=2, temperature=1.0, top_k=1,
@@ -285,7 +285,7 @@ def test_openai_sends_the_new_keys_only_when_set():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-        sampler = OpenAISampler(OpenAIOptions(base_url=url, progress=False))
+        sampler = OpenAISampler(options=OpenAIOptions(base_url=url, progress=False))
         sampler.generate([capital_chat("France")], SamplingParams(n=1, max_tokens=4))
         set_ = SamplingParams(n=1, max_tokens=4, stop=("\n",), top_k=5, min_p=0.1,
                               chat_template_kwargs={"enable_thinking": False})
@@ -311,7 +311,7 @@ def vllm_options(**more) -> VLLMOptions:
 def one_engine():
     if not (HAS_VLLM and HAS_MODEL):
         pytest.skip("needs vLLM and the default generator")
-    sampler = VLLMSampler(vllm_options())
+    sampler = VLLMSampler(options=vllm_options())
     yield sampler
     sampler.close()
 
@@ -344,7 +344,7 @@ def test_vllm_stop_top_k_and_min_p(one_engine):
 
 @pytest.mark.slow
 def test_two_engines_sample_what_one_does(reference):
-    with VLLMSampler(vllm_options(data_parallel_size=2)) as two:
+    with VLLMSampler(options=vllm_options(data_parallel_size=2)) as two:
         assert two.generate([capital_chat(c) for c in COUNTRIES], SAMPLED) == reference
         pids = [engine.pid for engine in two._engine.engines]
         assert len(set(pids)) == 2
@@ -362,7 +362,7 @@ def test_two_ray_actors_sample_what_one_engine_does(reference):
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              _temp_dir=temp)
     try:
-        with VLLMSampler(vllm_options(data_parallel_size=2, ray_address="auto")) as two:
+        with VLLMSampler(options=vllm_options(data_parallel_size=2, ray_address="auto")) as two:
             assert two.generate([capital_chat(c) for c in COUNTRIES], SAMPLED) == reference
             assert len(two._engine.engines) == 2
     finally:

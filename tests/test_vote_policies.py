@@ -10,7 +10,7 @@ from calm_rag.datasets.samples import write_samples
 from calm_rag.errors import InputError
 from calm_rag.registries import VOTE_POLICIES
 from calm_rag.voting import VoteConfig, tally, vote
-from tests.conftest import make_samples
+from tests.helpers import make_samples
 
 
 def test_policies_are_registered_and_pooled_is_the_default():

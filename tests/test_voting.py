@@ -8,7 +8,7 @@ from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.pairs import build_pairs
 from calm_rag.voting import VoteConfig, preset, vote, vote_all
-from tests.conftest import make_samples
+from tests.helpers import make_samples
 
 
 def test_majority_pools_every_language_and_sample():

@@ -11,7 +11,8 @@ from calm_rag.commands.common import add_extractor_option, add_group_option, loa
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_PRESETS
+    from calm_rag.registries import TIE_POLICIES, VOTE_PRESETS
+    from calm_rag.voting import offline_fallbacks
 
     study = subparsers.add_parser("study", help="studies of the method on sample sets",
                                   description="Studies of the method on sample sets.")
@@ -30,8 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tie", choices=list(TIE_POLICIES), help="how ties are settled")
     p.add_argument("--min-agreement", type=float, metavar="SHARE",
                    help="abstain when the winner holds less than this share of the votes")
-    p.add_argument("--chosen-fallback", choices=list(CHOSEN_FALLBACKS),
-                   help="when a language has no agreeing response: skip it, or borrow one")
+    p.add_argument("--chosen-fallback", choices=offline_fallbacks(),
+                   help="when a language has no agreeing response: skip it, or borrow one "
+                        "(the fallbacks that sample again need `calm-rag run`)")
     p.add_argument("--weights", metavar="xx=W,yy=W",
                    help="per-language weights; the 'weighted' policy runs only with them")
     p.add_argument("--min-languages", type=int, default=2, metavar="N",

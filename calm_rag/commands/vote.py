@@ -12,8 +12,8 @@ from calm_rag.commands.common import add_extractor_option, add_group_option, loa
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from calm_rag.registries import CHOSEN_FALLBACKS, TIE_POLICIES, VOTE_POLICIES, VOTE_PRESETS
-    from calm_rag.voting import UNPARSED
+    from calm_rag.registries import TIE_POLICIES, VOTE_POLICIES, VOTE_PRESETS
+    from calm_rag.voting import UNPARSED, offline_fallbacks
 
     p = subparsers.add_parser(
         "vote", help="vote across languages and build preference pairs",
@@ -35,8 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pivot", metavar="xx", help="pivot language")
     p.add_argument("--min-agreement", type=float, metavar="SHARE",
                    help="abstain when the majority holds less than this share of answers")
-    p.add_argument("--chosen-fallback", choices=list(CHOSEN_FALLBACKS),
-                   help="when a language has no agreeing response: skip it, or borrow one")
+    p.add_argument("--chosen-fallback", choices=offline_fallbacks(),
+                   help="when a language has no agreeing response: skip it, or borrow one "
+                        "(the fallbacks that sample again need `calm-rag run`)")
     p.add_argument("--unparsed", choices=UNPARSED, help="responses with no answer: ignore/reject")
     p.add_argument("--max-pairs-per-question", type=int, metavar="N", help="cap rows per question")
     add_extractor_option(p)
@@ -87,15 +88,17 @@ def parse_weights(text: str) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from calm_rag.answers import CALM_CHAIN
     from calm_rag.io import output_folder, refuse_inputs, write_json, write_jsonl
     from calm_rag.pairs import build_pairs
+    from calm_rag.registries import EXTRACTOR_CHAINS
     from calm_rag.voting import tally
 
     config = config_from_args(args)
     refuse_inputs(args.out, [args.samples])  # before the work, not after it
-    # CALM's pairs rest on the authors' own letter reading, quirks included (see answers.py).
-    default_chain = CALM_CHAIN if args.policy == "calm" else None
+    # A preset reads answers with the extractor chain of its name where there is one: CALM's
+    # pairs rest on the authors' own letter reading, quirks included (see answers.py).
+    default_chain = (EXTRACTOR_CHAINS.get(args.policy) if args.policy in EXTRACTOR_CHAINS
+                     else None)
     samples = load_samples(args.samples, args.extractors, default_chain, args.group)
     counted = tally(samples, config)
     votes = counted.votes

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,16 @@ def load_bundled(name: str, languages: tuple[str, ...] | list[str] = BUNDLED_LAN
     return questions
 
 
-@QUESTION_SOURCES.register("bundled")
-def bundled_source(data: Any, base_dir: str | Path) -> list[Question]:
+@dataclass(frozen=True)
+class BundledSource:
     """The sets shipped with calm_rag (``data.dataset``: medical or commonsense)."""
-    return load_bundled(data.dataset, data.languages)
+
+    sets: tuple[str, ...] = BUNDLED
+    """What ``data.dataset`` may name: this source reads no ``data.path``."""
+
+    def __call__(self, data: Any, base_dir: str | Path) -> list[Question]:
+        return load_bundled(data.dataset, data.languages)
+
+
+bundled_source = BundledSource()
+QUESTION_SOURCES.register("bundled", bundled_source)

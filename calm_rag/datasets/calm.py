@@ -150,7 +150,7 @@ def parse_calm_input(text: str) -> tuple[str, dict[str, str]]:
         if not match:
             break  # a trailing "Answer:" cue ends the options
         options[match.group(1)] = match.group(2)
-    return _strip_question_marker("\n".join(lines[:first]).strip()), options
+    return strip_question_marker("\n".join(lines[:first]).strip()), options
 
 
 _QUESTION_MARKER = re.compile(
@@ -158,8 +158,9 @@ _QUESTION_MARKER = re.compile(
                                for lang in LANGUAGES.values()})) + r")\s*[:：]\s*")
 
 
-def _strip_question_marker(stem: str) -> str:
-    # CALM's German DPO inputs say "Frage:Frage: ...": strip every leading marker.
+def strip_question_marker(stem: str) -> str:
+    """``stem`` without its leading "Question:" markers, in any language (CALM's German DPO
+    inputs say "Frage:Frage: ...": every one is stripped)."""
     while match := _QUESTION_MARKER.match(stem):
         stem = stem[match.end():]
     return stem

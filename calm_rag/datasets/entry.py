@@ -295,14 +295,14 @@ def inline_options(text: str) -> tuple[str, dict[str, str]]:
     """The stem and its options: the ``(A) ...`` / ``A. ...`` option lines at its end, or
     options that run on one line, ``... (A) 2小时 (B) 4小时内 (C) ...`` (CALM's native Chinese
     MedQA files); a trailing answer cue such as ``Answer:`` is dropped."""
-    from calm_rag.datasets.calm import _strip_question_marker
+    from calm_rag.datasets.calm import strip_question_marker
 
     lines = text.strip().splitlines()
     first = next((i for i, line in enumerate(lines) if _INLINE_OPTION.match(line)), None)
     if first is None:  # no option lines: the options run on after the stem
         before, run_on = _options_in_line(text)
-        return _strip_question_marker(before), run_on
-    stem = _strip_question_marker("\n".join(lines[:first]).strip())
+        return strip_question_marker(before), run_on
+    stem = strip_question_marker("\n".join(lines[:first]).strip())
     # Lines that are not options are a broken option line (a bad translation) or the cue.
     matches = [m for line in lines[first:] if (m := _INLINE_OPTION.match(line))]
     if len(matches) == 1 and len(_label_run(matches[0].string)) > 1:

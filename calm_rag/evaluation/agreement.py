@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from calm_rag.errors import InputError
-from calm_rag.evaluation.metrics import _summary, bootstrap_interval
+from calm_rag.evaluation.metric_spec import metric
+from calm_rag.evaluation.metrics import bootstrap_interval, value_summary
 from calm_rag.records import Sample
-from calm_rag.registries import METRICS
 
 
 def answer_matrix(rows: list[dict], langs: list[str]) -> np.ndarray:
@@ -47,7 +47,8 @@ def nominal_alpha(matrix: np.ndarray) -> float:
     return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="nominal"))
 
 
-@METRICS.register("krippendorff_alpha")
+@metric("krippendorff_alpha", better="higher",
+        aggregation="over all questions at once, languages as raters (nominal)")
 def krippendorff_alpha(rows: list[dict], langs: list[str]) -> dict:
     """Krippendorff's alpha, languages as raters (the ``krippendorff`` package), with a
     bootstrap interval over questions."""
@@ -69,12 +70,13 @@ def entropy_of(answers: dict[str, str | None]) -> float:
     return float(-(shares * np.log2(shares)).sum())
 
 
-@METRICS.register("answer_entropy")
+@metric("answer_entropy", better="lower",
+        aggregation="mean over questions of the entropy (bits) of the languages' answers")
 def answer_entropy(rows: list[dict], langs: list[str]) -> dict:
     """Mean over questions of the entropy (bits) of the languages' answers; lower is more
     consistent. ``max`` is log2 of the number of languages."""
     scores = [entropy_of(r["answers"]) for r in rows]
-    return {**_summary(scores), "skipped": int(sum(np.isnan(s) for s in scores)),
+    return {**value_summary(scores), "skipped": int(sum(np.isnan(s) for s in scores)),
             "max": float(np.log2(len(langs))) if langs else None}
 
 
@@ -141,9 +143,9 @@ def rankc(scores: dict[str, dict[str, dict[str, float]]], langs: list[str]) -> d
     counts = Counter(len(next(iter(v.values()))) for v in scores.values() if v)
     per_question = [float(np.nanmean(row)) if (~np.isnan(row)).any() else float("nan")
                     for row in table]
-    return {**_summary(per_question),
+    return {**value_summary(per_question),
             "chance": rankc_chance(counts.most_common(1)[0][0]) if counts else None,
-            "pairs": {f"{a}-{b}": _summary(table[:, k]) for k, (a, b) in enumerate(pairs)}}
+            "pairs": {f"{a}-{b}": value_summary(table[:, k]) for k, (a, b) in enumerate(pairs)}}
 
 
 def scores_by_cell(rows: list[dict]) -> dict[str, dict[str, dict]]:

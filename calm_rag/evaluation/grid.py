@@ -14,7 +14,7 @@ import numpy as np
 
 from calm_rag.evaluation.delta import retrieval_delta
 from calm_rag.evaluation.metrics import bootstrap_ci, compute_metrics, consistency_of, per_question
-from calm_rag.evaluation.tables import _pct, _with_ci
+from calm_rag.evaluation.tables import pct, with_ci
 from calm_rag.records import Sample
 
 NOT_EXTRACTED = "unextracted"  # Sample.extraction == "": the answers stage has not run
@@ -169,11 +169,11 @@ def format_grid_table(grid: dict) -> str:
     for name, cell in grid["cells"].items():
         for setting, m in cell["metrics"].items():
             methods = cell["extraction"].get(setting, {})
-            accuracy = [_pct(m["accuracy"][lang]["value"]) if lang in m["accuracy"] else "–"
+            accuracy = [pct(m["accuracy"][lang]["value"]) if lang in m["accuracy"] else "–"
                         for lang in langs]
             row = ([name, setting] + accuracy
-                   + [_with_ci(m["consistency"]), _pct(m["consistent_correct"]["value"]),
-                      f"{_pct(answered_share(methods))} ({_pct(methods.get('logprob', 0.0))})"])
+                   + [with_ci(m["consistency"]), pct(m["consistent_correct"]["value"]),
+                      f"{pct(answered_share(methods))} ({pct(methods.get('logprob', 0.0))})"])
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -220,9 +220,9 @@ def format_language_sets(name: str, sets: dict[str, dict], runs: dict[str, str])
              + [str(s["votes"][k]) if s["votes"] else "–" for k in VOTE_KEYS]
              for key, s in sets.items()]
     held = list(dict.fromkeys(x for s in sets.values() for x in s["heldout_languages"]))
-    rows = [[key, cell, setting, _pct(c["accuracy"]),
-             *[_pct(c["accuracy_heldout_languages"].get(x)) for x in held],
-             _with_ci(c["consistency"]), with_ci_number(c["rankc"]),
+    rows = [[key, cell, setting, pct(c["accuracy"]),
+             *[pct(c["accuracy_heldout_languages"].get(x)) for x in held],
+             with_ci(c["consistency"]), with_ci_number(c["rankc"]),
              with_ci_number(c["krippendorff_alpha"])]
             for key, s in sets.items() for cell, by_setting in s["cells"].items()
             for setting, c in by_setting.items()]

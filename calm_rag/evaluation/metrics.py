@@ -15,8 +15,8 @@ from itertools import combinations
 
 import numpy as np
 
+from calm_rag.evaluation.metric_spec import metric, metric_spec
 from calm_rag.records import Sample
-from calm_rag.registries import METRICS
 from calm_rag.voting import group_by_question
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -89,7 +89,8 @@ def bootstrap_interval(n: int, statistic: Callable[[np.ndarray], float], seed: i
     return _interval(draws)
 
 
-def _summary(values: Iterable[float]) -> dict:
+def value_summary(values: Iterable[float]) -> dict:
+    """The mean of ``values`` (NaN left out), its bootstrap interval and count."""
     array = np.asarray(list(values), dtype=float)
     kept = array[~np.isnan(array)]
     interval = [None if np.isnan(x) else x for x in bootstrap_ci(array)]  # JSON has no NaN
@@ -108,33 +109,38 @@ def agreement_matrix(rows: list[dict], langs: list[str]) -> dict[str, dict[str, 
     return matrix
 
 
-@METRICS.register("accuracy")
+@metric("accuracy", better="higher", per_language=True,
+        aggregation="per language: mean over its samples of answering the gold label")
 def accuracy(rows: list[dict], langs: list[str]) -> dict:
     """Per language, the share of samples answering the gold label, with its interval."""
-    return {lang: _summary(r["accuracy"].get(lang, np.nan) for r in rows) for lang in langs}
+    return {lang: value_summary(r["accuracy"].get(lang, np.nan) for r in rows) for lang in langs}
 
 
-@METRICS.register("extraction_rate")
+@metric("extraction_rate", better="higher", per_language=True,
+        aggregation="per language: share of its samples whose answer was read")
 def extraction_rate(rows: list[dict], langs: list[str]) -> dict:
     """Per language, the share of samples whose answer was read."""
-    return {lang: _summary(r["parsed"].get(lang, np.nan) for r in rows)["value"]
+    return {lang: value_summary(r["parsed"].get(lang, np.nan) for r in rows)["value"]
             for lang in langs}
 
 
-@METRICS.register("consistency")
+@metric("consistency", better="higher",
+        aggregation="mean over questions of the share of language pairs agreeing")
 def consistency(rows: list[dict], langs: list[str]) -> dict:
     """CALM's consistency: the share of language pairs giving the same answer."""
     scores = [consistency_of(r["answers"], r["gold"])[0] for r in rows]
-    return {**_summary(scores), "skipped": int(sum(np.isnan(c) for c in scores))}
+    return {**value_summary(scores), "skipped": int(sum(np.isnan(c) for c in scores))}
 
 
-@METRICS.register("consistent_correct")
+@metric("consistent_correct", better="higher",
+        aggregation="mean over questions of the share of language pairs agreeing on gold")
 def consistent_correct(rows: list[dict], langs: list[str]) -> dict:
     """The share of language pairs agreeing on the gold answer."""
-    return _summary(consistency_of(r["answers"], r["gold"])[1] for r in rows)
+    return value_summary(consistency_of(r["answers"], r["gold"])[1] for r in rows)
 
 
-@METRICS.register("agreement")
+@metric("agreement", better=None,
+        aggregation="per language pair: share of questions both answer alike")
 def agreement(rows: list[dict], langs: list[str]) -> dict:
     """Per pair of languages, the share of questions both answer the same."""
     return agreement_matrix(rows, langs)
@@ -151,7 +157,7 @@ def setting_metrics(rows: list[dict], extra: Sequence[str] = ()) -> dict:
     langs = sorted({lang for r in rows for lang in r["answers"]})
     values: dict = {"n_questions": len(rows), "languages": langs}
     for name in dict.fromkeys([*STANDARD, *extra]):
-        values[name] = METRICS.get(name, field="evaluation.metrics")(rows, langs)
+        values[name] = metric_spec(name)(rows, langs)
     return values
 
 

@@ -24,13 +24,15 @@ HELPED, HURT = "#55a868", "#c44e52"
 DPI = 120
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
+    """A matplotlib figure of that size (no pyplot: no global state, no display)."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` atomically; return the path."""
     path = Path(path)
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=DPI)
@@ -53,7 +55,7 @@ def _shades(n: int) -> np.ndarray:
 
 def _panels(n: int, langs: list[str], bars: int) -> tuple[Figure, np.ndarray]:
     width = max(3.5, 0.5 + 0.18 * max(bars, 1) * max(len(langs), 1))
-    fig = _figure(width * n, 3.6)
+    fig = figure(width * n, 3.6)
     return fig, fig.subplots(1, n, squeeze=False, sharey=True)[0]
 
 
@@ -76,7 +78,7 @@ def plot_accuracy(grid: dict, path: str | Path) -> Path:
         ax.set(title=split, xticks=x, xticklabels=langs, ylim=(0, 100))
     axes[0].set_ylabel("accuracy %")
     _legend(fig, axes)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _legend(fig: Figure, axes: np.ndarray) -> None:
@@ -96,7 +98,7 @@ def plot_agreement(metrics: dict, path: str | Path, title: str) -> Path:
     values = np.array([[np.nan if (v := agreement[a][b]) is None else 100 * v for b in langs]
                        for a in langs], dtype=float)
     size = 1.6 + 0.55 * len(langs)
-    fig = _figure(size + 1.0, size)
+    fig = figure(size + 1.0, size)
     ax = fig.subplots()
     image = ax.imshow(values, vmin=0, vmax=100, cmap="viridis")
     for (i, j), v in np.ndenumerate(values):
@@ -105,7 +107,7 @@ def plot_agreement(metrics: dict, path: str | Path, title: str) -> Path:
     ticks = np.arange(len(langs))
     ax.set(xticks=ticks, yticks=ticks, xticklabels=langs, yticklabels=langs, title=title)
     fig.colorbar(image, ax=ax, label="agreement %")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def has_retrieval_delta(grid: dict) -> bool:
@@ -145,4 +147,4 @@ def plot_retrieval_delta(grid: dict, path: str | Path) -> Path:
         ax.yaxis.set_major_formatter(lambda v, _: f"{abs(v):g}")  # hurt counts drawn below 0
     axes[0].set_ylabel("questions helped ↑ / hurt ↓")
     _legend(fig, axes)
-    return _save(fig, path)
+    return save_figure(fig, path)

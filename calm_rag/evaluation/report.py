@@ -22,7 +22,7 @@ from calm_rag.evaluation.plots import (
     plot_agreement,
     plot_retrieval_delta,
 )
-from calm_rag.evaluation.tables import _pct, _with_ci, rankc_section, with_ci_number
+from calm_rag.evaluation.tables import pct, rankc_section, with_ci, with_ci_number
 from calm_rag.io import atomic_write
 
 MAX_HEATMAPS = 4
@@ -112,7 +112,7 @@ def consistency_section(grid: dict) -> str:
             change = c["change"]
             low, high = change["ci95"]
             interval = "" if low is None else f" [{_signed(low)}, {_signed(high)}]"
-            rows.append([split, setting, _with_ci(c["before"]), _with_ci(c["after"]),
+            rows.append([split, setting, with_ci(c["before"]), with_ci(c["after"]),
                          _signed(change["value"]) + interval, str(change["n"])])
     head = "## Consistency before → after"
     if not rows:
@@ -126,7 +126,7 @@ def consistency_section(grid: dict) -> str:
 
 def agreement_section(grid: dict) -> str:
     """Per cell and setting: CALM's consistency, Krippendorff's alpha and answer entropy."""
-    rows = [[name, setting, _with_ci(m["consistency"]),
+    rows = [[name, setting, with_ci(m["consistency"]),
              with_ci_number(m.get("krippendorff_alpha")),
              with_ci_number(m.get("answer_entropy"), 2)]
             for name, cell in grid["cells"].items() for setting, m in cell["metrics"].items()]
@@ -147,8 +147,8 @@ def extraction_section(grid: dict) -> str:
     # Extractors first, then the fallback, then the unanswered.
     last = ["logprob", *UNANSWERED]
     methods = [m for m in seen if m not in last] + [m for m in last if m in seen]
-    rows = [[name, setting, _pct(answered_share(shares))]
-            + [_pct(shares.get(m, 0.0)) for m in methods]
+    rows = [[name, setting, pct(answered_share(shares))]
+            + [pct(shares.get(m, 0.0)) for m in methods]
             for name, cell in cells.items() for setting, shares in cell["extraction"].items()]
     note = ("Share of samples (%) whose answer each method gave: the extractors in order, "
             "`logprob` the log-probability fallback, `none` no answer.")
@@ -157,7 +157,7 @@ def extraction_section(grid: dict) -> str:
 
 
 def _count(n: int, total: int) -> str:
-    return f"{n} ({_pct(n / total) if total else 'n/a'}%)"
+    return f"{n} ({pct(n / total) if total else 'n/a'}%)"
 
 
 def _net(n: int) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from calm_rag.errors import InputError
+from calm_rag.evaluation.tables import pct
 from calm_rag.evaluation.votes import clean_pairs, target_accuracy, vote_counts
 from calm_rag.records import Sample
 from calm_rag.voting import VoteConfig
@@ -30,14 +31,16 @@ def study_policies(base: VoteConfig, weights: dict[str, float] | None = None
     pair options; ``weighted`` only when ``weights`` are given (with none it is
     ``language-balanced``)."""
     from calm_rag.registries import VOTE_POLICIES
+    from calm_rag.voting import vote_policy
 
     policies = {}
     shipped = [name for name in FIRST if name in VOTE_POLICIES]
     for name in [*shipped, *(n for n in VOTE_POLICIES if n not in FIRST)]:
-        if name == "weighted" and not weights:
+        reads_weights = vote_policy(name).reads_weights
+        if reads_weights and not weights:
             continue
         policies[name] = replace(base, policy=name,
-                                 weights=dict(weights or {}) if name == "weighted" else {})
+                                 weights=dict(weights or {}) if reads_weights else {})
     return policies
 
 
@@ -95,10 +98,6 @@ def vote_study(samples: list[Sample], policies: dict[str, VoteConfig],
     return result
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
 def _num(value: float | None) -> str:
     return "n/a" if value is None else (f"{value:.0f}" if float(value).is_integer()
                                         else f"{value:.1f}")
@@ -114,17 +113,17 @@ def format_study_table(study: dict) -> str:
         for size, row in p["by_size"].items():
             label = (f"all {every}" if int(size) == every
                      else f"{size} (mean of {row['subsets']})")
-            lines.append(f"| {name} | {label} | {_pct(row['target_accuracy'])} | "
-                         f"{_pct(row['coverage'])} | {_num(row['ties'])} | {_num(row['pairs'])}"
-                         f" | {_num(row['clean_pairs'])} | {_pct(row['clean_share'])} |")
+            lines.append(f"| {name} | {label} | {pct(row['target_accuracy'])} | "
+                         f"{pct(row['coverage'])} | {_num(row['ties'])} | {_num(row['pairs'])}"
+                         f" | {_num(row['clean_pairs'])} | {pct(row['clean_share'])} |")
     return "\n".join(lines)
 
 
 def plot_study(study: dict, path: str | Path) -> Path:
     """Target accuracy, ties and clean-pair share against the number of voting languages."""
-    from calm_rag.evaluation.plots import _figure, _save
+    from calm_rag.evaluation.plots import figure, save_figure
 
-    fig = _figure(9, 3.6)
+    fig = figure(9, 3.6)
     panels = fig.subplots(1, 3)
     questions = max(study["questions"], 1)
     for name, p in study["policies"].items():
@@ -141,4 +140,4 @@ def plot_study(study: dict, path: str | Path) -> Path:
         ax.set_xlabel("languages voting")
         ax.grid(alpha=0.3)
     panels[0].legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

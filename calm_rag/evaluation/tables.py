@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
+    """A share as a percentage with one decimal ("n/a" for none)."""
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
-def _with_ci(summary: dict) -> str:
+def with_ci(summary: dict) -> str:
+    """A share and its 95% interval as percentages ("61.3 [58.4, 64.4]")."""
     low, high = summary["ci95"]
     if low is None:  # too few questions for an interval
-        return _pct(summary["value"])
-    return f"{_pct(summary['value'])} [{_pct(low)}, {_pct(high)}]"
+        return pct(summary["value"])
+    return f"{pct(summary['value'])} [{pct(low)}, {pct(high)}]"
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -58,13 +60,13 @@ def format_metrics_table(metrics: dict[str, dict]) -> str:
         lines = [f"### {setting} ({m['n_questions']} questions)", "",
                  "| language | accuracy % [95% CI] | extraction % |", "|---|---|---|"]
         for lang in m["languages"]:
-            lines.append(f"| {lang} | {_with_ci(m['accuracy'][lang])} | "
-                         f"{_pct(m['extraction_rate'][lang])} |")
+            lines.append(f"| {lang} | {with_ci(m['accuracy'][lang])} | "
+                         f"{pct(m['extraction_rate'][lang])} |")
         c = m["consistency"]
-        consistency = (f"Cross-lingual consistency: {_with_ci(c)} % ({c['n']} questions; "
+        consistency = (f"Cross-lingual consistency: {with_ci(c)} % ({c['n']} questions; "
                        f"{c['skipped']} with < 2 parsed languages skipped)")
         lines += ["", consistency,
-                  f"Consistent and correct: {_with_ci(m['consistent_correct'])} %",
+                  f"Consistent and correct: {with_ci(m['consistent_correct'])} %",
                   *agreement_lines(m), *rankc_lines(m)]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

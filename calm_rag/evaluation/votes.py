@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from calm_rag.records import PreferencePair, Sample, Vote
+from calm_rag.records import PreferencePair, Vote
 
 if TYPE_CHECKING:
-    from calm_rag.voting import VoteConfig
+    from calm_rag.voting import Tally, VoteConfig
 
 TIED = ("tie-broken", "tie-dropped")
-UNWEIGHTED = ("pooled", "language-balanced")  # policies that weigh every language alike
 
 
 def vote_counts(votes: Iterable[Vote]) -> dict[str, int]:
@@ -40,14 +39,12 @@ def clean_pairs(pairs: Iterable[PreferencePair], gold: dict[str, str | None]) ->
                and p.rejected_answer != gold[p.question_id])
 
 
-def vote_summary(samples: Iterable[Sample], votes: list[Vote], pairs: list[PreferencePair],
-                 config: VoteConfig) -> dict:
+def vote_summary(counted: Tally, pairs: list[PreferencePair], config: VoteConfig) -> dict:
     """The vote stage of a run, for its report: policy, targets, ties, pairs, and the weight
-    the policy gave each language (recomputed from the samples; None where all weigh alike)."""
+    the policy gave each language (as the tally recorded it; none where all weigh alike)."""
     from calm_rag.evaluation.chosen_language import chosen_language
-    from calm_rag.voting import tally
 
-    weights = tally(samples, config).weights if config.policy not in UNWEIGHTED else {}
-    return {"policy": config.policy, "tie": config.tie, **vote_counts(votes),
-            "pairs": len(pairs), "language_weights": {k: v for k, v in weights.items() if v},
+    return {"policy": config.policy, "tie": config.tie, **vote_counts(counted.votes),
+            "pairs": len(pairs),
+            "language_weights": {k: v for k, v in counted.weights.items() if v},
             "chosen_fallback": config.chosen_fallback, "chosen_language": chosen_language(pairs)}

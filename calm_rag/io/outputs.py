@@ -22,7 +22,7 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io.read import read_json_object
-from calm_rag.io.write import _usual_mode, write_json
+from calm_rag.io.write import usual_mode, write_json
 
 MARKER = ".calm-rag-outputs.json"
 """Names of the files calm-rag wrote into a folder (which it may therefore replace)."""
@@ -131,7 +131,7 @@ def _make_staging(out: Path, field: str) -> Path:
                          field=field) from None
     try:
         staging = Path(tempfile.mkdtemp(dir=out, prefix=".calm-rag-", suffix=".tmp"))
-        _usual_mode(staging, directory=True)
+        usual_mode(staging, directory=True)
     except OSError as err:
         raise InputError(f"cannot write into the folder: {err.strerror}", path=out,
                          field=field) from None

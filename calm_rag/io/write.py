@@ -26,8 +26,9 @@ def _umask() -> int:
     return mask
 
 
-def _usual_mode(path: str | Path, directory: bool) -> None:
-    # mkstemp/mkdtemp make private (0600/0700) entries; artifacts get the usual umask mode.
+def usual_mode(path: str | Path, directory: bool) -> None:
+    """Give ``path`` the mode the umask gives new files (folders): mkstemp/mkdtemp make
+    private (0600/0700) entries, and artifacts are meant to be shared like any file."""
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
@@ -42,7 +43,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        _usual_mode(tmp, directory=False)
+        usual_mode(tmp, directory=False)
         text = "b" not in mode
         with os.fdopen(fd, mode, encoding="utf-8" if text else None,
                        errors="replace" if text else None) as handle:
@@ -84,7 +85,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new"))
-    _usual_mode(staging, directory=True)
+    usual_mode(staging, directory=True)
     try:
         yield staging
     except BaseException:

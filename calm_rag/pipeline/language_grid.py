@@ -62,14 +62,14 @@ def run_language_grid(experiment: Experiment, *, progress: bool = True,
 def _votes(experiment: Experiment, last: Any) -> dict:
     from calm_rag.evaluation.votes import vote_summary
 
-    return vote_summary(last.samples, last.votes, last.pairs, experiment.vote)
+    return vote_summary(last.tally, last.pairs, experiment.vote)
 
 
 def write_grid(experiment: Experiment, summaries: dict[str, dict]) -> tuple[Path, dict]:
     """``grid.json`` and ``report.md`` in a new ``<runs_dir>/<name>/<timestamp>/``."""
     from calm_rag.evaluation.grid import format_language_sets
     from calm_rag.io import atomic_write, write_json
-    from calm_rag.pipeline.outputs import _point_latest, check_run_name, new_run_folder
+    from calm_rag.pipeline.outputs import check_run_name, new_run_folder, point_latest
 
     parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
     grid = {"language_sets": summaries,
@@ -82,5 +82,5 @@ def write_grid(experiment: Experiment, summaries: dict[str, dict]) -> tuple[Path
                 for name, s in summaries.items()}
         with atomic_write(folder / "report.md") as handle:
             handle.write(format_language_sets(experiment.name, summaries, runs) + "\n")
-    _point_latest(published[0])
+    point_latest(published[0])
     return published[0], grid

@@ -11,6 +11,7 @@ from calm_rag.errors import InputError
 from calm_rag.experiment import GeneratorConfig
 from calm_rag.models import DEFAULT_GENERATOR, check_model_reference, resolve_generator
 from calm_rag.provenance import model_fingerprint
+from calm_rag.sampling.base import Sampler, make_sampler, sampler_class
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class ModelRef:
         folder is fingerprinted by its files; a hub id (or a server's model) by its name.
         ``adapter`` (``generator.options.adapter``) adds its folder's files (or its name, for a
         LoRA module a server serves under that name)."""
-        if backend == "openai":
+        local = sampler_class(backend).reads_local_weights
+        if not local:  # known here by its name only
             base = cls(name_or_path, f"served:{name_or_path}")
         else:
             check_model_reference(name_or_path, field="generator.model",
@@ -40,7 +42,7 @@ class ModelRef:
             return base
         from calm_rag.models.loading import adapter_config
 
-        if backend != "openai" or Path(adapter).is_dir():
+        if local or Path(adapter).is_dir():
             adapter_config(adapter, field="generator.options.adapter")
         return cls(base.path, f"{base.fingerprint}+adapter:{model_fingerprint(adapter)}",
                    adapter)
@@ -55,31 +57,33 @@ class LazySampler:
         self.generator = generator
         self.model = model
         self.progress = progress
-        self._sampler: Any = None
+        self._sampler: Sampler | None = None
 
-    def get(self) -> Any:
-        from calm_rag.sampling import make_sampler
-
+    def get(self) -> Sampler:
         if self._sampler is None:
-            given = self.generator.options
-            changes = {"model": self.model.path, "progress": self.progress and given.progress}
-            # The model's adapter replaces the options': the pipeline's model is the one to
-            # sample (ModelRef.resolve took the options' adapter into the first one).
-            if any(f.name == "adapter" for f in dataclasses.fields(given)):
-                changes["adapter"] = self.model.adapter
-            elif self.model.adapter is not None:
-                raise InputError(f"the {self.generator.backend} backend cannot sample a LoRA "
-                                 "adapter (its options have no adapter)",
-                                 field="generator.backend",
-                                 hint="set align.merge: true to sample a merged model")
-            options = dataclasses.replace(given, **changes)
-            self._sampler = make_sampler(self.generator.backend, options)
+            self._sampler = make_sampler(self.generator.backend, self._options(),
+                                         model=self.model.path)
         return self._sampler
 
+    def _options(self) -> Any:
+        """The config's options, with the progress bar as the run wants it and the model's
+        adapter (ModelRef.resolve took the options' own into the first model, so after
+        training this is the trained one)."""
+        given = self.generator.options
+        changes: dict[str, Any] = {}
+        if "progress" in {f.name for f in dataclasses.fields(given)}:
+            changes["progress"] = self.progress and given.progress
+        if self.generator.backend_class.loads_adapters:
+            changes["adapter"] = self.model.adapter
+        elif self.model.adapter is not None:
+            raise InputError(f"the {self.generator.backend} backend cannot sample a LoRA "
+                             "adapter (it does not load adapters)", field="generator.backend",
+                             hint="set align.merge: true to sample a merged model")
+        return dataclasses.replace(given, **changes)
+
     def close(self) -> None:
-        close = getattr(self._sampler, "close", None)
-        if close is not None:
-            close()
+        if self._sampler is not None:
+            self._sampler.close()
         self._sampler = None
 
     def __enter__(self) -> LazySampler:

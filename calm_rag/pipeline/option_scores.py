@@ -76,7 +76,7 @@ def score_options(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]
     """The option scores of every evaluation job by ``model`` (the one that sampled them),
     each row naming its cell (``heldout/before``); nothing for a served model (no weights
     here to score with)."""
-    if not jobs or ctx.experiment.generator.backend == "openai":
+    if not jobs or not ctx.experiment.generator.backend_class.reads_local_weights:
         return []
     scoring = ScoringModel.of(ctx.experiment, model)
     rows = []

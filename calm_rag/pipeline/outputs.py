@@ -27,6 +27,7 @@ from calm_rag.pipeline.models import ModelRef
 from calm_rag.pipeline.stages import Retrieved, Round, RunContext
 from calm_rag.provenance import file_digest, git_state, package_versions
 from calm_rag.records import Question, Sample
+from calm_rag.training.common import TrainResult
 
 
 def write_run(ctx: RunContext, splits: dict[str, list[Question]],
@@ -58,13 +59,13 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
             write_jsonl(folder / "retrieved.jsonl", retrieved.rows())
         training = _training_summary(folder, rounds)
         last = rounds[-1] if rounds else None
-        votes = (vote_summary(last.samples, last.votes, last.pairs, experiment.vote)
+        votes = (vote_summary(last.tally, last.pairs, experiment.vote)
                  if last else None)
         write_report(folder, grid, title=f"calm_rag run: {experiment.name}",
                      summary=_summary(experiment, splits, base, final)
                      | _alignment_line(ctx), training=training, votes=votes)
     target = published[0]
-    _point_latest(target)
+    point_latest(target)
     return target, grid
 
 
@@ -129,9 +130,8 @@ def _write_rounds(folder: Path, rounds: list[Round]) -> None:
         if round_.regenerated is not None:  # regenerate's chosen texts, beside their pairs
             write_samples(where / "regenerated.jsonl", round_.regenerated)
         if round_.training:
-            trained = round_.training.folder
-            shutil.copytree(trained / "adapter", where / "adapter")
-            shutil.copy2(trained / "loss.png", where / "loss.png")
+            shutil.copytree(round_.training.adapter_dir, where / "adapter")
+            shutil.copy2(round_.training.loss_plot, where / "loss.png")
 
 
 def _training_summary(folder: Path, rounds: list[Round]) -> dict[str, Any] | None:
@@ -140,17 +140,17 @@ def _training_summary(folder: Path, rounds: list[Round]) -> dict[str, Any] | Non
         return None
     last = trained[-1]
     return {"method": last.method, "target": last.target, "rounds": len(trained),
-            "rows": last.log.get("rows", last.rows), "final_loss": last.final_loss,
-            "seconds": sum(t.log.get("seconds", 0.0) for t in trained),
-            "loss_plot": "loss.png", **_trained_model(last.folder)}
+            "rows": last.rows, "final_loss": last.final_loss,
+            "seconds": sum(t.seconds for t in trained),
+            "loss_plot": "loss.png", **_trained_model(last)}
 
 
-def _trained_model(folder: Path) -> dict[str, str]:
+def _trained_model(training: TrainResult) -> dict[str, str]:
     """Where the trained weights are: the merged model (``align.merge``), else the adapter
     (in the cache; the run folder has its copy)."""
-    if (folder / "merged").is_dir():
-        return {"merged_model": str(folder / "merged")}
-    return {"adapter": str(folder / "adapter")}
+    if training.merged_dir is not None:
+        return {"merged_model": str(training.merged_dir)}
+    return {"adapter": str(training.adapter_dir)}
 
 
 def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
@@ -161,7 +161,7 @@ def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
     return {
         "experiment": experiment.name,
         "generator": f"{experiment.generator.model} ({experiment.generator.backend})",
-        "data": f"{data.source} {data.dataset if data.source == 'bundled' else data.path}: "
+        "data": f"{data.source} {data.input_name}: "
                 f"{counts} questions x {len(data.languages)} languages "
                 f"({', '.join(data.languages)})"
                 + (f"; held out of the vote and of training, evaluated only: {', '.join(held)}"
@@ -234,7 +234,8 @@ def precision(experiment: Any) -> dict[str, str]:
     from calm_rag.hardware import auto_precision, resolve_dtype
 
     chosen = auto_precision()
-    dtype = getattr(experiment.generator.options, "dtype", None)  # none for a served model
+    generator = experiment.generator
+    dtype = generator.backend_class.dtype_of(generator.options)  # none for a served model
     training = experiment.align.precision
     return chosen.to_dict() | {
         "generator": resolve_dtype(dtype) if dtype else "as served",
@@ -243,7 +244,7 @@ def precision(experiment: Any) -> dict[str, str]:
     }
 
 
-def _point_latest(target: Path) -> None:
+def point_latest(target: Path) -> None:
     """``<runs_dir>/<name>/latest`` names the newest run (a text file: works everywhere)."""
     with atomic_write(target.parent / "LATEST") as handle:
         handle.write(target.name + "\n")

@@ -40,37 +40,11 @@ from calm_rag.voting import VoteConfig, group_by_question
 log = logging.getLogger(__name__)
 
 
-HINTS: dict[str, str] = {
-    "en": "The correct answer is {letter}. Explain why, in English.",
-    "zh": "正确答案是 {letter}。请用中文解释原因。",
-    "zh-hant": "正確答案是 {letter}。請用繁體中文解釋原因。",
-    "de": "Die richtige Antwort ist {letter}. Erkläre auf Deutsch, warum.",
-    "es": "La respuesta correcta es {letter}. Explica en español por qué.",
-    "fr": "La bonne réponse est {letter}. Explique en français pourquoi.",
-    "it": "La risposta corretta è {letter}. Spiega in italiano perché.",
-    "ja": "正解は {letter} です。その理由を日本語で説明してください。",
-    "nl": "Het juiste antwoord is {letter}. Leg in het Nederlands uit waarom.",
-    "pl": "Poprawna odpowiedź to {letter}. Wyjaśnij po polsku dlaczego.",
-    "pt": "A resposta correta é {letter}. Explique em português por quê.",
-    "ru": "Правильный ответ — {letter}. Объясните по-русски почему.",
-    "ar": "الإجابة الصحيحة هي {letter}. اشرح السبب باللغة العربية.",
-    "vi": "Đáp án đúng là {letter}. Hãy giải thích bằng tiếng Việt vì sao.",
-    "hi": "सही उत्तर {letter} है। हिन्दी में समझाइए क्यों।",
-    "sw": "Jibu sahihi ni {letter}. Eleza kwa Kiswahili kwa nini.",
-    "ur": "درست جواب {letter} ہے۔ اردو میں وضاحت کریں کیوں۔",
-}
-"""The follow-up that gives the answer and asks why, per language (the instruction above it
-already asks for the "Answer: <letter>" ending; quoting it here made a 135M model echo it). A
-language missing here gets the English one naming the language."""
-
-_FALLBACK_HINT = "The correct answer is {letter}. Explain why, in {language}."
-
-
 def answer_hint(lang: str, letter: str) -> str:
-    """The localized "the answer is ``letter``: explain why" follow-up."""
+    """The localized "the answer is ``letter``: explain why" follow-up
+    (``Language.answer_hint``)."""
     language = get_language(lang)
-    template = HINTS.get(language.code, _FALLBACK_HINT)
-    return template.format(letter=letter, language=language.native_name)
+    return language.answer_hint.format(letter=letter, language=language.native_name)
 
 
 @dataclass(frozen=True)
@@ -127,12 +101,11 @@ def regenerate(requests: Sequence[Request], sampler: Sampler, params: SamplingPa
     inputs = [f"{r.sample.input}\n\n{hint}" for r, hint in zip(requests, hints, strict=True)]
     chats = [messages_from_fields(r.sample.instruction, given)
              for r, given in zip(requests, inputs, strict=True)]
-    generate_forced = getattr(sampler, "generate_forced", None)
-    if params.forced_answer and generate_forced is not None:
+    if params.forced_answer and sampler.forces_answers:
         # The target's letter is the only label the ending allows.
         endings = [dataclasses.replace(AnswerEnding.for_question(r.sample.question),
                                        labels=(r.target,)) for r in requests]
-        texts = generate_forced(chats, params, endings)
+        texts = sampler.generate_forced(chats, params, endings)
     else:
         texts = sampler.generate(chats, dataclasses.replace(params, forced_answer=False))
     kept = []
@@ -157,14 +130,14 @@ def regenerate_stage(ctx: RunContext, label: str, model: ModelRef, samples: list
     None under any other fallback."""
     experiment = ctx.experiment
     config = experiment.vote
-    if config.chosen_fallback != "regenerate":
+    if not config.samples_again:
         return None
     requests = requests_for(samples, votes, config)
     if not requests:
         return []
     params = dataclasses.replace(experiment.sampling, n=config.regenerate_tries)
     generator = experiment.generator
-    dtype = getattr(generator.options, "dtype", None)
+    dtype = generator.backend_class.dtype_of(generator.options)
     stage = Stage("regenerate", lambda folder, kept: _save(folder, kept, len(requests), params.n),
                   _load)
     key = stage.key(model.fingerprint, generator.backend,

@@ -63,7 +63,7 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
         retrieved = retrieve_stage(ctx, [q for group in splits.values() for q in group])
         passages = retrieved.passages()
     model = ModelRef.resolve(experiment.generator.model, experiment.generator.backend,
-                             adapter=getattr(experiment.generator.options, "adapter", None))
+                             adapter=experiment.generator.adapter)
     base, rounds, cells = model, [], {}
     held = experiment.evaluation.heldout_languages  # evaluated, never voted nor trained on
     train = [q for q in splits["train"] if q.lang not in held]
@@ -94,7 +94,7 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
            ) -> tuple[Round, ModelRef, dict[str, list[Sample]]]:
     """Sample the train questions with ``model`` (plus the before-evaluation, on the same
     engine), vote, pair, and train the next model."""
-    from calm_rag.voting import vote_all
+    from calm_rag.voting import tally
 
     experiment = ctx.experiment
     log.info(f"round {number}: sampling {model.path}")
@@ -102,15 +102,15 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
                       passages) for setting in experiment.settings]
     sampled = _sample_all(ctx, model, jobs + evaluate)
     samples = [s for job in jobs for s in sampled[job.label]]
-    votes = vote_all(samples, experiment.vote)
-    rows, pairs, regenerated = _training_rows(ctx, number, model, samples, votes)
+    counted = tally(samples, experiment.vote)
+    rows, pairs, regenerated = _training_rows(ctx, number, model, samples, counted.votes)
     training = None
     if rows:
         model, training = align_stage(ctx, f"round {number}", model, rows)
     else:
         log.info(f"round {number}: nothing to train on (every question unanimous or undecided)")
     cells = _cells(evaluate, sampled)
-    return Round(samples, votes, pairs, training, regenerated), model, cells
+    return Round(samples, counted, pairs, training, regenerated), model, cells
 
 
 def _training_rows(ctx: RunContext, number: int, model: ModelRef, samples: list[Sample],

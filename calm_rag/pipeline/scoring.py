@@ -30,9 +30,8 @@ class ScoringModel:
         """The scoring model for ``model`` in ``experiment``: the ``hf`` sampler's ``device``
         and ``device_map`` (another backend's options have none: the first GPU when torch
         sees one), and the dtype the hardware multiplies fastest in."""
-        options = experiment.generator.options
-        device = getattr(options, "device", "auto")
-        device_map = getattr(options, "device_map", None)
+        generator = experiment.generator
+        device, device_map = generator.backend_class.placement(generator.options)
         return cls(model, device, device_map, scoring_dtype(device, device_map))
 
     @property

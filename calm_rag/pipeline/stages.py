@@ -19,7 +19,7 @@ from calm_rag.datasets.align import Alignment
 from calm_rag.datasets.samples import read_samples, write_samples
 from calm_rag.experiment import Experiment
 from calm_rag.hardware import resolve_dtype
-from calm_rag.io import read_json, read_jsonl, write_jsonl
+from calm_rag.io import read_jsonl, write_jsonl
 from calm_rag.pipeline.cache import STAGE_VERSIONS, StageCache
 from calm_rag.pipeline.cached import Stage, run_cached
 from calm_rag.pipeline.models import LazySampler, ModelRef
@@ -27,7 +27,9 @@ from calm_rag.pipeline.scoring import Scorers, ScoringModel
 from calm_rag.provenance import content_key
 from calm_rag.records import PreferencePair, Question, Sample, Vote
 from calm_rag.registries import ALIGN_METHODS, EXTRACTOR_CHAINS
+from calm_rag.training.common import TrainResult
 from calm_rag.training.config import AlignConfig
+from calm_rag.voting import Tally
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +180,9 @@ def sample_key(ctx: RunContext, job: SampleJob, model: ModelRef) -> str:
     generator = ctx.experiment.generator
     prompts = [prompt_fields(q, passages_of(job, q)) for q in job.questions]
     # Options that cannot change a text (how many engines share the prompts) stay out.
-    skip = ("model", "progress", *getattr(generator.options, "NOT_IN_KEY", ()))
+    skip = ("progress", *generator.backend_class.options_not_in_key)
     options = non_defaults(generator.options, skip=skip)
-    dtype = getattr(generator.options, "dtype", None)  # bf16 and float32 sample other texts
+    dtype = generator.backend_class.dtype_of(generator.options)  # bf16, fp32: other texts
     return SAMPLE.key(model.fingerprint, generator.backend, options,
                       resolve_dtype(dtype) if dtype else None, prompts,
                       [q.to_dict() for q in job.questions], job.params.cache_fields(),
@@ -194,7 +196,7 @@ def passages_of(job: SampleJob, question: Question) -> list[str] | None:
     return (job.passages or {})[passage_key(question)]
 
 
-def _passages_for(job: SampleJob) -> Callable[[Question], list[str]] | None:
+def passages_for(job: SampleJob) -> Callable[[Question], list[str]] | None:
     """What gives a question's passages to its prompt: nothing outside the rag setting."""
     if job.setting != "rag":
         return None
@@ -248,7 +250,7 @@ def _sample_shards(ctx: RunContext, job: SampleJob, sampler: LazySampler,
             if not path.is_file():
                 params = dataclasses.replace(job.params, seed=job.params.seed + i)
                 samples = sample_questions(shard, sampler.get(), params, job.setting,
-                                           _passages_for(job), chain)
+                                           passages_for(job), chain)
                 write_samples(path, samples)  # atomic: a shard is whole or absent
             bar.update(len(shard))
     return [s for i in range(len(shards)) for s in read_samples(work / f"shard-{i:05d}.jsonl")]
@@ -282,36 +284,24 @@ def answers_stage(ctx: RunContext, label: str, samples: list[Sample], key: str,
 # ---------------------------------------------------------------------------- align
 
 
-@dataclass(frozen=True)
-class TrainingResult:
-    """What one align stage trained: on what, and where its adapter, plot and log are."""
-
-    method: str
-    target: str
-    rows: int
-    folder: Path
-    """The stage's cache folder: ``adapter/``, ``loss.png``, ``train_log.json``, ``tensorboard/``
-    with that tracker, and ``merged/`` with ``align.merge``."""
-    log: dict[str, Any]
-    """``train_log.json``: steps with their loss, rows kept, seconds."""
-
-    @property
-    def final_loss(self) -> float | None:
-        steps = self.log.get("steps", [])
-        return steps[-1]["loss"] if steps else None
-
-
 @dataclass
 class Round:
     """What one alignment round produced."""
 
     samples: list[Sample]
-    votes: list[Vote]
+    tally: Tally
+    """The votes, and the weight the vote policy gave each language (per setting)."""
     pairs: list[PreferencePair]
-    training: TrainingResult | None = None
+    training: TrainResult | None = None
+    """The round's training, as :meth:`TrainResult.load` reads its cache folder (None when
+    there was nothing to train on)."""
     regenerated: list[Sample] | None = None
     """``vote.chosen_fallback: regenerate``: the responses sampled again and kept (None under
     any other fallback)."""
+
+    @property
+    def votes(self) -> list[Vote]:
+        return self.tally.votes
 
 
 # Keys that change how a training runs, not what it trains: not in the align stage's key.
@@ -320,28 +310,24 @@ _RUN_ONLY = ("rounds", "launcher", "machine_rank", "main_process_ip", "main_proc
 
 
 def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
-                ) -> tuple[ModelRef, TrainingResult]:
-    """Train on ``rows`` (pairs for DPO, target samples for SFT), from ``model`` and its
-    adapter if it has one; the trained model (base + adapter, or the merged model with
-    ``align.merge``) and what was trained."""
-    align = _merging(ctx.experiment)
+                ) -> tuple[ModelRef, TrainResult]:
+    """Train on ``rows`` (what the align method's ``rows`` gave: pairs for DPO, target samples
+    for SFT), from ``model`` and its adapter if it has one; the trained model (base + adapter,
+    or the merged model with ``align.merge``) and the training."""
+    align = align_for_backend(ctx.experiment)
     precision = resolve_dtype("auto") if align.precision == "auto" else align.precision
     # Training renders each prompt as the sampler did (a model's thinking switch, say).
     template = dict(ctx.experiment.sampling.chat_template_kwargs)
     align = dataclasses.replace(align, chat_template_kwargs=template)
 
-    def trained(folder: Path) -> TrainingResult:
-        return TrainingResult(align.method, align.target, len(rows), folder,
-                              read_json(folder / "train_log.json"))
-
-    def train(folder: Path) -> TrainingResult:
+    def train(folder: Path) -> TrainResult:
         ctx.scorers.release()  # training loads its own copy of the model
         method = ALIGN_METHODS.get(align.method, field="align.method")
-        method.train(model.path, rows, align, folder, model.adapter)
-        return trained(folder)
+        return _in_folder(method.train(model.path, rows, align, folder, model.adapter),
+                          folder, align.method)
 
     # Trained in place: its checkpoints stay where a resumed run finds them.
-    stage = Stage("align", _written_by_training, trained, in_place=True)
+    stage = Stage("align", _written_by_training, TrainResult.load, in_place=True)
     key = stage.key(model.fingerprint,
                     align.to_dict() | dict.fromkeys(_RUN_ONLY) | {"precision": precision},
                     [r.to_dict() for r in rows],
@@ -353,16 +339,25 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
     return ModelRef(model.path, f"align:{key}", adapter=str(folder / "adapter")), result
 
 
-def _written_by_training(folder: Path, result: TrainingResult) -> None:
+def _written_by_training(folder: Path, result: TrainResult) -> None:
     """Nothing to add: the trainer wrote the adapter, the log and the plot."""
 
 
-def _merging(experiment: Experiment) -> AlignConfig:
-    """The align block, with ``merge`` on for a backend whose options take no adapter (a
-    plugin's): it can only sample a merged model."""
+def _in_folder(result: TrainResult, folder: Path, method: str) -> TrainResult:
+    """The method's result, which must be the stage's folder: one written elsewhere would be
+    cached as a training that is not there."""
+    if not isinstance(result, TrainResult) or result.folder.resolve() != folder.resolve():
+        where = getattr(result, "folder", result)
+        raise RuntimeError(f"align method {method!r} returned {where!r}, not a TrainResult of "
+                           f"the folder it was given ({folder})")
+    return result
+
+
+def align_for_backend(experiment: Experiment) -> AlignConfig:
+    """The align block, with ``merge`` on for a backend that loads no adapter (a plugin's
+    that says so): it can only sample a merged model."""
     generator = experiment.generator
-    loads_adapters = any(f.name == "adapter" for f in dataclasses.fields(generator.options))
-    if experiment.align.merge or loads_adapters:
+    if experiment.align.merge or generator.backend_class.loads_adapters:
         return experiment.align
     log.info(f"align.merge: on, the {generator.backend} backend cannot load an adapter")
     return dataclasses.replace(experiment.align, merge=True)

@@ -93,7 +93,7 @@ def _letter_kind(ch: str) -> str | None:
 # that replaced it. A text in one script holds none of the other's: which set it draws from
 # tells the two apart (a table, not a model: both scripts share most characters, and
 # statistical detectors answer "zh" for either).
-_SCRIPT_PAIRS = (
+SCRIPT_PAIRS = (
     "這这 個个 們们 為为 說说 時时 來来 對对 會会 國国 學学 醫医 體体 與与 還还 發发 經经 "
     "種种 現现 動动 療疗 藥药 無无 問问 題题 關关 應应 過过 開开 長长 見见 實实 當当 點点 "
     "嗎吗 從从 間间 頭头 氣气 義义 樣样 進进 機机 變变 認认 論论 讓让 難难 話话 語语 電电 "
@@ -104,8 +104,8 @@ _SCRIPT_PAIRS = (
     "記记 識识 證证 護护 檢检 驗验 腸肠 膽胆 脈脉 傷伤 潰溃 瘍疡 頸颈 臉脸 齒齿 覺觉 嬰婴 "
     "婦妇 劑剂 靜静 輸输 結结 盡尽 維维 歸归 陽阳 陰阴 錄录 顯显 類类 質质 嚴严 減减 壞坏"
 ).split()
-_TRADITIONAL = frozenset(pair[0] for pair in _SCRIPT_PAIRS)
-_SIMPLIFIED = frozenset(pair[1] for pair in _SCRIPT_PAIRS)
+TRADITIONAL = frozenset(pair[0] for pair in SCRIPT_PAIRS)
+SIMPLIFIED = frozenset(pair[1] for pair in SCRIPT_PAIRS)
 
 
 def _chinese_script(sample: str) -> str:
@@ -117,5 +117,5 @@ def _chinese_script(sample: str) -> str:
 
 def _script_counts(sample: str) -> tuple[int, int]:
     """How many characters of ``sample`` only traditional, and only simplified, Chinese write."""
-    return (sum(ch in _TRADITIONAL for ch in sample), sum(ch in _SIMPLIFIED for ch in sample))
+    return (sum(ch in TRADITIONAL for ch in sample), sum(ch in SIMPLIFIED for ch in sample))
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from calm_rag.languages import STOPWORD_LISTS
+
 log = logging.getLogger(__name__)
 
 VERSION = 2
@@ -30,15 +32,6 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _TOKEN = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+")
 _CJK_RUN = re.compile(rf"^[{_CJK}]+$")
 
-# bm25s's stop-word lists by ISO 639-1 code; a language without a list keeps every word.
-_STOPWORD_LISTS = {
-    "en": "STOPWORDS_EN_PLUS", "de": "STOPWORDS_GERMAN", "fr": "STOPWORDS_FRENCH",
-    "it": "STOPWORDS_ITALIAN", "es": "STOPWORDS_SPANISH", "pt": "STOPWORDS_PORTUGUESE",
-    "nl": "STOPWORDS_DUTCH", "da": "STOPWORDS_DANISH", "sv": "STOPWORDS_SWEDISH",
-    "no": "STOPWORDS_NORWEGIAN", "nb": "STOPWORDS_NORWEGIAN", "ru": "STOPWORDS_RUSSIAN",
-    "tr": "STOPWORDS_TURKISH", "zh": "STOPWORDS_CHINESE", "ko": "STOPWORDS_KOREAN",
-    "zh-hant": "STOPWORDS_CHINESE",  # its function words (的, 了, 在) are written alike
-}
 FILES = {"data_name": "bm25.data.npy", "indices_name": "bm25.indices.npy",
          "indptr_name": "bm25.indptr.npy", "vocab_name": "bm25.vocab.json",
          "params_name": "bm25.params.json"}
@@ -76,7 +69,7 @@ def stopwords(lang: str) -> frozenset[str]:
     """The stop words of one language (none for a language bm25s has no list for)."""
     from calm_rag.retrieval.language_id import language_code
 
-    name = _STOPWORD_LISTS.get(language_code(lang))
+    name = STOPWORD_LISTS.get(language_code(lang))
     return frozenset(getattr(_bm25s().stopwords, name)) if name else frozenset()
 
 

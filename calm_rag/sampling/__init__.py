@@ -1,13 +1,13 @@
 """Sampling: prompts in the question's language, pluggable generator backends, the stage.
 
->>> sampler = make_sampler("hf", {"model": "smollm2-135m-instruct"})
+>>> sampler = make_sampler("hf", {"batch_size": 8}, model="smollm2-135m-instruct")
 >>> samples = sample_questions(questions, sampler, SamplingParams(n=3))
 """
 
 from calm_rag.sampling import hf as _hf  # noqa: F401  (registers the "hf" backend)
 from calm_rag.sampling import openai_backend as _openai  # noqa: F401
 from calm_rag.sampling import vllm_backend as _vllm  # noqa: F401
-from calm_rag.sampling.base import SAMPLERS, Messages, Sampler, make_sampler
+from calm_rag.sampling.base import SAMPLERS, Messages, Sampler, make_sampler, sampler_class
 from calm_rag.sampling.chat import encode_chat, recorded_chat
 from calm_rag.sampling.hf import HFOptions, HFSampler
 from calm_rag.sampling.letter_scores import LetterScorer, fill_unanswered
@@ -37,4 +37,5 @@ __all__ = [
     "prompt_fields",
     "recorded_chat",
     "sample_questions",
+    "sampler_class",
 ]

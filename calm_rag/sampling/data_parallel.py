@@ -11,6 +11,7 @@ machine (:class:`calm_rag.child_process.ChildProcess`) or a Ray actor on a clust
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -131,7 +132,7 @@ class RayEngine:
     process; errors come back as plain data and are raised here as a ``ChildProcess``'s are.
     """
 
-    def __init__(self, factory: Callable[[dict[str, Any]], Any], config: dict[str, Any], *,
+    def __init__(self, factory: Callable[[Any], Any], config: Any, *,
                  num_gpus: float, label: str = "Ray engine") -> None:
         self.factory, self.config, self.num_gpus, self.label = factory, config, num_gpus, label
         self.actor: Any = None
@@ -189,7 +190,7 @@ class RayWorker:
     """Inside the actor: the worker ``factory(config)`` builds, its errors as plain data (not
     every exception pickles)."""
 
-    def __init__(self, factory: Callable[[dict[str, Any]], Any], config: dict[str, Any]) -> None:
+    def __init__(self, factory: Callable[[Any], Any], config: Any) -> None:
         self.worker, self.error = None, None
         try:
             self.worker = factory(config)
@@ -236,18 +237,19 @@ def ray_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
-def engine_group(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any],
-                 child: Callable[[dict[str, Any]], Engine], *, ranks: int, world: int,
-                 ray_address: str | None, size: Size, split: Split,
+def engine_group(factory: Callable[[Any], Any], config: Any, child: Callable[[Any], Engine],
+                 *, ranks: int, world: int, ray_address: str | None, size: Size, split: Split,
                  merge: Merge) -> EngineGroup:
     """``ranks`` engines of ``world`` GPUs each: child processes of this machine (``child``
     makes one from a config), or Ray actors built by ``factory`` on the cluster at
-    ``ray_address``, with ``world`` GPUs each where the cluster has GPUs."""
+    ``ray_address``, with ``world`` GPUs each where the cluster has GPUs. ``config`` is a
+    dataclass with ``devices`` and ``cpus`` fields, replaced by each rank's share."""
     from calm_rag.sampling.vllm_args import rank_shares
 
     engines: list[Engine]
     if ray_address is None:
-        engines = [child({**config, **share}) for share in rank_shares(ranks, world)]
+        engines = [child(dataclasses.replace(config, **share))
+                   for share in rank_shares(ranks, world)]
         return EngineGroup(engines, size=size, split=split, merge=merge)
     connected = connect_ray(ray_address)
     gpus = ray_gpus()
@@ -255,7 +257,7 @@ def engine_group(factory: Callable[[dict[str, Any]], Any], config: dict[str, Any
         raise InputError(f"{ranks} engines of {world} GPUs need {ranks * world} GPUs, the Ray "
                          f"cluster has {gpus:g}", field="generator.options.data_parallel_size",
                          hint="lower data_parallel_size, or add nodes to the cluster")
-    engines = [RayEngine(factory, {**config, "devices": None, "cpus": None},
+    engines = [RayEngine(factory, dataclasses.replace(config, devices=None, cpus=None),
                          num_gpus=world if gpus else 0, label=f"vLLM engine {rank} (Ray actor)")
                for rank in range(ranks)]
     group = EngineGroup(engines, size=size, split=split, merge=merge)

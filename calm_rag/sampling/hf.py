@@ -35,9 +35,6 @@ if "torch" not in sys.modules:
 class HFOptions:
     """Parameters of the ``hf`` sampler (``generator.options`` when ``backend: hf``)."""
 
-    model: str = DEFAULT_GENERATOR
-    """The default's short name, a local transformers folder or a hub id (in an experiment:
-    ``generator.model``)."""
     batch_size: int = 12
     """Prompts per generate call; each expands to n sequences."""
     dtype: str = "auto"
@@ -75,15 +72,27 @@ class HFSampler(Sampler):
     """Samples with ``model.generate``: left padding, ``num_return_sequences=n``, seeded."""
 
     Options = HFOptions
+    default_model = DEFAULT_GENERATOR
+    loads_adapters = True  # PEFT applies options.adapter when the model loads
 
-    def __init__(self, options: HFOptions | None = None, *, model: Any = None,
-                 tokenizer: Any = None) -> None:
-        """Load ``options.model``, or use an already loaded ``model`` and ``tokenizer`` (e.g. a
-        model just trained, evaluated without a reload)."""
-        self.options = options or HFOptions()
-        if model is None or tokenizer is None:
-            model, tokenizer = _load(self.options)
-        self.model = model.eval()
+    @classmethod
+    def dtype_of(cls, options: HFOptions) -> str | None:
+        return options.dtype
+
+    @classmethod
+    def placement(cls, options: HFOptions) -> tuple[str, str | None]:
+        return options.device, options.device_map
+    options: HFOptions
+
+    def __init__(self, model: str | os.PathLike[str] | None = None,
+                 options: HFOptions | None = None, *, loaded: tuple[Any, Any] | None = None
+                 ) -> None:
+        """Load ``model`` (the default's short name, a folder or a hub id), or use ``loaded``:
+        a model and its tokenizer already in memory (e.g. a model just trained, evaluated
+        without a reload)."""
+        super().__init__(model, options)
+        weights, tokenizer = loaded or _load(self.model_name, self.options)
+        self.model = weights.eval()
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"  # generation continues right after each prompt
         if self.tokenizer.pad_token is None:
@@ -152,13 +161,14 @@ class HFSampler(Sampler):
                  params.n, seconds, tokens, self.last_stats["tokens_per_s"])
 
 
-def _load(options: HFOptions) -> tuple[Any, Any]:
+def _load(model: str | None, options: HFOptions) -> tuple[Any, Any]:
     from calm_rag.hardware import resolve_device
 
-    check_model_reference(options.model, field="generator.model", defaults=(DEFAULT_GENERATOR,))
+    model = model or DEFAULT_GENERATOR
+    check_model_reference(model, field="generator.model", defaults=(DEFAULT_GENERATOR,))
     device = (None if options.device_map is not None
               else resolve_device(options.device, field="generator.options.device"))
-    return load_causal_lm(resolve_generator(options.model), dtype=options.dtype, device=device,
+    return load_causal_lm(resolve_generator(model), dtype=options.dtype, device=device,
                           device_map=options.device_map, adapter=options.adapter,
                           adapter_field="generator.options.adapter")
 

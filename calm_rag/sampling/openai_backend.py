@@ -6,7 +6,8 @@ batches them as it likes (vLLM and SGLang batch continuously). Each prompt is se
 call's seed and its own messages, so its texts do not depend on which prompts share the call.
 
 >>> # vllm serve HuggingFaceTB/SmolLM2-135M-Instruct --port 8000
->>> sampler = make_sampler("openai", {"base_url": "http://127.0.0.1:8000/v1"})
+>>> sampler = make_sampler("openai", {"base_url": "http://127.0.0.1:8000/v1"},
+...                        model="HuggingFaceTB/SmolLM2-135M-Instruct")
 """
 
 from __future__ import annotations
@@ -47,9 +48,6 @@ class OpenAIOptions:
 
     base_url: str = "http://127.0.0.1:8000/v1"
     """The server's OpenAI API root, up to and including /v1."""
-    model: str | None = None
-    """The model name the server serves; default: the first it lists (in an experiment:
-    ``generator.model``)."""
     adapter: str | None = None
     """A LoRA adapter the server serves (started with ``--enable-lora --lora-modules
     NAME=PATH``): its served name, or its folder, found among the server's models by its path
@@ -70,8 +68,6 @@ class OpenAIOptions:
         checks = {
             "base_url": (self.base_url.startswith(("http://", "https://")),
                          f"must be an http:// or https:// address, got {self.base_url!r}"),
-            "model": (self.model is None or bool(self.model.strip()),
-                      "must be a model name (or left out for the server's first model)"),
             "adapter": (self.adapter is None or bool(self.adapter.strip()),
                         "must be an adapter folder or served name (or null)"),
             "api_key_env": (bool(self.api_key_env.strip()),
@@ -91,11 +87,19 @@ class OpenAISampler(Sampler):
     """Samples from an OpenAI-compatible server: one chat completion request per prompt."""
 
     Options = OpenAIOptions
+    loads_adapters = True  # a LoRA module the server serves, asked for by its name
+    reads_local_weights = False  # the model is the server's, known here by its name
+    options: OpenAIOptions
 
-    def __init__(self, options: OpenAIOptions | None = None) -> None:
-        """Nothing is sent until the first ``generate``: the server may start later."""
-        self.options = options or OpenAIOptions()
-        self.model: str | None = self.options.model
+    def __init__(self, model: str | os.PathLike[str] | None = None,
+                 options: OpenAIOptions | None = None) -> None:
+        """``model``: the name the server serves (None: the first it lists). Nothing is sent
+        until the first ``generate``: the server may start later."""
+        super().__init__(model, options)
+        if self.model_name is not None and not self.model_name.strip():
+            raise InputError("must be a model name (or left out for the server's first model)",
+                             field="generator.model")
+        self.model: str | None = self.model_name
         self.last_stats: dict[str, float] = {}
         self._checked = False
 
@@ -198,7 +202,7 @@ class OpenAISampler(Sampler):
                          self.options.base_url, adapter, card["id"])
                 return str(card["id"])
         bases = [str(c.get("id")) for c in cards if not c.get("parent")]
-        base = self.options.model or (bases[0] if bases else "BASE_MODEL")
+        base = self.model_name or (bases[0] if bases else "BASE_MODEL")
         path = os.path.abspath(adapter) if folder.is_dir() else "ADAPTER_FOLDER"
         rank = _adapter_rank(adapter) if folder.is_dir() else None
         # vLLM refuses an adapter above --max-lora-rank (16 by default).

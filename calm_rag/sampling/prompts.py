@@ -11,32 +11,10 @@ from collections.abc import Sequence
 from calm_rag.languages import get_language, instruction_for
 from calm_rag.records import Question
 
-CONTEXT_HEADINGS: dict[str, str] = {
-    "en": "Context:",
-    "zh": "参考资料:",
-    "zh-hant": "參考資料:",
-    "ja": "参考資料:",
-    "de": "Kontext:",
-    "fr": "Contexte:",
-    "it": "Contesto:",
-    "es": "Contexto:",
-    "pt": "Contexto:",
-    "nl": "Context:",
-    "pl": "Kontekst:",
-    "ru": "Контекст:",
-    "ar": "السياق:",
-    "vi": "Ngữ cảnh:",
-    "hi": "संदर्भ:",
-    "sw": "Muktadha:",
-    "ur": "سیاق و سباق:",
-}
-"""The heading of the retrieved passages, per language (English where a language lacks one)."""
-
 
 def context_heading(code: str) -> str:
-    """The localized heading above retrieved passages."""
-    lang = get_language(code)
-    return getattr(lang, "context_marker", None) or CONTEXT_HEADINGS.get(lang.code, "Context:")
+    """The localized heading above retrieved passages (``Language.context_heading``)."""
+    return get_language(code).context_heading
 
 
 def format_context(code: str, passages: Sequence[str]) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from calm_rag.answers import DEFAULT_CHAIN, extract_answer
 from calm_rag.errors import InputError
 from calm_rag.records import SETTINGS, Question, Sample
-from calm_rag.sampling.base import Sampler
+from calm_rag.sampling.base import SAMPLERS, Sampler
 from calm_rag.sampling.endings import AnswerEnding
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.sampling.prompts import messages_from_fields, prompt_fields
@@ -58,10 +58,11 @@ def sample_questions(
 
 def _forced(sampler: Sampler, chats: list, params: SamplingParams,
             endings: list[AnswerEnding]) -> list[list[str]]:
-    """The texts of a backend that can force the answer's format (the vllm backend)."""
-    generate = getattr(sampler, "generate_forced", None)
-    if generate is None:
+    """The texts of a backend that can force the answer's format (``forces_answers``)."""
+    if not sampler.forces_answers:
+        able = [name for name, cls in SAMPLERS.items() if cls.forces_answers]
         raise InputError(f"the {type(sampler).__name__} backend cannot force the answer format",
                          field="sampling.forced_answer",
-                         hint="use generator.backend: vllm, or set forced_answer: false")
-    return generate(chats, params, endings)
+                         hint=f"use generator.backend: {' or '.join(able)}, or set "
+                              "forced_answer: false" if able else "set forced_answer: false")
+    return sampler.generate_forced(chats, params, endings)

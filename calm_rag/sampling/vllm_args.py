@@ -17,6 +17,7 @@ import importlib.util
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from calm_rag.child_process import Progress
 from calm_rag.config import at_least, one_of
 from calm_rag.errors import InputError
+from calm_rag.sampling.params import SamplingParams
 
 # engine_kwargs keys that vLLM names otherwise than the typed option that sets them.
 RENAMED = {"kv_cache_memory_bytes": "kv_cache_gib"}
@@ -187,11 +189,10 @@ def rank_shares(ranks: int, world: int) -> list[dict[str, Any]]:
             for rank in range(ranks)]
 
 
-def take_rank_share(config: dict[str, Any]) -> None:
+def take_rank_share(devices: Sequence[str] | None, cpus: Sequence[int] | None) -> None:
     """In an engine's process, before torch chooses: keep to the rank's GPUs or CPU cores."""
-    if config.get("devices"):
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(config["devices"])
-    cpus = config.get("cpus")
+    if devices:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     if cpus and hasattr(os, "sched_setaffinity"):
         # Two engines on the same cores would each run all their threads on all of them.
         os.sched_setaffinity(0, cpus)
@@ -200,18 +201,19 @@ def take_rank_share(config: dict[str, Any]) -> None:
             sys.modules["torch"].set_num_threads(len(cpus))
 
 
-def scale_args(config: dict[str, Any], on_cpu: bool) -> dict[str, Any]:
-    """``vllm.LLM`` arguments for the parallelism, model and engine options; ``engine_kwargs``
-    last (they win over calm_rag's own settings, such as enable_chunked_prefill)."""
-    world = config["tensor_parallel_size"] * config["pipeline_parallel_size"]
-    executor = config["distributed_executor_backend"]
+def scale_args(options: Any, on_cpu: bool) -> dict[str, Any]:
+    """``vllm.LLM`` arguments for the parallelism, model and engine options (``VLLMOptions``);
+    ``engine_kwargs`` last (they win over calm_rag's own settings, such as
+    enable_chunked_prefill)."""
+    world = options.tensor_parallel_size * options.pipeline_parallel_size
+    executor = options.distributed_executor_backend
     if executor is None:  # one process on CPU (one_process_on_cpu) unless the model is split
         executor = ("uni" if world == 1 else "mp") if on_cpu else None
-    return {"tensor_parallel_size": config["tensor_parallel_size"],
-            "pipeline_parallel_size": config["pipeline_parallel_size"],
-            "distributed_executor_backend": executor, "quantization": config["quantization"],
-            "revision": config["revision"], "max_num_seqs": config["max_num_seqs"],
-            "trust_remote_code": config["trust_remote_code"], **config["engine_kwargs"]}
+    return {"tensor_parallel_size": options.tensor_parallel_size,
+            "pipeline_parallel_size": options.pipeline_parallel_size,
+            "distributed_executor_backend": executor, "quantization": options.quantization,
+            "revision": options.revision, "max_num_seqs": options.max_num_seqs,
+            "trust_remote_code": options.trust_remote_code, **options.engine_kwargs}
 
 
 def one_process_on_cpu() -> None:
@@ -227,25 +229,24 @@ def one_process_on_cpu() -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
-def request_params(params: dict, prompt: list[int], pattern: str | None = None) -> Any:
-    """vLLM's ``SamplingParams`` for one prompt of a call with ``params`` (ours, as a dict).
+def request_params(params: SamplingParams, prompt: list[int], pattern: str | None = None
+                   ) -> Any:
+    """vLLM's ``SamplingParams`` for one prompt of a call with ``params`` (ours).
 
     Greedy decoding asks for one sequence (its ``n`` copies are identical). The seed comes from
     the call's seed and the prompt's tokens: a prompt's texts depend on nothing else, and the
     prompts of a call draw independent streams (one stream for all would correlate the samples
-    of a question's languages). ``pattern``, a regex, constrains the response. The params'
-    later keys (``stop``, ``top_k``, ``min_p``) may be missing (a caller of before them).
+    of a question's languages). ``pattern``, a regex, constrains the response.
     """
     from vllm import SamplingParams as VLLMParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    greedy = params["temperature"] == 0
-    digest = hashlib.blake2b(f"{params['seed']}:{prompt}".encode(), digest_size=4).digest()
-    cuts = {} if greedy else {"top_p": params["top_p"], "top_k": params.get("top_k") or 0,
-                              "min_p": params.get("min_p") or 0.0}
-    return VLLMParams(n=1 if greedy else params["n"], temperature=params["temperature"],
-                      max_tokens=params["max_tokens"], seed=int.from_bytes(digest, "little"),
-                      stop=list(params.get("stop") or ()) or None, **cuts,
+    digest = hashlib.blake2b(f"{params.seed}:{prompt}".encode(), digest_size=4).digest()
+    cuts = {} if params.greedy else {"top_p": params.top_p, "top_k": params.top_k or 0,
+                                     "min_p": params.min_p or 0.0}
+    return VLLMParams(n=1 if params.greedy else params.n, temperature=params.temperature,
+                      max_tokens=params.max_tokens, seed=int.from_bytes(digest, "little"),
+                      stop=list(params.stop) or None, **cuts,
                       structured_outputs=(StructuredOutputsParams(regex=pattern)
                                           if pattern else None))
 

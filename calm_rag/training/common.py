@@ -31,14 +31,54 @@ MakeTrainer = Callable[[Any, Any, Any, dict[str, Any]], Any]
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a training run left in its output folder, and how it went."""
+    """One training, as its folder holds it: what :meth:`AlignMethod.train` returns and what
+    the align stage reads back from the cache (:meth:`load`), so both are the same value."""
 
-    adapter_dir: Path
-    merged_dir: Path | None  # None unless align.merge
-    log: list[dict[str, Any]]  # one entry a step: step, epoch, loss, learning_rate, rewards/...
-    loss_plot: Path
-    seconds: float
+    folder: Path
+    """``adapter/``, ``train_log.json``, ``loss.png``; ``merged/`` with ``align.merge``."""
+    method: str
     rows: int  # rows actually trained on (after dropping prompts longer than max_length)
+    log: list[dict[str, Any]]  # one entry a step: step, epoch, loss, learning_rate, rewards/...
+    seconds: float  # the training's own time, as train_log.json says
+    config: dict[str, Any]  # the align block it ran with (plain values)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TrainResult:
+        """A finished training read back from its folder (``train_log.json``): every version
+        of calm_rag has written these keys."""
+        folder = Path(folder)
+        written = read_json(folder / "train_log.json")
+        missing = [k for k in ("method", "rows", "seconds", "config", "steps")
+                   if k not in written]
+        if missing:
+            raise InputError(f"train_log.json lacks {', '.join(missing)}",
+                             path=folder / "train_log.json",
+                             hint="not a finished training: delete the folder to train again")
+        return cls(folder, written["method"], written["rows"], written["steps"],
+                   written["seconds"], written["config"])
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.folder / "adapter"
+
+    @property
+    def merged_dir(self) -> Path | None:
+        """The adapter folded into the base weights; None unless ``align.merge``."""
+        merged = self.folder / "merged"
+        return merged if merged.is_dir() else None
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.folder / "loss.png"
+
+    @property
+    def target(self) -> str | None:
+        """What the rows preferred: ``majority`` (the vote) or ``gold``."""
+        return self.config.get("target")
+
+    @property
+    def final_loss(self) -> float | None:
+        return self.log[-1]["loss"] if self.log else None
 
 
 @dataclass(frozen=True)
@@ -65,7 +105,6 @@ def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]]
 
     from calm_rag.training.launch import launch
 
-    started = time.perf_counter()
     out_dir = Path(out_dir)
     job = TrainJob(method, str(model_path), config, checkpoint_folder(out_dir), adapter)
     with atomic_dir(out_dir) as staging:
@@ -74,11 +113,7 @@ def run_training(method: str, model_path: str | Path, rows: list[dict[str, Any]]
         else:
             train_into(job, Dataset.from_list(rows), staging, make_trainer)
     shutil.rmtree(job.checkpoints, ignore_errors=True)
-    written = read_json(out_dir / "train_log.json")
-    return TrainResult(adapter_dir=out_dir / "adapter",
-                       merged_dir=out_dir / "merged" if config.merge else None,
-                       log=written["steps"], loss_plot=out_dir / "loss.png",
-                       seconds=time.perf_counter() - started, rows=written["rows"])
+    return TrainResult.load(out_dir)
 
 
 def with_template_kwargs(row: dict[str, Any], config: AlignConfig) -> dict[str, Any]:
@@ -271,10 +306,13 @@ def _show_progress(trainer: Any, desc: str) -> None:
             if self.training_bar is not None and logs and "loss" in logs:
                 self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}")
 
-    from transformers.utils.notebook import NotebookProgressCallback
-
     trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(NotebookProgressCallback)  # Jupyter's HTML table, with timings
+    try:  # Jupyter's HTML table, with timings: it needs IPython, and is never added without it
+        from transformers.utils.notebook import NotebookProgressCallback
+    except ImportError:
+        pass
+    else:
+        trainer.remove_callback(NotebookProgressCallback)
     trainer.add_callback(LossBar())
 
 

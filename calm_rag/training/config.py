@@ -124,8 +124,9 @@ class AlignConfig:
     """Sharding under the accelerate launcher: zero2, zero3 (DeepSpeed), fsdp, or the path of
     an accelerate config file (null: plain data parallel)."""
     trainer: dict[str, Any] = field(default_factory=dict)
-    """Any other field of TRL's DPOConfig (method dpo) or SFTConfig (sft), passed as it is,
-    e.g. {warmup_steps: 10, lr_scheduler_type: cosine}; checked against TRL's own fields."""
+    """Any other field of the method's TRL config (DPOConfig for dpo, SFTConfig for sft),
+    passed as it is, e.g. {warmup_steps: 10, lr_scheduler_type: cosine}; checked against
+    TRL's own fields."""
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict, metadata=INTERNAL)
     """Set by the pipeline from ``sampling.chat_template_kwargs``: training renders each
     prompt as the sampler did (TRL reads them from each row)."""
@@ -168,6 +169,11 @@ class AlignConfig:
         _check("launcher", self.launcher == "accelerate" or not wide, self.launcher,
                "several processes or a distributed config need a launcher",
                "set align.launcher: accelerate")
+        _check("launcher", self.launcher == "none"
+               or ALIGN_METHODS.get(self.method, "align.method").launchable, self.launcher,
+               f"method {self.method!r} cannot run under a launcher (its ranks could not "
+               "rebuild it)", "use launcher: none, or a launchable method: "
+               + ", ".join(n for n, m in ALIGN_METHODS.items() if m.launchable))
         given = [self.report_to] if isinstance(self.report_to, str) else self.report_to
         _check("report_to", isinstance(given, list | tuple) and bool(given)
                and all(isinstance(t, str) and t in TRACKERS for t in given), self.report_to,
@@ -181,11 +187,11 @@ class AlignConfig:
             return
         import trl  # seconds to import: only when the block is used
 
-        known = {f.name for f in dataclasses.fields(
-            trl.SFTConfig if self.method == "sft" else trl.DPOConfig)}
+        name = ALIGN_METHODS.get(self.method, "align.method").trl_config
+        known = {f.name for f in dataclasses.fields(getattr(trl, name))}
         for key in self.trainer:
             _check(f"trainer.{key}", key in known, self.trainer[key],
-                   f"not a field of TRL's {'SFT' if self.method == 'sft' else 'DPO'}Config",
+                   f"not a field of TRL's {name}",
                    "see TRL's documentation of the trainer's arguments")
             owner = OWNED.get(key, "")
             _check(f"trainer.{key}", key not in OWNED, self.trainer[key],

@@ -47,7 +47,7 @@ def dpo_trainer(config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
         if not any(_fits(tokenizer, row, config.max_length) for row in rows):
             raise no_rows_left(len(rows), config)  # else TRL's precompute fails on no rows
         # The reference never changes: its log-probs are computed once, before training,
-        # not again in every epoch (2 epochs of the demo: 177 s instead of ~200).
+        # not again in every epoch.
         args = {"precompute_ref_log_probs": True,
                 "precompute_ref_batch_size": 2 * config.batch_size} | args
         return DPOTrainer(model=model, args=DPOConfig(beta=config.beta, **args),

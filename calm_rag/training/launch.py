@@ -20,8 +20,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from calm_rag.child_process import error_from
 from calm_rag.errors import InputError
 from calm_rag.io import read_json, write_json
+from calm_rag.registries import ALIGN_METHODS
 from calm_rag.threads import available_cores
 from calm_rag.training.config import DISTRIBUTED, AlignConfig
 
@@ -32,14 +34,14 @@ log = logging.getLogger(__name__)
 
 CONFIGS = Path(__file__).parent / "launch_configs"
 PARENT_ENV = "CALM_RAG_TRAINING_PARENT"  # the ranks stop when this pid is gone
-LAUNCHABLE = ("dpo", "sft")  # methods whose trainer a rank can rebuild by name
 
 
 def launch(job: TrainJob, rows: list[dict[str, Any]], staging: Path) -> None:
     """Train ``job`` in a child under ``accelerate launch``; rank 0 writes ``staging``."""
-    if job.method not in LAUNCHABLE:
+    if not ALIGN_METHODS.get(job.method, "align.method").launchable:
         raise InputError(f"method {job.method!r} cannot run under a launcher",
-                         field="align.launcher", hint=f"launched methods: {', '.join(LAUNCHABLE)}")
+                         field="align.launcher", hint="its ranks could not rebuild it by name: "
+                         "use launcher: none")
     work = staging / "_launch"
     work.mkdir()
     write_json(work / "job.json", {
@@ -61,8 +63,8 @@ def launch(job: TrainJob, rows: list[dict[str, Any]], staging: Path) -> None:
         _stop(child)
         raise
     errors = sorted(work.glob("error-*.json"))
-    if errors:
-        raise InputError(**read_json(errors[0]))
+    if errors:  # a rank's InputError, raised here as the user's
+        raise error_from(read_json(errors[0]), "the launched training")
     if code != 0:
         raise RuntimeError(f"accelerate launch exited with code {code} (its log is above)")
     shutil.rmtree(work)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
-import time
 from pathlib import Path
+from typing import Any
 
+from calm_rag.child_process import describe_error, exit_with_parent
 from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.io import read_json, write_json
+from calm_rag.registries import ALIGN_METHODS
 from calm_rag.training.common import MakeTrainer, TrainJob, train_into
 from calm_rag.training.config import AlignConfig
 from calm_rag.training.launch import PARENT_ENV
@@ -39,46 +40,22 @@ def main(argv: list[str] | None = None) -> int:
                        Path(given["checkpoints"]), given["adapter"])
         train_into(job, dataset, staging, _trainer(job.method, config, dataset.to_list()))
     except InputError as err:
-        write_json(work / f"error-{rank}.json", {
-            "message": err.message, "path": err.path, "line": err.line, "field": err.field,
-            "hint": err.hint})
+        write_json(work / f"error-{rank}.json", describe_error(err))  # as a worker's crosses
         return 2
     return 0
 
 
-def _trainer(method: str, config: AlignConfig, rows: list) -> MakeTrainer:
-    if method == "sft":
-        from calm_rag.training.sft import sft_trainer
-
-        return sft_trainer(config, rows)
-    from calm_rag.training.dpo import dpo_trainer
-
-    return dpo_trainer(config, rows)
+def _trainer(method: str, config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
+    """The method's trainer, rebuilt by its name (the launcher refused any method that is
+    not :attr:`~calm_rag.training.methods.AlignMethod.launchable`)."""
+    return ALIGN_METHODS.get(method, "align.method").trainer(config, rows)
 
 
 def _watch_parent() -> None:
     """Exit when the pipeline that launched us is gone: a killed run must not train on."""
     parent = int(os.environ.get(PARENT_ENV, "0"))
-    if not parent:
-        return
-
-    def watch() -> None:
-        while _alive(parent):
-            time.sleep(1)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
-
-
-def _alive(pid: int) -> bool:
-    """Running, not a zombie its own parent has not reaped yet."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # no /proc here: assume alive
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+    if parent:
+        exit_with_parent(parent)
 
 
 if __name__ == "__main__":
