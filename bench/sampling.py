@@ -12,7 +12,8 @@ On the same prompts (bundled questions, every language, the default generator) i
 * ``vllm`` through calm_rag (engine in a child process, chats rendered there, texts sent back)
   over vLLM's own ``LLM.generate`` in this process on the same token ids and request settings;
 * tokens/s of the ``vllm`` backend with bfloat16 and with float32 weights on this machine, and
-  which one ``dtype: auto`` picks here and why (calm_rag.hardware; CALM_RAG_BF16=0/1 overrides).
+  which one ``dtype: auto`` picks here and why (calm_rag.runtime.hardware; CALM_RAG_BF16=0/1
+  overrides).
 
 The sides take turns in one loop, in reverse order every other turn (the machine is shared, so
 load changes hit all sides alike); ratios are given for the summed times and for each side's
@@ -230,7 +231,7 @@ def report(times: dict[str, dict], args: argparse.Namespace) -> dict:
 
 def compare_dtypes(chats: list, params, args: argparse.Namespace) -> dict:
     """tokens/s of the vllm backend in bfloat16 and in float32, turn about, and ``auto``'s pick."""
-    from calm_rag.hardware import auto_precision
+    from calm_rag.runtime.hardware import auto_precision
     from calm_rag.sampling import VLLMOptions, VLLMSampler
 
     chosen = auto_precision()

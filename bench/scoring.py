@@ -80,7 +80,7 @@ def plain_scores(scorer, samples: list) -> list[dict[str, float]]:
     """The baseline: every option of every sample in a forward pass of its own."""
     import torch
 
-    from calm_rag.threads import torch_threads
+    from calm_rag.runtime.threads import torch_threads
 
     model, results = scorer.model, []
     with torch.inference_mode(), torch_threads(scorer.threads):

@@ -20,12 +20,6 @@ TELEMETRY_OFF = {"HF_HUB_DISABLE_TELEMETRY": "1", "DISABLE_TELEMETRY": "1",
 for _name, _value in TELEMETRY_OFF.items():
     os.environ.setdefault(_name, _value)
 
-from calm_rag.answers import (  # noqa: E402
-    CALM_CHAIN,
-    DEFAULT_CHAIN,
-    extract_answer,
-    extract_samples,
-)
 from calm_rag.datasets import (  # noqa: E402
     export_llamafactory,
     export_trl,
@@ -41,12 +35,18 @@ from calm_rag.errors import InputError  # noqa: E402
 from calm_rag.evaluation import compute_metrics, format_metrics_table  # noqa: E402
 from calm_rag.experiment import Experiment, load_experiment  # noqa: E402
 from calm_rag.languages import LANGUAGES, get_language, normalize_code  # noqa: E402
-from calm_rag.pairs import build_pairs  # noqa: E402
 from calm_rag.pipeline.run import RunResult, run_experiment  # noqa: E402
 from calm_rag.records import PreferencePair, Question, Sample, Vote  # noqa: E402
 from calm_rag.runs import RunFolder, latest_run, open_run  # noqa: E402
 from calm_rag.sampling import SamplingParams, make_sampler, sample_questions  # noqa: E402
-from calm_rag.voting import PRESETS, VoteConfig, vote, vote_all  # noqa: E402
+from calm_rag.vote.answers import (  # noqa: E402
+    CALM_CHAIN,
+    DEFAULT_CHAIN,
+    extract_answer,
+    extract_samples,
+)
+from calm_rag.vote.pairs import build_pairs  # noqa: E402
+from calm_rag.vote.voting import PRESETS, VoteConfig, vote, vote_all  # noqa: E402
 
 __version__ = "0.1.0"
 

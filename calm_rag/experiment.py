@@ -45,7 +45,7 @@ from calm_rag.registries import (
 from calm_rag.sampling.base import Sampler, sampler_class
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.training.config import AlignConfig
-from calm_rag.voting import VoteConfig
+from calm_rag.vote.voting import VoteConfig
 
 SPLITS: tuple[Literal["train", "heldout"], ...] = ("train", "heldout")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the parts' types, for the type checker only (no import cycl
     from calm_rag.records import Question, Sample
     from calm_rag.sampling.base import Sampler
     from calm_rag.training.methods import AlignMethod
-    from calm_rag.voting import PolicyResult, VoteConfig
+    from calm_rag.vote.voting import PolicyResult, VoteConfig
 
 Extractor = Callable[[str, Any, Mapping[str, str]], Any]  # (text, Language, options)
 TiePolicy = Callable[[list[str], list["Sample"], "VoteConfig"], str | None]
@@ -41,27 +41,28 @@ SAMPLERS: Registry[type[Sampler]] = Registry(
 """Generator backends: a ``Sampler`` subclass with an ``Options`` dataclass
 (``generator.backend``)."""
 
-EXTRACTORS: Registry[Extractor] = Registry("extractor", arity=3, modules=("calm_rag.answers",))
+EXTRACTORS: Registry[Extractor] = Registry("extractor", arity=3, modules=("calm_rag.vote.answers",))
 """``fn(text, language, options) -> label | None | AMBIGUOUS``: reads an answer."""
 
 EXTRACTOR_CHAINS: Registry[tuple[str, ...]] = Registry("extractor chain", base=tuple,
-                                           modules=("calm_rag.answers",))
+                                           modules=("calm_rag.vote.answers",))
 """Extractor names tried in order (``answers.chain``)."""
 
-TIE_POLICIES: Registry[TiePolicy] = Registry("tie policy", arity=3, modules=("calm_rag.voting",))
+TIE_POLICIES: Registry[TiePolicy] = Registry("tie policy", arity=3,
+                                             modules=("calm_rag.vote.voting",))
 """``fn(tied_answers, parsed_samples, vote_config) -> answer | None`` (``vote.tie``)."""
 
 VOTE_POLICIES: Registry[VotePolicyFn] = Registry("vote policy", arity=2,
-                                        modules=("calm_rag.vote_policies",))
+                                        modules=("calm_rag.vote.policies",))
 """``fn(questions_samples, vote_config) -> PolicyResult``: scores each question's answers,
 seeing a setting's questions together (``vote.policy``)."""
 
-VOTE_PRESETS: Registry[VoteConfig] = Registry("vote preset", base="calm_rag.voting:VoteConfig",
-                                       modules=("calm_rag.presets",))
+VOTE_PRESETS: Registry[VoteConfig] = Registry("vote preset", base="calm_rag.vote.voting:VoteConfig",
+                                       modules=("calm_rag.vote.presets",))
 """Whole vote configurations by name (``calm-rag vote --policy``)."""
 
 CHOSEN_FALLBACKS: Registry[ChosenPick] = Registry("chosen fallback", arity=4,
-                                           modules=("calm_rag.pairs",))
+                                           modules=("calm_rag.vote.pairs",))
 """``fn(language_samples, all_samples, majority, vote_config) -> chosen candidates`` for a
 language with no response agreeing with the majority (``vote.chosen_fallback``)."""
 

@@ -1,7 +1,7 @@
 """Finished run folders read back as library records: ``open_run("demo").eval_cells()``.
 
 A run folder is what ``calm-rag run`` writes (``<runs_dir>/<name>/<timestamp>/``, the newest
-named in ``<runs_dir>/<name>/LATEST``); see :mod:`calm_rag.pipeline.outputs` for its files.
+named in ``<runs_dir>/<name>/LATEST``); see :mod:`calm_rag.pipeline.run_folder` for its files.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import pytest
 from calm_rag.errors import InputError
 from calm_rag.experiment import load_experiment
 from calm_rag.models.loading import adapter_config
-from calm_rag.pipeline.models import LazySampler, ModelRef
+from calm_rag.pipeline.model_ref import LazySampler, ModelRef
 from calm_rag.sampling import (
     HFOptions,
     HFSampler,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from calm_rag.config import from_mapping
-from calm_rag.datasets.align import align_questions
+from calm_rag.datasets.lineup import align_questions
 from calm_rag.datasets.row_match import match_rows
 from calm_rag.errors import InputError
 from calm_rag.experiment import DataConfig

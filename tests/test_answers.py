@@ -6,7 +6,11 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from calm_rag.answers import (
+from calm_rag.errors import InputError
+from calm_rag.languages import LANGUAGES, get_language
+from calm_rag.records import Question, Sample
+from calm_rag.registry import RegistryError
+from calm_rag.vote.answers import (
     AMBIGUOUS,
     CALM_CHAIN,
     DEFAULT_CHAIN,
@@ -17,10 +21,6 @@ from calm_rag.answers import (
     extraction_rates,
     register_extractor,
 )
-from calm_rag.errors import InputError
-from calm_rag.languages import LANGUAGES, get_language
-from calm_rag.records import Question, Sample
-from calm_rag.registry import RegistryError
 
 OPTIONS = {"A": "town", "B": "school", "C": "hospital", "D": "office", "E": "office building"}
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from calm_rag.answers import CALM_CHAIN, extract_answer
 from calm_rag.cli import main
 from calm_rag.datasets.calm import parse_calm_input
+from calm_rag.vote.answers import CALM_CHAIN, extract_answer
 
 TARGET_LANGUAGES = ("cn", "fr", "de", "it", "ja")
 

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calm_rag.answers import CALM_CHAIN, extract_answer
 from calm_rag.cli import main
 from calm_rag.commands.common import load_samples
 from calm_rag.datasets.calm import calm_code, parse_calm_input
 from calm_rag.errors import InputError
-from calm_rag.pairs import build_pairs
-from calm_rag.voting import preset, vote_all
+from calm_rag.vote.answers import CALM_CHAIN, extract_answer
+from calm_rag.vote.pairs import build_pairs
+from calm_rag.vote.voting import preset, vote_all
 from tests.calm_oracle import MARKERS, Row, read, rows
 
 LANGS = ("en", "cn", "fr", "de", "it", "ja")

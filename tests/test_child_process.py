@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from calm_rag.child_process import ChildError, ChildProcess, process_alive
 from calm_rag.errors import InputError
+from calm_rag.runtime.child_process import ChildError, ChildProcess, process_alive
 
 
 class Echo:
@@ -133,7 +133,7 @@ def test_killing_the_parent_ends_the_child(tmp_path):
     script = tmp_path / "parent.py"
     script.write_text(
         f"import sys, time\nsys.path.insert(0, {root!r})\n"
-        "from calm_rag.child_process import ChildProcess\n"
+        "from calm_rag.runtime.child_process import ChildProcess\n"
         "from tests.test_child_process import make_echo\n"
         "if __name__ == '__main__':\n"
         "    handle = ChildProcess(make_echo, {'greeting': 'x'})\n"

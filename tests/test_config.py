@@ -238,7 +238,7 @@ def test_describe_shows_effective_defaults_and_every_backend():
 
 def test_loader_is_the_one_way_to_build_groups_from_mappings():
     from calm_rag.training.config import AlignConfig
-    from calm_rag.voting import VoteConfig
+    from calm_rag.vote.voting import VoteConfig
 
     assert not hasattr(AlignConfig, "from_dict") and not hasattr(VoteConfig, "from_dict")
     vote = from_mapping(VoteConfig, {"tie": "drop", "language_order": ["cn", "en"]})

@@ -21,8 +21,8 @@ from calm_rag.datasets.calm import parse_calm_input, split_language
 from calm_rag.datasets.medqa import write_medqa
 from calm_rag.datasets.xcsqa import write_xcsqa
 from calm_rag.errors import InputError
-from calm_rag.pairs import build_pairs
-from calm_rag.voting import VoteConfig, vote_all
+from calm_rag.vote.pairs import build_pairs
+from calm_rag.vote.voting import VoteConfig, vote_all
 from tests.helpers import make_samples
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from calm_rag.errors import InputError
 from calm_rag.experiment import load_experiment
-from calm_rag.hardware import ENV_VAR, check_device, resolve_device, resolve_dtype
+from calm_rag.runtime.hardware import ENV_VAR, check_device, resolve_device, resolve_dtype
 from calm_rag.sampling import HFOptions, HFSampler, LetterScorer, make_sampler
 
 NO_GPU = pytest.mark.skipif("__import__('torch').cuda.is_available()",
@@ -111,7 +111,7 @@ def test_auto_runs_the_sampler_and_the_scorer_on_the_cpu_here(tiny_model):
 
 
 def test_the_scorer_follows_the_hf_samplers_choice(tmp_path, monkeypatch):
-    from calm_rag.pipeline.models import ModelRef
+    from calm_rag.pipeline.model_ref import ModelRef
     from calm_rag.pipeline.scoring import ScoringModel, scoring_dtype
 
     path = tmp_path / "exp.yaml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from calm_rag.errors import InputError
-from calm_rag.hardware import ENV_VAR, auto_precision, cpu_bf16_flags, resolve_dtype
+from calm_rag.runtime.hardware import ENV_VAR, auto_precision, cpu_bf16_flags, resolve_dtype
 
 AVX2_ONLY = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -272,8 +272,8 @@ def test_a_damaged_faiss_header_behind_a_fooled_stamp_ends_in_one_line(index, ca
 
 def as_format_1(folder: Path) -> None:
     """The layout before format 2: chunks.jsonl, no chunk store, no saved BM25."""
-    from calm_rag.provenance import file_entry
     from calm_rag.retrieval.retriever import open_chunks
+    from calm_rag.runtime.provenance import file_entry
 
     manifest = mf.read_manifest(folder)
     store = open_chunks(folder, manifest)

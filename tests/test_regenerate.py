@@ -8,13 +8,11 @@ from dataclasses import replace
 
 import pytest
 
-from calm_rag.answers import DEFAULT_CHAIN
 from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.evaluation.chosen_language import chosen_language
 from calm_rag.evaluation.report import chosen_language_section
-from calm_rag.pairs import build_pairs
-from calm_rag.pipeline.regenerate import (
+from calm_rag.pipeline.stages.regenerate import (
     Request,
     answer_hint,
     echoes_hint,
@@ -24,7 +22,9 @@ from calm_rag.pipeline.regenerate import (
 from calm_rag.records import PreferencePair, Sample
 from calm_rag.sampling.base import Sampler
 from calm_rag.sampling.params import SamplingParams
-from calm_rag.voting import VoteConfig, vote_all
+from calm_rag.vote.answers import DEFAULT_CHAIN
+from calm_rag.vote.pairs import build_pairs
+from calm_rag.vote.voting import VoteConfig, vote_all
 from tests.helpers import make_samples
 
 REGENERATE = VoteConfig(chosen_fallback="regenerate")
@@ -137,7 +137,7 @@ def test_keeps_only_the_target_in_the_prompts_language():
 
 
 def test_traditional_chinese_wants_its_own_script():
-    from calm_rag.pipeline.regenerate import in_language
+    from calm_rag.pipeline.stages.regenerate import in_language
 
     assert in_language("解釋: 醫院有醫生和病人。\n答案: C", "zh-tw")
     assert not in_language("解释: 医院有医生和病人。\n答案: C", "zh-tw")  # simplified
@@ -155,10 +155,10 @@ def test_hint_echo_is_told_apart():
 def test_real_sampler_keeps_what_passes_and_drops_the_rest():
     """The bundled default model, sampled for real: every kept response passes all three
     checks, every other response fails one."""
-    from calm_rag.answers import extract_answer
     from calm_rag.datasets.bundled import load_bundled
-    from calm_rag.pipeline.regenerate import in_language
+    from calm_rag.pipeline.stages.regenerate import in_language
     from calm_rag.sampling import make_sampler
+    from calm_rag.vote.answers import extract_answer
 
     questions = [q for q in load_bundled("commonsense", ["en", "zh"]) if q.id == "cs-001"]
     real = make_sampler("hf", {"threads": 2, "dtype": "float32", "progress": False})

@@ -170,8 +170,8 @@ def test_training_loss_plot_outside_the_folder_is_linked_relatively(tmp_path):
 
 def test_report_says_how_many_questions_tied(grid, tmp_path):
     from calm_rag.evaluation.votes import vote_summary
-    from calm_rag.pairs import build_pairs
-    from calm_rag.voting import VoteConfig, tally
+    from calm_rag.vote.pairs import build_pairs
+    from calm_rag.vote.voting import VoteConfig, tally
     from tests.helpers import make_samples
 
     # Two languages: q1 and q3 split one to one and tie; q2 agrees.

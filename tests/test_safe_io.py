@@ -387,7 +387,7 @@ def test_cli_prints_filesystem_errors_on_one_line(tmp_path, capsys, monkeypatch)
 # ---------------------------------------------------------------------------- runs and cache
 
 def test_run_folders_finishing_in_the_same_second(tmp_path, monkeypatch):
-    from calm_rag.pipeline.outputs import new_run_folder
+    from calm_rag.pipeline.run_folder import new_run_folder
 
     monkeypatch.setattr("time.strftime", lambda fmt, *a: "20260101-000000")
     folders = []
@@ -409,7 +409,7 @@ def test_run_folders_finishing_in_the_same_second(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "..", ".hidden", "", "a\\b"])
 def test_run_names_that_are_paths_are_refused(name):
-    from calm_rag.pipeline.outputs import check_run_name
+    from calm_rag.pipeline.run_folder import check_run_name
 
     with pytest.raises(InputError, match="field 'name'"):
         check_run_name(name)

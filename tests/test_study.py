@@ -8,7 +8,7 @@ from calm_rag.cli import main
 from calm_rag.datasets.samples import write_samples
 from calm_rag.errors import InputError
 from calm_rag.evaluation.study import format_study_table, score_votes, study_policies, vote_study
-from calm_rag.voting import VoteConfig
+from calm_rag.vote.voting import VoteConfig
 from tests.helpers import make_samples
 
 PNG = b"\x89PNG\r\n\x1a\n"

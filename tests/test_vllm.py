@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from calm_rag.answers import EXTRACTORS
 from calm_rag.datasets.bundled import load_bundled
 from calm_rag.errors import InputError
 from calm_rag.models import generator as default_model
@@ -44,6 +43,7 @@ from calm_rag.sampling import (
 )
 from calm_rag.sampling.data_parallel import engine_group
 from calm_rag.sampling.vllm_backend import EngineConfig, engine_args
+from calm_rag.vote.answers import EXTRACTORS
 
 HAS_MODEL = (default_model.generator_dir() / STAMP_FILE).is_file() or (
     importlib.util.find_spec(default_model.MODULE) is not None)

@@ -20,15 +20,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from calm_rag.child_process import ChildProcess
 from calm_rag.errors import InputError
 from calm_rag.experiment import describe, load_experiment
 from calm_rag.models import generator as default_model
 from calm_rag.models.home import STAMP_FILE
 from calm_rag.pipeline.cache import STAGE_VERSIONS
 from calm_rag.pipeline.stages import SampleJob, sample_key
-from calm_rag.provenance import content_key
 from calm_rag.records import Question
+from calm_rag.runtime.child_process import ChildProcess
+from calm_rag.runtime.provenance import content_key
 from calm_rag.sampling import (
     HFOptions,
     HFSampler,
@@ -162,7 +162,7 @@ def test_the_new_sampling_keys_change_the_cache_key_only_when_set():
 
 
 def _dtype() -> str:
-    from calm_rag.hardware import resolve_dtype
+    from calm_rag.runtime.hardware import resolve_dtype
 
     return resolve_dtype("auto")
 

@@ -9,7 +9,7 @@ from calm_rag.config import from_mapping
 from calm_rag.datasets.samples import write_samples
 from calm_rag.errors import InputError
 from calm_rag.registries import VOTE_POLICIES
-from calm_rag.voting import VoteConfig, tally, vote
+from calm_rag.vote.voting import VoteConfig, tally, vote
 from tests.helpers import make_samples
 
 
@@ -124,7 +124,7 @@ def test_vote_command_refuses_bad_policy_flags(tmp_path, capsys, flags):
 
 
 def test_gold_votes_take_gold_whatever_the_policy():
-    from calm_rag.pairs import gold_votes
+    from calm_rag.vote.pairs import gold_votes
 
     samples = _crowd(8) + make_samples({"en": ["A"], "ja": ["B"]}, qid="x", gold=None)
     votes = gold_votes(samples, VoteConfig(policy="dawid-skene"))

@@ -6,8 +6,8 @@ import pytest
 
 from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
-from calm_rag.pairs import build_pairs
-from calm_rag.voting import VoteConfig, preset, vote, vote_all
+from calm_rag.vote.pairs import build_pairs
+from calm_rag.vote.voting import VoteConfig, preset, vote, vote_all
 from tests.helpers import make_samples
 
 

@@ -28,9 +28,9 @@ def load_samples(path: Path, extractors: str | None,
                  default: tuple[str, ...] | None = None, group: str | None = None
                  ) -> list[Sample]:
     """Read SAMPLES (JSONL, CALM file or folder) and extract answers not extracted yet."""
-    from calm_rag.answers import DEFAULT_CHAIN, extract_samples
     from calm_rag.datasets.samples import read_samples
     from calm_rag.errors import InputError
+    from calm_rag.vote.answers import DEFAULT_CHAIN, extract_samples
 
     chain = tuple(extractors.split(",")) if extractors else (default or DEFAULT_CHAIN)
     try:

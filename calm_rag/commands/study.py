@@ -12,7 +12,7 @@ from calm_rag.commands.common import add_extractor_option, add_group_option, loa
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from calm_rag.registries import TIE_POLICIES, VOTE_PRESETS
-    from calm_rag.voting import offline_fallbacks
+    from calm_rag.vote.voting import offline_fallbacks
 
     study = subparsers.add_parser("study", help="studies of the method on sample sets",
                                   description="Studies of the method on sample sets.")
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def base_config(args: argparse.Namespace):
     from calm_rag.errors import InputError
-    from calm_rag.voting import preset
+    from calm_rag.vote.voting import preset
 
     chosen = {key: value for key, value in {
         "tie": args.tie, "min_agreement": args.min_agreement,

@@ -13,7 +13,7 @@ from calm_rag.commands.common import add_extractor_option, add_group_option, loa
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from calm_rag.registries import TIE_POLICIES, VOTE_POLICIES, VOTE_PRESETS
-    from calm_rag.voting import UNPARSED, offline_fallbacks
+    from calm_rag.vote.voting import UNPARSED, offline_fallbacks
 
     p = subparsers.add_parser(
         "vote", help="vote across languages and build preference pairs",
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from calm_rag.errors import InputError
-    from calm_rag.voting import preset
+    from calm_rag.vote.voting import preset
 
     overrides = {
         "policy": args.vote_policy,
@@ -89,9 +89,9 @@ def parse_weights(text: str) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     from calm_rag.io import output_folder, refuse_inputs, write_json, write_jsonl
-    from calm_rag.pairs import build_pairs
     from calm_rag.registries import EXTRACTOR_CHAINS
-    from calm_rag.voting import tally
+    from calm_rag.vote.pairs import build_pairs
+    from calm_rag.vote.voting import tally
 
     config = config_from_args(args)
     refuse_inputs(args.out, [args.samples])  # before the work, not after it

@@ -4,7 +4,7 @@ A :class:`DatasetEntry` is what ``data.source`` names (the built-in ones are in
 :mod:`calm_rag.datasets.builtin`) or what an experiment writes under ``data.entry``. Rows come
 from local files (``jsonl``, ``json`` arrays) or from ``datasets.load_dataset`` (``hub``); each
 row becomes a :class:`Question` through the column mapping, and every language is then checked
-to line up with the others (:mod:`calm_rag.datasets.align`).
+to line up with the others (:mod:`calm_rag.datasets.lineup`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from calm_rag.datasets.align import Rows, align
+from calm_rag.datasets.lineup import Rows, align
 from calm_rag.errors import InputError
 from calm_rag.io import expect, json_type, read_json_array, read_jsonl
 from calm_rag.records import Question

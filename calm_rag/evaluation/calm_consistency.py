@@ -251,8 +251,8 @@ def our_metrics(rows: dict[str, list[Prediction]], files: dict[str, Path], lette
     """Our accuracy, consistency and agreement of the same predictions, one sample per
     language and row. The files hold no option texts, so only labels are read ("Answer: B",
     "(B)"), never an option's text."""
-    from calm_rag.answers import DEFAULT_CHAIN, extract_samples
     from calm_rag.evaluation.metrics import compute_metrics
+    from calm_rag.vote.answers import DEFAULT_CHAIN, extract_samples
 
     options = dict.fromkeys(letters, "")
     golds = [_gold(rows, files, i, options) for i in range(len(next(iter(rows.values()))))]
@@ -286,8 +286,8 @@ def _gold(rows: dict[str, list[Prediction]], files: dict[str, Path], i: int,
 def label_letter(label: str, lang: str, options: dict[str, str]) -> str | None:
     """The letter a ``label`` names: CALM's ``(B) text`` / ``B. text``, or a response in the
     ``Answer: B`` format read by the standard chain."""
-    from calm_rag.answers import extract_answer
     from calm_rag.datasets.entry import leading_label
+    from calm_rag.vote.answers import extract_answer
 
     return leading_label(label, options) or extract_answer(label, lang, options).answer
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from calm_rag.evaluation.metric_spec import metric, metric_spec
 from calm_rag.records import Sample
-from calm_rag.voting import group_by_question
+from calm_rag.vote.voting import group_by_question
 
 BOOTSTRAP_RESAMPLES = 1000
 

@@ -19,7 +19,7 @@ from calm_rag.errors import InputError
 from calm_rag.evaluation.tables import pct
 from calm_rag.evaluation.votes import clean_pairs, target_accuracy, vote_counts
 from calm_rag.records import Sample
-from calm_rag.voting import VoteConfig
+from calm_rag.vote.voting import VoteConfig
 
 FIRST = ("pooled", "language-balanced", "weighted", "dawid-skene")  # the table's order
 COLUMNS = ("target_accuracy", "coverage", "ties", "pairs", "clean_pairs", "clean_share")
@@ -31,7 +31,7 @@ def study_policies(base: VoteConfig, weights: dict[str, float] | None = None
     pair options; ``weighted`` only when ``weights`` are given (with none it is
     ``language-balanced``)."""
     from calm_rag.registries import VOTE_POLICIES
-    from calm_rag.voting import vote_policy
+    from calm_rag.vote.voting import vote_policy
 
     policies = {}
     shipped = [name for name in FIRST if name in VOTE_POLICIES]
@@ -46,8 +46,8 @@ def study_policies(base: VoteConfig, weights: dict[str, float] | None = None
 
 def score_votes(samples: list[Sample], config: VoteConfig) -> dict:
     """One row of the study: the vote and pairs of ``samples`` under ``config``."""
-    from calm_rag.pairs import build_pairs
-    from calm_rag.voting import vote_all
+    from calm_rag.vote.pairs import build_pairs
+    from calm_rag.vote.voting import vote_all
 
     votes = vote_all(samples, config)
     pairs = build_pairs(samples, votes, config)

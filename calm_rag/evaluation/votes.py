@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from calm_rag.records import PreferencePair, Vote
 
 if TYPE_CHECKING:
-    from calm_rag.voting import Tally, VoteConfig
+    from calm_rag.vote.voting import Tally, VoteConfig
 
 TIED = ("tie-broken", "tie-dropped")
 

@@ -24,11 +24,12 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def torch_dtype(dtype: str, gpu: bool | None = None) -> Any:
     """The torch dtype named ``dtype``; ``"auto"`` is the hardware's choice
-    (:func:`calm_rag.hardware.auto_precision`: bfloat16 where it computes in it, else float32);
+    (:func:`calm_rag.runtime.hardware.auto_precision`: bfloat16 where it computes in it, else
+    float32);
     ``gpu`` says whether the model runs on a GPU (default: whether torch sees one)."""
     import torch
 
-    from calm_rag.hardware import resolve_dtype
+    from calm_rag.runtime.hardware import resolve_dtype
 
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}", field="dtype",

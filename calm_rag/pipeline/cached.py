@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from calm_rag.pipeline.cache import STAGE_VERSIONS
-from calm_rag.provenance import content_key
+from calm_rag.runtime.provenance import content_key
 
 if TYPE_CHECKING:
-    from calm_rag.pipeline.stages import RunContext
+    from calm_rag.pipeline.stages.context import RunContext
 
 T = TypeVar("T")
 

@@ -69,7 +69,7 @@ def write_grid(experiment: Experiment, summaries: dict[str, dict]) -> tuple[Path
     """``grid.json`` and ``report.md`` in a new ``<runs_dir>/<name>/<timestamp>/``."""
     from calm_rag.evaluation.grid import format_language_sets
     from calm_rag.io import atomic_write, write_json
-    from calm_rag.pipeline.outputs import check_run_name, new_run_folder, point_latest
+    from calm_rag.pipeline.run_folder import check_run_name, new_run_folder, point_latest
 
     parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
     grid = {"language_sets": summaries,

@@ -6,8 +6,8 @@ import logging
 import random
 from pathlib import Path
 
-from calm_rag.datasets.align import Alignment, align, align_questions
 from calm_rag.datasets.entry import DatasetEntry
+from calm_rag.datasets.lineup import Alignment, align, align_questions
 from calm_rag.errors import InputError
 from calm_rag.experiment import DataConfig
 from calm_rag.records import Question

@@ -12,7 +12,7 @@ from typing import Any
 
 from calm_rag.experiment import Experiment
 from calm_rag.pipeline.cache import StageCache
-from calm_rag.pipeline.models import LazySampler, ModelRef
+from calm_rag.pipeline.model_ref import LazySampler, ModelRef
 from calm_rag.pipeline.questions import check_questions, log_dropped, split_questions
 from calm_rag.pipeline.scoring import ScoringModel
 from calm_rag.pipeline.stages import (
@@ -44,8 +44,8 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
                    source: str | Path | None = None) -> RunResult:
     """Run ``experiment``; write ``<runs_dir>/<name>/<timestamp>/`` and return what it holds
     (with ``data.language_sets``, one run per set and the grid comparing them)."""
-    from calm_rag.pipeline.option_scores import score_options
-    from calm_rag.pipeline.outputs import write_run
+    from calm_rag.pipeline.run_folder import write_run
+    from calm_rag.pipeline.stages.option_scores import score_options
 
     if experiment.data.language_sets:
         from calm_rag.pipeline.language_grid import run_language_grid
@@ -94,7 +94,7 @@ def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
            ) -> tuple[Round, ModelRef, dict[str, list[Sample]]]:
     """Sample the train questions with ``model`` (plus the before-evaluation, on the same
     engine), vote, pair, and train the next model."""
-    from calm_rag.voting import tally
+    from calm_rag.vote.voting import tally
 
     experiment = ctx.experiment
     log.info(f"round {number}: sampling {model.path}")
@@ -117,9 +117,9 @@ def _training_rows(ctx: RunContext, number: int, model: ModelRef, samples: list[
                    votes: list[Vote]
                    ) -> tuple[list[Any], list[PreferencePair], list[Sample] | None]:
     """What the align method trains on, the pairs, and the responses regenerated for them."""
-    from calm_rag.pairs import build_pairs, gold_votes
-    from calm_rag.pipeline.regenerate import regenerate_stage
+    from calm_rag.pipeline.stages.regenerate import regenerate_stage
     from calm_rag.registries import ALIGN_METHODS
+    from calm_rag.vote.pairs import build_pairs, gold_votes
 
     experiment = ctx.experiment
     gold = experiment.align.target == "gold"

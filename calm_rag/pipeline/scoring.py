@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from calm_rag.pipeline.models import ModelRef
+from calm_rag.pipeline.model_ref import ModelRef
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ScoringModel:
 def scoring_dtype(device: str = "auto", device_map: str | None = None) -> str:
     """bfloat16 where the hardware multiplies in it (a GPU, or a CPU with AMX/AVX512-BF16),
     float32 elsewhere (bench/scoring.py measures the difference)."""
-    from calm_rag.hardware import auto_precision, resolve_device
+    from calm_rag.runtime.hardware import auto_precision, resolve_device
 
     if device_map is not None or device == "auto":
         return auto_precision().dtype  # on the GPU when torch sees one

@@ -22,7 +22,6 @@ import numpy as np
 
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir
-from calm_rag.provenance import file_entry, json_digest, package_versions
 from calm_rag.retrieval import faiss_index, integrity
 from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.chunk_store import ArrowChunks, ChunkWriter
@@ -34,6 +33,7 @@ from calm_rag.retrieval.hub_corpus import HubCorpus, hub_source
 from calm_rag.retrieval.lexical import VERSION as LEXICAL_VERSION
 from calm_rag.retrieval.shards import EmbeddingShards
 from calm_rag.retrieval.spec import IndexSpec, resolve_path
+from calm_rag.runtime.provenance import file_entry, json_digest, package_versions
 
 log = logging.getLogger(__name__)
 

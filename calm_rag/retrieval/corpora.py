@@ -15,10 +15,10 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl, read_text
-from calm_rag.provenance import files_digest
 from calm_rag.registries import CORPUS_READERS
 from calm_rag.retrieval.hub_corpus import HubCorpus
 from calm_rag.retrieval.language_id import detect_language, language_code
+from calm_rag.runtime.provenance import files_digest
 
 log = logging.getLogger(__name__)
 

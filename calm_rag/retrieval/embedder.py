@@ -163,7 +163,7 @@ def _load_model(location: str) -> Any:
 def _fingerprint(model: Any) -> str:
     import torch
 
-    from calm_rag.provenance import buffers_digest
+    from calm_rag.runtime.provenance import buffers_digest
 
     # As raw bytes, so any dtype (bfloat16 too) hashes without a conversion, and the buffer
     # itself: no copy of the weights.

@@ -21,10 +21,10 @@ import numpy as np
 
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_write
-from calm_rag.provenance import json_digest
 from calm_rag.retrieval import faiss_index
 from calm_rag.retrieval.shards import EmbeddingShards
 from calm_rag.retrieval.spec import FaissConfig
+from calm_rag.runtime.provenance import json_digest
 
 log = logging.getLogger(__name__)
 

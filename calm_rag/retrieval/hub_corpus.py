@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from calm_rag.errors import InputError
-from calm_rag.provenance import files_digest, json_digest
+from calm_rag.runtime.provenance import files_digest, json_digest
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PIN_HINT = ("pin the source's revision to a commit (40 hex digits), or point its path at a "

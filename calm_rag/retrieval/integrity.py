@@ -30,8 +30,8 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import read_json, write_json
-from calm_rag.provenance import file_digest
 from calm_rag.retrieval import manifest as mf
+from calm_rag.runtime.provenance import file_digest
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import expect, expect_list, read_json, safe_name, write_json
-from calm_rag.provenance import file_digest
 from calm_rag.retrieval.faiss_index import METRICS
 from calm_rag.retrieval.filling import IVF_DATA_FILE
+from calm_rag.runtime.provenance import file_digest
 
 FORMAT = 2
 """2: chunks in ``chunks.arrow`` (+ ``chunk_langs.npy``), BM25 saved; 1: ``chunks.jsonl``."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from calm_rag.io import atomic_write
-from calm_rag.provenance import texts_digest
+from calm_rag.runtime.provenance import texts_digest
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ engine, sent at once, and the answers put back in order.
 Each prompt is seeded from the call's seed and its own tokens (``vllm_backend.request_params``),
 so a prompt's texts do not depend on the engine that samples it nor on the prompts beside it:
 the texts are the same whatever the number of engines. An engine is a child process of this
-machine (:class:`calm_rag.child_process.ChildProcess`) or a Ray actor on a cluster
+machine (:class:`calm_rag.runtime.child_process.ChildProcess`) or a Ray actor on a cluster
 (:class:`RayEngine`); :class:`EngineGroup` holds either kind and looks like one engine.
 """
 
@@ -17,8 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
-from calm_rag.child_process import ChildError, Progress, describe_error, error_from
 from calm_rag.errors import InputError
+from calm_rag.runtime.child_process import ChildError, Progress, describe_error, error_from
 
 Split = Callable[[Any, slice], Any]  # a request's payload -> the payload of one slice
 Merge = Callable[[list[Any]], Any]  # the slices' answers, in order -> the call's answer

@@ -17,10 +17,10 @@ from calm_rag.models import (
     load_causal_lm,
     resolve_generator,
 )
+from calm_rag.runtime.threads import torch_threads
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.chat import encode_chat
 from calm_rag.sampling.params import SamplingParams
-from calm_rag.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class HFOptions:
 
     def __post_init__(self) -> None:
         from calm_rag.config import at_least, one_of
-        from calm_rag.hardware import check_device
+        from calm_rag.runtime.hardware import check_device
 
         at_least(self, 1, "batch_size", "threads")
         one_of("dtype", self.dtype, DTYPES)
@@ -162,7 +162,7 @@ class HFSampler(Sampler):
 
 
 def _load(model: str | None, options: HFOptions) -> tuple[Any, Any]:
-    from calm_rag.hardware import resolve_device
+    from calm_rag.runtime.hardware import resolve_device
 
     model = model or DEFAULT_GENERATOR
     check_model_reference(model, field="generator.model", defaults=(DEFAULT_GENERATOR,))

@@ -31,9 +31,9 @@ from calm_rag.errors import InputError
 from calm_rag.languages import get_language
 from calm_rag.models import DEFAULT_GENERATOR, load_causal_lm, resolve_generator, torch_dtype
 from calm_rag.records import Sample
+from calm_rag.runtime.threads import torch_threads
 from calm_rag.sampling.chat import encode_chat, recorded_chat
 from calm_rag.sampling.tree_pack import Branch, TreePass, token_logprobs
-from calm_rag.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class LetterScorer:
         ``device`` (auto, cpu, cuda, cuda:N) and ``device_map`` (null or auto) as the ``hf``
         sampler's options, whose keys they are in errors (the pipeline passes its choice).
         """
-        from calm_rag.hardware import check_device, resolve_device
+        from calm_rag.runtime.hardware import check_device, resolve_device
 
         torch_dtype(dtype)  # a wrong dtype fails before the default is prepared
         check_device("generator.options.device", device, device_map)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from calm_rag.answers import DEFAULT_CHAIN, extract_answer
 from calm_rag.errors import InputError
 from calm_rag.records import SETTINGS, Question, Sample
 from calm_rag.sampling.base import SAMPLERS, Sampler
 from calm_rag.sampling.endings import AnswerEnding
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.sampling.prompts import messages_from_fields, prompt_fields
+from calm_rag.vote.answers import DEFAULT_CHAIN, extract_answer
 
 PassagesFor = Callable[[Question], Sequence[str]]
 """Gives the passages to put in a question's prompt (the retriever, in the ``rag`` setting)."""

@@ -22,9 +22,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from calm_rag.child_process import Progress
 from calm_rag.config import at_least, one_of
 from calm_rag.errors import InputError
+from calm_rag.runtime.child_process import Progress
 from calm_rag.sampling.params import SamplingParams
 
 # engine_kwargs keys that vLLM names otherwise than the typed option that sets them.

@@ -2,8 +2,8 @@
 
 vLLM does not give its memory back when the engine is deleted, and alignment trains right after
 sampling in the same pipeline, so the engine lives in a child process of its own
-(:mod:`calm_rag.child_process`). The child is started by the first ``generate`` (vLLM starts in
-about 10 s on 2 CPU cores), kept for the later calls of the same sampler, and stopped by
+(:mod:`calm_rag.runtime.child_process`). The child is started by the first ``generate``, kept
+for the later calls of the same sampler, and stopped by
 :meth:`VLLMSampler.close`, at the end of a ``with`` block, or when the parent exits; the parent
 dying (even by ``kill -9``) stops it too. With ``data_parallel_size`` above 1 there are as many
 engines, each sampling a slice of every call (:mod:`calm_rag.sampling.data_parallel`), as child
@@ -25,10 +25,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from calm_rag.child_process import ChildError, ChildProcess, Progress
 from calm_rag.errors import InputError
-from calm_rag.hardware import resolve_dtype
 from calm_rag.models import DEFAULT_GENERATOR, DTYPES, check_model_reference, resolve_generator
+from calm_rag.runtime.child_process import ChildError, ChildProcess, Progress
+from calm_rag.runtime.hardware import resolve_dtype
 from calm_rag.sampling import data_parallel, vllm_args
 from calm_rag.sampling.base import SAMPLERS, Messages, Sampler
 from calm_rag.sampling.chat import encode_chat

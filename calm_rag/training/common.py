@@ -18,7 +18,7 @@ from typing import Any
 
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir, read_json
-from calm_rag.threads import torch_threads
+from calm_rag.runtime.threads import torch_threads
 from calm_rag.training.artifacts import save_merged, write_log
 from calm_rag.training.checkpoints import checkpoint_folder, last_checkpoint, sealing_callback
 from calm_rag.training.config import AlignConfig
@@ -211,8 +211,8 @@ def trainer_args(config: AlignConfig, output_dir: Path, gpu: bool) -> dict[str, 
 
 def use_bf16(precision: str, gpu: bool) -> bool:
     """Whether to autocast to bf16: asked for, or ``auto`` on hardware with native bf16
-    (:func:`calm_rag.hardware.auto_precision`, the samplers' and scorer's choice too)."""
-    from calm_rag.hardware import auto_precision
+    (:func:`calm_rag.runtime.hardware.auto_precision`, the samplers' and scorer's choice too)."""
+    from calm_rag.runtime.hardware import auto_precision
 
     if precision != "auto":
         return precision == "bf16"

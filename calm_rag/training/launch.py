@@ -20,11 +20,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from calm_rag.child_process import error_from
 from calm_rag.errors import InputError
 from calm_rag.io import read_json, write_json
 from calm_rag.registries import ALIGN_METHODS
-from calm_rag.threads import available_cores
+from calm_rag.runtime.child_process import error_from
+from calm_rag.runtime.threads import available_cores
 from calm_rag.training.config import DISTRIBUTED, AlignConfig
 
 if TYPE_CHECKING:

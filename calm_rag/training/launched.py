@@ -14,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from calm_rag.child_process import describe_error, exit_with_parent
 from calm_rag.config import from_mapping
 from calm_rag.errors import InputError
 from calm_rag.io import read_json, write_json
 from calm_rag.registries import ALIGN_METHODS
+from calm_rag.runtime.child_process import describe_error, exit_with_parent
 from calm_rag.training.common import MakeTrainer, TrainJob, train_into
 from calm_rag.training.config import AlignConfig
 from calm_rag.training.launch import PARENT_ENV

@@ -1,0 +1,250 @@
+"""The run folder ``<runs_dir>/<name>/<timestamp>/``, written whole or not at all.
+
+It holds what a reader of the run needs without the cache: the resolved config, the manifest
+(seeds, package versions, git commit, input hashes, stage keys), samples, votes, pairs, the
+adapter and loss plot, the evaluation samples, metrics.json and report.md with its plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from calm_rag.datasets.samples import write_samples
+from calm_rag.errors import InputError
+from calm_rag.io import atomic_write, write_json, write_jsonl
+from calm_rag.pipeline.model_ref import ModelRef
+from calm_rag.pipeline.stages import Retrieved, Round, RunContext
+from calm_rag.records import Question, Sample
+from calm_rag.runtime.provenance import file_digest, git_state, package_versions
+from calm_rag.training.common import TrainResult
+
+
+def write_run(ctx: RunContext, splits: dict[str, list[Question]],
+              cells: dict[str, list[Sample]], rounds: list[Round], base: ModelRef,
+              final: ModelRef, source: str | Path | None,
+              option_scores: list[dict[str, Any]] | None = None,
+              retrieved: Retrieved | None = None) -> tuple[Path, dict[str, Any]]:
+    """Write the run folder; return it and the evaluation grid."""
+    from calm_rag.evaluation import evaluation_grid, write_report
+    from calm_rag.evaluation.grid import add_rankc
+    from calm_rag.evaluation.votes import vote_summary
+
+    experiment = ctx.experiment
+    parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
+    grid = add_rankc(evaluation_grid(cells, experiment.evaluation.metrics), option_scores,
+                     cells)
+    with new_run_folder(parent) as (folder, published):
+        with atomic_write(folder / "config.yaml") as handle:
+            yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)
+        write_json(folder / "manifest.json",
+                   manifest(ctx, splits, base, final, source))
+        _write_rounds(folder, rounds)
+        for cell, samples in cells.items():
+            write_samples(folder / "eval" / f"{cell.replace('/', '-')}.jsonl", samples)
+        write_json(folder / "metrics.json", grid)
+        if option_scores:
+            write_jsonl(folder / "option_scores.jsonl", option_scores)
+        if retrieved is not None:  # every question's passages: id, language, rank, score
+            write_jsonl(folder / "retrieved.jsonl", retrieved.rows())
+        training = _training_summary(folder, rounds)
+        last = rounds[-1] if rounds else None
+        votes = (vote_summary(last.tally, last.pairs, experiment.vote)
+                 if last else None)
+        write_report(folder, grid, title=f"calm_rag run: {experiment.name}",
+                     summary=_summary(experiment, splits, base, final)
+                     | _alignment_line(ctx), training=training, votes=votes)
+    target = published[0]
+    point_latest(target)
+    return target, grid
+
+
+def check_run_name(name: str) -> str:
+    """A run's name is one folder name: no path separator, no ``..``, not hidden."""
+    if (not isinstance(name, str) or not name or "/" in name or "\\" in name
+            or name.startswith(".") or "\0" in name):
+        raise InputError(f"{name!r} is not a plain folder name (no '/', '\\' or leading '.')",
+                         field="name", hint="runs go to <runs_dir>/<name>/<timestamp>/")
+    return name
+
+
+@contextmanager
+def new_run_folder(parent: Path) -> Iterator[tuple[Path, list[Path]]]:
+    """A staging folder, published under a fresh ``<timestamp>[-N]`` name when the block
+    succeeds (the name is taken with an exclusive mkdir, so runs finishing in the same second
+    get different folders and none is ever replaced); ``published`` then holds the folder."""
+    from calm_rag.pipeline.cache import sweep_folder
+
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_folder(parent)  # staging folders of runs killed more than a day ago
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=".run.", suffix=".new"))
+    published: list[Path] = []
+    try:
+        os.chmod(staging, 0o777 & ~_umask())
+        yield staging, published
+        published.append(_publish(staging, parent, time.strftime("%Y%m%d-%H%M%S")))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, parent: Path, stamp: str) -> Path:
+    for attempt in range(1, 10_000):
+        target = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            target.mkdir()  # exclusive: this name is ours now
+        except FileExistsError:
+            continue
+        try:
+            os.replace(staging, target)  # onto our own empty folder
+        except BaseException:
+            target.rmdir()
+            raise
+        return target
+    raise InputError("too many runs with this timestamp", path=parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write_rounds(folder: Path, rounds: list[Round]) -> None:
+    """samples/votes/pairs of the last round at the top level, earlier rounds in round-N/."""
+    for number, round_ in enumerate(rounds, start=1):
+        where = folder if number == len(rounds) else folder / f"round-{number}"
+        where.mkdir(exist_ok=True)
+        write_samples(where / "samples.jsonl", round_.samples)
+        write_jsonl(where / "votes.jsonl", (v.to_dict() for v in round_.votes))
+        write_jsonl(where / "pairs.jsonl", (p.to_dict() for p in round_.pairs))
+        if round_.regenerated is not None:  # regenerate's chosen texts, beside their pairs
+            write_samples(where / "regenerated.jsonl", round_.regenerated)
+        if round_.training:
+            shutil.copytree(round_.training.adapter_dir, where / "adapter")
+            shutil.copy2(round_.training.loss_plot, where / "loss.png")
+
+
+def _training_summary(folder: Path, rounds: list[Round]) -> dict[str, Any] | None:
+    trained = [r.training for r in rounds if r.training]
+    if not trained:
+        return None
+    last = trained[-1]
+    return {"method": last.method, "target": last.target, "rounds": len(trained),
+            "rows": last.rows, "final_loss": last.final_loss,
+            "seconds": sum(t.seconds for t in trained),
+            "loss_plot": "loss.png", **_trained_model(last)}
+
+
+def _trained_model(training: TrainResult) -> dict[str, str]:
+    """Where the trained weights are: the merged model (``align.merge``), else the adapter
+    (in the cache; the run folder has its copy)."""
+    if training.merged_dir is not None:
+        return {"merged_model": str(training.merged_dir)}
+    return {"adapter": str(training.adapter_dir)}
+
+
+def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
+             final: ModelRef) -> dict[str, str]:
+    data = experiment.data
+    counts = ", ".join(f"{len({q.id for q in qs})} {name}" for name, qs in splits.items())
+    held = experiment.evaluation.heldout_languages
+    return {
+        "experiment": experiment.name,
+        "generator": f"{experiment.generator.model} ({experiment.generator.backend})",
+        "data": f"{data.source} {data.input_name}: "
+                f"{counts} questions x {len(data.languages)} languages "
+                f"({', '.join(data.languages)})"
+                + (f"; held out of the vote and of training, evaluated only: {', '.join(held)}"
+                   if held else ""),
+        "settings": ", ".join(experiment.settings)
+                    + (f" (index {experiment.retrieval.index}, k={experiment.retrieval.k}, "
+                       f"{experiment.retrieval.policy})" if experiment.retrieval.enabled else ""),
+        "sampling": _params(experiment.sampling),
+        "evaluation": _params(experiment.evaluation.sampling),
+        "alignment": f"{experiment.align.method}, target {experiment.align.target}, "
+                     f"{experiment.align.rounds} round(s)",
+        "aligned model": _model_line(final) if final != base else "(not aligned)",
+    }
+
+
+def _model_line(model: ModelRef) -> str:
+    """The model as sampled: a folder, or a base with the adapter applied on top of it."""
+    return f"{model.path} + adapter {model.adapter}" if model.adapter else model.path
+
+
+def _alignment(ctx: RunContext) -> dict[str, Any] | None:
+    """Rows read per language, questions lining up, and what ``data.misaligned: drop`` left out."""
+    checked = ctx.alignment
+    if checked is None:
+        return None
+    return {"rows": {lang: {"from": where, "rows": n} for lang, (where, n) in checked.rows.items()},
+            "parallel": checked.parallel, "unmatched": checked.unmatched,
+            "dropped": [dataclasses.asdict(drop) for drop in checked.dropped]}
+
+
+def _alignment_line(ctx: RunContext) -> dict[str, str]:
+    checked = ctx.alignment
+    if checked is None or not checked.dropped:
+        return {}
+    dropped = "; ".join(d.describe() for d in checked.dropped)
+    return {"misaligned rows dropped": f"{dropped}; {checked.parallel} questions line up"}
+
+
+def _params(params: Any) -> str:
+    return (f"n={params.n}, temperature {params.temperature}, top_p {params.top_p}, "
+            f"max_tokens {params.max_tokens}, seed {params.seed}")
+
+
+def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
+             final: ModelRef, source: str | Path | None) -> dict[str, Any]:
+    """Everything needed to say what this run was: seeds, versions, commit, input hashes."""
+    experiment = ctx.experiment
+    return {
+        "experiment": experiment.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config_file": str(source) if source else None,
+        "config_sha256": file_digest(source, remember=False) if source else None,
+        "seeds": {"data": experiment.data.seed, "sampling": experiment.sampling.seed,
+                  "evaluation": experiment.evaluation.sampling.seed,
+                  "align": experiment.align.seed},
+        "questions": {name: sorted({q.id for q in qs}) for name, qs in splits.items()},
+        "alignment": _alignment(ctx),
+        "models": {"base": base.path, "base_fingerprint": base.fingerprint,
+                   "final": final.path, "final_fingerprint": final.fingerprint},
+        "stages": ctx.stages,
+        "precision": precision(experiment),
+        "packages": package_versions(),
+        "python": platform.python_version(),
+        "git": git_state(),
+    }
+
+
+def precision(experiment: Any) -> dict[str, str]:
+    """What ``auto`` meant on this machine and why, and the dtypes the run used with it."""
+    from calm_rag.runtime.hardware import auto_precision, resolve_dtype
+
+    chosen = auto_precision()
+    generator = experiment.generator
+    dtype = generator.backend_class.dtype_of(generator.options)  # none for a served model
+    training = experiment.align.precision
+    return chosen.to_dict() | {
+        "generator": resolve_dtype(dtype) if dtype else "as served",
+        "scoring": chosen.dtype,
+        "training": ("bf16" if chosen.bf16 else "fp32") if training == "auto" else training,
+    }
+
+
+def point_latest(target: Path) -> None:
+    """``<runs_dir>/<name>/latest`` names the newest run (a text file: works everywhere)."""
+    with atomic_write(target.parent / "LATEST") as handle:
+        handle.write(target.name + "\n")
