@@ -3,6 +3,7 @@
     python bench/retrieval.py                  # everything (~45 min on 2 cores)
     python bench/retrieval.py --sections build,query --repeat 3
     python bench/retrieval.py --sections real  # 100k real chunks: build, memory, ANN recall
+    python bench/retrieval.py --sections recall  # recall@1..10 on the bundled sets (~2 min)
 
 Sections:
 
@@ -23,6 +24,13 @@ Sections:
   MedCorp sizing (see bench/retrieval_scale.py; results in bench/results/retrieval_scale.md).
 * ``synthetic`` (extra) the same recall and speed-up comparison on synthetic clustered unit
   vectors: the hard, weakly clustered case that real text does not show.
+* ``recall`` the shipped demo indexes (``indexes/{medical,commonsense}-demo.yaml``, built in a
+  temporary folder) searched with every bundled question in its 6 languages: the share of
+  questions whose relevant passage (``calm_rag/retrieval/data/<set>_qrels.jsonl``) is among the
+  top k, for k = 1..10, per language and policy (native, pivot, fused with the default fusion,
+  fused + BM25, and the fusion calm_rag used before: RRF at 60 over ``max(4k, 20)``), then the
+  worst fused - max(native, pivot) gap in questions; written to
+  bench/results/retrieval_recall.md.
 """
 
 from __future__ import annotations
@@ -49,7 +57,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "calm_rag" / "retrieval" / "data"
 CORPORA = [DATA / "medical_corpus.jsonl", DATA / "commonsense_corpus.jsonl"]
-SECTIONS = ("build", "query", "real", "synthetic")
+SECTIONS = ("build", "query", "real", "synthetic", "recall")
+RECALL_SETS = ("medical", "commonsense")
+RECALL_KS = tuple(range(1, 11))
+RECALL_OUT = REPO / "bench" / "results" / "retrieval_recall.md"
 
 
 def main() -> None:
@@ -62,6 +73,8 @@ def main() -> None:
         results["real"] = bench_real(args)
     if "synthetic" in sections:
         results["synthetic"] = bench_ann(args.ann_size, args.ann_queries)
+    if "recall" in sections:
+        results["recall"] = bench_recall(args.recall_out)
     if "scale" in sections:
         from retrieval_scale import bench_scale
 
@@ -88,6 +101,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scale-sizes", default="100000,1000000", help="chunks (scale)")
     parser.add_argument("--scale-dir", type=Path, default=None,
                         help="where the scale section writes (default: a temporary folder)")
+    parser.add_argument("--recall-out", type=Path, default=RECALL_OUT,
+                        help="where the recall section writes its tables (markdown)")
     parser.add_argument("--build-child", help=argparse.SUPPRESS)
     parser.add_argument("--scale-child", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -226,6 +241,131 @@ def report(name: str, calm: float, raw: float, what: str, aim: float) -> dict:
           f"(aim <= {aim}x: {verdict})   [{what}]", flush=True)
     return {"calm_rag_s": round(calm, 3), "raw_s": round(raw, 3), "ratio": round(ratio, 3),
             "aim": aim, "what": what}
+
+
+# --------------------------------------------------------------------------- recall@k
+
+
+def bench_recall(out: Path) -> dict:
+    """Recall@k of the demo indexes on the bundled questions, per set, policy, k and language;
+    the markdown tables are printed and written to ``out``."""
+    from retrieval_scale import cpu_flags
+
+    from calm_rag.io import atomic_write
+
+    tables = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset in RECALL_SETS:
+            tables[dataset] = recall_table(dataset, Path(tmp))
+    lines = [f"# Retrieval recall@k on the bundled sets ({time.strftime('%Y-%m-%d')})", "",
+             f"CPU: {cpu_flags()}. Command: `python bench/retrieval.py --sections recall`.",
+             "Each cell: the share of the questions in that language whose relevant passage "
+             "(its qrel) is among the top k chunks; multilingual-e5-small, Flat, whole index "
+             "searched (no language filter). `fused`: the default fusion (z-scores summed, 100 "
+             "candidates a list); `fused rrf60 (before)`: reciprocal-rank fusion at 60 over "
+             "max(4k, 20), what calm_rag did before.", ""]
+    for dataset, table in tables.items():
+        lines += recall_markdown(dataset, table)
+    text = "\n".join(lines) + "\n"
+    print(text, flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as handle:
+        handle.write(text)
+    return {dataset: {policy: {str(k): row for k, row in by_k.items()}
+                      for policy, by_k in table.items()} for dataset, table in tables.items()}
+
+
+def recall_table(dataset: str, tmp: Path) -> dict[str, dict[int, dict[str, int]]]:
+    """``{policy: {k: {lang: questions found}}}`` for one bundled set."""
+    from calm_rag.datasets.bundled import load_bundled
+    from calm_rag.retrieval.build import build_index
+    from calm_rag.retrieval.fusion import FusionConfig
+    from calm_rag.retrieval.retriever import Retriever, question_query
+    from calm_rag.retrieval.spec import load_spec
+
+    spec = load_spec(REPO / "indexes" / f"{dataset}-demo.yaml")
+    build_index(spec, tmp, progress=False)
+    retriever = Retriever.open(spec.name, index_dir=tmp)
+    questions = load_bundled(dataset)
+    qrels = read_qrels(DATA / f"{dataset}_qrels.jsonl")
+    missing = [q.id for q in questions if q.id not in qrels]
+    if missing:
+        raise SystemExit(f"{dataset}: no qrel for {', '.join(missing[:5])}")
+    queries = [question_query(q) for q in questions]
+    english = {q.id: question_query(q) for q in questions if q.lang == "en"}
+    pivots = [english[q.id] for q in questions]
+    top = max(RECALL_KS)
+    # The fused ranking does not depend on k (its depth is at least 100), so the top 10 of one
+    # search give every k.
+    table = {}
+    for name, policy, hybrid in [("native", "native", False), ("pivot", "pivot", False),
+                                 ("fused", "fused", False), ("fused +bm25", "fused", True)]:
+        found = retriever.retrieve_many(queries, pivots, k=top, policy=policy, hybrid=hybrid)
+        table[name] = found_at(questions, [[h.chunk.doc_id for h in hits] for hits in found],
+                               qrels)
+    # The fusion before: its candidate depth grew with k, so each k is its own ranking.
+    rankings = retriever.dense_rankings(list(dict.fromkeys(queries + pivots)),
+                                        max(4 * top, 20))
+    by_text = dict(zip(dict.fromkeys(queries + pivots), rankings, strict=True))
+    before: dict[int, dict[str, int]] = {}
+    for k in RECALL_KS:
+        old = FusionConfig(combine="rrf", depth=max(4 * k, 20), rrf_k=60)
+        docs = [[retriever.chunks[row].doc_id for row, _ in (
+            old.fuse([by_text[q], by_text[p]]) if q != p else by_text[q])[:k]]
+            for q, p in zip(queries, pivots, strict=True)]
+        before[k] = found_at(questions, docs, qrels)[k]
+    table["fused rrf60 (before)"] = before
+    table["questions"] = {0: {lang: sum(q.lang == lang for q in questions)
+                              for lang in {q.lang for q in questions}}}
+    return table
+
+
+def read_qrels(path: Path) -> dict[str, set[str]]:
+    qrels: dict[str, set[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            qrels.setdefault(row["question_id"], set()).add(row["passage_id"])
+    return qrels
+
+
+def found_at(questions, ranked_docs: list[list[str]], qrels: dict[str, set[str]]
+             ) -> dict[int, dict[str, int]]:
+    """``{k: {lang: questions with a relevant passage in their top k}}``."""
+    found: dict[int, dict[str, int]] = {k: {} for k in RECALL_KS}
+    for question, docs in zip(questions, ranked_docs, strict=True):
+        for k in RECALL_KS:
+            hit = bool(set(docs[:k]) & qrels[question.id])
+            found[k][question.lang] = found[k].get(question.lang, 0) + hit
+    return found
+
+
+def recall_markdown(dataset: str, table: dict[str, dict[int, dict[str, int]]]) -> list[str]:
+    """One set's tables: k = 1, 3, 5, 10 first (README's), then every k, then the worst gap."""
+    count = table.pop("questions")[0]
+    langs = sorted(count)
+    header = ["| k | policy | " + " | ".join(langs) + " |", "|---|---|" + "---|" * len(langs)]
+
+    def rows(ks) -> list[str]:
+        return [f"| {k} | {policy} | " + " | ".join(
+            f"{by_k[k][lang] / count[lang]:.2f}" for lang in langs) + " |"
+            for k in ks for policy, by_k in table.items()]
+
+    gaps = [(table["fused"][k][lang] - max(table["native"][k][lang], table["pivot"][k][lang]),
+             k, lang) for k in RECALL_KS for lang in langs]
+    worst = min(gaps)
+    old = [(table["fused rrf60 (before)"][k][lang]
+            - max(table["native"][k][lang], table["pivot"][k][lang]), k, lang)
+           for k in RECALL_KS for lang in langs]
+    sizes = ", ".join(f"{count[lang]} {lang}" for lang in langs)
+    return [f"## {dataset}: recall@k, k = 1, 3, 5, 10 ({sizes} questions)", "", *header,
+            *rows((1, 3, 5, 10)), "",
+            f"Worst fused - max(native, pivot) over all {len(gaps)} cells (k = 1..10, "
+            f"{len(langs)} languages): {worst[0]:+d} questions (k = {worst[1]}, {worst[2]}); "
+            f"cells below: {sum(g < 0 for g, _, _ in gaps)}. The fusion before: "
+            f"{min(old)[0]:+d} (k = {min(old)[1]}, {min(old)[2]}), cells below: "
+            f"{sum(g < 0 for g, _, _ in old)}.", "",
+            f"## {dataset}: recall@k, every k", "", *header, *rows(RECALL_KS), ""]
 
 
 # --------------------------------------------------------------------------- synthetic ANN

@@ -42,6 +42,7 @@ from calm_rag.registries import (
     SAMPLERS,
     describe_registries,
 )
+from calm_rag.retrieval.fusion import FusionConfig
 from calm_rag.sampling.base import Sampler, sampler_class
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.training.config import AlignConfig
@@ -226,6 +227,11 @@ class RetrievalConfig:
     English version (``pivot``), or both fused (``fused``)."""
     hybrid: bool = False
     """Fuse BM25 keyword rankings with the dense ones."""
+    fusion: FusionConfig = FusionConfig()
+    """How the rankings of the question and its pivot (and BM25's, when ``hybrid``) are merged:
+    ``combine`` (``zscore``, ``minmax`` or ``rrf``), ``depth`` (candidates per ranking),
+    ``rrf_k``. The default never ranked below the better of native and pivot on the bundled
+    sets (bench/results/retrieval_recall.md)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= 100:

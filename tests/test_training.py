@@ -324,7 +324,7 @@ def test_bad_config_names_the_key(values, key, says):
 def test_bad_method_hint_lists_the_methods():
     with pytest.raises(InputError) as err:
         AlignConfig(method="ppo")
-    assert err.value.field == "method" and err.value.hint == "use one of dpo, sft"
+    assert err.value.field == "method" and err.value.hint == "use one of dco, dpo, sft"
 
 
 # --------------------------------------------------------------------------- capabilities
@@ -353,7 +353,7 @@ def echo_method():
 
 def test_capabilities_are_on_the_registered_classes():
     assert {name: (m.trl_config, m.launchable) for name, m in ALIGN_METHODS.items()} == {
-        "dpo": ("DPOConfig", True), "sft": ("SFTConfig", True)}
+        "dco": ("DPOConfig", False), "dpo": ("DPOConfig", True), "sft": ("SFTConfig", True)}
 
 
 def test_trainer_keys_follow_the_methods_trl_config(echo_method):

@@ -133,8 +133,9 @@ def test_a_wrong_sampling_key_names_itself(params, key):
 def key_of(params: SamplingParams, options: object = None) -> str:
     question = Question(id="q1", lang="en", stem="Where is milk kept?",
                         options={"A": "oven", "B": "fridge"}, answer="B")
-    experiment = SimpleNamespace(generator=SimpleNamespace(backend="vllm",
-                                                           options=options or VLLMOptions()),
+    generator = SimpleNamespace(backend="vllm", backend_class=VLLMSampler,
+                                options=options or VLLMOptions())
+    experiment = SimpleNamespace(generator=generator,
                                  answers=SimpleNamespace(chain="calm"), shard_questions=64)
     job = SampleJob("r0/train/plain", [question], "plain", params)
     return sample_key(SimpleNamespace(experiment=experiment), job,

@@ -31,8 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     query.add_argument("text", metavar="TEXT", help="the query")
     query.add_argument("--k", type=int, default=5, help="passages to show (default: %(default)s)")
     query.add_argument("--lang", metavar="xx", help="only passages in this language")
-    query.add_argument("--policy", default="native", help="native, pivot or fused")
-    query.add_argument("--pivot", metavar="TEXT", help="the parallel English query")
+    query.add_argument("--policy", default="native",
+                       help="native, pivot or fused (pivot and fused need --pivot)")
+    query.add_argument("--pivot", metavar="TEXT",
+                       help="the parallel English query (for an English query: itself)")
     query.add_argument("--hybrid", action="store_true", help="fuse BM25 with dense results")
     query.add_argument("--embedder", metavar="NAME",
                        help="fail unless the index was built with this embedder")
@@ -82,10 +84,16 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_query(args: argparse.Namespace) -> int:
     from calm_rag.errors import InputError
+    from calm_rag.retrieval.policies import uses_pivot
     from calm_rag.retrieval.retriever import Retriever
 
     if args.k <= 0:
         raise InputError("must be positive", field="--k")
+    if not args.pivot and uses_pivot(args.policy):
+        # Without it the policy would search the native query alone, under another name.
+        raise InputError(f"policy {args.policy} searches the English pivot query: give it",
+                         field="--pivot", hint="--pivot 'the question in English' (for an "
+                         "English query, the query itself), or --policy native")
     retriever = Retriever.open(args.name, index_dir=args.index_dir, embedder=args.embedder)
     hits = retriever.retrieve(args.text, lang=args.lang, k=args.k, policy=args.policy,
                               pivot_query=args.pivot, hybrid=args.hybrid)

@@ -5,8 +5,9 @@
                               pivot_query="What is the dose ...", hybrid=True)
 
 Scores: with one ranking (``native`` or ``pivot``, not hybrid) a hit's score is the similarity
-(cosine for normalized ``ip`` indexes, BM25 never alone); when rankings are fused it is the
-reciprocal-rank-fusion score.
+(cosine for normalized ``ip`` indexes, BM25 never alone); when rankings are fused it is the fused
+score of :class:`~calm_rag.retrieval.fusion.FusionConfig` (by default the sum of each list's
+z-normalized scores).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from calm_rag.retrieval.catalog import locate_index
 from calm_rag.retrieval.chunk_store import ArrowChunks, ChunkReader, JsonlChunks
 from calm_rag.retrieval.chunking import Chunk
 from calm_rag.retrieval.embedder import Embedder
-from calm_rag.retrieval.fusion import RRF_K, reciprocal_rank_fusion
+from calm_rag.retrieval.fusion import FusionConfig
 from calm_rag.retrieval.language_id import language_code
-from calm_rag.retrieval.policies import QUERY_POLICIES
+from calm_rag.retrieval.policies import QUERY_POLICIES, uses_pivot
 from calm_rag.retrieval.spec import FaissConfig
 
 log = logging.getLogger(__name__)
@@ -96,28 +97,34 @@ class Retriever:
         return self.manifest["name"]
 
     def retrieve(self, query: str, lang: str | None = None, k: int = 5, policy: str = "native",
-                 pivot_query: str | None = None, hybrid: bool = False) -> list[Hit]:
+                 pivot_query: str | None = None, hybrid: bool = False,
+                 fusion: FusionConfig | None = None) -> list[Hit]:
         """The top-``k`` chunks for one question (see :meth:`retrieve_many`)."""
         return self.retrieve_many([query], [pivot_query], lang=lang, k=k, policy=policy,
-                                  hybrid=hybrid)[0]
+                                  hybrid=hybrid, fusion=fusion)[0]
 
     def retrieve_many(self, queries: Sequence[str],
                       pivot_queries: Sequence[str | None] | None = None, *,
                       lang: str | None = None, k: int = 5, policy: str = "native",
-                      hybrid: bool = False) -> list[list[Hit]]:
+                      hybrid: bool = False,
+                      fusion: FusionConfig | None = None) -> list[list[Hit]]:
         """Top-``k`` chunks for each query; all query texts are embedded in one batch.
 
         ``pivot_queries``: the parallel English question of each query (for ``pivot`` and
-        ``fused``); ``lang``: only chunks in that language; ``hybrid``: add BM25 rankings.
+        ``fused``; a query without one is searched natively, and a warning counts them);
+        ``lang``: only chunks in that language; ``hybrid``: add BM25 rankings; ``fusion``: how
+        several rankings are merged (default :class:`FusionConfig`).
         """
         policy_fn = QUERY_POLICIES.get(policy, field="policy")
+        fusion = fusion or FusionConfig()
         pivots = list(pivot_queries) if pivot_queries is not None else [None] * len(queries)
         if len(pivots) != len(queries):
             raise InputError("one pivot query per query (None where there is none)",
                              field="pivot_queries")
+        _warn_missing_pivots(policy, pivots)
         texts = [policy_fn(q, p) for q, p in zip(queries, pivots, strict=True)]
         fusing = hybrid or any(len(t) > 1 for t in texts)
-        depth = max(4 * k, 20) if fusing else k
+        depth = max(fusion.depth, k) if fusing else k
         allowed = self._allowed_rows(lang)
         unique = list(dict.fromkeys(t for group in texts for t in group))
         dense = dict(zip(unique, self.dense_rankings(unique, depth, allowed), strict=True))
@@ -126,7 +133,7 @@ class Retriever:
             rankings = [dense[t] for t in group]
             if hybrid:
                 rankings += [self.lexical_ranking(t, depth, allowed) for t in group]
-            results.append(self._hits(rankings, k))
+            results.append(self._hits(rankings, k, fusion))
         return results
 
     def dense_rankings(self, texts: Sequence[str], depth: int,
@@ -188,16 +195,21 @@ class Retriever:
                              field="lang", hint=f"it has: {present}")
         return rows
 
-    def _hits(self, rankings: list[Ranking], k: int) -> list[Hit]:
-        if len(rankings) == 1:
-            scored = rankings[0][:k]
-        else:
-            fused = reciprocal_rank_fusion([[row for row, _ in r] for r in rankings], k=RRF_K)
-            scored = fused[:k]
+    def _hits(self, rankings: list[Ranking], k: int, fusion: FusionConfig) -> list[Hit]:
+        scored = rankings[0][:k] if len(rankings) == 1 else fusion.fuse(rankings)[:k]
         chunks = self.chunks.get([row for row, _ in scored])
         return [Hit(chunk, score, rank)
                 for rank, (chunk, (_, score)) in enumerate(zip(chunks, scored, strict=True),
                                                            start=1)]
+
+
+def _warn_missing_pivots(policy: str, pivots: Sequence[str | None]) -> None:
+    """One warning when a policy that searches the pivot query is given queries without one
+    (they are searched in their own language: a fallback said, never a silent one)."""
+    missing = sum(1 for p in pivots if not p)
+    if missing and uses_pivot(policy):
+        log.warning("policy %s: %d of %d queries have no pivot query; those are searched in "
+                    "their own language only (native)", policy, missing, len(pivots))
 
 
 def _read_store(folder: Path, manifest: dict[str, Any]) -> tuple[Any, ChunkReader]:

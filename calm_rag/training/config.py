@@ -60,13 +60,82 @@ class LoraConfig:
         at_least(self, 1, "layers", hint="or null for every layer")
 
 
+# Groups of align keys that one method reads (its ``AlignMethod.own_keys``).
+METHOD_GROUPS = ("dco",)
+DCO_LANGUAGES = ("all", "pivot", "listed")
+DCO_ANSWERS = ("options", "sampled", "vote")
+DCO_COMPLETIONS = ("options", "responses")
+
+
+@dataclass(frozen=True)
+class DcoConfig:
+    """Parameters of ``method: dco`` (the ``align.dco:`` block): Direct Consistency
+    Optimization trains the policy so that its preference between two answers in one
+    language follows the reference's preference in the other (:mod:`calm_rag.training.dco`).
+
+    Each training row is one question, two languages (1 and 2) and two answers (a, b), with
+    each answer written in both languages.
+    """
+
+    beta: float = 1.0
+    """DCO's direction β: the loss asks language 1's margin to follow language 2's reference
+    preference divided by β, and language 2's to follow language 1's times β. 1 is symmetric
+    (the paper's default); above 1 language 2 follows language 1 (the pivot) more."""
+    languages: Literal["all", "pivot", "listed"] = "all"
+    """Which pairs of languages: ``all`` (every two of a question's languages, in the order
+    of data.languages), ``pivot`` (the pivot, as language 1, with each other language), or
+    ``listed`` (the pairs in ``pairs``)."""
+    pivot: str = "en"
+    """Language 1 of every pair with ``languages: pivot``."""
+    pairs: tuple[tuple[str, ...], ...] = ()
+    """The pairs of languages with ``languages: listed``, language 1 first: [[en, zh]]."""
+    answers: Literal["options", "sampled", "vote"] = "options"
+    """Which pairs of answers: ``options`` (every two options, as the paper draws them; no
+    vote needed), ``sampled`` (every two answers the samples gave), or ``vote`` (the vote's
+    target against each answer CALM's pairs reject: the same comparisons as dpo)."""
+    completions: Literal["options", "responses"] = "options"
+    """What the policy scores: ``options``, each answer as the language writes it (its
+    answer marker, the letter and the option text; the paper scores the candidate answers'
+    texts), or ``responses``, a sampled response in that language giving the answer."""
+
+    def __post_init__(self) -> None:
+        _check("beta", self.beta > 0, self.beta, "must be positive", "1 is symmetric")
+        one_of("languages", self.languages, DCO_LANGUAGES)
+        one_of("answers", self.answers, DCO_ANSWERS)
+        one_of("completions", self.completions, DCO_COMPLETIONS)
+        object.__setattr__(self, "pivot", _language("pivot", self.pivot))
+        pairs = tuple(tuple(pair) for pair in self.pairs)
+        for pair in pairs:
+            _check("pairs", len(pair) == 2 and pair[0] != pair[1], list(pair),
+                   "each pair is two different languages", "e.g. [[en, zh], [en, de]]")
+        object.__setattr__(self, "pairs", tuple((_language("pairs", a), _language("pairs", b))
+                                                for a, b in pairs))
+        listed = self.languages == "listed"
+        _check("pairs", bool(self.pairs) or not listed, [], "languages: listed needs pairs",
+               "list them, e.g. [[en, zh]]")
+        _check("pairs", listed or not self.pairs, [list(p) for p in self.pairs],
+               "are read only with languages: listed", "set languages: listed, or drop them")
+
+
+def _language(key: str, code: str) -> str:
+    """A language code normalized, an unknown one refused under ``key``."""
+    from calm_rag.languages import normalize_code
+
+    try:
+        return normalize_code(code)
+    except InputError as err:
+        raise InputError(err.message, field=key, hint=err.hint) from None
+
+
 @dataclass(frozen=True)
 class AlignConfig:
     """Parameters that control the alignment (the ``align:`` block of an experiment)."""
 
     method: str = "dpo"
     """A registered align method: ``dpo`` trains on the preference pairs; ``sft`` fine-tunes
-    on the responses that agree with the target (CALM's supervised baseline)."""
+    on the responses that agree with the target (CALM's supervised baseline); ``dco`` trains
+    each language's preference between two answers to follow the other language's
+    (Direct Consistency Optimization; ``align.dco.*``)."""
     target: Literal["majority", "gold"] = "majority"
     """``majority`` takes the cross-lingual vote as the answer to prefer; ``gold`` takes the
     dataset's label instead (an upper-bound baseline)."""
@@ -74,7 +143,8 @@ class AlignConfig:
     """Sample → vote → train rounds, each from the last policy (0: no training, the base model
     is evaluated)."""
     beta: float = 0.1
-    """DPO's β: higher keeps the policy closer to the reference model."""
+    """DPO's β: higher keeps the policy closer to the reference model (DCO has its own,
+    ``dco.beta``)."""
     learning_rate: float = 5e-5
     """Peak AdamW learning rate, in (0, 1]."""
     epochs: float = 1
@@ -87,6 +157,8 @@ class AlignConfig:
     """Tokens of prompt + response kept; a row whose prompt alone is this long is dropped."""
     lora: LoraConfig = LoraConfig()
     """The LoRA adapter (``align.lora.*``)."""
+    dco: DcoConfig = DcoConfig()
+    """``method: dco``'s own keys (``align.dco.*``); other methods ignore them."""
     seed: int = 0
     """Seed of the adapter's init and the shuffle."""
     threads: int | None = None
@@ -124,7 +196,7 @@ class AlignConfig:
     """Sharding under the accelerate launcher: zero2, zero3 (DeepSpeed), fsdp, or the path of
     an accelerate config file (null: plain data parallel)."""
     trainer: dict[str, Any] = field(default_factory=dict)
-    """Any other field of the method's TRL config (DPOConfig for dpo, SFTConfig for sft),
+    """Any other field of the method's TRL config (DPOConfig for dpo and dco, SFTConfig for sft),
     passed as it is, e.g. {warmup_steps: 10, lr_scheduler_type: cosine}; checked against
     TRL's own fields."""
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict, metadata=INTERNAL)
@@ -223,6 +295,11 @@ class AlignConfig:
         values = dataclasses.asdict(self)
         del values["chat_template_kwargs"]  # not a key of the align block (rows carry them)
         values["lora"]["targets"] = list(self.lora.targets)
+        values["dco"]["pairs"] = [list(pair) for pair in self.dco.pairs]
+        own = ALIGN_METHODS.get(self.method, "align.method").own_keys
+        for group in METHOD_GROUPS:
+            if group != own:  # another method's keys: out of this training's stage key
+                del values[group]
         if not isinstance(self.report_to, str):
             values["report_to"] = list(self.report_to)
         return values

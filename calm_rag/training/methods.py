@@ -26,12 +26,15 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from calm_rag.records import PreferencePair, Sample, Vote
 from calm_rag.registries import ALIGN_METHODS
 from calm_rag.training.common import MakeTrainer, TrainResult
 from calm_rag.training.config import AlignConfig
+
+if TYPE_CHECKING:
+    from calm_rag.training.dco import DcoQuestion
 
 
 class TrainingRow(Protocol):
@@ -49,6 +52,9 @@ class AlignMethod(ABC, Generic[R]):
     trl_config: ClassVar[str]
     """The name of the TRL config class (in ``trl``) the trainer takes: ``align.trainer``
     may set its fields."""
+    own_keys: ClassVar[str | None] = None
+    """The ``align:`` group of keys only this method reads (``dco`` for ``align.dco.*``):
+    the group enters the align stage's key when this method trains, and only then."""
     launchable: ClassVar[bool] = False
     """Whether ``align.launcher`` ranks can rebuild the trainer by the method's name
     (:meth:`trainer`). The ranks import calm_rag's own methods only: a method of a plugin
@@ -151,3 +157,32 @@ class SFT(AlignMethod[Sample]):
         from calm_rag.training.sft import sft_trainer
 
         return sft_trainer(config, rows)
+
+
+@ALIGN_METHODS.register("dco")
+class DCO(AlignMethod["DcoQuestion"]):
+    """Direct Consistency Optimization (TRL's DPOTrainer, DCO's loss, a LoRA adapter): each
+    language's preference between two answers follows the other language's reference
+    preference (``align.dco.*``)."""
+
+    trl_config = "DPOConfig"
+    own_keys = "dco"
+    # Not yet under a launcher: its trainer has not been run by accelerate's ranks (it would
+    # need a trainer() returning dco_trainer, and a multi-process test).
+    launchable = False
+
+    @classmethod
+    def rows(cls, samples: list[Sample], votes: list[Vote],
+             pairs: list[PreferencePair]) -> list[DcoQuestion]:
+        """One record a question and setting; ``align.dco`` turns them into rows when it
+        trains (``rows`` is not given the config)."""
+        from calm_rag.training.dco import dco_questions
+
+        return dco_questions(samples, votes, pairs)
+
+    @classmethod
+    def train(cls, model_path: str | Path, rows: list[DcoQuestion], config: AlignConfig,
+              out_dir: Path, adapter: str | None = None) -> TrainResult:
+        from calm_rag.training.dco import train_dco
+
+        return train_dco(model_path, rows, config, out_dir, adapter)

@@ -65,7 +65,8 @@ def retrieve_stage(ctx: RunContext, questions: Sequence[Question]) -> Retrieved:
         english = {q.id: question_query(q) for q in questions if q.lang == "en"}
         hits = retriever.retrieve_many([question_query(q) for q in questions],
                                        [english.get(q.id) for q in questions], k=settings.k,
-                                       policy=settings.policy, hybrid=settings.hybrid)
+                                       policy=settings.policy, hybrid=settings.hybrid,
+                                       fusion=settings.fusion)
         return Retrieved({passage_key(q): [h.to_dict() for h in found]
                           for q, found in zip(questions, hits, strict=True)})
 
