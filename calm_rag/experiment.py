@@ -43,6 +43,7 @@ from calm_rag.registries import (
     describe_registries,
 )
 from calm_rag.retrieval.fusion import FusionConfig
+from calm_rag.retrieval.rerank import RerankConfig
 from calm_rag.sampling.base import Sampler, sampler_class
 from calm_rag.sampling.params import SamplingParams
 from calm_rag.training.config import AlignConfig
@@ -232,11 +233,18 @@ class RetrievalConfig:
     ``combine`` (``zscore``, ``minmax`` or ``rrf``), ``depth`` (candidates per ranking),
     ``rrf_k``. The default never ranked below the better of native and pivot on the bundled
     sets (bench/results/retrieval_recall.md)."""
+    rerank: RerankConfig = RerankConfig()
+    """A cross-encoder that rereads the first ``top_n`` hits with the question and keeps its
+    best ``k`` (``model``: a folder or a hub id in the local hub cache; empty, the default:
+    off); each hit records ``rerank_score`` and ``retrieval_rank``."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= 100:
             raise InputError(f"must lie in [1, 100], got {self.k!r}", field="k")
         QUERY_POLICIES.check(self.policy, "policy")
+        if self.rerank.enabled and self.rerank.top_n < self.k:
+            raise InputError(f"must be at least k ({self.k}), got {self.rerank.top_n}",
+                             field="rerank.top_n", hint="the reranker keeps k of the top_n")
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,79 @@ def test_the_run_records_retrieval_in_its_manifest_and_report(rag_run):
     assert len(retrieve) == 1 and retrieve[0]["label"] == "commonsense-minilm"
     report = (rag_run / "report.md").read_text(encoding="utf-8")
     assert "index commonsense-minilm, k=2, native" in report
+    # The corpus searched, as its manifest says: no description, so its name; not a demo.
+    index = read_json(rag_run.parents[2] / "indexes" / "commonsense-minilm" / "manifest.json")
+    shares = ", ".join(f"{lang} {n:,}" for lang, n in index["languages"].items())
+    assert (f"index commonsense-minilm, k=2, native; corpus: commonsense-minilm, "
+            f"{index['chunks']['count']:,} chunks in {len(index['languages'])} language(s) "
+            f"({shares})") in report
+    assert "DEMO" not in report
+
+
+def _hits(*docs: str) -> list[dict]:
+    return [{"doc_id": doc, "rank": rank} for rank, doc in enumerate(docs, start=1)]
+
+
+def test_recall_counts_question_languages_with_a_relevant_hit(monkeypatch):
+    """A hand case: q1 found in en (its 2nd hit) but not in fr, q2 found in both, q3 has no
+    label and is not counted: en 2/2, fr 1/2, all 3/4."""
+    import calm_rag.pipeline.stages.retrieve as retrieve
+    from calm_rag.pipeline.run_folder import recall_line
+
+    retrieved = retrieve.Retrieved({
+        "q1/en": _hits("d9", "d1"), "q1/fr": _hits("d8", "d7"),
+        "q2/en": _hits("d2", "d5"), "q2/fr": _hits("d5", "d2"), "q3/en": _hits("d3", "d4")})
+    qrels = {"q1": {"d1"}, "q2": {"d2", "d6"}}
+    assert retrieved.recall(qrels) == {"en": (2, 2), "fr": (1, 2)}
+
+    class Settings:  # what recall_line reads of an experiment
+        retrieval = type("R", (), {"k": 2})
+
+    monkeypatch.setattr(retrieve, "relevance_labels", lambda _: qrels)
+    assert recall_line(Settings, retrieved) == {"retrieval recall@2": (
+        "0.75 (3/4 question-languages with a relevant passage among their hits); "
+        "en 1.00 (2/2), fr 0.50 (1/2)")}
+    assert recall_line(Settings, None) == {}
+    monkeypatch.setattr(retrieve, "relevance_labels", lambda _: None)
+    assert recall_line(Settings, retrieved) == {}
+
+
+def test_the_bundled_labels_judge_only_an_index_of_their_own_corpus(rag_run, tmp_path):
+    """The run's index is built from the bundled commonsense corpus: its labels apply, and
+    recall@k from the recorded hits is counted here from the labels file itself. Pointed at
+    another corpus (the same passages, one changed), there are no labels."""
+    import dataclasses
+    import json
+
+    from calm_rag.experiment import load_experiment
+    from calm_rag.pipeline.stages.retrieve import Retrieved, relevance_labels
+    from calm_rag.retrieval import build_index, load_spec
+
+    root = rag_run.parents[2]
+    exp = load_experiment(root / "exp.yaml")
+    data = Path(__file__).resolve().parents[1] / "calm_rag" / "retrieval" / "data"
+    labels_file = data / "commonsense_qrels.jsonl"
+    qrels: dict[str, set[str]] = {}
+    for line in labels_file.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        qrels.setdefault(row["question_id"], set()).add(row["passage_id"])
+    assert relevance_labels(exp) == qrels
+    rows = [row for _, row in read_jsonl(rag_run / "retrieved.jsonl")]
+    expected: dict[str, list[int]] = {}
+    for row in rows:
+        tally = expected.setdefault(row["lang"], [0, 0])
+        tally[0] += any(hit["doc_id"] in qrels[row["question_id"]] for hit in row["hits"])
+        tally[1] += 1
+    retrieved = Retrieved({f"{r['question_id']}/{r['lang']}": r["hits"] for r in rows})
+    assert retrieved.recall(qrels) == {lang: tuple(c) for lang, c in sorted(expected.items())}
+
+    corpus = root / "indexes" / "other.jsonl"
+    source = (data / "commonsense_corpus.jsonl").read_text(encoding="utf-8")
+    corpus.write_text(source.replace("a", "A", 1), encoding="utf-8")
+    (root / "indexes" / "other.yaml").write_text(
+        SPEC.replace("commonsense-minilm", "other").replace(
+            "package:calm_rag/retrieval/data/commonsense_corpus.jsonl", "other.jsonl"),
+        encoding="utf-8")
+    build_index(load_spec(root / "indexes" / "other.yaml"), root / "indexes", progress=False)
+    other = dataclasses.replace(exp, retrieval=dataclasses.replace(exp.retrieval, index="other"))
+    assert relevance_labels(other) is None

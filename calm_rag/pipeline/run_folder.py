@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -154,7 +155,9 @@ def _trained_model(training: TrainResult) -> dict[str, str]:
 
 
 def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
-             final: ModelRef) -> dict[str, str]:
+             final: ModelRef, retrieved: Retrieved | None = None) -> dict[str, str]:
+    """The report's header; ``retrieved`` adds recall@k where the questions have relevance
+    labels for the index searched."""
     data = experiment.data
     counts = ", ".join(f"{len({q.id for q in qs})} {name}" for name, qs in splits.items())
     held = experiment.evaluation.heldout_languages
@@ -167,14 +170,59 @@ def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
                 + (f"; held out of the vote and of training, evaluated only: {', '.join(held)}"
                    if held else ""),
         "settings": ", ".join(experiment.settings)
-                    + (f" (index {experiment.retrieval.index}, k={experiment.retrieval.k}, "
-                       f"{experiment.retrieval.policy})" if experiment.retrieval.enabled else ""),
+                    + (f" ({retrieval_line(experiment.retrieval)})"
+                       if experiment.retrieval.enabled else ""),
         "sampling": _params(experiment.sampling),
         "evaluation": _params(experiment.evaluation.sampling),
         "alignment": f"{experiment.align.method}, target {experiment.align.target}, "
                      f"{experiment.align.rounds} round(s)",
         "aligned model": _model_line(final) if final != base else "(not aligned)",
-    }
+    } | recall_line(experiment, retrieved)
+
+
+def retrieval_line(retrieval: Any) -> str:
+    """Index, k, policy, reranker, and the corpus searched: its description, size and
+    languages from the index manifest, and whether it is a demo corpus (its spec says so)."""
+    line = f"index {retrieval.index}, k={retrieval.k}, {retrieval.policy}"
+    if retrieval.rerank.enabled:
+        line += f", reranked by {retrieval.rerank.model} (top {retrieval.rerank.top_n})"
+    return f"{line}; {_corpus_line(retrieval)}"
+
+
+def _corpus_line(retrieval: Any) -> str:
+    from calm_rag.retrieval.catalog import locate_index
+    from calm_rag.retrieval.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(locate_index(retrieval.index, retrieval.index_dir))
+    except (InputError, OSError) as err:  # gone since the run retrieved: say so, not guess
+        return f"corpus unknown (index manifest unreadable: {err})"
+    languages = manifest.get("languages") or {}
+    shares = ", ".join(f"{lang} {count:,}" for lang, count in languages.items())
+    description = manifest.get("description") or manifest["name"]
+    line = (f"corpus: {description}, {manifest['chunks']['count']:,} chunks in "
+            f"{len(languages)} language(s) ({shares})")
+    if re.search(r"\bdemo\b", description, re.IGNORECASE):
+        line += "; a DEMO corpus, not a real retrieval setting"
+    return line
+
+
+def recall_line(experiment: Any, retrieved: Retrieved | None) -> dict[str, str]:
+    """``retrieval recall@k``: the share of (question, language) whose hits hold a relevant
+    document, overall and per language; nothing when there are no labels for this index."""
+    from calm_rag.pipeline.stages.retrieve import relevance_labels
+
+    qrels = relevance_labels(experiment) if retrieved is not None else None
+    if retrieved is None or not qrels:
+        return {}
+    per_lang = retrieved.recall(qrels)
+    found, asked = (sum(counts[i] for counts in per_lang.values()) for i in (0, 1))
+    if not asked:
+        return {}
+    shares = ", ".join(f"{lang} {f / n:.2f} ({f}/{n})" for lang, (f, n) in per_lang.items())
+    return {f"retrieval recall@{experiment.retrieval.k}":
+            f"{found / asked:.2f} ({found}/{asked} question-languages with a relevant passage "
+            f"among their hits); {shares}"}
 
 
 def _model_line(model: ModelRef) -> str:
