@@ -53,6 +53,35 @@ SPLITS: tuple[Literal["train", "heldout"], ...] = ("train", "heldout")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+def bundled_sets(source: str, key: str = "source") -> tuple[str, ...] | None:
+    """The sets ``dataset`` may name when ``source`` reads sets of its own (the bundled ones),
+    else None (it reads ``path``); an unknown source is an error naming ``key``."""
+    from calm_rag.datasets.bundled import BundledSource
+
+    found = QUESTION_SOURCES.get(source, field=key)
+    return found.sets if isinstance(found, BundledSource) else None
+
+
+@dataclass(frozen=True)
+class EvalDataConfig:
+    """A second set of questions, evaluated in place of a held-out slice of the first: CALM's
+    protocol, aligning on the training questions and evaluating on the test questions. The
+    languages, ``misaligned`` and ``seed`` are those of ``data``."""
+
+    source: str = "bundled"
+    """A registered dataset, as ``data.source`` (or the name of ``entry``)."""
+    dataset: str = "medical"
+    """For ``bundled``: ``medical`` or ``commonsense``."""
+    path: str | None = None
+    """Where the files are, relative to the experiment file (as ``data.path``)."""
+    entry: DatasetEntry | None = None
+    """A dataset written in this file instead of a registered one (as ``data.entry``)."""
+
+    def __post_init__(self) -> None:
+        if self.entry is None and (named := bundled_sets(self.source)) is not None:
+            one_of("dataset", self.dataset, named)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """The questions: where they come from and how they are split."""
@@ -84,12 +113,18 @@ class DataConfig:
     """A question whose languages do not line up (another gold answer or option count, a
     shifted row, a missing row): ``stop`` with the file and the first such row, or ``drop``
     those questions and say how many and from where (``calm-rag run --check`` shows it)."""
+    eval: EvalDataConfig | None = None
+    """The questions evaluated, when they are another set than those aligned on (CALM's test
+    questions beside its training questions): ``source``, ``dataset``, ``path``, ``entry`` as
+    above. Then ``train`` questions are drawn from the set above and ``heldout`` ones from this
+    one; unset (the default), both are drawn from the one set above, without overlap."""
     train: int = 12
     """Questions sampled, voted and aligned on (each in every language), 1 or more."""
     heldout: int = 12
-    """Questions kept out of alignment, evaluated before and after, 0 or more."""
+    """Questions kept out of alignment, evaluated before and after, 0 or more (with ``eval``:
+    the questions of that set evaluated)."""
     seed: int = 0
-    """Shuffles the question ids before the split."""
+    """Shuffles the question ids before the split (each set's own, with ``eval``)."""
     language_sets: tuple[tuple[str, ...], ...] = ()
     """Run the experiment once per set of languages (``[[en, zh], [en, zh, fr]]``), each set
     in turn standing for ``languages``, as one grid: samples are cached per language, so a
@@ -104,10 +139,26 @@ class DataConfig:
     def chosen_set(self) -> tuple[str, ...] | None:
         """The sets ``data.dataset`` may name when the source reads sets of its own (the
         bundled ones), else None (it reads ``data.path``)."""
-        from calm_rag.datasets.bundled import BundledSource
+        return bundled_sets(self.source)
 
-        source = QUESTION_SOURCES.get(self.source, field="source")
-        return source.sets if isinstance(source, BundledSource) else None
+    def eval_data(self) -> DataConfig | None:
+        """The evaluation set (``eval``) as a data block of its own, loaded and checked as
+        this one is (same languages, ``misaligned`` and ``seed``); None without ``eval``."""
+        if self.eval is None:
+            return None
+        return dataclasses.replace(self, source=self.eval.source, dataset=self.eval.dataset,
+                                   path=self.eval.path, entry=self.eval.entry, eval=None)
+
+    def protocol(self) -> str:
+        """One line for a report's header: what was aligned on and what evaluated."""
+        if self.eval is None:
+            return (f"train and held-out questions are disjoint slices of one set "
+                    f"({self.source} {self.input_name}, seed {self.seed}): no separate "
+                    "training set (data.eval unset)")
+        evaluated = self.eval_data()
+        assert evaluated is not None
+        return (f"aligned on {self.source} {self.input_name}, evaluated on "
+                f"{evaluated.source} {evaluated.input_name} (data.eval)")
 
     @property
     def input_name(self) -> str:

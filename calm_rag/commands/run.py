@@ -7,7 +7,11 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from calm_rag.datasets.lineup import Alignment
+    from calm_rag.experiment import DataConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,30 +67,53 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check(experiment: Any) -> int:
-    """``--check``: the questions of every language, lined up, counted; nothing else loaded."""
-    from calm_rag.datasets.entry import DatasetEntry
-    from calm_rag.pipeline.questions import check_questions, split_questions
-    from calm_rag.registries import QUESTION_SOURCES
+    """``--check``: the questions of every language, lined up, counted (with ``data.eval``,
+    the training and the evaluation set each); nothing else loaded."""
+    from calm_rag.pipeline.questions import split_questions
 
     started = time.perf_counter()
     data = experiment.data
+    evaluated_data = data.eval_data()
+    if evaluated_data is None:
+        checked = _check_set(data, experiment.base_dir)
+        needed = data.train + data.heldout
+        print(f"split: train {data.train} + heldout {data.heldout} = {needed} of "
+              f"{checked.parallel} (seed {data.seed})")
+        split_questions(checked.questions, data)  # too few is an InputError, as in a run
+    else:
+        print("training set (data.source):")
+        trained = _check_set(data, experiment.base_dir)
+        print("evaluation set (data.eval):")
+        evaluated = _check_set(evaluated_data, experiment.base_dir)
+        langs = len(data.languages)
+        print(f"split: train {data.train} of {trained.parallel} training questions, heldout "
+              f"{data.heldout} of {evaluated.parallel} test questions, in {langs} languages "
+              f"(seed {data.seed})")
+        split_questions(trained.questions, data, evaluated.questions)  # as in a run
+    print(f"data: {data.protocol()}")
+    print(f"checked in {time.perf_counter() - started:.1f} s; no model or index was loaded")
+    return 0
+
+
+def _check_set(data: DataConfig, base_dir: str) -> Alignment:
+    """Print one set's source, pivot and per-language counts; return its alignment (a
+    ``misaligned: stop`` set raises on its first misaligned row after the counts)."""
+    from calm_rag.datasets.entry import DatasetEntry
+    from calm_rag.pipeline.questions import check_questions
+    from calm_rag.registries import QUESTION_SOURCES
+
     source = data.entry or QUESTION_SOURCES.get(data.source, field="data.source")
     about = getattr(source, "description", "") or (source.__doc__ or "").strip().split("\n")[0]
     print(f"data.source {data.source}: {about}")
     if isinstance(source, DatasetEntry) and source.layouts:
-        print(f"pivot: {source.pivot(data, experiment.base_dir)} (the release's native "
+        print(f"pivot: {source.pivot(data, base_dir)} (the release's native "
               "language, found from its file names)")
     # Counted as under `drop` first, so that a stop still shows every language's count.
-    checked = check_questions(dataclasses.replace(data, misaligned="drop"), experiment.base_dir)
+    checked = check_questions(dataclasses.replace(data, misaligned="drop"), base_dir)
     print("\n".join(checked.summary(dropping=data.misaligned == "drop")))
     if checked.dropped and data.misaligned == "stop":
-        check_questions(data, experiment.base_dir)  # raises: the first misaligned row
-    needed = data.train + data.heldout
-    print(f"split: train {data.train} + heldout {data.heldout} = {needed} of "
-          f"{checked.parallel} (seed {data.seed})")
-    split_questions(checked.questions, data)  # too few is an InputError, as in a run
-    print(f"checked in {time.perf_counter() - started:.1f} s; no model or index was loaded")
-    return 0
+        check_questions(data, base_dir)  # raises: the first misaligned row
+    return checked
 
 
 def _describe_entry() -> list[str]:

@@ -159,6 +159,26 @@ def answered_share(methods: dict[str, float]) -> float:
     return sum(share for method, share in methods.items() if method not in UNANSWERED)
 
 
+FALLBACK_LIMIT = 0.20
+"""Above this share of a cell's answers from the log-prob fallback, the report warns: the
+figures then measure the letters' probabilities more than the answers the model wrote."""
+
+
+def fallback_warnings(grid: dict, limit: float = FALLBACK_LIMIT) -> list[str]:
+    """One line per cell and setting whose log-prob fallback gave more than ``limit`` of the
+    answered samples' answers."""
+    lines = []
+    for name, cell in grid["cells"].items():
+        for setting, methods in cell["extraction"].items():
+            answered = answered_share(methods)
+            share = methods.get("logprob", 0.0) / answered if answered else 0.0
+            if share > limit:
+                lines.append(f"{name} {setting}: the log-prob fallback gave {pct(share)}% of "
+                             f"the answers (over {pct(limit)}%): these were not read "
+                             "from the text (sampling.forced_answer: true reads them on vLLM)")
+    return lines
+
+
 def format_grid_table(grid: dict) -> str:
     """One markdown row per cell and setting: accuracy per language, consistency [95% CI],
     consistent-and-correct, and the share of samples answered (of which by log-prob), in %."""

@@ -5,6 +5,7 @@ All links are relative to the report's folder, so a run folder can be moved or s
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -13,6 +14,7 @@ from calm_rag.evaluation.delta import CLASSES
 from calm_rag.evaluation.grid import (
     UNANSWERED,
     answered_share,
+    fallback_warnings,
     format_grid_table,
     grid_languages,
 )
@@ -24,6 +26,8 @@ from calm_rag.evaluation.plots import (
 )
 from calm_rag.evaluation.tables import pct, rankc_section, with_ci, with_ci_number
 from calm_rag.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 MAX_HEATMAPS = 4
 # Which agreement heatmaps to draw first: held-out questions, after alignment, with retrieval.
@@ -45,6 +49,7 @@ def write_report(folder: str | Path, grid: dict, *, title: str, summary: dict[st
     sections = [
         f"# {title}",
         "\n".join(f"- **{key}**: {_shown(value, folder)}" for key, value in summary.items()),
+        fallback_section(grid),
         f"## Results\n\n{format_grid_table(grid)}\n\n{GRID_LEGEND}",
         consistency_section(grid),
         agreement_section(grid),
@@ -138,6 +143,15 @@ def agreement_section(grid: dict) -> str:
             "question, averaged (0: all agree). 95% bootstrap intervals over questions.")
     header = ["cell", "setting", "consistency %", "Krippendorff's alpha", "entropy (bits)"]
     return f"## Agreement across languages\n\n{note}\n\n{_table(header, rows)}"
+
+
+def fallback_section(grid: dict) -> str:
+    """A visible warning per cell whose answers came mostly from the log-prob fallback (also
+    logged, so that a run's console shows it)."""
+    lines = fallback_warnings(grid)
+    for line in lines:
+        log.warning(f"report: {line}")
+    return "\n\n".join(f"> **Warning**: {line}" for line in lines)
 
 
 def extraction_section(grid: dict) -> str:

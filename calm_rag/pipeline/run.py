@@ -13,7 +13,7 @@ from typing import Any
 from calm_rag.experiment import Experiment
 from calm_rag.pipeline.cache import StageCache
 from calm_rag.pipeline.model_ref import LazySampler, ModelRef
-from calm_rag.pipeline.questions import check_questions, log_dropped, split_questions
+from calm_rag.pipeline.questions import load_sets, split_questions
 from calm_rag.pipeline.scoring import ScoringModel
 from calm_rag.pipeline.stages import (
     Round,
@@ -55,9 +55,12 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
     runs = Path(experiment.runs_dir)
     ctx = RunContext(experiment, StageCache(runs / ".cache"), progress=progress)
     log.info(f"experiment {experiment.name}: settings {', '.join(experiment.settings)}")
-    ctx.alignment = check_questions(experiment.data, experiment.base_dir)
-    log_dropped(ctx.alignment)
-    splits = split_questions(ctx.alignment.questions, experiment.data)
+    # With data.eval the held-out split is that set's; the run folder's alignment lines
+    # describe the training set (load_sets logs what either set dropped).
+    ctx.alignment, evaluated = load_sets(experiment.data, experiment.base_dir)
+    splits = split_questions(ctx.alignment.questions, experiment.data,
+                             evaluated.questions if evaluated else None)
+    log.info(f"data: {experiment.data.protocol()}")
     passages, retrieved = None, None
     if experiment.retrieval.enabled:
         retrieved = retrieve_stage(ctx, [q for group in splits.values() for q in group])
