@@ -12,6 +12,7 @@ from typing import Any
 from calm_rag.io import read_jsonl, write_jsonl
 from calm_rag.pipeline.cache import STAGE_VERSIONS
 from calm_rag.pipeline.cached import Stage, run_cached
+from calm_rag.pipeline.keys import PassageKey
 from calm_rag.pipeline.stages.context import RunContext, passage_key
 from calm_rag.records import Question
 from calm_rag.runtime.provenance import content_key
@@ -24,20 +25,17 @@ class Retrieved:
     """What the retrieve stage found: per question and language, its hits in rank order
     (chunk id, document, language, title, text, score, rank)."""
 
-    hits: dict[str, list[dict[str, Any]]]
-    """``id/lang`` → the hits as :meth:`Hit.to_dict` writes them."""
+    hits: dict[PassageKey, list[dict[str, Any]]]
+    """Question and language → the hits as :meth:`Hit.to_dict` writes them."""
 
-    def passages(self) -> dict[str, list[str]]:
-        """``id/lang`` → the hits' texts, as the prompts put them."""
+    def passages(self) -> dict[PassageKey, list[str]]:
+        """Question and language → the hits' texts, as the prompts put them."""
         return {key: [hit["text"] for hit in found] for key, found in self.hits.items()}
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per question and language (``retrieved.jsonl``)."""
-        rows = []
-        for key, found in self.hits.items():
-            qid, _, lang = key.rpartition("/")
-            rows.append({"question_id": qid, "lang": lang, "hits": found})
-        return rows
+        return [{"question_id": key.question_id, "lang": key.lang, "hits": found}
+                for key, found in self.hits.items()]
 
 
 def _save_retrieved(folder: Path, retrieved: Retrieved) -> None:
@@ -45,7 +43,7 @@ def _save_retrieved(folder: Path, retrieved: Retrieved) -> None:
 
 
 def _load_retrieved(folder: Path) -> Retrieved:
-    return Retrieved({f"{row['question_id']}/{row['lang']}": row["hits"]
+    return Retrieved({PassageKey(row["question_id"], row["lang"]): row["hits"]
                       for _, row in read_jsonl(folder / "retrieved.jsonl")})
 
 
