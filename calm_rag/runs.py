@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from calm_rag.datasets.samples import read_samples
 from calm_rag.errors import InputError
+from calm_rag.evaluation.cells import Cell
 from calm_rag.io import expect, read_json_object, read_jsonl, read_text
 from calm_rag.records import PreferencePair, Sample, Vote
 
@@ -111,15 +112,15 @@ class RunFolder:
 
     def eval_cells(self) -> dict[str, list[Sample]]:
         """Evaluation samples per cell (``"heldout/after"``), both settings, in the grid's order."""
-        return {cell: read_samples(self.path / "eval" / f"{cell.replace('/', '-')}.jsonl")
+        return {cell: read_samples(self.path / "eval" / f"{Cell.parse(cell).file_stem}.jsonl")
                 for cell in expect(self.grid, "cells", dict, self.path / "metrics.json")}
 
     def eval_frame(self) -> pd.DataFrame:
         """All evaluation samples as one :func:`samples_frame`, with ``split`` and ``phase``."""
         import pandas as pd
 
-        frames = [samples_frame(samples).assign(split=cell.split("/")[0],
-                                                phase=cell.split("/")[1])
+        frames = [samples_frame(samples).assign(split=Cell.parse(cell).split,
+                                                phase=Cell.parse(cell).phase)
                   for cell, samples in self.eval_cells().items()]
         frame = (pd.concat(frames, ignore_index=True) if frames
                  else samples_frame([]).assign(split=None, phase=None))

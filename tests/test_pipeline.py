@@ -206,13 +206,32 @@ def test_shipped_experiments_load():
 def test_only_rag_jobs_put_passages_in_the_prompt():
     from dataclasses import replace
 
+    from calm_rag.pipeline.keys import JobKey, PassageKey
     from calm_rag.pipeline.stages import SampleJob, passages_for
     from calm_rag.records import Question
 
     fr = Question(id="q1", lang="fr", stem="s", options={"A": "a", "B": "b"}, answer="A")
     en = replace(fr, lang="en")
-    rag = SampleJob("rag", [fr, en], "rag", None, {"q1/fr": ["p fr"], "q1/en": ["p en"]})
+    key = JobKey.evaluation("heldout", "before", "rag")
+    rag = SampleJob(key, [fr, en], None,
+                    {PassageKey("q1", "fr"): ["p fr"], PassageKey("q1", "en"): ["p en"]})
     given = passages_for(rag)
     assert given is not None
     assert [given(q) for q in (fr, en)] == [["p fr"], ["p en"]]
-    assert passages_for(replace(rag, setting="zero-shot")) is None
+    assert passages_for(replace(rag, key=replace(key, setting="zero-shot"))) is None
+
+
+def test_job_keys_print_as_their_labels_and_are_read_by_field():
+    from calm_rag.evaluation.cells import Cell
+    from calm_rag.pipeline.keys import JobKey
+
+    train = JobKey.training(1, "zero-shot").in_language("en")
+    evaluation = JobKey.evaluation("heldout", "after", "rag")
+    assert (str(train), str(evaluation)) == ("r1/train/zero-shot/en", "heldout/after/rag")
+    assert evaluation.cell == Cell("heldout", "after") and train.cell is None
+    assert Cell.parse("heldout/after") == evaluation.cell
+    assert Cell("heldout", "after").file_stem == "heldout-after"
+    with pytest.raises(ValueError, match="round and cell"):
+        JobKey("rag")
+    with pytest.raises(ValueError, match="split/phase"):
+        Cell.parse("heldout")

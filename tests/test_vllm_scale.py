@@ -25,6 +25,7 @@ from calm_rag.experiment import describe, load_experiment
 from calm_rag.models import generator as default_model
 from calm_rag.models.home import STAMP_FILE
 from calm_rag.pipeline.cache import STAGE_VERSIONS
+from calm_rag.pipeline.keys import JobKey
 from calm_rag.pipeline.stages import SampleJob, sample_key
 from calm_rag.records import Question
 from calm_rag.runtime.child_process import ChildProcess
@@ -137,7 +138,7 @@ def key_of(params: SamplingParams, options: object = None) -> str:
                                 options=options or VLLMOptions())
     experiment = SimpleNamespace(generator=generator,
                                  answers=SimpleNamespace(chain="calm"), shard_questions=64)
-    job = SampleJob("r0/train/plain", [question], "plain", params)
+    job = SampleJob(JobKey.training(0, "plain"), [question], params)
     return sample_key(SimpleNamespace(experiment=experiment), job,
                       SimpleNamespace(fingerprint="model-digest"))
 

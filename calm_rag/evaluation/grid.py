@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from calm_rag.evaluation.cells import Cell
 from calm_rag.evaluation.delta import retrieval_delta
 from calm_rag.evaluation.metrics import bootstrap_ci, compute_metrics, consistency_of, per_question
 from calm_rag.evaluation.tables import pct, with_ci
@@ -22,12 +23,9 @@ UNANSWERED = ("ambiguous", "none", NOT_EXTRACTED)
 
 
 def split_phase(cell: str) -> tuple[str, str]:
-    """``"heldout/after"`` → ``("heldout", "after")``."""
-    split, _, phase = cell.partition("/")
-    if not split or not phase or "/" in phase:
-        raise ValueError(f"evaluation cell {cell!r} is not named 'split/phase' "
-                         "(like 'heldout/before')")
-    return split, phase
+    """``"heldout/after"`` → ``("heldout", "after")`` (:meth:`Cell.parse`)."""
+    parsed = Cell.parse(cell)
+    return parsed.split, parsed.phase
 
 
 def extraction_methods(samples: Iterable[Sample]) -> dict[str, dict[str, float]]:

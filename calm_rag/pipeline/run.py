@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calm_rag.evaluation.cells import Cell
 from calm_rag.experiment import Experiment
 from calm_rag.pipeline.cache import StageCache
+from calm_rag.pipeline.keys import JobKey
 from calm_rag.pipeline.model_ref import LazySampler, ModelRef
 from calm_rag.pipeline.questions import load_sets, split_questions
 from calm_rag.pipeline.scoring import ScoringModel
@@ -67,7 +69,8 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
         passages = retrieved.passages()
     model = ModelRef.resolve(experiment.generator.model, experiment.generator.backend,
                              adapter=experiment.generator.adapter)
-    base, rounds, cells = model, [], {}
+    base, rounds = model, []
+    cells: dict[Cell, list[Sample]] = {}
     held = experiment.evaluation.heldout_languages  # evaluated, never voted nor trained on
     train = [q for q in splits["train"] if q.lang not in held]
     before = _eval_jobs(experiment, splits, passages, "before")
@@ -94,17 +97,17 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
 
 def _round(ctx: RunContext, number: int, model: ModelRef, train: list[Question],
            passages: dict | None, evaluate: list[SampleJob]
-           ) -> tuple[Round, ModelRef, dict[str, list[Sample]]]:
+           ) -> tuple[Round, ModelRef, dict[Cell, list[Sample]]]:
     """Sample the train questions with ``model`` (plus the before-evaluation, on the same
     engine), vote, pair, and train the next model."""
     from calm_rag.vote.voting import tally
 
     experiment = ctx.experiment
     log.info(f"round {number}: sampling {model.path}")
-    jobs = [SampleJob(f"r{number}/train/{setting}", train, setting, experiment.sampling,
-                      passages) for setting in experiment.settings]
+    jobs = [SampleJob(JobKey.training(number, setting), train, experiment.sampling, passages)
+            for setting in experiment.settings]
     sampled = _sample_all(ctx, model, jobs + evaluate)
-    samples = [s for job in jobs for s in sampled[job.label]]
+    samples = [s for job in jobs for s in sampled[job.key]]
     counted = tally(samples, experiment.vote)
     rows, pairs, regenerated = _training_rows(ctx, number, model, samples, counted.votes)
     training = None
@@ -135,54 +138,53 @@ def _training_rows(ctx: RunContext, number: int, model: ModelRef, samples: list[
 
 
 def _evaluate(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]
-              ) -> dict[str, list[Sample]]:
+              ) -> dict[Cell, list[Sample]]:
     log.info(f"evaluating {model.path}")
     return _cells(jobs, _sample_all(ctx, model, jobs))
 
 
 def _sample_all(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]
-                ) -> dict[str, list[Sample]]:
+                ) -> dict[JobKey, list[Sample]]:
     """Every job on one engine (started only if some job is not cached), then the answers
     fallback once the engine is stopped."""
-    parts = {job.label: _per_language(ctx.experiment, [job]) for job in jobs}
+    parts = {job.key: _per_language(ctx.experiment, [job]) for job in jobs}
+    every = [part for group in parts.values() for part in group]
     raw = {}
     with LazySampler(ctx.experiment.generator, model) as sampler:
-        for part in (part for group in parts.values() for part in group):
-            raw[part.label] = sample_stage(ctx, part, model, sampler)
+        for part in every:
+            raw[part.key] = sample_stage(ctx, part, model, sampler)
     scoring = ScoringModel.of(ctx.experiment, model)
-    template = {part.label: part.params.chat_template_kwargs
-                for group in parts.values() for part in group}
-    filled = {label: answers_stage(ctx, label, samples, key, scoring, template[label])
-              for label, (samples, key) in raw.items()}
+    filled = {part.key: answers_stage(ctx, part.label, *raw[part.key], scoring,
+                                      part.params.chat_template_kwargs) for part in every}
     ctx.scorers.release()
-    return {label: [s for part in group for s in filled[part.label]]
-            for label, group in parts.items()}
+    return {key: [s for part in group for s in filled[part.key]]
+            for key, group in parts.items()}
 
 
 def _per_language(experiment: Experiment, jobs: list[SampleJob]) -> list[SampleJob]:
-    """The jobs as they are, or (``data.sample_per_language``) one per language, labelled
-    ``<label>/<lang>``: each language's stage key then depends on its own questions only, so
-    runs over other sets of languages share it."""
+    """The jobs as they are, or (``data.sample_per_language``) one per language: each
+    language's stage key then depends on its own questions only, so runs over other sets of
+    languages share it."""
     if not experiment.data.sample_per_language:
         return jobs
-    return [dataclasses.replace(job, label=f"{job.label}/{lang}",
+    return [dataclasses.replace(job, key=job.key.in_language(lang),
                                 questions=[q for q in job.questions if q.lang == lang])
             for job in jobs for lang in dict.fromkeys(q.lang for q in job.questions)]
 
 
 def _eval_jobs(experiment: Experiment, splits: dict[str, list[Question]],
                passages: dict | None, phase: str) -> list[SampleJob]:
-    return [SampleJob(f"{split}/{phase}/{setting}", splits[split], setting,
+    return [SampleJob(JobKey.evaluation(split, phase, setting), splits[split],
                       experiment.evaluation.sampling, passages)
             for split in experiment.evaluation.splits if splits[split]
             for setting in experiment.settings]
 
 
-def _cells(jobs: list[SampleJob], sampled: dict[str, list[Sample]]
-           ) -> dict[str, list[Sample]]:
+def _cells(jobs: list[SampleJob], sampled: dict[JobKey, list[Sample]]
+           ) -> dict[Cell, list[Sample]]:
     """Evaluation samples by cell (``train/before``), both settings together."""
-    cells: dict[str, list[Sample]] = {}
+    cells: dict[Cell, list[Sample]] = {}
     for job in jobs:
-        cell = job.label.rsplit("/", 1)[0]
-        cells.setdefault(cell, []).extend(sampled[job.label])
+        assert job.key.cell is not None  # evaluation jobs only
+        cells.setdefault(job.key.cell, []).extend(sampled[job.key])
     return cells

@@ -23,6 +23,7 @@ import yaml
 
 from calm_rag.datasets.samples import write_samples
 from calm_rag.errors import InputError
+from calm_rag.evaluation.cells import Cell
 from calm_rag.io import atomic_write, write_json, write_jsonl
 from calm_rag.pipeline.model_ref import ModelRef
 from calm_rag.pipeline.stages import Retrieved, Round, RunContext
@@ -32,7 +33,7 @@ from calm_rag.training.common import TrainResult
 
 
 def write_run(ctx: RunContext, splits: dict[str, list[Question]],
-              cells: dict[str, list[Sample]], rounds: list[Round], base: ModelRef,
+              cells: dict[Cell, list[Sample]], rounds: list[Round], base: ModelRef,
               final: ModelRef, source: str | Path | None,
               option_scores: list[dict[str, Any]] | None = None,
               retrieved: Retrieved | None = None) -> tuple[Path, dict[str, Any]]:
@@ -43,8 +44,9 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
 
     experiment = ctx.experiment
     parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
-    grid = add_rankc(evaluation_grid(cells, experiment.evaluation.metrics), option_scores,
-                     cells)
+    named = {str(cell): samples for cell, samples in cells.items()}  # metrics.json's keys
+    grid = add_rankc(evaluation_grid(named, experiment.evaluation.metrics), option_scores,
+                     named)
     with new_run_folder(parent) as (folder, published):
         with atomic_write(folder / "config.yaml") as handle:
             yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)
@@ -52,7 +54,7 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
                    manifest(ctx, splits, base, final, source))
         _write_rounds(folder, rounds)
         for cell, samples in cells.items():
-            write_samples(folder / "eval" / f"{cell.replace('/', '-')}.jsonl", samples)
+            write_samples(folder / "eval" / f"{cell.file_stem}.jsonl", samples)
         write_json(folder / "metrics.json", grid)
         if option_scores:
             write_jsonl(folder / "option_scores.jsonl", option_scores)

@@ -9,6 +9,7 @@ from typing import Any
 from calm_rag.datasets.lineup import Alignment
 from calm_rag.experiment import Experiment
 from calm_rag.pipeline.cache import StageCache
+from calm_rag.pipeline.keys import PassageKey
 from calm_rag.pipeline.scoring import Scorers
 from calm_rag.records import Question
 
@@ -35,5 +36,6 @@ class RunContext:
         log.info("  %-8s %-28s %s", stage, label, how)
 
 
-def passage_key(question: Question) -> str:
-    return f"{question.id}/{question.lang}"
+def passage_key(question: Question) -> PassageKey:
+    """The key of ``question``'s passages (its id and language)."""
+    return PassageKey.of(question)

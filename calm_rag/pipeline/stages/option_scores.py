@@ -82,7 +82,7 @@ def score_options(ctx: RunContext, model: ModelRef, jobs: list[SampleJob]
     scoring = ScoringModel.of(ctx.experiment, model)
     rows = []
     for job in jobs:
-        cell = "/".join(job.label.split("/")[:2])  # split/phase[/setting[/lang]]
+        cell = str(job.key.cell)
         rows += [{"cell": cell, **row}
                  for row in option_scores_stage(ctx, job.label, job, scoring)]
     ctx.scorers.release()

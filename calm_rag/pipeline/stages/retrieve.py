@@ -13,6 +13,7 @@ from calm_rag.errors import InputError
 from calm_rag.io import read_jsonl, write_jsonl
 from calm_rag.pipeline.cache import STAGE_VERSIONS
 from calm_rag.pipeline.cached import Stage, run_cached
+from calm_rag.pipeline.keys import PassageKey
 from calm_rag.pipeline.stages.context import RunContext, passage_key
 from calm_rag.records import Question
 from calm_rag.runtime.provenance import content_key
@@ -26,20 +27,17 @@ class Retrieved:
     (chunk id, document, language, title, text, score, rank; when reranked also
     ``rerank_score`` and ``retrieval_rank``, the rank before reranking)."""
 
-    hits: dict[str, list[dict[str, Any]]]
-    """``id/lang`` → the hits as :meth:`Hit.to_dict` writes them."""
+    hits: dict[PassageKey, list[dict[str, Any]]]
+    """Question and language → the hits as :meth:`Hit.to_dict` writes them."""
 
-    def passages(self) -> dict[str, list[str]]:
-        """``id/lang`` → the hits' texts, as the prompts put them."""
+    def passages(self) -> dict[PassageKey, list[str]]:
+        """Question and language → the hits' texts, as the prompts put them."""
         return {key: [hit["text"] for hit in found] for key, found in self.hits.items()}
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per question and language (``retrieved.jsonl``)."""
-        rows = []
-        for key, found in self.hits.items():
-            qid, _, lang = key.rpartition("/")
-            rows.append({"question_id": qid, "lang": lang, "hits": found})
-        return rows
+        return [{"question_id": key.question_id, "lang": key.lang, "hits": found}
+                for key, found in self.hits.items()]
 
     def recall(self, qrels: dict[str, set[str]]) -> dict[str, tuple[int, int]]:
         """Per language, ``(found, asked)``: of the questions that have relevance labels, how
@@ -60,7 +58,7 @@ def _save_retrieved(folder: Path, retrieved: Retrieved) -> None:
 
 
 def _load_retrieved(folder: Path) -> Retrieved:
-    return Retrieved({f"{row['question_id']}/{row['lang']}": row["hits"]
+    return Retrieved({PassageKey(row["question_id"], row["lang"]): row["hits"]
                       for _, row in read_jsonl(folder / "retrieved.jsonl")})
 
 

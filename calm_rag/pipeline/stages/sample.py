@@ -12,6 +12,7 @@ from typing import Any
 from calm_rag.config import non_defaults
 from calm_rag.datasets.samples import read_samples, write_samples
 from calm_rag.pipeline.cached import Stage, run_cached
+from calm_rag.pipeline.keys import JobKey, PassageKey
 from calm_rag.pipeline.model_ref import LazySampler, ModelRef
 from calm_rag.pipeline.scoring import ScoringModel
 from calm_rag.pipeline.stages.context import RunContext, passage_key
@@ -26,11 +27,19 @@ log = logging.getLogger(__name__)
 class SampleJob:
     """One sampling stage: these questions, in this setting, with these parameters."""
 
-    label: str
+    key: JobKey
     questions: list[Question]
-    setting: str
     params: Any  # SamplingParams
-    passages: dict[str, list[str]] | None = None
+    passages: dict[PassageKey, list[str]] | None = None
+
+    @property
+    def setting(self) -> str:
+        return self.key.setting
+
+    @property
+    def label(self) -> str:
+        """How the job shows in logs and the run manifest (``r1/train/zero-shot/en``)."""
+        return str(self.key)
 
 
 def sample_key(ctx: RunContext, job: SampleJob, model: ModelRef) -> str:
