@@ -309,3 +309,4 @@ def test_calm_medqa_release_with_a_shifted_french_file(calm_medqa, tmp_path):
     with pytest.raises(InputError, match=r"en2fr.json:\d+: row 300 \(fr\) is missing .*shifted "
                                          r"by one"):
         check_questions(data(path=str(shifted), languages=["en", "fr"]), tmp_path)
+

@@ -12,6 +12,7 @@ alignment (the positions are kept as they are).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import unicodedata
@@ -238,7 +239,12 @@ def match_rows(mine: list[Question | None], ref: list[Question | None],
     grid = _Grid(scorer, np.array(_runs(mine)), np.array(_runs(ref)), BANDS[0])
     if grid.at_edge():  # the best path may have been kept from a better one outside
         grid = _Grid(scorer, grid.runs_mine, grid.runs_ref, BANDS[1])
-    return grid.match()
+    found = grid.match()
+    if len(mine) == n and found.partner == list(range(n)) and not found.extra:
+        # The content agrees with the positions after all (short rows with few numbers and
+        # names look like their neighbours): nothing shifted, so positions hold as before.
+        return dataclasses.replace(found, confident=[True] * n, shifted=False)
+    return found
 
 
 class _Grid:

@@ -65,7 +65,7 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
         votes = (vote_summary(last.tally, last.pairs, experiment.vote)
                  if last else None)
         write_report(folder, grid, title=f"calm_rag run: {experiment.name}",
-                     summary=_summary(experiment, splits, base, final)
+                     summary=_summary(experiment, splits, base, final, retrieved)
                      | _alignment_line(ctx), training=training, votes=votes)
     target = published[0]
     point_latest(target)
@@ -171,6 +171,7 @@ def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
                 f"({', '.join(data.languages)})"
                 + (f"; held out of the vote and of training, evaluated only: {', '.join(held)}"
                    if held else ""),
+        "protocol": data.protocol(),
         "settings": ", ".join(experiment.settings)
                     + (f" ({retrieval_line(experiment.retrieval)})"
                        if experiment.retrieval.enabled else ""),
