@@ -999,6 +999,66 @@ def models_cases() -> list[Case]:
     return cases
 
 
+# --- issue 26: values handed to a library, plugins, leftovers --------------------------------
+
+# align.trainer values of a wrong type or choice for TRL's config (one per kind of field).
+TRAINER_VALUES: dict[str, object] = {
+    "warmup_steps": "ten", "lr_scheduler_type": "zigzag", "optim": "foo", "max_steps": 2.5,
+    "tf32": "sometimes", "label_names": [1, 2], "loss_weights": ["heavy"], "debug": "nope",
+    "log_level": "loud", "include_num_input_tokens_seen": "sometimes",
+    "pad_to_multiple_of": "sixteen", "parallelism_config": {"tp_size": 2},
+    "logging_strategy": 3, "gradient_checkpointing_kwargs": 5,
+}
+
+# Plugin files that fail at import: each must be one line naming plugins[0].
+PLUGINS: dict[str, str] = {
+    "raises": "raise RuntimeError('plugin settings missing')\n",
+    "duplicate-name": "from calm_rag.registries import TIE_POLICIES\n\n"
+                      "@TIE_POLICIES.register('first-seen')\ndef mine(t, s, c):\n"
+                      "    return None\n",
+    "metric-not-callable": "from calm_rag.registries import METRICS\n\n"
+                           "METRICS.register('probe_metric', 42)\n",
+    "syntax-error": "def f(:\n    pass\n",
+    "missing-import": "import no_such_package_probe\n",
+}
+
+
+def _keyed(case: Case, key: str) -> Case:
+    case.key = key
+    return case
+
+
+def third_pass_cases() -> list[Case]:
+    """Issue 26's kinds: align.trainer values by TRL's field types, report_to backends that
+    are not installed, counts without an upper bound, a run name longer than the file system
+    allows, and plugins that fail at import."""
+    import importlib.util
+
+    cases = [_keyed(yaml_case("library", f"align.trainer.{key}: {value!r}", "exp.yaml",
+                              _stopped_yaml(**{"align.trainer": {key: value}}), ["run"], True,
+                              STOP_MARK), f"align.trainer.{key}")
+             for key, value in TRAINER_VALUES.items()]
+    for tracker in ("wandb", "mlflow", "trackio"):
+        if importlib.util.find_spec(tracker) is None:  # installed: nothing to refuse
+            cases.append(_keyed(yaml_case(
+                "library", f"align.report_to: {tracker} (not installed)", "exp.yaml",
+                _stopped_yaml(**{"align.report_to": tracker}), ["run"], True, STOP_MARK),
+                "align.report_to"))
+    cases.append(_keyed(yaml_case(
+        "library", "vote.regenerate_tries: 100000000", "exp.yaml",
+        _stopped_yaml(**{"vote.chosen_fallback": "regenerate",
+                         "vote.regenerate_tries": 100_000_000}), ["run"], True, STOP_MARK),
+        "vote.regenerate_tries"))
+    cases.append(_keyed(yaml_case("library", "name of 300 characters", "exp.yaml",
+                                  _stopped_yaml(name="n" * 300), ["run"], True, STOP_MARK),
+                        "name"))
+    for name, code in PLUGINS.items():
+        cases.append(_keyed(yaml_case(
+            "plugins", name, "exp.yaml", _stopped_yaml(plugins=["./plugin.py"]), ["run"], True,
+            STOP_MARK, extra=lambda work, code=code: put(work, "plugin.py", code)), "plugins[0]"))
+    return cases
+
+
 CASE_FAMILIES: dict[str, Callable[[], list[Case]]] = {
     "encoding": encoding_cases,
     "json": json_cases,
@@ -1010,6 +1070,7 @@ CASE_FAMILIES: dict[str, Callable[[], list[Case]]] = {
     "spec": spec_cases,
     "manifest": manifest_cases,
     "cli": cli_cases,
+    "third": third_pass_cases,
 }
 
 

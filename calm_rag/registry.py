@@ -123,8 +123,29 @@ class Registry(Generic[T]):
         """Remove a part (for tests that register throwaway parts)."""
         self._items.pop(name, None)
 
+    def unregister_module(self, module: str) -> None:
+        """Remove the parts defined in ``module`` or its submodules (a plugin that failed
+        half-way, so that the fixed plugin registers the same names again)."""
+        for name, item in list(self._items.items()):
+            owner = getattr(_defined(item), "__module__", None)
+            if isinstance(owner, str) and (owner == module or owner.startswith(f"{module}.")):
+                del self._items[name]
+
+
+def _defined(item: Any) -> Any:
+    """The function or class a registered value wraps (a metric's ``compute``), else itself."""
+    inner = getattr(item, "compute", None) or getattr(item, "__wrapped__", None)
+    return inner if callable(inner) and not isinstance(item, type) else item
+
 
 def _origin(item: Any) -> str:
+    """Where a part was defined: its file and line when Python knows them, else its name."""
+    item = _defined(item)
     name = getattr(item, "__qualname__", type(item).__name__)
-    return f"{getattr(item, '__module__', '?')}.{name}"
+    try:
+        file = inspect.getsourcefile(item)
+        line = inspect.getsourcelines(item)[1]
+    except (TypeError, OSError):
+        return f"{getattr(item, '__module__', '?')}.{name}"
+    return f"{name} at {file}:{line}"
 

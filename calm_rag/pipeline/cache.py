@@ -9,8 +9,10 @@ exactly the stages it reaches.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,7 +47,8 @@ for the same inputs, so no cache entry computed the old way is served again."""
 
 
 STALE_SECONDS = 24 * 3600
-"""Staging folders untouched this long belong to killed runs and are swept."""
+"""Staging entries whose owner cannot be told untouched this long belong to killed runs and
+are swept (and a killed run's resumable ``.partial`` work)."""
 _STAGING = re.compile(r"(?:\..+\.(?:new|tmp)|.+\.partial)")
 _HELD: dict[Path, IO[str]] = {}
 """Stage-key locks this process holds (flock is per open file, so a second open would block
@@ -181,8 +184,8 @@ def _flock(lock: Path, wait: bool) -> Iterator[bool]:
 
 
 def sweep_stale(root: Path, max_age: float = STALE_SECONDS) -> list[Path]:
-    """Remove staging folders (``.new``, ``.tmp``, ``.partial``) of killed runs from every
-    stage of the cache: untouched for ``max_age`` seconds and not claimed by a live run."""
+    """Remove staging entries (``.new``, ``.tmp``, ``.partial``) of dead runs from every
+    stage of the cache (see :func:`sweep_folder`)."""
     if not root.is_dir():
         return []
     return [gone for stage in root.iterdir() if stage.is_dir()
@@ -190,20 +193,83 @@ def sweep_stale(root: Path, max_age: float = STALE_SECONDS) -> list[Path]:
 
 
 def sweep_folder(folder: Path, max_age: float = STALE_SECONDS) -> list[Path]:
-    """Remove the stale staging entries directly inside ``folder``; return them."""
+    """Remove the staging entries directly inside ``folder`` whose owner is dead; return them.
+
+    An owner is known dead, whatever the entry's age, when the entry's stage-key lock is free
+    (the kernel frees a killed run's lock) or when the entry's name carries the pid of its
+    owner on this machine (:func:`owner_tag`) and no such process exists. A ``.partial`` work
+    folder holding finished shards is a killed run's progress, which a rerun resumes from: it
+    goes only once its lock is free and it is ``max_age`` old, like an entry of unknown owner.
+    """
     removed, now = [], time.time()
     for entry in folder.iterdir():
-        if not _STAGING.fullmatch(entry.name) or now - _newest_mtime(entry) < max_age:
+        if not _STAGING.fullmatch(entry.name):
             continue
-        if entry.name.endswith(".partial"):
-            with _flock(entry.parent / f".{entry.name[:-8]}.lock", wait=False) as free:
-                if not free:
-                    continue
-                _remove(entry)
-        else:
+        lock = _key_lock(entry)
+        if lock is not None and fcntl is not None:  # the key's lock says whether it is owned
+            with _flock(lock, wait=False) as free:
+                if free and (_nothing_to_resume(entry)
+                             or now - _newest_mtime(entry) >= max_age):
+                    _remove(entry)
+                    removed.append(entry)
+            continue
+        if _owner_gone(entry.name) or now - _newest_mtime(entry) >= max_age:
             _remove(entry)
-        removed.append(entry)
+            removed.append(entry)
     return removed
+
+
+def owner_tag() -> str:
+    """``pid-<pid>-<machine>`` for a staging entry's name, so a sweep can tell whether its
+    owner still runs. The machine is the host name and the pid namespace (two containers on
+    one host may see different processes under one pid)."""
+    return f"pid-{os.getpid()}-{_machine()}"
+
+
+def _machine() -> str:
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        namespace = ""
+    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24]
+    return f"{host}_{namespace}"
+
+
+_OWNED = re.compile(r".*\.pid-(\d+)-([A-Za-z0-9]*_\d*)\..*")
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether ``name`` carries the owner tag of a process of this machine that has ended
+    (another machine's process, or a pid reused: not known gone)."""
+    tagged = _OWNED.fullmatch(name)
+    if tagged is None or tagged.group(2) != _machine():
+        return False
+    try:
+        os.kill(int(tagged.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # another user's process is alive
+        return False
+    return False
+
+
+def _key_lock(entry: Path) -> Path | None:
+    """The stage-key lock a staging entry was made under (``.<key>.<random>.new``,
+    ``.<key>.<random>.tmp``, ``<key>.partial``), if that lock exists: the stage cache makes
+    its staging entries only while holding it."""
+    if entry.name.endswith(".partial"):
+        key = entry.name[:-len(".partial")]
+    else:
+        key = entry.name[1:].rsplit(".", 2)[0]
+    lock = entry.parent / f".{key}.lock"
+    return lock if key and lock.is_file() else None
+
+
+def _nothing_to_resume(entry: Path) -> bool:
+    """A staging ``.new``/``.tmp`` is never resumed; a ``.partial`` only if it holds files."""
+    if not entry.name.endswith(".partial") or not entry.is_dir() or entry.is_symlink():
+        return True
+    return not any(p.is_file() for p in entry.rglob("*"))
 
 
 def _newest_mtime(path: Path) -> float:

@@ -72,25 +72,49 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
     return target, grid
 
 
-def check_run_name(name: str) -> str:
-    """A run's name is one folder name: no path separator, no ``..``, not hidden."""
+def check_run_name(name: str, runs_dir: str | Path | None = None) -> str:
+    """A run's name is one folder name: no path separator, no ``..``, not hidden, and no
+    longer than the file system under ``runs_dir`` (the working folder when not given) allows
+    a name to be, so that a run never computes everything and then fails to write its folder."""
     if (not isinstance(name, str) or not name or "/" in name or "\\" in name
             or name.startswith(".") or "\0" in name):
         raise InputError(f"{name!r} is not a plain folder name (no '/', '\\' or leading '.')",
                          field="name", hint="runs go to <runs_dir>/<name>/<timestamp>/")
+    limit = _name_max(Path(runs_dir) if runs_dir is not None else Path.cwd())
+    size = len(name.encode("utf-8", "surrogateescape"))
+    if size > limit:
+        raise InputError(f"is {size} bytes long; the file system of the runs folder allows "
+                         f"folder names of at most {limit} bytes", field="name",
+                         hint="a shorter name")
     return name
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system holding ``folder`` (or its nearest
+    existing parent) allows; 255, the usual figure, where it cannot say."""
+    for place in (folder.absolute(), *folder.absolute().parents):
+        if place.is_dir():
+            try:
+                return os.pathconf(place, "PC_NAME_MAX")
+            except (OSError, ValueError, AttributeError):  # no pathconf here (Windows)
+                break
+    return 255
 
 
 @contextmanager
 def new_run_folder(parent: Path) -> Iterator[tuple[Path, list[Path]]]:
     """A staging folder, published under a fresh ``<timestamp>[-N]`` name when the block
     succeeds (the name is taken with an exclusive mkdir, so runs finishing in the same second
-    get different folders and none is ever replaced); ``published`` then holds the folder."""
-    from calm_rag.pipeline.cache import sweep_folder
+    get different folders and none is ever replaced); ``published`` then holds the folder.
+
+    The staging folder's name carries this process's pid (:func:`owner_tag`): a run killed
+    while writing leaves it behind, and the next run in ``parent`` sweeps it as soon as that
+    process is gone, whatever its age."""
+    from calm_rag.pipeline.cache import owner_tag, sweep_folder
 
     parent.mkdir(parents=True, exist_ok=True)
-    sweep_folder(parent)  # staging folders of runs killed more than a day ago
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=".run.", suffix=".new"))
+    sweep_folder(parent)  # staging folders of killed runs
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".run.{owner_tag()}.", suffix=".new"))
     published: list[Path] = []
     try:
         os.chmod(staging, 0o777 & ~_umask())

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import importlib.util
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +21,15 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LAUNCHERS = ("none", "accelerate")
 DISTRIBUTED = ("zero2", "zero3", "fsdp")  # shipped in calm_rag/training/launch_configs/
 TRACKERS = ("none", "tensorboard", "wandb", "trackio", "mlflow")
+# The package each tracker's transformers callback imports (TensorBoard: or tensorboardX).
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",),
+                    "trackio": ("trackio",), "mlflow": ("mlflow",)}
+# TRL list fields whose __post_init__ also takes one string (and makes it a list of one).
+TRL_TAKES_ONE = {"loss_type"}
+# Strings TRL fields of a wider type take, as their help text names them (no metadata lists
+# them): other strings fail in TRL's or transformers' __post_init__, after sampling.
+TRL_STRINGS = {"include_num_input_tokens_seen": ("all", "non_padding", "no"),
+               "pad_to_multiple_of": ("auto",)}
 # TRL arguments the typed keys set (or calm_rag sets itself): align.trainer may not set them.
 OWNED = {"learning_rate": "learning_rate", "num_train_epochs": "epochs",
          "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
@@ -115,6 +129,93 @@ class DcoConfig:
                "list them, e.g. [[en, zh]]")
         _check("pairs", listed or not self.pairs, [list(p) for p in self.pairs],
                "are read only with languages: listed", "set languages: listed, or drop them")
+
+
+def trl_value_check(key: str, value: Any, hint: Any, choices: Any, config: str) -> None:
+    """``value`` of TRL config field ``key`` has the field's declared type and, for an enum
+    (a scheduler type, a strategy, an optimizer) or a field that lists its choices, is one of
+    them: else an InputError now, not a transformers traceback after sampling."""
+    allowed = _choices(hint, choices)
+    if isinstance(value, str) and allowed is not None:
+        words = value.split() if _is_list_of_enum(hint) else [value]
+        wrong = [w for w in words if w not in allowed]
+        _check(key, not wrong, value, f"is not a choice of TRL's {config}",
+               f"use one of {', '.join(allowed)}")
+        return
+    _check(key, _fits(value, hint), value,
+           f"TRL's {config} takes {_type_words(hint)}", "see TRL's documentation of the field")
+
+
+def _choices(hint: Any, choices: Any) -> list[str] | None:
+    """The strings a field accepts, if it names them: an enum in its type, or ``choices``."""
+    if choices is not None:
+        return [str(c) for c in choices]
+    for arg in (hint, *typing.get_args(hint)):
+        for inner in (arg, *typing.get_args(arg)):
+            if isinstance(inner, type) and issubclass(inner, enum.Enum):
+                return [str(member.value) for member in inner]
+    return None
+
+
+def _is_list_of_enum(hint: Any) -> bool:
+    """A field like ``debug: str | list[DebugOption]``, whose string form lists words."""
+    return not any(isinstance(a, type) and issubclass(a, enum.Enum)
+                   for a in typing.get_args(hint)) and any(
+        typing.get_origin(a) is list for a in typing.get_args(hint))
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a YAML value has the declared type ``hint`` (ints pass for floats)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, list | tuple) and all(_fits(v, args[0]) for v in value
+                                                       if args)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and (not args or all(
+            _fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and not (isinstance(value, float) and math.isnan(value)))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, str) and value in {str(m.value) for m in hint}
+    return isinstance(hint, type) and isinstance(value, hint)  # an object: not from YAML
+
+
+def _type_words(hint: Any, plural: bool = False) -> str:
+    """A declared type in words: ``a whole number or null``, ``a list of strings``; an
+    enum's string form is said once, as its choices."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is None or hint is type(None):
+        return "null"
+    if origin in (typing.Union, types.UnionType):
+        enum_too = _choices(hint, None) is not None  # its strings are the enum's choices
+        return " or ".join(_type_words(arg, plural) for arg in args
+                           if not (enum_too and arg is str))
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_type_words(args[0], plural=True)}" if args else "a list"
+    if origin is dict or hint is dict:
+        return "mappings" if plural else "a mapping"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return f"{'' if plural else 'one '}of {', '.join(str(m.value) for m in hint)}"
+    words = {bool: ("true or false", "true/false values"), int: ("a whole number",
+             "whole numbers"), float: ("a number", "numbers"), str: ("a string", "strings")}
+    if hint in words:
+        return words[hint][plural]
+    return f"a {getattr(hint, '__name__', hint)} object (not a YAML value)"
 
 
 def _language(key: str, code: str) -> str:
@@ -251,7 +352,17 @@ class AlignConfig:
                and all(isinstance(t, str) and t in TRACKERS for t in given), self.report_to,
                "unknown tracker", f"use one of {', '.join(TRACKERS)}, or a list of them")
         object.__setattr__(self, "report_to", tuple(t for t in given if t != "none") or "none")
+        self._check_trackers()
         self._check_trainer()
+
+    def _check_trackers(self) -> None:
+        """Each tracker's package is installed, or the trainer would fail after sampling."""
+        for tracker in self.trackers:
+            packages = TRACKER_PACKAGES.get(tracker, ())
+            if packages and not any(importlib.util.find_spec(p) for p in packages):
+                raise InputError(f"{tracker!r} needs the {' or '.join(packages)} package, "
+                                 "which is not installed", field="report_to",
+                                 hint=f"pip install {packages[0]}, or report_to: none")
 
     def _check_trainer(self) -> None:
         """``align.trainer`` keys are fields of the method's TRL config, not set elsewhere."""
@@ -260,15 +371,20 @@ class AlignConfig:
         import trl  # seconds to import: only when the block is used
 
         name = ALIGN_METHODS.get(self.method, "align.method").trl_config
-        known = {f.name for f in dataclasses.fields(getattr(trl, name))}
-        for key in self.trainer:
-            _check(f"trainer.{key}", key in known, self.trainer[key],
+        config = getattr(trl, name)
+        fields = {f.name: f for f in dataclasses.fields(config)}
+        hints = typing.get_type_hints(config)
+        for key, value in self.trainer.items():
+            _check(f"trainer.{key}", key in fields, value,
                    f"not a field of TRL's {name}",
                    "see TRL's documentation of the trainer's arguments")
             owner = OWNED.get(key, "")
-            _check(f"trainer.{key}", key not in OWNED, self.trainer[key],
+            _check(f"trainer.{key}", key not in OWNED, value,
                    f"is set by align.{owner}" if owner else "is set by calm_rag itself",
                    f"set align.{owner} instead" if owner else "leave it out")
+            hint = hints[key] | str if key in TRL_TAKES_ONE else hints[key]
+            trl_value_check(f"trainer.{key}", value, hint,
+                            fields[key].metadata.get("choices", TRL_STRINGS.get(key)), name)
         if self.save_steps:
             self._check_resumable()
 

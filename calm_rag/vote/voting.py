@@ -29,6 +29,8 @@ from calm_rag.registries import (
 )
 
 UNPARSED = ("ignore", "reject")
+MAX_REGENERATE_TRIES = 256
+"""A language's tries are sampled in one call: its batch holds that many sequences at once."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,11 @@ class VoteConfig:
                              field="regenerate_otherwise",
                              hint=f"use one of {', '.join(offline_fallbacks())}")
         at_least(self, 1, "regenerate_tries")
+        if self.regenerate_tries > MAX_REGENERATE_TRIES:
+            raise InputError(f"must be at most {MAX_REGENERATE_TRIES}, got "
+                             f"{self.regenerate_tries!r}: a language's tries are sampled in "
+                             "one call, so the generator holds them all in memory at once",
+                             field="regenerate_tries", hint="e.g. 4 (the default) to 16")
         one_of("unparsed", self.unparsed, UNPARSED)
         if self.max_pairs_per_question is not None and self.max_pairs_per_question < 1:
             raise InputError("must be at least 1 (or null for no cap)",
