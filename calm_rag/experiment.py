@@ -32,6 +32,7 @@ from calm_rag.config import (
 )
 from calm_rag.datasets.entry import DatasetEntry
 from calm_rag.errors import InputError
+from calm_rag.io.run_names import check_run_name
 from calm_rag.models import DEFAULT_GENERATOR, check_model_reference
 from calm_rag.plugins import import_plugins
 from calm_rag.registries import (
@@ -370,6 +371,7 @@ class Experiment:
         at_least(self, 1, "shard_questions")
         if not self.runs_dir.strip():
             raise InputError("is empty", field="runs_dir", hint="e.g. runs (the default)")
+        check_run_name(self.name, self.runs_dir)
         _check_heldout_languages(self.data, self.evaluation)
 
     @property

@@ -84,7 +84,12 @@ def test_two_plugins_registering_one_name_fail_in_one_line(tmp_path, capsys):
         def coin(tied, samples, config):
             return tied[0]
         """
-    code, err = _plugin_error(tmp_path, {"one.py": part, "two.py": part}, capsys)
+    from calm_rag.registries import TIE_POLICIES
+
+    try:
+        code, err = _plugin_error(tmp_path, {"one.py": part, "two.py": part}, capsys)
+    finally:
+        TIE_POLICIES.unregister("coin")  # the first plugin's part: other tests list the names
     assert code == 2 and err.count("\n") == 1
     assert (f"field 'plugins[1]': plugin {tmp_path / 'two.py'}:4 failed: RegistryError: a tie "
             f"policy named 'coin' is already registered (coin at {tmp_path / 'one.py'}:4)"

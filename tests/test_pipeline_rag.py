@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from calm_rag.io import read_json, read_jsonl
+from calm_rag.pipeline.keys import PassageKey
 from calm_rag.records import Sample
 from tests.helpers import experiment, latest_run, run_cli, write_experiment
 
@@ -141,8 +142,9 @@ def test_recall_counts_question_languages_with_a_relevant_hit(monkeypatch):
     from calm_rag.pipeline.run_folder import recall_line
 
     retrieved = retrieve.Retrieved({
-        "q1/en": _hits("d9", "d1"), "q1/fr": _hits("d8", "d7"),
-        "q2/en": _hits("d2", "d5"), "q2/fr": _hits("d5", "d2"), "q3/en": _hits("d3", "d4")})
+        PassageKey("q1", "en"): _hits("d9", "d1"), PassageKey("q1", "fr"): _hits("d8", "d7"),
+        PassageKey("q2", "en"): _hits("d2", "d5"), PassageKey("q2", "fr"): _hits("d5", "d2"),
+        PassageKey("q3", "en"): _hits("d3", "d4")})
     qrels = {"q1": {"d1"}, "q2": {"d2", "d6"}}
     assert retrieved.recall(qrels) == {"en": (2, 2), "fr": (1, 2)}
 
@@ -184,7 +186,7 @@ def test_the_bundled_labels_judge_only_an_index_of_their_own_corpus(rag_run, tmp
         tally = expected.setdefault(row["lang"], [0, 0])
         tally[0] += any(hit["doc_id"] in qrels[row["question_id"]] for hit in row["hits"])
         tally[1] += 1
-    retrieved = Retrieved({f"{r['question_id']}/{r['lang']}": r["hits"] for r in rows})
+    retrieved = Retrieved({PassageKey(r["question_id"], r["lang"]): r["hits"] for r in rows})
     assert retrieved.recall(qrels) == {lang: tuple(c) for lang, c in sorted(expected.items())}
 
     corpus = root / "indexes" / "other.jsonl"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from calm_rag.errors import InputError
+from calm_rag.pipeline.keys import PassageKey
 from tests.helpers import experiment, make_project, write_experiment
 
 WORDS = [
@@ -187,7 +188,7 @@ def test_the_retrieve_stage_reranks_records_and_caches(tiny_model, cross_encoder
         top = [h.to_dict() for h in retriever.retrieve(query, k=4)]
         scores = forward_scores(cross_encoder, query, [h["text"] for h in top])
         order = sorted(range(4), key=lambda i: -scores[i])[:2]
-        found = got.hits[f"{question.id}/en"]
+        found = got.hits[PassageKey(question.id, "en")]
         assert [h["row"] for h in found] == [top[i]["row"] for i in order]
         assert [h["retrieval_rank"] for h in found] == [i + 1 for i in order]
         assert [h["rank"] for h in found] == [1, 2]

@@ -71,7 +71,7 @@ def write_grid(experiment: Experiment, summaries: dict[str, dict]) -> tuple[Path
     from calm_rag.io import atomic_write, write_json
     from calm_rag.pipeline.run_folder import check_run_name, new_run_folder, point_latest
 
-    parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
+    parent = Path(experiment.runs_dir) / check_run_name(experiment.name, experiment.runs_dir)
     grid = {"language_sets": summaries,
             "cells": {f"{cell} [{name}]": data for name, s in summaries.items()
                       for cell, data in s.pop("grid_cells").items()}}

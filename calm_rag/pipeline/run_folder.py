@@ -25,6 +25,7 @@ from calm_rag.datasets.samples import write_samples
 from calm_rag.errors import InputError
 from calm_rag.evaluation.cells import Cell
 from calm_rag.io import atomic_write, write_json, write_jsonl
+from calm_rag.io.run_names import check_run_name
 from calm_rag.pipeline.model_ref import ModelRef
 from calm_rag.pipeline.stages import Retrieved, Round, RunContext
 from calm_rag.records import Question, Sample
@@ -43,7 +44,7 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
     from calm_rag.evaluation.votes import vote_summary
 
     experiment = ctx.experiment
-    parent = Path(experiment.runs_dir) / check_run_name(experiment.name)
+    parent = Path(experiment.runs_dir) / check_run_name(experiment.name, experiment.runs_dir)
     named = {str(cell): samples for cell, samples in cells.items()}  # metrics.json's keys
     grid = add_rankc(evaluation_grid(named, experiment.evaluation.metrics), option_scores,
                      named)
@@ -70,35 +71,6 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
     target = published[0]
     point_latest(target)
     return target, grid
-
-
-def check_run_name(name: str, runs_dir: str | Path | None = None) -> str:
-    """A run's name is one folder name: no path separator, no ``..``, not hidden, and no
-    longer than the file system under ``runs_dir`` (the working folder when not given) allows
-    a name to be, so that a run never computes everything and then fails to write its folder."""
-    if (not isinstance(name, str) or not name or "/" in name or "\\" in name
-            or name.startswith(".") or "\0" in name):
-        raise InputError(f"{name!r} is not a plain folder name (no '/', '\\' or leading '.')",
-                         field="name", hint="runs go to <runs_dir>/<name>/<timestamp>/")
-    limit = _name_max(Path(runs_dir) if runs_dir is not None else Path.cwd())
-    size = len(name.encode("utf-8", "surrogateescape"))
-    if size > limit:
-        raise InputError(f"is {size} bytes long; the file system of the runs folder allows "
-                         f"folder names of at most {limit} bytes", field="name",
-                         hint="a shorter name")
-    return name
-
-
-def _name_max(folder: Path) -> int:
-    """The longest file name (bytes) the file system holding ``folder`` (or its nearest
-    existing parent) allows; 255, the usual figure, where it cannot say."""
-    for place in (folder.absolute(), *folder.absolute().parents):
-        if place.is_dir():
-            try:
-                return os.pathconf(place, "PC_NAME_MAX")
-            except (OSError, ValueError, AttributeError):  # no pathconf here (Windows)
-                break
-    return 255
 
 
 @contextmanager

@@ -44,11 +44,10 @@ class Retrieved:
         many have a relevant document among their hits (all the hits: the run's ``k``)."""
         counts: dict[str, list[int]] = {}
         for key, found in self.hits.items():
-            qid, _, lang = key.rpartition("/")
-            if qid not in qrels:
+            if key.question_id not in qrels:
                 continue
-            tally = counts.setdefault(lang, [0, 0])
-            tally[0] += bool({hit["doc_id"] for hit in found} & qrels[qid])
+            tally = counts.setdefault(key.lang, [0, 0])
+            tally[0] += bool({hit["doc_id"] for hit in found} & qrels[key.question_id])
             tally[1] += 1
         return {lang: (found, asked) for lang, (found, asked) in sorted(counts.items())}
 
