@@ -103,7 +103,12 @@ def test_wrong_values_name_the_key(tmp_path, align, field):
     assert err.value.field == field and err.value.path == str(path) and err.value.line
 
 
-def test_report_to_takes_one_tracker_or_a_list():
+def test_report_to_takes_one_tracker_or_a_list(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec  # mlflow is not installed here: pretend it is
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "mlflow" else real_find_spec(name, *a))
     assert AlignConfig().trackers == ["none"]
     assert AlignConfig(report_to="tensorboard").trackers == ["tensorboard"]
     assert AlignConfig(report_to=["tensorboard", "mlflow"]).trackers == ["tensorboard", "mlflow"]
