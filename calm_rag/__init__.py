@@ -8,8 +8,9 @@ The public API the CLI and notebooks share::
 
 import os
 
-# Spinning OpenMP threads make torch 6-10x slower on a busy 2-core machine; this must be set
-# before anything imports torch, so it lives here. A user's own setting wins.
+# Spinning OpenMP threads make torch several times slower on a busy machine with few cores
+# (bench/sampling.py shows it); this must be set before anything imports torch, so it lives
+# here. A user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # No network unless asked: the hub libraries (TRL's trainers included) and vLLM report usage at

@@ -314,8 +314,8 @@ class EvaluationConfig:
     """Score every option of each evaluation question once per language by the model's
     log-probabilities (prompt and answer cue, no response), saved as ``option_scores.jsonl``,
     for RankC, the rank-based consistency of Qi et al. (EMNLP 2023). Off by default: it runs
-    every evaluation prompt once more per model (on the demo's questions in two languages, 192
-    of the run's 1164 s on a shared 2-core CPU)."""
+    every evaluation prompt once more per model (the run manifest's option_scores stages say
+    what it cost)."""
     heldout_languages: tuple[str, ...] = ()
     """Languages of ``data.languages`` (or added to each of ``data.language_sets``) that are
     evaluated before and after alignment but never sampled for the vote nor trained on: does

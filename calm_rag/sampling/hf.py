@@ -25,8 +25,8 @@ from calm_rag.sampling.params import SamplingParams
 log = logging.getLogger(__name__)
 
 if "torch" not in sys.modules:
-    # OpenMP threads that spin while they wait make torch ~6x slower when the cores are shared
-    # (measured: 15 vs 95 tok/s on 2 busy cores); sleeping waiters cost next to nothing on an
+    # OpenMP threads that spin while they wait make torch several times slower when the cores
+    # are shared (bench/sampling.py); sleeping waiters cost next to nothing on an
     # idle machine. OpenMP reads this once, when torch loads, so it is set before that (torch
     # is imported lazily below, and importing calm_rag.sampling imports this module first).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

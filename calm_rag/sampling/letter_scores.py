@@ -73,8 +73,9 @@ class LetterScorer:
     """Scores the options of sampled responses with a causal LM's log-probabilities.
 
     ``pass_tokens`` bounds a forward pass (a prompt and a sample longer than that get a pass of
-    their own): on 2 CPU cores 1024 scored the demo's samples in 34 s, 2048 in 46 s and 4096 in
-    68 s (attention grows with the square of the length) and 512 in 52 s (prompts run again).
+    their own): longer passes run fewer prompts again but attention grows with the square of
+    the length; ``python bench/scoring.py --passes 512 1024 2048 4096`` compares them (1024,
+    the default, was the fastest on 2 CPU cores).
     """
 
     def __init__(self, model: Any, tokenizer: Any, pass_tokens: int = 1024,

@@ -66,7 +66,7 @@ class VLLMOptions:
     enable_prefix_caching: bool = True
     """Reuse the KV cache of shared prompt prefixes (the instruction)."""
     enforce_eager: bool | None = None
-    """Skip torch.compile and CUDA graphs; default: on CPU (compiling took ~4 min to start on 2
+    """Skip torch.compile and CUDA graphs; default: on CPU (compiling took minutes to start on 2
     cores and was no faster), off on GPU."""
     adapter: str | None = None
     """A PEFT LoRA adapter folder applied on top of the model by vLLM's LoRA support (a LoRA

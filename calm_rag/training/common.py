@@ -199,7 +199,7 @@ def trainer_args(config: AlignConfig, output_dir: Path, gpu: bool) -> dict[str, 
         "use_cpu": not gpu,
         "bf16": use_bf16(config.precision, gpu),
         "fp16": config.precision == "fp16",
-        # Off by default although TRL turns it on (steps ~20% slower, TRL says); lora.layers
+        # Off by default although TRL turns it on (slower steps); lora.layers
         # and batch_size bound the activation memory instead.
         "gradient_checkpointing": config.gradient_checkpointing,
         "dataloader_pin_memory": gpu,

@@ -272,7 +272,7 @@ class AlignConfig:
     """Also write the adapter folded into the base weights (``merged/``, a full model). Off:
     only the adapter is written, and the next round and the evaluation read base + adapter."""
     gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory, ~20% slower steps."""
+    """Recompute activations in the backward pass: less memory, slower steps."""
     save_steps: int | None = None
     """Save a checkpoint every N optimiser steps (null: none). A run killed and started again
     resumes from the last one; they are removed once the adapter is written."""
