@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from calm_rag import provenance
+from calm_rag.runtime import provenance
 
 
 def test_keys_are_the_ones_earlier_versions_wrote():
