@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --predictions: the script's MedQA (options A-D, backticks "
                         "removed) or X-CSQA (A-E) function; default medqa for en, cn, fr and "
                         "xcsqa for all six")
+    p.add_argument("--paper-table", action="store_true",
+                   help="the table CALM's paper reports: accuracy per language and "
+                        "consistency (CALM's script's and ours), before and after, from "
+                        "SAMPLES: CALM's released sample files (before only) or a run folder "
+                        "(each eval/<split>-<phase>.jsonl)")
     p.add_argument("--option-scores", type=Path, metavar="FILE",
                    help="a run's option_scores.jsonl, for RankC (found by itself for a run's "
                         "eval/<split>-<phase>.jsonl)")
@@ -48,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.predictions:
         return run_calm_predictions(args)
+    if args.paper_table:
+        return run_paper_table(args)
     if args.samples is None:
         raise InputError("give SAMPLES, or --policy calm --predictions LANG=FILE ...",
                          field="SAMPLES")
@@ -91,6 +98,33 @@ def run_calm_predictions(args: argparse.Namespace) -> int:
         if result.ours is not None:
             print()
             print(format_metrics_table({"ours, on the same files": result.ours}))
+    return 0
+
+
+def run_paper_table(args: argparse.Namespace) -> int:
+    """``--paper-table``: the paper's table of a run folder or of CALM's released samples."""
+    from calm_rag.evaluation.calm_consistency import paper_rows, paper_sources
+    from calm_rag.evaluation.tables import format_paper_table
+    from calm_rag.registries import EXTRACTOR_CHAINS
+
+    if args.samples is None:
+        raise InputError("give SAMPLES: CALM's sample files or a run folder",
+                         field="SAMPLES")
+    chain = EXTRACTOR_CHAINS.get(args.policy, field="--policy")
+    sources = [(label, load_samples(path, args.extractors, chain,
+                                    group=args.group if path == args.samples else None))
+               for label, path in paper_sources(args.samples)]
+    rows = paper_rows(sources, args.calm_variant)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2, ensure_ascii=False))
+        return 0
+    print(f"The paper's table of {args.samples}: accuracy and consistency in %, 95% "
+          f"bootstrap intervals over questions; CALM's consistency by the {rows[0].variant} "
+          "variant of its utils/get_consistency_score.py (the mean over the k-th samples of "
+          "every language where there are several)\n")
+    print(format_paper_table(rows))
+    if not any(label.endswith("after") for label, _ in sources):
+        print(f"\nafter: no samples of an aligned model in {args.samples} (before only)")
     return 0
 
 

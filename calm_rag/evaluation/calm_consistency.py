@@ -299,3 +299,128 @@ def format_calm_consistency(result: CalmConsistency) -> str:
     named = ", ".join(calm_code(lang) for lang in result.languages)
     return (f"CALM's consistency ({result.variant} variant of utils/get_consistency_score.py, "
             f"{named}; {len(result.per_row)} rows): {result.calm:.4f}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's table: accuracy per language and both consistencies, before and after
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of the paper's table: one phase (and setting) of one set of samples."""
+
+    label: str
+    """``before``, ``after``, or a run's ``heldout/before``; the setting added beside rag."""
+    samples_per_question: int
+    """Samples per language and question (CALM's release: 3; an evaluation: 1)."""
+    ours: dict
+    """Our metrics of the samples, as ``calm-rag metrics`` gives them for one setting."""
+    calm: dict
+    """CALM's consistency as its script scores it: ``value``, ``ci95``, ``n``."""
+    variant: str
+    """The script's function that scored it (``medqa`` or ``xcsqa``)."""
+
+    def to_dict(self) -> dict:
+        """What ``calm-rag metrics --paper-table --json`` prints for the row."""
+        return {"phase": self.label, "samples_per_question": self.samples_per_question,
+                "calm_consistency": self.calm, "variant": self.variant, "ours": self.ours}
+
+
+def calm_rows_of_samples(samples: Sequence[Sample], variant: Variant) -> list[float]:
+    """Per question, the script's row score of each sample index (the k-th sample of every
+    language forms one prediction set, as one ``generated_predictions.jsonl`` per language
+    would), averaged over the indices: with one sample a language, the script's own score.
+
+    A question missing a language, or with a different number of samples in one, would
+    pair the wrong answers: refused."""
+    questions: dict[str, dict[str, dict[int, Sample]]] = {}
+    for s in samples:
+        questions.setdefault(s.question.id, {}).setdefault(s.lang, {})[s.index] = s
+    langs = tuple(lang for lang in SCRIPT_ORDER
+                  if any(lang in by_lang for by_lang in questions.values()))
+    _check_script_languages(samples)
+    scores = []
+    for qid, by_lang in questions.items():
+        indices = _same_indices(qid, by_lang, langs)
+        scores.append(sum(script_row_score(
+            [calm_answer(by_lang[lang][k].text, lang, variant) for lang in langs],
+            variant.letters) for k in indices) / len(indices))
+    return scores
+
+
+def _check_script_languages(samples: Sequence[Sample]) -> None:
+    """The script has a marker for its six languages only."""
+    other = sorted({s.lang for s in samples} - set(CALM_MARKERS))
+    if other:
+        raise InputError(f"CALM's script has no answer marker for {', '.join(other)}",
+                         field="SAMPLES", hint="it reads en, cn (zh), fr, de, ja, it")
+
+
+def _same_indices(qid: str, by_lang: dict[str, dict[int, Sample]],
+                  langs: tuple[str, ...]) -> list[int]:
+    """The sample indices of a question, the same in every language, or a one-line error."""
+    missing = [lang for lang in langs if lang not in by_lang]
+    if missing:
+        raise InputError(f"question {qid} has no sample in {', '.join(missing)}",
+                         field="SAMPLES", hint="CALM's score pairs every language's answer "
+                                               "to a question: give all of them")
+    indices = {lang: sorted(by_lang[lang]) for lang in langs}
+    first = indices[langs[0]]
+    odd = next((lang for lang in langs if indices[lang] != first), None)
+    if odd is not None:
+        raise InputError(f"question {qid} has samples {indices[odd]} in {odd} but {first} in "
+                         f"{langs[0]}", field="SAMPLES",
+                         hint="CALM's score pairs the k-th samples of every language")
+    return first
+
+
+def paper_row(label: str, samples: Sequence[Sample], variant: str | None) -> PaperRow:
+    """The paper's row of one phase's samples (one setting): our accuracy and consistency,
+    and CALM's consistency (``variant``: the script's function; by default the one that
+    takes these languages)."""
+    from calm_rag.evaluation.metrics import compute_metrics, value_summary
+
+    settings = compute_metrics(samples)
+    if len(settings) != 1:
+        raise InputError(f"{label}: samples of several settings ({', '.join(settings)})",
+                         field="SAMPLES", hint="give one setting's samples a row")
+    ours = next(iter(settings.values()))
+    chosen = VARIANTS[variant or default_variant(ours["languages"])]
+    per_question = max(sum(1 for s in samples if s.question.id == samples[0].question.id
+                           and s.lang == samples[0].lang), 1)
+    return PaperRow(label, per_question, ours,
+                    value_summary(calm_rows_of_samples(samples, chosen)), chosen.name)
+
+
+PHASE_ORDER = ("before", "after")
+
+
+def paper_sources(path: Path) -> list[tuple[str, Path]]:
+    """What the paper's table reads from ``path``: a run folder's evaluation files
+    (``eval/<split>-<phase>.jsonl``, labelled ``split/phase``, before first), or one set of
+    samples (CALM's released sample files, a samples JSONL) labelled ``before``."""
+    from calm_rag.evaluation.cells import Cell
+
+    evals = path / "eval"
+    if not evals.is_dir():
+        return [("before", path)]
+    cells = [(Cell.parse(f.stem.replace("-", "/", 1)), f) for f in evals.glob("*.jsonl")]
+    if not cells:
+        raise InputError("a run folder without evaluation files", path=evals,
+                         hint="the run's eval/<split>-<phase>.jsonl are read")
+    rank = {phase: i for i, phase in enumerate(PHASE_ORDER)}
+    cells.sort(key=lambda c: (c[0].split, rank.get(c[0].phase, len(rank)), c[0].phase))
+    return [(str(cell), f) for cell, f in cells]
+
+
+def paper_rows(sources: Sequence[tuple[str, Sequence[Sample]]],
+               variant: str | None = None) -> list[PaperRow]:
+    """The table's rows: per source (label, its extracted samples) and per setting."""
+    rows = []
+    for label, samples in sources:
+        settings = list(dict.fromkeys(s.setting for s in samples))
+        for setting in settings:
+            chosen = [s for s in samples if s.setting == setting]
+            named = label if settings == ["zero-shot"] else f"{label}, {setting}"
+            rows.append(paper_row(named, chosen, variant))
+    return rows

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from calm_rag.evaluation.calm_consistency import PaperRow
+
 
 def pct(value: float | None) -> str:
     """A share as a percentage with one decimal ("n/a" for none)."""
@@ -91,3 +96,29 @@ def rankc_section(grid: dict) -> str:
             "most; 1 is the same ranking, `chance` what unrelated rankings score. Mean over "
             "questions and language pairs, 95% bootstrap intervals over questions.")
     return "## RankC: consistency of the options' ranking\n\n" + note + "\n\n" + "\n".join(lines)
+
+
+def mean_accuracy(m: dict) -> float | None:
+    """The mean of a setting's per-language accuracies (the paper's "Avg." column)."""
+    values = [m["accuracy"][lang]["value"] for lang in m["languages"]]
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def format_paper_table(rows: list[PaperRow]) -> str:
+    """The paper's table: a row per phase, accuracy per language with 95% intervals, their
+    mean, CALM's consistency as its script scores it and ours, in %."""
+    from calm_rag.evaluation.calm_consistency import SCRIPT_ORDER
+
+    found = {lang for r in rows for lang in r.ours["languages"]}  # the paper's order first
+    langs = [lang for lang in SCRIPT_ORDER if lang in found] + sorted(found - {*SCRIPT_ORDER})
+    header = ["phase", "questions x samples", *langs, "mean accuracy",
+              "consistency (CALM's script)", "consistency (ours)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        accuracy = r.ours["accuracy"]
+        cells = [r.label, f"{r.ours['n_questions']} x {r.samples_per_question}",
+                 *[with_ci(accuracy[lang]) if lang in accuracy else "n/a" for lang in langs],
+                 pct(mean_accuracy(r.ours)), with_ci(r.calm), with_ci(r.ours["consistency"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
