@@ -25,13 +25,14 @@ RESPONSES = {"q1": ("C", {"en": "C", "zh": "C", "fr": "A"}),
              "q3": ("B", {"en": "(A)", "zh": "B", "fr": "B"})}
 
 
-def responses(table: dict, setting: str = "zero-shot") -> list[Sample]:
+def responses(table: dict, setting: str = "zero-shot", options: dict = OPTIONS
+              ) -> list[Sample]:
     """Samples of ``{qid: (gold, {lang: answer or [answers]})}``, each language's text ending
     in its own marker and the answer, extracted by the standard chain."""
     samples = []
     for qid, (gold, by_lang) in table.items():
         for lang, answers in by_lang.items():
-            question = Question(id=qid, lang=lang, stem=f"{qid} in {lang}", options=OPTIONS,
+            question = Question(id=qid, lang=lang, stem=f"{qid} in {lang}", options=options,
                                 answer=gold)
             for k, answer in enumerate([answers] if isinstance(answers, str) else answers):
                 samples.append(Sample(question=question, index=k, setting=setting,
@@ -49,6 +50,16 @@ def test_row_has_the_hand_computed_figures():
     assert accuracy == pytest.approx({"en": 2 / 3, "zh": 1.0, "fr": 2 / 3})
 
 
+def test_five_options_are_scored_by_the_xcsqa_function():
+    # X-CSQA in en, zh, fr: E is an option. xcsqa: E E A -> 1/3; the medqa function (A-D)
+    # would drop the first E and skip the second, leaving E A -> 0.
+    five = {"q1": ("E", {"en": "E", "zh": "E", "fr": "A"})}
+    row = paper_row("before", responses(five, options=OPTIONS | {"E": "park"}), None)
+    assert row.variant == "xcsqa" and row.calm["value"] == pytest.approx(1 / 3)
+    assert paper_row("before", responses(five, options=OPTIONS | {"E": "park"}),
+                     "medqa").calm["value"] == 0.0
+
+
 def test_several_samples_average_the_kth_sets():
     # k=0: en A, fr A -> 1; k=1: en A, fr B -> 0: CALM's row 1/2. Ours reads each language's
     # majority (fr: A and B tie, the first wins): A and A agree -> 1.
@@ -60,10 +71,13 @@ def test_several_samples_average_the_kth_sets():
     assert row.ours["accuracy"]["fr"]["value"] == pytest.approx(0.5)
 
 
-def test_a_missing_language_is_refused():
+def test_a_missing_language_or_a_repeated_sample_is_refused():
     gaps = {"q1": ("A", {"en": "A", "zh": "A", "fr": "A"}), "q2": ("A", {"en": "A", "zh": "A"})}
     with pytest.raises(InputError, match="question q2 has no sample in fr"):
         paper_row("before", responses(gaps), "medqa")
+    twice = responses(RESPONSES)
+    with pytest.raises(InputError, match="question q1 has sample 0 in en twice"):
+        paper_row("before", [*twice, twice[0]], None)
 
 
 def test_settings_are_rows_of_their_own():
@@ -81,6 +95,8 @@ def test_command_reads_a_run_folder_before_then_after(tmp_path, capsys):
     write_samples(tmp_path / "eval" / "heldout-before.jsonl", responses(RESPONSES))
     assert [label for label, _ in paper_sources(tmp_path)] == ["heldout/before",
                                                                "heldout/after"]
+    one = tmp_path / "eval" / "heldout-after.jsonl"
+    assert paper_sources(one) == [("heldout/after", one)]  # never read as "before"
     assert main(["metrics", str(tmp_path), "--paper-table"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert lines[0].startswith("| phase | questions x samples | en | zh | fr | mean accuracy")

@@ -335,7 +335,11 @@ def calm_rows_of_samples(samples: Sequence[Sample], variant: Variant) -> list[fl
     pair the wrong answers: refused."""
     questions: dict[str, dict[str, dict[int, Sample]]] = {}
     for s in samples:
-        questions.setdefault(s.question.id, {}).setdefault(s.lang, {})[s.index] = s
+        by_index = questions.setdefault(s.question.id, {}).setdefault(s.lang, {})
+        if s.index in by_index:  # a repeated sample would be counted twice
+            raise InputError(f"question {s.question.id} has sample {s.index} in {s.lang} twice",
+                             field="SAMPLES", hint="give each sample once")
+        by_index[s.index] = s
     langs = tuple(lang for lang in SCRIPT_ORDER
                   if any(lang in by_lang for by_lang in questions.values()))
     _check_script_languages(samples)
@@ -374,10 +378,23 @@ def _same_indices(qid: str, by_lang: dict[str, dict[int, Sample]],
     return first
 
 
+def options_variant(samples: Sequence[Sample]) -> str:
+    """The script's function for the questions' options: ``medqa`` for A-D, ``xcsqa`` for
+    A-E (by the languages instead, X-CSQA in en, zh, fr would be scored as MedQA, its E
+    answers dropped)."""
+    letters = "".join(sorted({label for s in samples for label in s.question.options}))
+    found = next((v.name for v in VARIANTS.values() if v.letters == letters), None)
+    if found is None:
+        raise InputError(f"the questions' options are {letters or 'none'}: CALM's script has "
+                         "a function for A-D (medqa) and A-E (xcsqa) only",
+                         field="--calm-variant", hint="say which to follow: medqa or xcsqa")
+    return found
+
+
 def paper_row(label: str, samples: Sequence[Sample], variant: str | None) -> PaperRow:
     """The paper's row of one phase's samples (one setting): our accuracy and consistency,
-    and CALM's consistency (``variant``: the script's function; by default the one that
-    takes these languages)."""
+    and CALM's consistency (``variant``: the script's function; by default the one for the
+    questions' options)."""
     from calm_rag.evaluation.metrics import compute_metrics, value_summary
 
     settings = compute_metrics(samples)
@@ -385,7 +402,7 @@ def paper_row(label: str, samples: Sequence[Sample], variant: str | None) -> Pap
         raise InputError(f"{label}: samples of several settings ({', '.join(settings)})",
                          field="SAMPLES", hint="give one setting's samples a row")
     ours = next(iter(settings.values()))
-    chosen = VARIANTS[variant or default_variant(ours["languages"])]
+    chosen = VARIANTS[variant or options_variant(samples)]
     per_question = max(sum(1 for s in samples if s.question.id == samples[0].question.id
                            and s.lang == samples[0].lang), 1)
     return PaperRow(label, per_question, ours,
@@ -396,15 +413,23 @@ PHASE_ORDER = ("before", "after")
 
 
 def paper_sources(path: Path) -> list[tuple[str, Path]]:
-    """What the paper's table reads from ``path``: a run folder's evaluation files
-    (``eval/<split>-<phase>.jsonl``, labelled ``split/phase``, before first), or one set of
-    samples (CALM's released sample files, a samples JSONL) labelled ``before``."""
+    """What the paper's table reads from ``path``: a run folder's evaluation files, or one
+    of them (``eval/<split>-<phase>.jsonl``, labelled ``split/phase``, before first), or one
+    set of samples (CALM's released sample files, a samples JSONL) labelled ``before``."""
     from calm_rag.evaluation.cells import Cell
 
     evals = path / "eval"
-    if not evals.is_dir():
+    if path.is_file() and path.parent.name == "eval" and path.suffix == ".jsonl":
+        files = [path]  # one of a run's files: its own phase, never taken for "before"
+    elif evals.is_dir():
+        files = sorted(evals.glob("*.jsonl"))
+    else:
         return [("before", path)]
-    cells = [(Cell.parse(f.stem.replace("-", "/", 1)), f) for f in evals.glob("*.jsonl")]
+    try:
+        cells = [(Cell.parse(f.stem.replace("-", "/", 1)), f) for f in files]
+    except ValueError as err:
+        raise InputError(str(err), path=files[0].parent, hint="a run's files are named "
+                                                             "<split>-<phase>.jsonl") from None
     if not cells:
         raise InputError("a run folder without evaluation files", path=evals,
                          hint="the run's eval/<split>-<phase>.jsonl are read")
