@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calm-variant", choices=("medqa", "xcsqa"), default=None,
                    help="with --predictions: the script's MedQA (options A-D, backticks "
                         "removed) or X-CSQA (A-E) function; default medqa for en, cn, fr and "
-                        "xcsqa for all six")
+                        "xcsqa for all six; with --paper-table, by the questions' options")
     p.add_argument("--paper-table", action="store_true",
                    help="the table CALM's paper reports: accuracy per language and "
                         "consistency (CALM's script's and ours), before and after, from "
