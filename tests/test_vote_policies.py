@@ -69,6 +69,7 @@ def test_weighted_counts_each_language_by_its_weight_and_min_agreement_applies()
     ({"policy": "weighted", "weights": ["en"]}, "vote.weights"),
     ({"policy": "weighted", "weights": {"en": 2}, "options": {"weights": {"en": 3}}},
      "vote.options.weights"),
+    ({"policy": "weighted", "weights": {"en": 2}, "options": ["en"]}, "vote.options"),
 ])
 def test_policy_config_errors_name_the_key(block, key):
     with pytest.raises(InputError) as err:

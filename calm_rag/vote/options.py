@@ -109,6 +109,7 @@ def policy_options(policy: str, options: Any) -> Any:
     """The ``Options`` of vote policy ``policy`` from ``options`` (a mapping, an instance,
     or None for the defaults); errors name ``options.KEY``."""
     cls = vote_policy(policy, "policy").Options
+    _check_shape(options)
     if isinstance(options, Mapping):
         unknown = [key for key in options if key not in _option_names(cls)]
         if unknown:
@@ -126,12 +127,20 @@ def policy_options(policy: str, options: Any) -> Any:
 def with_weights(options: Any, weights: Any) -> dict[str, Any]:
     """``options`` as a mapping with the deprecated ``vote.weights`` added (checked when the
     policy's options are built); weights given in both places and unequal are refused."""
+    _check_shape(options)
     given = dict(options) if isinstance(options, Mapping) else (
         {} if options is None else non_defaults(options))
     if given.get("weights") not in (None, {}, weights):
         raise InputError("given twice, as vote.weights and vote.options.weights",
                          field="options.weights", hint="keep vote.options.weights only")
     return given | {"weights": weights}
+
+
+def _check_shape(options: Any) -> None:
+    """Options are a mapping of keys (from YAML), an options dataclass, or None."""
+    if not (options is None or isinstance(options, Mapping) or dataclasses.is_dataclass(options)):
+        raise InputError(f"expected a mapping of keys, got {type(options).__name__}",
+                         field="options")
 
 
 def _option_names(cls: type) -> list[str]:

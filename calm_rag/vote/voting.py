@@ -147,12 +147,12 @@ def _init_with_weights(init: Callable[..., None]) -> Callable[..., None]:
             raise TypeError("VoteConfig(weights=...): pass the options as options=")
         log.warning("vote.weights is deprecated: write vote.options.weights "
                     "(VoteConfig(options={'weights': ...}))")
+        kwargs["options"] = with_weights(kwargs.get("options"), weights)
         try:
-            kwargs["options"] = with_weights(kwargs.get("options"), weights)
             return init(self, *args, **kwargs)
-        except InputError as err:
+        except InputError as err:  # a bad weight: name the key it was given under
             moved = err.field or ""
-            if not moved.startswith("options.weights") or "twice" in err.message:
+            if moved != "options.weights" and not moved.startswith("options.weights."):
                 raise
             raise InputError(err.message, field=moved.removeprefix("options."),
                              hint=err.hint) from None
