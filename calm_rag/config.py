@@ -229,11 +229,13 @@ class _Where:
             raise self.error(prefix, f"expected a mapping of keys, got {_kind(data)}")
         fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
         hints = typing.get_type_hints(cls)
+        # Old keys the class still takes (deprecated): handed on as given, it moves them.
+        old: tuple[str, ...] = getattr(cls, "deprecated_keys", ())
         for key in data:
-            if key not in fields:
+            if key not in fields and key not in old:
                 raise self.error(_join(prefix, str(key)), "unknown key",
                                  hint=f"known keys: {', '.join(fields)}")
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {key: data[key] for key in old if key in data}
         for name, f in fields.items():
             key = _join(prefix, name)
             if name in data:

@@ -6,16 +6,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CALM_REFERENCE, SHARED, make_samples  # noqa: F401 (re-exported)
+from tests.helpers import (  # noqa: F401 (re-exported)
+    CALM_MEDQA,
+    CALM_REFERENCE,
+    SHARED,
+    make_samples,
+)
 from tests.tiny_model import build_tiny_model
+
+
+def released(folder: Path) -> Path:
+    """``folder`` of CALM's released data, or the test skipped with the reason."""
+    if not folder.is_dir():
+        pytest.skip(f"CALM's released data is not beside the project ({folder} missing); "
+                    "a user's clone has no ../shared")
+    return folder
 
 
 @pytest.fixture
 def calm_reference() -> Path:
-    if not CALM_REFERENCE.is_dir():
-        pytest.skip(f"CALM's released data is not beside the project ({CALM_REFERENCE} missing); "
-                    "a user's clone has no ../shared")
-    return CALM_REFERENCE
+    """CALM's released X-CSQA files (samples, pairs, test questions)."""
+    return released(CALM_REFERENCE)
+
+
+@pytest.fixture
+def calm_medqa() -> Path:
+    """CALM's released MedQA test files, one per language."""
+    return released(CALM_MEDQA)
 
 
 @pytest.fixture(scope="session")

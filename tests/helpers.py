@@ -60,6 +60,7 @@ def latest_run(runs: Path, name: str = "tiny") -> Path:
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CALM_REFERENCE = SHARED / "calm-reference" / "xcsqa"
+CALM_MEDQA = SHARED / "calm-reference" / "medqa" / "test"
 
 OPTIONS = {"A": "town", "B": "school", "C": "hospital", "D": "office"}
 

@@ -18,7 +18,6 @@ from calm_rag.errors import InputError
 from calm_rag.experiment import DataConfig
 from calm_rag.pipeline.questions import check_questions, load_questions
 from calm_rag.records import Question
-from tests.helpers import SHARED
 
 GOLDS = "ACBDDBACCABD"
 _NAMES = {"en": "native_en", "zh": "en2cn", "fr": "en2fr"}
@@ -262,17 +261,6 @@ def test_unmatched_ids_are_named_in_the_check_and_the_log(caplog):
     with caplog.at_level(logging.WARNING, logger="calm_rag.pipeline.questions"):
         log_dropped(checked)
     assert "'q0' (not in fr)" in caplog.text
-
-
-CALM_MEDQA = SHARED / "calm-reference" / "medqa" / "test"
-
-
-@pytest.fixture
-def calm_medqa() -> Path:
-    if not CALM_MEDQA.is_dir():
-        pytest.skip(f"CALM's released data is not beside the project ({CALM_MEDQA} missing); "
-                    "a user's clone has no ../shared")
-    return CALM_MEDQA
 
 
 def _release_copy(source: Path, folder: Path, fr: list[dict]) -> Path:

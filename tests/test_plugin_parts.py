@@ -8,8 +8,11 @@ import json
 
 import pytest
 
+from calm_rag.cli import main
+from calm_rag.experiment import describe, load_experiment
 from calm_rag.registries import ALL
-from tests.helpers import experiment, latest_run, run_cli, write_experiment
+from calm_rag.vote.voting import tally
+from tests.helpers import experiment, latest_run, make_samples, run_cli, write_experiment
 
 load_file = pytest.importorskip("safetensors.torch").load_file
 pytest.importorskip("trl")
@@ -161,3 +164,62 @@ def test_a_plugin_backend_runs_an_experiment(sharp_model, tmp_path):
              for line in (run / name).read_text().splitlines()]
     assert len(texts) == 24 + 4 and all(t.startswith("<tagged> ") for t in texts)
     assert f"- **aligned model**: {merged}\n" in (run / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- vote policy
+
+ONE_LANGUAGE = '''"""one-language: one language's parsed answers vote (its option says which)."""
+
+from collections import Counter
+from dataclasses import dataclass
+
+from calm_rag.registries import VOTE_POLICIES
+from calm_rag.vote.options import VotePolicy
+from calm_rag.vote.voting import PolicyResult
+
+
+@dataclass(frozen=True)
+class OneLanguageOptions:
+    """Options of the one-language policy."""
+
+    lang: str = "en"
+    """The language whose answers vote."""
+
+
+def one_language(questions, config):
+    return PolicyResult([dict(Counter(s.answer for s in q
+                                      if s.answer and s.lang == config.options.lang))
+                         for q in questions])
+
+
+VOTE_POLICIES.register("one-language", VotePolicy(one_language, OneLanguageOptions))
+'''
+
+
+def test_a_plugin_vote_policy_takes_typed_options(tmp_path, capsys):
+    """A vote policy in one plugin file declares its options as a dataclass: the experiment
+    chooses it and its options by name, the loader checks them, ``--describe`` lists them."""
+    before = {kind: set(registry.names()) for kind, registry in ALL.items()}
+    (tmp_path / "one_language.py").write_text(ONE_LANGUAGE, encoding="utf-8")
+    path = tmp_path / "exp.yaml"
+    head = "name: t\nruns_dir: runs\nplugins: [one_language.py]\nvote:\n  policy: one-language\n"
+    try:
+        path.write_text(head + "  options: {lang: fr}\n", encoding="utf-8")
+        config = load_experiment(path).vote
+        assert type(config.options).__name__ == "OneLanguageOptions"
+        assert config.options.lang == "fr"
+        samples = make_samples({"en": ["A", "A", "A"], "fr": ["B"]})
+        votes = tally(samples, config).votes
+        assert [(v.answer, v.status) for v in votes] == [("B", "majority")]
+        assert any(line.startswith("vote.options.lang (str, default 'en'): The language")
+                   for line in describe())
+        path.write_text(head + "  options: {langs: fr}\n", encoding="utf-8")
+        assert main(["run", str(path), "--quiet"]) == 2
+        said = capsys.readouterr().err.strip()
+        assert len(said.splitlines()) == 1 and f"{path}:6" in said
+        assert "field 'vote.options.langs': unknown option of policy 'one-language' " \
+               "(did you mean lang?)" in said
+    finally:
+        for kind, registry in ALL.items():
+            for name in set(registry.names()) - before[kind]:
+                registry.unregister(name)

@@ -14,7 +14,7 @@ from calm_rag.datasets.entry import gold_label, inline_options
 from calm_rag.errors import InputError
 from calm_rag.experiment import DataConfig, load_experiment
 from calm_rag.pipeline.questions import check_questions, load_questions, split_questions
-from tests.helpers import SHARED
+from tests.helpers import CALM_MEDQA, SHARED
 
 OPTIONS = ["home", "school", "hospital", "office"]
 
@@ -274,9 +274,6 @@ def test_bundled_sources_are_checked_by_id():
     assert checked.parallel >= 30 and not checked.dropped and not checked.unmatched
     split = split_questions(checked.questions, data(source="bundled", train=4, heldout=2))
     assert len(split["train"]) == 4 * 6
-
-
-CALM_MEDQA = SHARED / "calm-reference" / "medqa" / "test"
 
 
 @pytest.mark.skipif(not CALM_MEDQA.is_dir(), reason="CALM's released data is not beside the "

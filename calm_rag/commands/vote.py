@@ -51,7 +51,7 @@ def config_from_args(args: argparse.Namespace):
 
     overrides = {
         "policy": args.vote_policy,
-        "weights": parse_weights(args.weights) if args.weights else None,
+        "options": {"weights": parse_weights(args.weights)} if args.weights else None,
         "tie": args.tie,
         "language_order": tuple(args.language_order.split(",")) if args.language_order else None,
         "pivot": args.pivot,
@@ -64,12 +64,13 @@ def config_from_args(args: argparse.Namespace):
     try:
         return dataclasses.replace(preset(args.policy), **chosen)
     except InputError as err:  # name the flag that set it
-        flag = FLAGS.get(err.field, f"--{err.field.replace('_', '-')}") \
-            if err.field in chosen else err.field
+        top = (err.field or "").split(".")[0]
+        flag = FLAGS.get(top, f"--{top.replace('_', '-')}") if top in chosen else err.field
         raise InputError(err.message, field=flag, hint=err.hint) from None
 
 
-FLAGS = {"policy": "--vote-policy"}  # a field whose flag is not its name
+# Fields whose flag is not their name (``--weights`` sets the policy's options).
+FLAGS = {"policy": "--vote-policy", "options": "--weights"}
 
 
 def parse_weights(text: str) -> dict[str, float]:

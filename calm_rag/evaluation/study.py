@@ -39,8 +39,8 @@ def study_policies(base: VoteConfig, weights: dict[str, float] | None = None
         reads_weights = vote_policy(name).reads_weights
         if reads_weights and not weights:
             continue
-        policies[name] = replace(base, policy=name,
-                                 weights=dict(weights or {}) if reads_weights else {})
+        policies[name] = replace(base, policy=name, options={"weights": dict(weights or {})}
+                                 if reads_weights else None)
     return policies
 
 

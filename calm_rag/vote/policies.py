@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 
+from calm_rag.config import at_least
 from calm_rag.records import Sample
 from calm_rag.registries import TIE_POLICIES, VOTE_POLICIES
-from calm_rag.vote.voting import PolicyResult, VoteConfig, VotePolicy
+from calm_rag.vote.options import VotePolicy, WeightsOptions
+from calm_rag.vote.voting import PolicyResult, VoteConfig
 
 
 @VOTE_POLICIES.register("pooled")
@@ -64,16 +67,28 @@ def language_balanced(questions: list[list[Sample]], config: VoteConfig) -> Poli
 
 
 def weighted(questions: list[list[Sample]], config: VoteConfig) -> PolicyResult:
-    """Each language's own majority counts the weight ``vote.weights`` gives it (else 1)."""
+    """Each language's own majority counts the weight ``vote.options.weights`` gives it
+    (else 1)."""
+    given: dict[str, float] = config.options.weights
     langs = {s.lang for q in questions for s in q}
-    weights = {lang: config.weights.get(lang, 1.0) for lang in sorted(langs)}
+    weights = {lang: given.get(lang, 1.0) for lang in sorted(langs)}
     return PolicyResult(_weighted(questions, config, weights), weights)
 
 
-VOTE_POLICIES.register("weighted", VotePolicy(weighted, reads_weights=True))
+VOTE_POLICIES.register("weighted", VotePolicy(weighted, WeightsOptions))
 
 
-@VOTE_POLICIES.register("dawid-skene")
+@dataclass(frozen=True)
+class DawidSkeneOptions:
+    """Options of the ``dawid-skene`` policy (``vote.options`` when ``policy: dawid-skene``)."""
+
+    iterations: int = 100
+    """EM iterations at most (crowd-kit's ``n_iter``); it stops earlier once converged."""
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "iterations")
+
+
 def dawid_skene(questions: list[list[Sample]], config: VoteConfig) -> PolicyResult:
     """Languages as annotators (each with its own majority answer); crowd-kit's Dawid-Skene
     EM estimates each language's confusion matrix from the agreement over all questions, and
@@ -97,7 +112,7 @@ def dawid_skene(questions: list[list[Sample]], config: VoteConfig) -> PolicyResu
     with warnings.catch_warnings():  # crowd-kit's pandas deprecations are not the user's
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        model = DawidSkene(n_iter=100).fit(
+        model = DawidSkene(n_iter=config.options.iterations).fit(
             pd.DataFrame(rows, columns=["task", "worker", "label"]))
     posterior = model.probas_
     assert posterior is not None  # set by fit
@@ -107,6 +122,9 @@ def dawid_skene(questions: list[list[Sample]], config: VoteConfig) -> PolicyResu
         scores[int(task)] = {a: float(p) for a, p in zip(labels, probas, strict=True)
                              if a in given[int(task)]}
     return PolicyResult(scores, _reliability(model))
+
+
+VOTE_POLICIES.register("dawid-skene", VotePolicy(dawid_skene, DawidSkeneOptions))
 
 
 def _reliability(model) -> dict[str, float]:

@@ -9,28 +9,40 @@ per row.
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from calm_rag.config import at_least, one_of
+from calm_rag.config import at_least, one_of, typed_by
 from calm_rag.errors import InputError
-from calm_rag.languages import normalize_code
 from calm_rag.records import Sample, Vote
 from calm_rag.registries import (
     CHOSEN_FALLBACKS,
     TIE_POLICIES,
-    VOTE_POLICIES,
     VOTE_PRESETS,
     ChosenPick,
-    VotePolicyFn,
+)
+
+# VotePolicy, vote_policy and the options classes are also read from here (their old home).
+from calm_rag.vote.options import (  # noqa: F401
+    NoOptions,
+    VotePolicy,
+    WeightsOptions,
+    language_code,
+    policy_option_types,
+    policy_options,
+    vote_policy,
+    with_weights,
 )
 
 UNPARSED = ("ignore", "reject")
 MAX_REGENERATE_TRIES = 256
 """A language's tries are sampled in one call: its batch holds that many sequences at once."""
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,12 +52,11 @@ class VoteConfig:
     policy: str = "pooled"
     """Who votes (a registered vote policy): ``pooled`` (CALM: every parsed answer of every
     language is one vote), ``language-balanced`` (each language's own majority is one vote),
-    ``weighted`` (each language's majority counts its weight in ``weights``), or
+    ``weighted`` (each language's majority counts its weight in ``options.weights``), or
     ``dawid-skene`` (languages are annotators whose reliability is estimated from their
     agreement over all questions, without gold; crowd-kit's Dawid-Skene)."""
-    weights: dict[str, float] = field(default_factory=dict)
-    """For ``policy: weighted``, each language's weight (``{en: 2, zh: 1}``, at least 0);
-    a language not listed weighs 1."""
+    options: Any = field(default=None, metadata=typed_by("policy", policy_option_types))
+    """The policy's options; which keys exist depends on ``policy`` (listed below)."""
     tie: str = "first-seen"
     """How a tie between answers is settled (a registered tie policy): ``drop`` the question,
     ``first-seen`` (the tied answer met first when reading languages in ``language_order``),
@@ -78,8 +89,12 @@ class VoteConfig:
     max_pairs_per_question: int | None = None
     """Cap on rows per question (taken round-robin over languages); null: no cap."""
 
+    deprecated_keys: ClassVar[tuple[str, ...]] = ("weights",)
+    """Old keys it still takes (``weights``: now ``options.weights``); the loader hands
+    them on as given."""
+
     def __post_init__(self) -> None:
-        VOTE_POLICIES.check(self.policy, "policy")
+        object.__setattr__(self, "options", policy_options(self.policy, self.options))
         TIE_POLICIES.check(self.tie, "tie")
         CHOSEN_FALLBACKS.check(self.chosen_fallback, "chosen_fallback")
         if chosen_fallback(self.regenerate_otherwise, "regenerate_otherwise").samples_again:
@@ -99,43 +114,53 @@ class VoteConfig:
         if not 0.0 <= self.min_agreement <= 1.0:
             raise InputError(f"must lie in [0, 1], got {self.min_agreement!r}",
                              field="min_agreement")
-        order = tuple(_code(code, "language_order") for code in self.language_order)
+        order = tuple(language_code(code, "language_order") for code in self.language_order)
         if len(set(order)) < len(order):
             raise InputError(f"lists a language twice: {', '.join(order)}",
                              field="language_order")
         object.__setattr__(self, "language_order", order)
-        object.__setattr__(self, "pivot", _code(self.pivot, "pivot"))
-        object.__setattr__(self, "weights", _weights(self.weights, self.policy))
+        object.__setattr__(self, "pivot", language_code(self.pivot, "pivot"))
 
     @property
     def samples_again(self) -> bool:
         """Its chosen fallback needs responses sampled again (the generator's)."""
         return chosen_fallback(self.chosen_fallback).samples_again
 
-
-def _weights(weights: dict[str, float], policy: str) -> dict[str, float]:
-    if weights and not vote_policy(policy).reads_weights:
-        readers = [name for name in VOTE_POLICIES if vote_policy(name).reads_weights]
-        raise InputError(f"policy {policy!r} reads no weights", field="weights",
-                         hint=f"set policy: {' or '.join(readers)}, or leave the weights out")
-    checked: dict[str, float] = {}
-    for code, weight in weights.items():
-        lang = _code(code, "weights")
-        if isinstance(weight, bool) or not isinstance(weight, int | float) \
-                or not math.isfinite(weight) or weight < 0:
-            raise InputError(f"the weight of {code!r} must be a finite number >= 0, "
-                             f"got {weight!r}", field="weights")
-        if lang in checked:
-            raise InputError(f"names {lang!r} twice", field="weights")
-        checked[lang] = float(weight)
-    return checked
+    @property
+    def weights(self) -> dict[str, float]:
+        """Deprecated (read ``options.weights``): the per-language weights of a policy that
+        weighs languages, else none; code written before the options still reads them."""
+        options = self.options
+        return dict(options.weights) if isinstance(options, WeightsOptions) else {}
 
 
-def _code(code: str, field: str) -> str:
-    try:
-        return normalize_code(code)
-    except InputError as err:
-        raise InputError(err.message, field=field, hint=err.hint) from None
+def _init_with_weights(init: Callable[..., None]) -> Callable[..., None]:
+    """``VoteConfig(weights=...)`` and ``vote.weights``, written before the options, still
+    build (deprecated): the weights become ``options.weights``, their errors name
+    ``weights``, and an empty mapping (an old run's ``config.yaml``) is no weights."""
+
+    @functools.wraps(init)
+    def __init__(self: VoteConfig, *args: Any, weights: Any = None, **kwargs: Any) -> None:
+        if weights is None or weights == {}:
+            return init(self, *args, **kwargs)
+        if len(args) > 1:
+            raise TypeError("VoteConfig(weights=...): pass the options as options=")
+        log.warning("vote.weights is deprecated: write vote.options.weights "
+                    "(VoteConfig(options={'weights': ...}))")
+        kwargs["options"] = with_weights(kwargs.get("options"), weights)
+        try:
+            return init(self, *args, **kwargs)
+        except InputError as err:  # a bad weight: name the key it was given under
+            moved = err.field or ""
+            if moved != "options.weights" and not moved.startswith("options.weights."):
+                raise
+            raise InputError(err.message, field=moved.removeprefix("options."),
+                             hint=err.hint) from None
+
+    return __init__
+
+
+VoteConfig.__init__ = _init_with_weights(VoteConfig.__init__)  # type: ignore[method-assign]
 
 
 def in_language_order(samples: Iterable[Sample], order: tuple[str, ...]) -> list[Sample]:
@@ -162,26 +187,6 @@ def _tie_pivot(tied: list[str], samples: list[Sample], config: VoteConfig) -> st
     if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
         return None  # the pivot is silent or tied itself: no honest winner
     return ranked[0][0]
-
-
-@dataclass(frozen=True)
-class VotePolicy:
-    """A vote policy as registered: how it scores, and what it reads from the config.
-
-    A plain function registered in ``VOTE_POLICIES`` is a policy that reads no weights."""
-
-    score: VotePolicyFn
-    reads_weights: bool = False
-    """It reads ``vote.weights`` (the other policies refuse them)."""
-
-    def __call__(self, questions: list[list[Sample]], config: VoteConfig) -> PolicyResult:
-        return self.score(questions, config)
-
-
-def vote_policy(name: str, field: str = "vote.policy") -> VotePolicy:
-    """The registered vote policy ``name``, with what it can do."""
-    item = VOTE_POLICIES.get(name, field)
-    return item if isinstance(item, VotePolicy) else VotePolicy(item)
 
 
 @dataclass(frozen=True)
