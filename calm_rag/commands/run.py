@@ -34,6 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="load every language's questions, check they line up and print the "
                         "counts and what was dropped; loads no model or index")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved experiment as YAML (inputs absolute from the "
+                        "experiment file, outputs from the current folder) and stop: the "
+                        "printed file runs the same from any folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -53,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if args.runs_dir:  # quoted: a folder named 2024 or true stays a string
         overrides.append(f"runs_dir={json.dumps(str(args.runs_dir))}")
     experiment = load_experiment(args.experiment, overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(experiment.resolved(), sort_keys=False, allow_unicode=True),
+              end="")
+        return 0
     if args.check:
         return check(experiment)
 

@@ -50,7 +50,9 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
                      named)
     with new_run_folder(parent) as (folder, published):
         with atomic_write(folder / "config.yaml") as handle:
-            yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)
+            # Resolved: `calm-rag run RUN/config.yaml` reads the same inputs and cache
+            # from any folder.
+            yaml.safe_dump(experiment.resolved(), handle, sort_keys=False, allow_unicode=True)
         write_json(folder / "manifest.json",
                    manifest(ctx, splits, base, final, source))
         _write_rounds(folder, rounds)
@@ -273,7 +275,18 @@ def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
         "packages": package_versions(),
         "python": platform.python_version(),
         "git": git_state(),
+        "paths": run_paths(experiment, source),
     }
+
+
+def run_paths(experiment: Any, source: str | Path | None) -> dict[str, str | None]:
+    """The machine's absolute paths of the run (the only place the run folder keeps them):
+    the experiment file, the folder its inputs are read from, and where outputs went."""
+    return {"config_file": str(Path(source).resolve()) if source else None,
+            "inputs_from": str(Path(experiment.base_dir).resolve()),
+            "cwd": os.getcwd(),
+            "runs_dir": os.path.abspath(experiment.runs_dir),
+            "index_dir": os.path.abspath(experiment.retrieval.index_dir)}
 
 
 def precision(experiment: Any) -> dict[str, str]:
