@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the resolved experiment as YAML (inputs absolute from the "
                         "experiment file, outputs from the current folder) and stop: the "
                         "printed file runs the same from any folder")
+    p.add_argument("--force", metavar="STAGE[,STAGE]", default="",
+                   help="recompute these stages even when cached, replacing their cache "
+                        "entries (retrieve, sample, answers, regenerate, align, "
+                        "option_scores; all: every one)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -69,11 +73,20 @@ def run(args: argparse.Namespace) -> int:
     from calm_rag.evaluation import format_grid_table
     from calm_rag.pipeline import run_experiment
 
-    result = run_experiment(experiment, progress=not args.quiet, source=args.experiment)
+    result = run_experiment(experiment, progress=not args.quiet, source=args.experiment,
+                            force=forced_stages(args.force))
     print(format_grid_table(result.grid))
     print(f"\nrun finished in {result.seconds:.0f} s: {result.folder}")
     print(f"report: {result.folder / 'report.md'}")
     return 0
+
+
+def forced_stages(text: str) -> frozenset[str]:
+    """``--force sample,align`` as stage names (``all``: every stage that can be forced)."""
+    from calm_rag.pipeline.cache import FORCEABLE
+
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    return frozenset(FORCEABLE) if "all" in names else frozenset(names)
 
 
 def check(experiment: Any) -> int:

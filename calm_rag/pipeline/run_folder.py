@@ -8,6 +8,7 @@ adapter and loss plot, the evaluation samples, metrics.json and report.md with i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
 import re
@@ -31,6 +32,8 @@ from calm_rag.pipeline.stages import Retrieved, Round, RunContext
 from calm_rag.records import Question, Sample
 from calm_rag.runtime.provenance import file_digest, git_state, package_versions
 from calm_rag.training.common import TrainResult
+
+log = logging.getLogger(__name__)
 
 
 def write_run(ctx: RunContext, splits: dict[str, list[Question]],
@@ -56,6 +59,8 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
         write_json(folder / "manifest.json",
                    manifest(ctx, splits, base, final, source))
         _write_rounds(folder, rounds)
+        if any(r.training for r in rounds):
+            write_json(folder / "links.json", training_links(folder, rounds))
         for cell, samples in cells.items():
             write_samples(folder / "eval" / f"{cell.file_stem}.jsonl", samples)
         write_json(folder / "metrics.json", grid)
@@ -72,7 +77,43 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
                      | _alignment_line(ctx), training=training, votes=votes)
     target = published[0]
     point_latest(target)
+    log.info(reuse_line(ctx.stages))
     return target, grid
+
+
+def reused(stages: list[dict[str, Any]]) -> list[str]:
+    """``<stage> <label>`` of each stage read from the cache, and of each computed from a
+    killed run's finished pieces (``resumed``: how many files it found)."""
+    return ([f"{s['stage']} {s['label']}" for s in stages if s["cached"]]
+            + [f"{s['stage']} {s['label']} (resumed from {s['resumed']} file(s) of a killed "
+               "run)" for s in stages if s.get("resumed")])
+
+
+def reuse_line(stages: list[dict[str, Any]]) -> str:
+    """One log line: how many stages came from the cache, were resumed, were forced."""
+    cached = sum(s["cached"] for s in stages)
+    resumed = sum(bool(s.get("resumed")) for s in stages)
+    forced = sum(bool(s.get("forced")) for s in stages)
+    return (f"reused from the cache: {cached} of {len(stages)} stage(s); resumed from a "
+            f"killed run: {resumed}; forced: {forced} (manifest.json: reused, stages)")
+
+
+def training_links(folder: Path, rounds: list[Round]) -> dict[str, Any]:
+    """Where each round's training lives in the stage cache (the run keeps a copy of the
+    adapter only): its folder, adapter, merged model and tracker logs, relative to the run
+    folder so that the runs folder can move with its cache."""
+    links = []
+    for number, round_ in enumerate(rounds, start=1):
+        training = round_.training
+        if training is None:
+            continue
+        places = {"training": training.folder, "adapter": training.adapter_dir,
+                  "merged_model": training.merged_dir,
+                  "tensorboard": training.folder / "tensorboard"}
+        links.append({"round": number} | {
+            name: os.path.relpath(Path(place).resolve(), folder.resolve())
+            for name, place in places.items() if place is not None and Path(place).exists()})
+    return {"rounds": links}
 
 
 @contextmanager
@@ -271,6 +312,7 @@ def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
         "models": {"base": base.path, "base_fingerprint": base.fingerprint,
                    "final": final.path, "final_fingerprint": final.fingerprint},
         "stages": ctx.stages,
+        "reused": reused(ctx.stages),
         "precision": precision(experiment),
         "packages": package_versions(),
         "python": platform.python_version(),
