@@ -50,6 +50,23 @@ def test_a_forced_stage_is_recomputed_once_and_replaces_its_entry(tmp_path, in_p
                   if not p.name.endswith(".lock")) == [key]
 
 
+def test_a_resumed_stage_is_reported_as_reused(tmp_path):
+    """A killed run's finished piece is counted, in the stage's record and in ``reused``."""
+    from calm_rag.pipeline.run_folder import reuse_line, reused
+
+    work = tmp_path / "sample" / "k1.partial"
+    work.mkdir(parents=True)
+    (work / "shard-00000.jsonl").write_text("{}\n")
+    ctx = _ctx(tmp_path)
+    assert run_cached(ctx, _text_stage("sample"), "r1/train", "k1", lambda _: "x") == "x"
+    assert run_cached(ctx, _text_stage("sample"), "r1/train", "k1", lambda _: "never") == "x"
+    assert [(s["cached"], s.get("resumed")) for s in ctx.stages] == [(False, 1), (True, None)]
+    assert reused(ctx.stages) == [
+        "sample r1/train", "sample r1/train (resumed from 1 file(s) of a killed run)"]
+    assert reuse_line(ctx.stages).startswith(
+        "reused from the cache: 1 of 2 stage(s); resumed from a killed run: 1; forced: 0")
+
+
 def test_force_names_stages_that_exist(tmp_path):
     with pytest.raises(InputError, match="no stage named smaple") as found:
         StageCache(tmp_path, force=frozenset({"smaple"}))
@@ -67,7 +84,7 @@ def _entry(key: str, size: int, days: float, runs: tuple[str, ...] = (),
 def test_prune_plan_keeps_what_runs_reference():
     entries = [_entry("old", 500, 30), _entry("kept", 900, 40, runs=("demo/1",)),
                _entry("mid", 300, 10), _entry("new", 200, 1),
-               _entry("work.partial", 700, 50, done=False)]
+               _entry("work.partial", 700, 50, done=False), _entry("stamp", 0, 90)]
     keys = [e.key for e in prune_plan(entries, now=100 * DAY)]
     assert keys == ["old", "mid", "new"]
     aged = prune_plan(entries, older_than_days=7, now=100 * DAY)
@@ -106,7 +123,7 @@ def test_cache_list_and_prune(tmp_path, capsys):
         "k3.partial": (500, False, ())}
     assert main(["cache", "list", "--runs-dir", str(runs)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "sample: 3 entries, 0.0 MB"
+    assert out[0] == "sample: 3 entries, 3.4 kB"  # 3500 bytes
     assert out[2].startswith("  k2 ") and out[2].endswith("demo/20260101")
     assert out[3].endswith("no run (unfinished: a killed run's work)")
     assert main(["cache", "prune", "--runs-dir", str(runs), "--older-than", "5",
@@ -115,8 +132,8 @@ def test_cache_list_and_prune(tmp_path, capsys):
     assert (runs / ".cache" / "sample" / "k1" / "DONE").is_file()
     assert main(["cache", "prune", "--runs-dir", str(runs)]) == 0
     assert capsys.readouterr().out.splitlines() == [
-        "before: 0.0 MB in 3 entries", "removed: 1 entries no run references, 0.0 MB",
-        "after: 0.0 MB in 2 entries"]
+        "before: 3.4 kB in 3 entries", "removed: 1 entries no run references, 1.0 kB",
+        "after: 2.4 kB in 2 entries"]
     assert sorted(p.name for p in (runs / ".cache" / "sample").iterdir()
                   if not p.name.startswith(".")) == ["k2", "k3.partial"]
 

@@ -90,4 +90,8 @@ def _runs_dir(args: argparse.Namespace) -> Path:
 
 
 def _mb(size: int) -> str:
-    return f"{size / MB:.1f} MB"
+    """``size`` bytes for a reader: kB below a megabyte, MB below a gigabyte, else GB."""
+    for unit, scale in (("GB", 1024**3), ("MB", MB)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size / 1024:.1f} kB"

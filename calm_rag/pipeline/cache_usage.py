@@ -80,9 +80,11 @@ def prune_plan(entries: list[CacheEntry], *, older_than_days: float | None = Non
                max_bytes: int | None = None, now: float | None = None) -> list[CacheEntry]:
     """The entries to remove, oldest first: finished, referenced by no run, and older than
     ``older_than_days``; then more of them, oldest first, while the cache is over
-    ``max_bytes``. Neither given: every unreferenced finished entry."""
+    ``max_bytes``. Neither given: every unreferenced finished entry (empty ones stay)."""
     now = time.time() if now is None else now
-    free = sorted((e for e in entries if e.done and not e.runs), key=lambda e: e.modified)
+    # An empty entry (a stamp, like the index check's) frees nothing and costs a recheck.
+    free = sorted((e for e in entries if e.done and not e.runs and e.size),
+                  key=lambda e: e.modified)
     if older_than_days is None and max_bytes is None:
         return free
     chosen = [e for e in free if older_than_days is not None

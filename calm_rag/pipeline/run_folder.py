@@ -191,8 +191,14 @@ def _trained_model(training: TrainResult) -> dict[str, str]:
     """Where the trained weights are: the merged model (``align.merge``), else the adapter
     (in the cache; the run folder has its copy)."""
     if training.merged_dir is not None:
-        return {"merged_model": str(training.merged_dir)}
-    return {"adapter": str(training.adapter_dir)}
+        return {"merged_model": _local(training.merged_dir)}
+    return {"adapter": _local(training.adapter_dir)}
+
+
+def _local(path: str | Path) -> str:
+    """A local path absolute (the report shows it relative to the run folder, whatever the
+    folder the run was started in); a hub id or a model's short name as it is."""
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
 def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
@@ -269,7 +275,8 @@ def recall_line(experiment: Any, retrieved: Retrieved | None) -> dict[str, str]:
 
 def _model_line(model: ModelRef) -> str:
     """The model as sampled: a folder, or a base with the adapter applied on top of it."""
-    return f"{model.path} + adapter {model.adapter}" if model.adapter else model.path
+    path = _local(model.path)
+    return f"{path} + adapter {_local(model.adapter)}" if model.adapter else path
 
 
 def _alignment(ctx: RunContext) -> dict[str, Any] | None:
