@@ -169,3 +169,13 @@ def test_forced_training_links_and_reuse(sharp_model, tmp_path, capsys):
     assert manifest["reused"] == [f"{s['stage']} {s['label']}" for s in others]
     assert (f"reused from the cache: {len(others)} of {len(manifest['stages'])} stage(s); "
             "resumed from a killed run: 0; forced: 1") in said
+
+
+def test_force_help_names_every_stage_that_can_be_forced():
+    from calm_rag.cli import build_parser
+    from calm_rag.pipeline.cache import FORCEABLE
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    (force,) = [a for a in run._actions if "--force" in a.option_strings]
+    named = force.help.split("(")[1].split(";")[0].split(", ")
+    assert named == list(FORCEABLE)
