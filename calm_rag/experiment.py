@@ -9,6 +9,7 @@ types and values out of range with the dotted key, its line in the file and what
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -380,6 +381,26 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return plain(self)
+
+    def resolved(self) -> dict[str, Any]:
+        """This experiment as a file that reads the same from any folder (a run's
+        ``config.yaml``, ``--print-config``): the inputs it names (``data.path``,
+        ``data.eval.path``) absolute from the experiment file's folder, the outputs
+        (``runs_dir``, ``retrieval.index_dir``) absolute from the current folder; plugin
+        files are absolute once loaded."""
+        out = self.to_dict()
+        base = Path(self.base_dir)
+        for data in (out["data"], out["data"].get("eval") or {}):
+            if data.get("path"):
+                data["path"] = _absolute(data["path"], base)
+        out["runs_dir"] = os.path.abspath(self.runs_dir)
+        out["retrieval"]["index_dir"] = os.path.abspath(self.retrieval.index_dir)
+        return out
+
+
+def _absolute(path: str, base: Path) -> str:
+    """``path`` (perhaps a ``{lang}`` template) from ``base``, as the data sources read it."""
+    return path if Path(path).is_absolute() else os.path.normpath(base / path)
 
 
 def _check_heldout_languages(data: DataConfig, evaluation: EvaluationConfig) -> None:

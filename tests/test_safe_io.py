@@ -226,10 +226,11 @@ def test_export_into_a_llamafactory_data_folder_keeps_the_users_files(tmp_path, 
     assert (data / "my_other_dataset.json").read_text() == '[{"instruction": "mine"}]'
     info = json.loads((data / "dataset_info.json").read_text())
     assert info["keep"] == 1 and set(info) == {"keep", "DPO_en", "DPO_zh"}
-    # A second export replaces our own files and entries, and still keeps the user's.
+    # A second export with --overwrite replaces our own files and entries, keeps the user's.
     info["DPO_en"]["note"] = "stale"
     (data / "dataset_info.json").write_text(json.dumps(info))
-    assert main(["export", str(pairs), "--format", "llamafactory", "--out", str(data)]) == 0
+    assert main(["export", str(pairs), "--format", "llamafactory", "--out", str(data),
+                 "--overwrite"]) == 0
     info = json.loads((data / "dataset_info.json").read_text())
     assert info["keep"] == 1 and "note" not in info["DPO_en"]
     assert not [p for p in data.iterdir() if p.name.startswith(".calm-rag-")

@@ -34,6 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--check", action="store_true",
                    help="load every language's questions, check they line up and print the "
                         "counts and what was dropped; loads no model or index")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved experiment as YAML (inputs absolute from the "
+                        "experiment file, outputs from the current folder) and stop: the "
+                        "printed file runs the same from any folder")
+    p.add_argument("--force", metavar="STAGE[,STAGE]", default="",
+                   help="recompute these stages even when cached, replacing their cache "
+                        "entries (retrieve, sample, answers, regenerate, align, "
+                        "option_scores; all: every one)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -53,17 +61,32 @@ def run(args: argparse.Namespace) -> int:
     if args.runs_dir:  # quoted: a folder named 2024 or true stays a string
         overrides.append(f"runs_dir={json.dumps(str(args.runs_dir))}")
     experiment = load_experiment(args.experiment, overrides)
+    if args.print_config:
+        import yaml
+
+        print(yaml.safe_dump(experiment.resolved(), sort_keys=False, allow_unicode=True),
+              end="")
+        return 0
     if args.check:
         return check(experiment)
 
     from calm_rag.evaluation import format_grid_table
     from calm_rag.pipeline import run_experiment
 
-    result = run_experiment(experiment, progress=not args.quiet, source=args.experiment)
+    result = run_experiment(experiment, progress=not args.quiet, source=args.experiment,
+                            force=forced_stages(args.force))
     print(format_grid_table(result.grid))
     print(f"\nrun finished in {result.seconds:.0f} s: {result.folder}")
     print(f"report: {result.folder / 'report.md'}")
     return 0
+
+
+def forced_stages(text: str) -> frozenset[str]:
+    """``--force sample,align`` as stage names (``all``: every stage that can be forced)."""
+    from calm_rag.pipeline.cache import FORCEABLE
+
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    return frozenset(FORCEABLE) if "all" in names else frozenset(names)
 
 
 def check(experiment: Any) -> int:

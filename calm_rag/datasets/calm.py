@@ -264,37 +264,46 @@ def calm_code(lang: str) -> str:
     return _CALM_CODES.get(lang, lang)
 
 
+def llamafactory_names(pairs: list[PreferencePair], calm_names: bool = False,
+                       prefix: str = "DPO") -> dict[str, str]:
+    """Each language's dataset name in LLaMA-Factory, ``<prefix>_<lang>`` (its file is that
+    name plus ``.json``), by the language code the pairs carry."""
+    return {pair.lang: f"{prefix}_{calm_code(pair.lang) if calm_names else pair.lang}"
+            for pair in pairs}
+
+
 def export_llamafactory(
-    pairs: list[PreferencePair], out_dir: str | Path | OutputFolder, calm_names: bool = False
+    pairs: list[PreferencePair], out_dir: str | Path | OutputFolder, calm_names: bool = False,
+    prefix: str = "DPO",
 ) -> dict[str, int]:
-    """Write ``DPO_<lang>.json`` files into ``out_dir`` and merge their entries into its
+    """Write ``<prefix>_<lang>.json`` files into ``out_dir`` and merge their entries into its
     ``dataset_info.json``, as LLaMA-Factory reads them.
 
-    Returns rows per language. The user's other files and ``dataset_info.json`` entries stay;
-    ``out_dir`` may be an :class:`OutputFolder` already being staged (the CLI's).
+    Returns rows per language code (as in the file names). The user's other files and
+    ``dataset_info.json`` entries stay; ``out_dir`` may be an :class:`OutputFolder` already
+    being staged (the CLI's).
     """
-    by_lang: dict[str, list[dict]] = {}
+    names = llamafactory_names(pairs, calm_names, prefix)
+    by_name: dict[str, list[dict]] = {}
     for pair in pairs:
-        code = calm_code(pair.lang) if calm_names else pair.lang
-        by_lang.setdefault(code, []).append(
+        by_name.setdefault(names[pair.lang], []).append(
             {"instruction": pair.instruction, "input": pair.input,
              "chosen": pair.chosen, "rejected": pair.rejected}
         )
     info = {
-        f"DPO_{code}": {"file_name": f"DPO_{code}.json", "ranking": True,
-                        "columns": dict(_RANKING_COLUMNS)}
-        for code in by_lang
+        name: {"file_name": f"{name}.json", "ranking": True, "columns": dict(_RANKING_COLUMNS)}
+        for name in by_name
     }
     if isinstance(out_dir, OutputFolder):
-        _stage_llamafactory(out_dir, by_lang, info)
+        _stage_llamafactory(out_dir, by_name, info)
     else:
         with output_folder(out_dir, field="out_dir") as folder:
-            _stage_llamafactory(folder, by_lang, info)
-    return {code: len(rows) for code, rows in by_lang.items()}
+            _stage_llamafactory(folder, by_name, info)
+    return {name.removeprefix(f"{prefix}_"): len(rows) for name, rows in by_name.items()}
 
 
-def _stage_llamafactory(folder: OutputFolder, by_lang: dict[str, list[dict]],
+def _stage_llamafactory(folder: OutputFolder, by_name: dict[str, list[dict]],
                         info: dict[str, dict]) -> None:
-    for code, rows in by_lang.items():
-        write_json(folder.path(f"DPO_{code}.json"), rows)
+    for name, rows in by_name.items():
+        write_json(folder.path(f"{name}.json"), rows)
     folder.merge_json("dataset_info.json", info)

@@ -48,7 +48,7 @@ def write_report(folder: str | Path, grid: dict, *, title: str, summary: dict[st
     plots = write_plots(folder, grid)
     sections = [
         f"# {title}",
-        "\n".join(f"- **{key}**: {_shown(value, folder)}" for key, value in summary.items()),
+        "\n".join(f"- **{key}**: {portable_text(value, folder)}" for key, value in summary.items()),
         fallback_section(grid),
         f"## Results\n\n{format_grid_table(grid)}\n\n{GRID_LEGEND}",
         consistency_section(grid),
@@ -223,16 +223,27 @@ def _relative(path: str | Path, folder: Path) -> str:
     return path.as_posix()
 
 
-def _shown(value: object, folder: Path) -> str:
-    """A value for the report; an absolute path becomes relative to the run folder when inside
-    it, else home-relative (``~/...``), so the report names no one's absolute paths."""
-    text = str(value)
-    if not Path(text).is_absolute():
-        return text
-    path, home = Path(text).resolve(), Path.home().resolve()
-    if path.is_relative_to(folder.resolve()):
-        return path.relative_to(folder.resolve()).as_posix()
-    return f"~/{path.relative_to(home).as_posix()}" if path.is_relative_to(home) else text
+def portable_text(value: object, folder: Path) -> str:
+    """A value for the report with every absolute path in it (a model, ``model + adapter
+    path``, a data folder) made relative to the run folder (home-relative, ``~/...``, when
+    they share no folder but the root), so the report names no one's absolute paths."""
+    return _ABSOLUTE.sub(lambda found: _portable(found.group(0), folder), str(value))
+
+
+# An absolute path inside a value: from a "/" that starts the text or follows a space or a
+# bracket, up to the next space, comma, colon, semicolon or bracket.
+_ABSOLUTE = re.compile(r"(?:^|(?<=[\s(\[]))/[^\s,;:()\[\]]*")
+
+
+def _portable(text: str, folder: Path) -> str:
+    path, home, here = Path(text).resolve(), Path.home().resolve(), folder.resolve()
+    if path.is_relative_to(here):
+        return path.relative_to(here).as_posix() or "."
+    if os.path.commonpath([path, here]) != here.anchor:  # e.g. the cache beside the runs
+        return Path(os.path.relpath(path, here)).as_posix()
+    if path.is_relative_to(home):
+        return f"~/{path.relative_to(home).as_posix()}"
+    return Path(os.path.relpath(path, here)).as_posix()  # nothing shared: still no root path
 
 
 def _value(key: str, value: object, folder: Path) -> str:
@@ -240,7 +251,7 @@ def _value(key: str, value: object, folder: Path) -> str:
         return "n/a"
     if isinstance(value, float):
         return f"{value:.4f}" if "loss" in key else f"{value:.1f}"
-    return _shown(value, folder)
+    return portable_text(value, folder)
 
 
 def vote_section(votes: dict) -> str:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import IO
@@ -44,6 +44,9 @@ STAGE_VERSIONS = {
 }
 """Every stage's version, in one table: bump a stage's when its code changes what it writes
 for the same inputs, so no cache entry computed the old way is served again."""
+FORCEABLE = tuple(name for name in STAGE_VERSIONS if name != "index-check")
+"""The stages ``calm-rag run --force`` recomputes (the index check is not one: ``calm-rag
+index build --force`` rebuilds an index)."""
 
 
 STALE_SECONDS = 24 * 3600
@@ -65,10 +68,23 @@ class StageCache:
     """
 
     root: Path
+    force: frozenset[str] = frozenset()
+    """Stages recomputed even when cached (``--force``), each key once per run: the new
+    result replaces the entry whole."""
+    forced: set[tuple[str, str]] = field(default_factory=set)
+    """The (stage, key) entries this run has recomputed under ``force``."""
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+        unknown = sorted(set(self.force) - set(FORCEABLE))
+        if unknown:
+            raise InputError(f"no stage named {', '.join(unknown)}", field="--force",
+                             hint=f"name some of {', '.join(FORCEABLE)}, or all")
         sweep_stale(self.root)
+
+    def forcing(self, stage: str, key: str) -> bool:
+        """Whether ``stage`` must be recomputed for ``key`` although it may be cached."""
+        return stage in self.force and (stage, key) not in self.forced
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -94,16 +110,18 @@ class StageCache:
         return self.root / stage / f".{key}.lock"
 
     @contextmanager
-    def writing(self, stage: str, key: str) -> Iterator[Path]:
+    def writing(self, stage: str, key: str, replace: bool = False) -> Iterator[Path]:
         """A staging folder that becomes the stage's output only when the block succeeds.
 
         If another run finished the same key meanwhile, its (identical) output is kept and
-        what the block wrote is dropped. A stage whose record files are empty is refused.
+        what the block wrote is dropped, unless ``replace`` (a forced stage: the new output
+        takes the entry's place in one rename). A stage whose record files are empty is
+        refused.
         """
         target = self.folder(stage, key)
         target.parent.mkdir(parents=True, exist_ok=True)
         with self.claim(stage, key):
-            if self._done(stage, key):
+            if self._done(stage, key) and not replace:
                 with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{key}.",
                                                  suffix=".tmp") as scratch:
                     yield Path(scratch)
@@ -139,6 +157,18 @@ class StageCache:
         folder = self.root / stage / f"{key}.partial"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def remove(self, stage: str, key: str) -> bool:
+        """Remove a finished entry (``calm-rag cache prune``); False, leaving it, while a run
+        holds its key (computing or replacing it)."""
+        folder = self.folder(stage, key)
+        with _flock(self._lock_path(stage, key), wait=False) as free:
+            if not free:
+                return False
+            # DONE first: a run arriving now computes again rather than read half a folder.
+            (folder / "DONE").unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+        return True
 
     def drop_work(self, stage: str, key: str) -> None:
         shutil.rmtree(self.root / stage / f"{key}.partial", ignore_errors=True)

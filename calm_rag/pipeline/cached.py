@@ -59,30 +59,52 @@ def run_cached(ctx: RunContext, stage: Stage[T], label: str, key: str,
     ``compute(folder)`` gets the work folder (or, in place, the stage's folder).
     """
     started, cache = time.perf_counter(), ctx.cache
-    if not cache.has(stage.name, key):
+    forcing = cache.forcing(stage.name, key)
+    if forcing or not cache.has(stage.name, key):
         with cache.claim(stage.name, key):
-            if not cache.has(stage.name, key):  # not finished by another run meanwhile
-                result = _compute(ctx, stage, key, compute)
+            if forcing or not cache.has(stage.name, key):  # not finished meanwhile
+                resumed = _resumable(cache.folder(stage.name, key), stage, forcing)
+                result = _compute(ctx, stage, key, compute, replace=forcing)
+                cache.forced.add((stage.name, key))
                 ctx.record(stage.name, label, key, False, time.perf_counter() - started)
+                if forcing:
+                    ctx.stages[-1]["forced"] = True
+                if resumed:  # a killed run's finished pieces, read back (the stage logs how)
+                    ctx.stages[-1]["resumed"] = resumed
                 return result
     result = stage.load(cache.folder(stage.name, key))
     ctx.record(stage.name, label, key, True, time.perf_counter() - started)
     return result
 
 
-def _compute(ctx: RunContext, stage: Stage[T], key: str, compute: Callable[[Path], T]) -> T:
+def _resumable(folder: Path, stage: Stage[Any], forcing: bool) -> int:
+    """Files a killed run left for this key to resume from (none when forced: dropped)."""
+    work = folder if stage.in_place else folder.with_name(f"{folder.name}.partial")
+    if forcing or not work.is_dir():
+        return 0
+    return sum(1 for p in work.rglob("*") if p.is_file())
+
+
+def _compute(ctx: RunContext, stage: Stage[T], key: str, compute: Callable[[Path], T],
+             replace: bool = False) -> T:
+    """Compute and save; ``replace`` (forced) starts from nothing and replaces the entry."""
     cache = ctx.cache
     if stage.in_place:
         folder = cache.folder(stage.name, key)
+        if replace:  # no DONE first, so no reader takes the half-removed folder for whole
+            (folder / "DONE").unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         result = compute(folder)
         stage.save(folder, result)
         (folder / "DONE").write_text("", encoding="utf-8")
         return result
     work = cache.folder(stage.name, f"{key}.partial")  # swept once its claim is gone
+    if replace:
+        shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     result = compute(work)
-    with cache.writing(stage.name, key) as staging:
+    with cache.writing(stage.name, key, replace=replace) as staging:
         stage.save(staging, result)
     shutil.rmtree(work, ignore_errors=True)
     return result

@@ -36,7 +36,8 @@ def set_name(name: str, langs: tuple[str, ...]) -> str:
 
 
 def run_language_grid(experiment: Experiment, *, progress: bool = True,
-                      source: str | Path | None = None) -> RunResult:
+                      source: str | Path | None = None,
+                      force: frozenset[str] = frozenset()) -> RunResult:
     """Run every language set of ``experiment``; write the grid folder and return it."""
     from calm_rag.evaluation.grid import language_set_summary
 
@@ -46,7 +47,7 @@ def run_language_grid(experiment: Experiment, *, progress: bool = True,
     for i, langs in enumerate(sets, start=1):
         log.info(f"language set {i} of {len(sets)}: {', '.join(langs)}")
         result = run_experiment(set_experiment(experiment, langs), progress=progress,
-                                source=source)
+                                source=source, force=force)
         results.append(result)
         last = result.rounds[-1] if result.rounds else None
         votes = _votes(experiment, last) if last else None

@@ -43,19 +43,21 @@ class RunResult:
 
 
 def run_experiment(experiment: Experiment, *, progress: bool = True,
-                   source: str | Path | None = None) -> RunResult:
+                   source: str | Path | None = None,
+                   force: frozenset[str] = frozenset()) -> RunResult:
     """Run ``experiment``; write ``<runs_dir>/<name>/<timestamp>/`` and return what it holds
-    (with ``data.language_sets``, one run per set and the grid comparing them)."""
+    (with ``data.language_sets``, one run per set and the grid comparing them). The stages
+    named in ``force`` are recomputed, their cache entries replaced."""
     from calm_rag.pipeline.run_folder import write_run
     from calm_rag.pipeline.stages.option_scores import score_options
 
     if experiment.data.language_sets:
         from calm_rag.pipeline.language_grid import run_language_grid
 
-        return run_language_grid(experiment, progress=progress, source=source)
+        return run_language_grid(experiment, progress=progress, source=source, force=force)
     started = time.perf_counter()
     runs = Path(experiment.runs_dir)
-    ctx = RunContext(experiment, StageCache(runs / ".cache"), progress=progress)
+    ctx = RunContext(experiment, StageCache(runs / ".cache", force=force), progress=progress)
     log.info(f"experiment {experiment.name}: settings {', '.join(experiment.settings)}")
     # With data.eval the held-out split is that set's; the run folder's alignment lines
     # describe the training set (load_sets logs what either set dropped).

@@ -8,6 +8,7 @@ adapter and loss plot, the evaluation samples, metrics.json and report.md with i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import platform
 import re
@@ -32,6 +33,8 @@ from calm_rag.records import Question, Sample
 from calm_rag.runtime.provenance import file_digest, git_state, package_versions
 from calm_rag.training.common import TrainResult
 
+log = logging.getLogger(__name__)
+
 
 def write_run(ctx: RunContext, splits: dict[str, list[Question]],
               cells: dict[Cell, list[Sample]], rounds: list[Round], base: ModelRef,
@@ -50,10 +53,14 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
                      named)
     with new_run_folder(parent) as (folder, published):
         with atomic_write(folder / "config.yaml") as handle:
-            yaml.safe_dump(experiment.to_dict(), handle, sort_keys=False, allow_unicode=True)
+            # Resolved: `calm-rag run RUN/config.yaml` reads the same inputs and cache
+            # from any folder.
+            yaml.safe_dump(experiment.resolved(), handle, sort_keys=False, allow_unicode=True)
         write_json(folder / "manifest.json",
                    manifest(ctx, splits, base, final, source))
         _write_rounds(folder, rounds)
+        if any(r.training for r in rounds):
+            write_json(folder / "links.json", training_links(folder, rounds))
         for cell, samples in cells.items():
             write_samples(folder / "eval" / f"{cell.file_stem}.jsonl", samples)
         write_json(folder / "metrics.json", grid)
@@ -70,7 +77,43 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
                      | _alignment_line(ctx), training=training, votes=votes)
     target = published[0]
     point_latest(target)
+    log.info(reuse_line(ctx.stages))
     return target, grid
+
+
+def reused(stages: list[dict[str, Any]]) -> list[str]:
+    """``<stage> <label>`` of each stage read from the cache, and of each computed from a
+    killed run's finished pieces (``resumed``: how many files it found)."""
+    return ([f"{s['stage']} {s['label']}" for s in stages if s["cached"]]
+            + [f"{s['stage']} {s['label']} (resumed from {s['resumed']} file(s) of a killed "
+               "run)" for s in stages if s.get("resumed")])
+
+
+def reuse_line(stages: list[dict[str, Any]]) -> str:
+    """One log line: how many stages came from the cache, were resumed, were forced."""
+    cached = sum(s["cached"] for s in stages)
+    resumed = sum(bool(s.get("resumed")) for s in stages)
+    forced = sum(bool(s.get("forced")) for s in stages)
+    return (f"reused from the cache: {cached} of {len(stages)} stage(s); resumed from a "
+            f"killed run: {resumed}; forced: {forced} (manifest.json: reused, stages)")
+
+
+def training_links(folder: Path, rounds: list[Round]) -> dict[str, Any]:
+    """Where each round's training lives in the stage cache (the run keeps a copy of the
+    adapter only): its folder, adapter, merged model and tracker logs, relative to the run
+    folder so that the runs folder can move with its cache."""
+    links = []
+    for number, round_ in enumerate(rounds, start=1):
+        training = round_.training
+        if training is None:
+            continue
+        places = {"training": training.folder, "adapter": training.adapter_dir,
+                  "merged_model": training.merged_dir,
+                  "tensorboard": training.folder / "tensorboard"}
+        links.append({"round": number} | {
+            name: os.path.relpath(Path(place).resolve(), folder.resolve())
+            for name, place in places.items() if place is not None and Path(place).exists()})
+    return {"rounds": links}
 
 
 @contextmanager
@@ -148,8 +191,14 @@ def _trained_model(training: TrainResult) -> dict[str, str]:
     """Where the trained weights are: the merged model (``align.merge``), else the adapter
     (in the cache; the run folder has its copy)."""
     if training.merged_dir is not None:
-        return {"merged_model": str(training.merged_dir)}
-    return {"adapter": str(training.adapter_dir)}
+        return {"merged_model": _local(training.merged_dir)}
+    return {"adapter": _local(training.adapter_dir)}
+
+
+def _local(path: str | Path) -> str:
+    """A local path absolute (the report shows it relative to the run folder, whatever the
+    folder the run was started in); a hub id or a model's short name as it is."""
+    return str(Path(path).resolve()) if Path(path).exists() else str(path)
 
 
 def _summary(experiment: Any, splits: dict[str, list[Question]], base: ModelRef,
@@ -226,7 +275,8 @@ def recall_line(experiment: Any, retrieved: Retrieved | None) -> dict[str, str]:
 
 def _model_line(model: ModelRef) -> str:
     """The model as sampled: a folder, or a base with the adapter applied on top of it."""
-    return f"{model.path} + adapter {model.adapter}" if model.adapter else model.path
+    path = _local(model.path)
+    return f"{path} + adapter {_local(model.adapter)}" if model.adapter else path
 
 
 def _alignment(ctx: RunContext) -> dict[str, Any] | None:
@@ -269,11 +319,23 @@ def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
         "models": {"base": base.path, "base_fingerprint": base.fingerprint,
                    "final": final.path, "final_fingerprint": final.fingerprint},
         "stages": ctx.stages,
+        "reused": reused(ctx.stages),
         "precision": precision(experiment),
         "packages": package_versions(),
         "python": platform.python_version(),
         "git": git_state(),
+        "paths": run_paths(experiment, source),
     }
+
+
+def run_paths(experiment: Any, source: str | Path | None) -> dict[str, str | None]:
+    """The machine's absolute paths of the run (the only place the run folder keeps them):
+    the experiment file, the folder its inputs are read from, and where outputs went."""
+    return {"config_file": str(Path(source).resolve()) if source else None,
+            "inputs_from": str(Path(experiment.base_dir).resolve()),
+            "cwd": os.getcwd(),
+            "runs_dir": os.path.abspath(experiment.runs_dir),
+            "index_dir": os.path.abspath(experiment.retrieval.index_dir)}
 
 
 def precision(experiment: Any) -> dict[str, str]:

@@ -18,8 +18,34 @@ def default_index_dir() -> Path:
     return Path(os.environ.get(INDEX_DIR_ENV) or "indexes")
 
 
-def locate_index(name_or_path: str | Path, index_dir: str | Path | None = None) -> Path:
-    """The folder of a built index, given its folder, its name in ``index_dir`` or its spec."""
+def spec_places(index_dir: str | Path, base_dir: str | Path | None = None) -> list[Path]:
+    """Where an experiment's index specs are looked for, in order: ``index_dir`` under the
+    experiment file's folder and under each folder above it (a clone's ``pipelines/`` beside
+    its ``indexes/``: a spec is an input, found from the experiment file), then ``index_dir``
+    itself (relative to the current folder, where indexes are built)."""
+    index_dir = Path(index_dir)
+    if index_dir.is_absolute() or base_dir is None:
+        return [index_dir]
+    start = Path(base_dir).resolve()
+    places = [folder / index_dir for folder in (start, *start.parents)]
+    return list(dict.fromkeys([*places, index_dir.resolve()]))
+
+
+def find_spec(name: str, index_dir: str | Path, base_dir: str | Path | None = None
+              ) -> Path | None:
+    """The spec ``<name>.yaml`` (or ``.yml``) of an experiment's index: the first in
+    :func:`spec_places`, or None when there is none."""
+    for place in spec_places(index_dir, base_dir):
+        for suffix in SPEC_SUFFIXES:
+            if (place / f"{name}{suffix}").is_file():
+                return place / f"{name}{suffix}"
+    return None
+
+
+def locate_index(name_or_path: str | Path, index_dir: str | Path | None = None,
+                 base_dir: str | Path | None = None) -> Path:
+    """The folder of a built index, given its folder, its name in ``index_dir`` or its spec
+    (``base_dir``, an experiment's folder, is where the hint looks for specs too)."""
     index_dir = Path(index_dir) if index_dir is not None else default_index_dir()
     given = Path(name_or_path)
     if (given / MANIFEST).is_file():
@@ -33,8 +59,18 @@ def locate_index(name_or_path: str | Path, index_dir: str | Path | None = None) 
         return candidate
     built = [entry.name for entry in list_indexes(index_dir) if entry.built]
     raise InputError(f"no built index named {str(name_or_path)!r} in {index_dir}",
-                     hint=f"build it with: calm-rag index build {index_dir / given}.yaml"
+                     hint=_build_hint(str(given), index_dir, base_dir)
                           + (f"; built here: {', '.join(built)}" if built else ""))
+
+
+def _build_hint(name: str, index_dir: Path, base_dir: str | Path | None) -> str:
+    """A command that builds it from a spec that exists, or where a spec would be found."""
+    spec = find_spec(name, index_dir, base_dir)
+    if spec is not None:
+        out = "" if spec.parent.resolve() == index_dir.resolve() else f" --out-dir {index_dir}"
+        return f"build it with: calm-rag index build {spec}{out}"
+    return (f"no spec {name}.yaml in {index_dir} nor beside the experiment: write one and "
+            "build it with calm-rag index build SPEC, or name a built index")
 
 
 @dataclass(frozen=True)

@@ -168,19 +168,20 @@ def ensure_index(ctx: RunContext) -> str:
     only after the build it stands for, so the cache keeps an empty folder under it.)
     """
     from calm_rag.retrieval import build_index, load_spec
-    from calm_rag.retrieval.catalog import locate_index
+    from calm_rag.retrieval.catalog import find_spec, locate_index
     from calm_rag.retrieval.manifest import read_manifest
 
-    settings = ctx.experiment.retrieval
-    spec_path = Path(settings.index_dir) / f"{settings.index}.yaml"
-    if not spec_path.is_file():  # an index built elsewhere: use it as it is
-        return read_manifest(locate_index(settings.index, settings.index_dir))["build_key"][:20]
+    settings, base_dir = ctx.experiment.retrieval, ctx.experiment.base_dir
+    spec_path = find_spec(settings.index, settings.index_dir, base_dir)  # from the experiment
+    if spec_path is None:  # an index built elsewhere: use it as it is
+        found = locate_index(settings.index, settings.index_dir, base_dir)
+        return read_manifest(found)["build_key"][:20]
     spec = load_spec(spec_path)
-    stamp = _index_stamp(spec, spec_path)
+    stamp = _index_stamp(spec, spec_path, settings.index_dir)
     if stamp and ctx.cache.has("index-check", stamp):
         return stamp.split("-", 1)[0]
     build_index(spec, settings.index_dir, progress=ctx.progress)
-    stamp = _index_stamp(spec, spec_path)
+    stamp = _index_stamp(spec, spec_path, settings.index_dir)
     if stamp is None:  # build_index writes the manifest _index_stamp reads, or raises
         raise RuntimeError(f"index {spec.name!r} was built but has no manifest")
     with ctx.cache.writing("index-check", stamp):
@@ -188,13 +189,13 @@ def ensure_index(ctx: RunContext) -> str:
     return stamp.split("-", 1)[0]
 
 
-def _index_stamp(spec: Any, spec_path: Path) -> str | None:
+def _index_stamp(spec: Any, spec_path: Path, index_dir: str | Path) -> str | None:
     """``<build key>-<digest of file stats>`` of a built index, or None when none is built."""
     from calm_rag.models import resolve_embedder
     from calm_rag.retrieval.manifest import read_manifest
     from calm_rag.retrieval.spec import resolve_path
 
-    folder = Path(spec_path).parent / spec.name
+    folder = Path(index_dir) / spec.name  # built where outputs go, wherever its spec is
     if not (folder / "manifest.json").is_file():
         return None
     roots = [spec_path, folder / "manifest.json", Path(resolve_embedder(spec.embedder.model))]
