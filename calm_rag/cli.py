@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "calm_rag.commands.models",
     "calm_rag.commands.run",
     "calm_rag.commands.study",
+    "calm_rag.commands.explore",
 )
 
 

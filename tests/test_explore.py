@@ -1,0 +1,117 @@
+"""The run explorer's data and page, on a hand-made run folder (tests/helpers.py): consistency
+and filter flags computed by hand, texts escaped, records of another run refused."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from importlib import resources
+
+import pytest
+
+from calm_rag.cli import main
+from calm_rag.errors import InputError
+from calm_rag.explore import FILE_NAME, explorer_data, render_page, write_explorer
+from calm_rag.io import write_json, write_jsonl
+from calm_rag.runs import open_run
+from tests.helpers import HOSTILE, write_explore_run
+
+DATA_BLOCK = re.compile(r'<script type="application/json" id="explore-data">(.*?)</script>',
+                        re.DOTALL)
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    return write_explore_run(tmp_path / "runs" / "tiny" / "20260101-000000")
+
+
+def test_index_consistency_and_flags(run_folder):
+    index = {e["id"]: e for e in explorer_data(run_folder)["sets"][""]["index"]}
+    assert [index[q]["split"] for q in ("q1", "q2", "q3")] == ["train", "train", "heldout"]
+    # q1 before: en C, zh A, fr A (1 of 3 pairs agree); after all C.
+    assert index["q1"]["consistency"]["zero-shot"] == pytest.approx({"before": 1 / 3,
+                                                                      "after": 1.0})
+    # q3 with retrieval before: en B, zh unanswered, fr A: the one pair disagrees.
+    assert index["q3"]["consistency"]["rag"] == {"before": 0.0, "after": 1.0}
+    assert index["q1"]["flags"] == {"zero-shot": ["helped", "disagree", "changed"],
+                                    "rag": ["helped", "disagree", "changed"]}
+    assert index["q2"]["flags"] == {"zero-shot": [], "rag": []}
+    assert index["q3"]["flags"] == {"zero-shot": ["hurt", "changed", "fallback"],
+                                    "rag": ["hurt", "disagree", "changed"]}
+
+
+def test_detail_vote_pairs_passages(run_folder):
+    detail = json.loads(explorer_data(run_folder)["sets"][""]["details"]["q1"])
+    vote = detail["votes"]["zero-shot"]
+    # Alignment samples: en C C, zh A C, fr A and one unparsed: C 3, A 2.
+    assert (vote["answer"], vote["counts"], vote["n_parsed"]) == ("C", {"C": 3, "A": 2}, 5)
+    assert vote["by_language"] == {"en": {"C": 2}, "zh": {"A": 1, "C": 1}, "fr": {"A": 1}}
+    assert [(p["lang"], p["chosen_answer"], p["rejected_answer"]) for p in detail["pairs"]
+            if p["setting"] == "zero-shot"] == [("zh", "C", "A")]
+    assert detail["alignment"]["zero-shot"]["zh"][1]["t"] == HOSTILE
+    assert detail["retrieved"]["fr"][0]["doc_id"] == "doc-q1"
+    assert detail["eval"]["train/before"]["rag"]["zh"][0]["a"] == "C"
+    assert detail["gold"] == "C" and set(detail["questions"]) == {"en", "zh", "fr"}
+
+
+def test_page_keeps_every_text_out_of_the_markup(run_folder):
+    data = explorer_data(run_folder)
+    page = render_page(data)
+    assert "<b>x</b>" not in page and "<img src=x" not in page
+    blocks = DATA_BLOCK.findall(page)
+    assert len(blocks) == 1 and json.loads(blocks[0]) == data  # the block ends where it should
+    script = resources.files("calm_rag.explore").joinpath("explore.js").read_text()
+    assert "innerHTML" not in script and "insertAdjacentHTML" not in script
+    assert "http://" not in page and "https://" not in page  # nothing fetched from anywhere
+
+
+def test_cli_writes_the_page_by_experiment_name(run_folder, capsys):
+    (run_folder.parent / "LATEST").write_text(run_folder.name)
+    assert main(["explore", "tiny", "--runs-dir", str(run_folder.parent.parent)]) == 0
+    path = run_folder / FILE_NAME
+    assert capsys.readouterr().out.strip() == f"{path} ({path.stat().st_size:,} bytes)"
+    assert json.loads(DATA_BLOCK.findall(path.read_text())[0]) == explorer_data(run_folder)
+
+
+def test_notebook_view_is_the_same_page(run_folder):
+    view = open_run(run_folder).explore(height=500)
+    srcdoc = re.fullmatch(r'<iframe class="calm-rag-explorer" srcdoc="([^"]*)" '
+                          r'style="width:100%;height:500px;border:1px solid #ccc"></iframe>',
+                          view._repr_html_())
+    assert srcdoc and html.unescape(srcdoc.group(1)) == render_page(explorer_data(run_folder))
+
+
+def test_language_set_grid_picks_each_set(tmp_path):
+    runs = tmp_path / "runs"
+    folders = {name: write_explore_run(runs / f"tiny-{name}" / "20260101-000000")
+               for name in ("en-zh", "en-fr")}
+    grid = runs / "tiny" / "20260101-000001"
+    # Stored as the pipeline stores them: relative to where the grid ran.
+    write_json(grid / "grid.json", {"language_sets": {
+        name: {"folder": f"elsewhere/tiny-{name}/20260101-000000"} for name in folders}})
+    data = explorer_data(grid)
+    assert list(data["sets"]) == ["en-zh", "en-fr"]
+    assert data["sets"]["en-fr"] == explorer_data(folders["en-fr"])["sets"][""]
+    (grid.parent / "LATEST").write_text(grid.name)
+    assert write_explorer(runs / "tiny") == grid / FILE_NAME  # the experiment's newest
+
+
+def test_records_of_another_run_are_refused(run_folder):
+    write_jsonl(run_folder / "retrieved.jsonl", [{"question_id": "q9", "lang": "en",
+                                                  "hits": []}])
+    with pytest.raises(InputError, match="question 'q9' is not among the manifest's"):
+        explorer_data(run_folder)
+
+
+def test_a_question_evaluated_in_another_split_is_refused(run_folder):
+    write_json(run_folder / "manifest.json", {"questions": {"train": ["q1", "q2", "q3"]}})
+    with pytest.raises(InputError, match="question 'q3' of split 'train' evaluated in cell "
+                                         "'heldout/before'"):
+        explorer_data(run_folder)
+
+
+def test_cli_error_is_one_line(tmp_path, capsys):
+    assert main(["explore", str(tmp_path / "nowhere" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a run folder (no manifest.json)" in err
