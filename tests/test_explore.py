@@ -115,3 +115,24 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert main(["explore", str(tmp_path / "nowhere" / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a run folder (no manifest.json)" in err
+
+
+def test_report_draws_and_links_the_before_after_plots(run_folder):
+    from calm_rag.evaluation import write_report
+    from calm_rag.io import read_json_object
+
+    grid = read_json_object(run_folder / "metrics.json")
+    report = write_report(run_folder, grid, title="t", summary={},
+                          recall={"en": (2, 3), "zh": (1, 3)}, recall_k=1).read_text()
+    for name in ("consistency_change", "accuracy_change", "agreement_change_heldout_rag",
+                 "agreement_change_heldout_zero-shot", "recall"):
+        png = run_folder / "plots" / f"{name}.png"
+        assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
+        assert f"](plots/{name}.png)" in report, name
+    assert "![Retrieval recall per language](plots/recall.png)" in report
+    # Side by side for the cells whose heatmaps the report chose (held-out ones first).
+    assert not (run_folder / "plots" / "agreement_change_train_rag.png").exists()
+    # Without labels there is no recall plot, and the explorer carries every plot.
+    assert "recall.png" not in write_report(run_folder, grid, title="t", summary={}).read_text()
+    names = [p["name"] for p in explorer_data(run_folder)["sets"][""]["plots"]]
+    assert {"consistency_change", "accuracy_change", "recall"} <= set(names)
