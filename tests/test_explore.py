@@ -17,8 +17,21 @@ from calm_rag.io import write_json, write_jsonl
 from calm_rag.runs import open_run
 from tests.helpers import HOSTILE, write_explore_run
 
-DATA_BLOCK = re.compile(r'<script type="application/json" id="explore-data">(.*?)</script>',
-                        re.DOTALL)
+BLOCKS = re.compile(r'<script type="application/json" id="([a-z0-9-]+)">(.*?)</script>',
+                    re.DOTALL)
+
+
+def page_data(page: str) -> dict:
+    """The page's data read back as explorer_data returns it: the index block, and each
+    run's details block, one JSON line per question in the index's order."""
+    blocks = dict(BLOCKS.findall(page))
+    data = json.loads(blocks.pop("explore-data"))
+    for run in data["sets"].values():
+        lines = blocks.pop(run.pop("block")).split("\n")
+        run["details"] = {e["id"]: json.loads(line) for e, line in zip(run["index"], lines,
+                                                                        strict=True)}
+    assert not blocks, f"blocks of no run: {list(blocks)}"
+    return data
 
 
 @pytest.fixture
@@ -42,7 +55,7 @@ def test_index_consistency_and_flags(run_folder):
 
 
 def test_detail_vote_pairs_passages(run_folder):
-    detail = json.loads(explorer_data(run_folder)["sets"][""]["details"]["q1"])
+    detail = explorer_data(run_folder)["sets"][""]["details"]["q1"]
     vote = detail["votes"]["zero-shot"]
     # Alignment samples: en C C, zh A C, fr A and one unparsed: C 3, A 2.
     assert (vote["answer"], vote["counts"], vote["n_parsed"]) == ("C", {"C": 3, "A": 2}, 5)
@@ -59,8 +72,7 @@ def test_page_keeps_every_text_out_of_the_markup(run_folder):
     data = explorer_data(run_folder)
     page = render_page(data)
     assert "<b>x</b>" not in page and "<img src=x" not in page
-    blocks = DATA_BLOCK.findall(page)
-    assert len(blocks) == 1 and json.loads(blocks[0]) == data  # the block ends where it should
+    assert page_data(page) == data  # every block ends where it should, and reads back whole
     script = resources.files("calm_rag.explore").joinpath("explore.js").read_text()
     assert "innerHTML" not in script and "insertAdjacentHTML" not in script
     assert "http://" not in page and "https://" not in page  # nothing fetched from anywhere
@@ -71,7 +83,7 @@ def test_cli_writes_the_page_by_experiment_name(run_folder, capsys):
     assert main(["explore", "tiny", "--runs-dir", str(run_folder.parent.parent)]) == 0
     path = run_folder / FILE_NAME
     assert capsys.readouterr().out.strip() == f"{path} ({path.stat().st_size:,} bytes)"
-    assert json.loads(DATA_BLOCK.findall(path.read_text())[0]) == explorer_data(run_folder)
+    assert page_data(path.read_text()) == explorer_data(run_folder)
 
 
 def test_notebook_view_is_the_same_page(run_folder):
@@ -136,3 +148,38 @@ def test_report_draws_and_links_the_before_after_plots(run_folder):
     assert "recall.png" not in write_report(run_folder, grid, title="t", summary={}).read_text()
     names = [p["name"] for p in explorer_data(run_folder)["sets"][""]["plots"]]
     assert {"consistency_change", "accuracy_change", "recall"} <= set(names)
+
+
+@pytest.mark.slow
+def test_a_pipeline_run_reads_back_whole(sharp_model, tmp_path):
+    """A real run of the tiny model: every record of its files is on the page, in place."""
+    from calm_rag.experiment import load_experiment
+    from calm_rag.pipeline import run_experiment
+    from tests.helpers import experiment, write_experiment
+
+    path = write_experiment(tmp_path, experiment(sharp_model, tmp_path / "runs"))
+    run = open_run(run_experiment(load_experiment(path), progress=False, source=path).folder)
+    data = explorer_data(run.path)["sets"][""]
+    details = data["details"]
+    assert sorted(details) == sorted(q for ids in run.manifest["questions"].values()
+                                     for q in ids)
+    for cell, samples in run.eval_cells().items():
+        for s in samples:
+            rows = details[s.question.id]["eval"][cell][s.setting][s.lang]
+            assert {"i": s.index, "a": s.answer, "x": s.extraction, "t": s.text} in rows
+    for vote in run.votes():
+        assert details[vote.question_id]["votes"][vote.setting]["counts"] == vote.counts
+    assert sum(len(d["pairs"]) for d in details.values()) == len(run.pairs())
+    for entry in data["index"]:
+        for name, cell in run.grid["cells"].items():
+            split, phase = name.split("/")
+            if split == entry["split"]:
+                for setting, by_question in cell["consistency_by_question"].items():
+                    assert entry["consistency"][setting][phase] == by_question[entry["id"]]
+
+
+def test_a_question_worded_differently_in_two_files_is_refused(run_folder):
+    path = run_folder / "eval" / "heldout-after.jsonl"
+    path.write_text(path.read_text().replace("stem in zh", "another stem in zh"))
+    with pytest.raises(InputError, match=r"question 'q3' \(zh\) reads differently here"):
+        explorer_data(run_folder)

@@ -78,3 +78,25 @@ def test_filters_sorting_and_a_question_against_the_files(browser, tmp_path):
     if shot:
         page.screenshot(path=shot)
     assert errors == []
+
+
+def test_a_language_set_grid_switches_sets(browser, tmp_path):
+    from calm_rag.io import write_json
+
+    runs = tmp_path / "runs"
+    for name in ("en-zh", "en-fr"):
+        write_explore_run(runs / f"tiny-{name}" / "20260101-000000")
+    # The second set's q2 stem differs, so the page must show the picked set's own texts.
+    for file in (runs / "tiny-en-fr" / "20260101-000000").rglob("*.jsonl"):
+        file.write_text(file.read_text().replace("stem in en", "stem of en-fr in en"))
+    grid = runs / "tiny" / "20260101-000001"
+    write_json(grid / "grid.json", {"language_sets": {
+        name: {"folder": f"runs/tiny-{name}/20260101-000000"} for name in ("en-zh", "en-fr")}})
+    page = browser.new_page()
+    page.goto(write_explorer(grid).as_uri())
+    page.click("#rows tr[data-qid=q2]")
+    assert page.locator(".question[data-lang=en] .stem").text_content() == "stem in en"
+    page.select_option("#set", "en-fr")
+    assert page.text_content("#detail") == ""  # a new set: nothing open
+    page.click("#rows tr[data-qid=q2]")
+    assert page.locator(".question[data-lang=en] .stem").text_content() == "stem of en-fr in en"

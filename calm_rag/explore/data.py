@@ -1,15 +1,14 @@
 """What the explorer shows, gathered from a run folder's files into one JSON-able dict.
 
 The page lists every question from a small index (split, a stem excerpt, consistency per
-setting and phase, filter flags) and keeps each question's detail (texts, vote, passages,
-pairs, evaluation answers) as its own JSON string, parsed and rendered only when the question
-is opened: a 10,000-question run opens without building 10,000 questions' worth of objects.
+setting and phase, filter flags); each question's detail (texts, vote, passages, pairs,
+evaluation answers) goes into the page as one JSON line of its own, parsed and drawn only when
+the question is opened (see :mod:`calm_rag.explore.page`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ def set_data(run: RunFolder) -> dict[str, Any]:
                  / f"{Cell.parse(cell).file_stem}.jsonl")
     return {"header": header(run), "plots": plots(run.path),
             "index": [index_entry(details[qid], grid) for qid in details],
-            "details": {qid: json.dumps(d, ensure_ascii=False) for qid, d in details.items()}}
+            "details": details}
 
 
 def question_splits(run: RunFolder) -> dict[str, str]:
@@ -73,12 +72,19 @@ def _sample_row(sample: Sample) -> dict[str, Any]:
     return {"i": sample.index, "a": sample.answer, "x": sample.extraction, "t": sample.text}
 
 
-def _add_question(detail: dict[str, Any], sample: Sample) -> None:
-    """The question as asked in the sample's language (stem, options) and its gold."""
+def _add_question(detail: dict[str, Any], sample: Sample, path: Path) -> None:
+    """The question as asked in the sample's language (stem, options) and its gold; another
+    wording or gold of the same question and language is refused (files of two runs)."""
     question = sample.question
-    detail["questions"].setdefault(question.lang, {"stem": question.stem,
-                                                   "options": question.options})
+    asked = {"stem": question.stem, "options": question.options}
+    if detail["questions"].setdefault(question.lang, asked) != asked:
+        raise InputError(f"question {question.id!r} ({question.lang}) reads differently here "
+                         "than in the run's other files", path=path,
+                         hint="is this file from another run?")
     if question.answer is not None:
+        if detail["gold"] not in (None, question.answer):
+            raise InputError(f"question {question.id!r}: gold {question.answer!r} here, "
+                             f"{detail['gold']!r} in the run's other files", path=path)
         detail["gold"] = question.answer
 
 
@@ -86,7 +92,7 @@ def add_alignment(details: dict[str, dict], samples: Iterable[Sample], path: Pat
     """The alignment samples per setting and language, in sample order."""
     for sample in samples:
         detail = _detail(details, sample.question.id, path)
-        _add_question(detail, sample)
+        _add_question(detail, sample, path)
         by_lang = detail["alignment"].setdefault(sample.setting, {})
         by_lang.setdefault(sample.lang, []).append(_sample_row(sample))
 
@@ -145,7 +151,7 @@ def add_eval(details: dict[str, dict], cell: str, samples: Iterable[Sample],
         if split_of[qid] != split:
             raise InputError(f"question {qid!r} of split {split_of[qid]!r} evaluated in "
                              f"cell {cell!r}", path=path)
-        _add_question(detail, sample)
+        _add_question(detail, sample, path)
         by_setting = detail["eval"].setdefault(cell, {}).setdefault(sample.setting, {})
         by_setting.setdefault(sample.lang, []).append(_sample_row(sample))
 

@@ -9,6 +9,7 @@ const FLAGS = ["disagree", "changed", "helped", "hurt", "fallback"];
 const state = {set: Object.keys(DATA.sets)[0], split: "", setting: "", sort: null, page: 0,
                open: null};
 const parsed = new Map();  // question id -> its parsed detail, for the current set
+let lines = null;  // the current set's details: its block's text, line starts, id -> line
 
 function $(id) { return document.getElementById(id); }
 
@@ -59,6 +60,7 @@ function setUp() {
 function loadSet() {
   const run = current();
   parsed.clear();
+  lines = null;
   state.open = null;
   $("detail").replaceChildren();
   const h = run.header;
@@ -127,8 +129,23 @@ function renderList() {
     el("td", {text: (q.flags[state.setting] || []).join(", ")}))));
 }
 
+// The details block is read and split into lines on the first question opened; only that
+// question's line is parsed.
+function detailLines() {
+  const text = document.getElementById(current().block).textContent;
+  const starts = [0];
+  for (let at = text.indexOf("\n"); at !== -1; at = text.indexOf("\n", at + 1)) starts.push(at + 1);
+  const line = new Map(current().index.map((q, i) => [q.id, i]));
+  return {text, starts, line};
+}
+
 function detailOf(qid) {
-  if (!parsed.has(qid)) parsed.set(qid, JSON.parse(current().details[qid]));
+  if (!parsed.has(qid)) {
+    lines = lines || detailLines();
+    const i = lines.line.get(qid);
+    const end = i + 1 < lines.starts.length ? lines.starts[i + 1] - 1 : lines.text.length;
+    parsed.set(qid, JSON.parse(lines.text.slice(lines.starts[i], end)));
+  }
   return parsed.get(qid);
 }
 

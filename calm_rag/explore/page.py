@@ -1,10 +1,15 @@
 """The explorer page: one self-contained HTML file (data, script and style inline; no server,
 no network), and its view in a notebook.
 
-Text from a model, a corpus or a file never becomes markup: the data sits in a
-``<script type="application/json">`` block with ``<``, ``>`` and ``&`` written as ``\\u003c``
+Text from a model, a corpus or a file never becomes markup: the data sits in
+``<script type="application/json">`` blocks with ``<``, ``>`` and ``&`` written as ``\\u003c``
 etc. (a sample holding ``</script>`` cannot end the block), and the script puts every text on
 the page through ``textContent``.
+
+The first block holds the header, plots and questions index of each run (each language set of
+a grid); each run's question details follow in a block of their own, one JSON line per
+question in the index's order. The page parses the first block at load and a question's line
+only when the question is opened: a 10,000-question run is never parsed whole.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from calm_rag.explore.data import explorer_data, resolve_folder
 from calm_rag.io import atomic_write
 
 FILE_NAME = "explore.html"
-SLOTS = re.compile(r"\{\{(TITLE|STYLE|SCRIPT|DATA)\}\}")
+SLOTS = re.compile(r"\{\{(TITLE|STYLE|SCRIPT|DATA|DETAILS)\}\}")
 JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
@@ -37,10 +42,25 @@ def embedded_json(data: Any) -> str:
 
 def render_page(data: dict[str, Any]) -> str:
     """The whole page for :func:`calm_rag.explore.data.explorer_data`'s dict."""
+    index = {"title": data["title"],
+             "sets": {name: {**{k: v for k, v in run.items() if k != "details"},
+                             "block": f"explore-details-{i}"}
+                      for i, (name, run) in enumerate(data["sets"].items())}}
+    blocks = [details_block(index["sets"][name]["block"], run)
+              for name, run in data["sets"].items()]
     slots = {"TITLE": html.escape(data["title"]), "STYLE": _asset("explore.css"),
-             "SCRIPT": _asset("explore.js"), "DATA": embedded_json(data)}
+             "SCRIPT": _asset("explore.js"), "DATA": embedded_json(index),
+             "DETAILS": "\n".join(blocks)}
     # One pass: a slot's text is never searched for further slots.
     return SLOTS.sub(lambda m: slots[m.group(1)], _asset("explore.html.template"))
+
+
+def details_block(block_id: str, run: dict[str, Any]) -> str:
+    """A run's question details, one JSON line each in the index's order (a JSON text holds
+    no raw newline, so a line is a question)."""
+    details = run["details"]
+    lines = "\n".join(embedded_json(details[entry["id"]]) for entry in run["index"])
+    return f'<script type="application/json" id="{block_id}">{lines}</script>'
 
 
 def write_explorer(path_or_name: str | Path, runs_dir: str | Path = "runs",
