@@ -100,3 +100,18 @@ def test_a_language_set_grid_switches_sets(browser, tmp_path):
     assert page.text_content("#detail") == ""  # a new set: nothing open
     page.click("#rows tr[data-qid=q2]")
     assert page.locator(".question[data-lang=en] .stem").text_content() == "stem of en-fr in en"
+
+
+def test_the_notebook_view_shows_the_same_page(browser, tmp_path):
+    from calm_rag.runs import open_run
+
+    folder = write_explore_run(tmp_path / "run")
+    page = browser.new_page()
+    page.set_content(open_run(folder).explore(height=400)._repr_html_())  # as Jupyter shows it
+    frame = page.frame_locator("iframe.calm-rag-explorer")
+    assert frame.locator("#count").text_content() == "3 of 3 questions"
+    frame.locator("#rows tr[data-qid=q1]").click()
+    assert frame.locator("#q-title").text_content() == "q1 (train)"
+    zh = frame.locator('details.samples[data-lang="zh"]')
+    zh.locator("summary").click()
+    assert zh.locator("pre").nth(1).text_content() == HOSTILE
