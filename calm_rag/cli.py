@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "calm_rag.commands.run",
     "calm_rag.commands.study",
     "calm_rag.commands.cache",
+    "calm_rag.commands.explore",
 )
 
 

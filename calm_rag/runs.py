@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from calm_rag.experiment import Experiment
+    from calm_rag.explore import ExplorerView
 
 HINT = "make one with: calm-rag run pipelines/demo.yaml"
 Record = TypeVar("Record")
@@ -125,6 +126,13 @@ class RunFolder:
         frame = (pd.concat(frames, ignore_index=True) if frames
                  else samples_frame([]).assign(split=None, phase=None))
         return frame[["split", "phase", *COLUMNS]]
+
+    def explore(self, height: int = 720) -> ExplorerView:
+        """The run's explorer, displayed inline in a notebook: the page ``calm-rag explore``
+        writes (nothing is written here)."""
+        from calm_rag.explore import ExplorerView
+
+        return ExplorerView(self.path, height)
 
 
 def _records(path: Path, parse: Callable[..., Record]) -> list[Record]:

@@ -688,6 +688,19 @@ CONSISTENCY = [
          .reset_index(drop=True))
     '''),
     md('''
+        ## 9. Every question, in the explorer
+
+        `run.explore()` shows the run's explorer here: every question across languages (the
+        samples, the vote, the retrieved passages, the pairs, the answers before and after),
+        with filters and a questions table to sort by consistency. `calm-rag explore
+        runs/demo/<timestamp>` writes the same page as `explore.html` in the run folder, one
+        file that opens from disk. (The saved notebook keeps only the view's one-line text:
+        run the cell to see it.)
+    '''),
+    code('''
+        run.explore(height=640)
+    '''),
+    md('''
         The same files are on disk for any other tool: `report.md` with its plots, the samples
         as JSONL (`calm-rag metrics` reads them), the adapter for `peft`. Back to
         [01_quickstart](01_quickstart.ipynb) for the loop one step at a time, or
@@ -735,6 +748,9 @@ def cell_seconds(nb: nbformat.NotebookNode) -> dict[str, float]:
     return seconds
 
 
+EXPLORER_HTML = '<iframe class="calm-rag-explorer"'
+
+
 def clean(nb: nbformat.NotebookNode) -> list[str]:
     """Drop timings, stderr streams and the kernel's version details; return what was dropped."""
     dropped = []
@@ -747,6 +763,9 @@ def clean(nb: nbformat.NotebookNode) -> list[str]:
             if output.output_type == "stream" and output.name == "stderr":
                 dropped.append(f"{cell.id}: {output.text[:200]!r}")
             else:
+                # The explorer's view is a whole page with the run's data: its text line only.
+                if EXPLORER_HTML in output.get("data", {}).get("text/html", ""):
+                    del output.data["text/html"]
                 kept.append(output)
         cell.outputs = kept
     nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}

@@ -191,3 +191,88 @@ def as_format_1(folder: Path) -> None:
     manifest["files"] = {name: file_entry(folder / name)
                          for name in (mf.INDEX_FILE, "chunks.jsonl")}
     mf.write_manifest(folder, manifest)
+
+
+# ---------------------------------------------------------------------------- run folders
+
+HOSTILE = "</script><b>x</b>"
+# A hand-made run (gold C for q1, B for q2, A for q3; q1, q2 train, q3 heldout; en, zh, fr),
+# per setting and phase each language's one evaluation answer. q1: zh right only with
+# retrieval (helped); q3: en right only without (hurt), zh unanswered before.
+EXPLORE_EVAL = {
+    "zero-shot": {
+        "before": {"q1": {"en": "C", "zh": "A", "fr": "A"}, "q2": {"en": "B", "zh": "B", "fr": "B"},
+                   "q3": {"en": "A", "zh": None, "fr": "A"}},
+        "after": {"q1": {"en": "C", "zh": "C", "fr": "C"}, "q2": {"en": "B", "zh": "B", "fr": "B"},
+                  "q3": {"en": "A", "zh": "A", "fr": "A"}}},
+    "rag": {
+        "before": {"q1": {"en": "C", "zh": "C", "fr": "A"}, "q2": {"en": "B", "zh": "B", "fr": "B"},
+                   "q3": {"en": "B", "zh": None, "fr": "A"}},
+        "after": {"q1": {"en": "C", "zh": "C", "fr": "C"}, "q2": {"en": "B", "zh": "B", "fr": "B"},
+                  "q3": {"en": "A", "zh": "A", "fr": "A"}}},
+}
+EXPLORE_GOLD = {"q1": "C", "q2": "B", "q3": "A"}
+EXPLORE_SPLITS = {"train": ["q1", "q2"], "heldout": ["q3"]}
+# The alignment samples of the train questions (two per language); q1's second zh one holds
+# HOSTILE as its text.
+EXPLORE_ALIGNMENT = {"q1": {"en": ["C", "C"], "zh": ["A", "C"], "fr": ["A", None]},
+                     "q2": {"en": ["B", "B"], "zh": ["B", "A"], "fr": ["B", "B"]}}
+
+
+def explore_eval_samples(split: str, phase: str) -> list[Sample]:
+    """One evaluation cell of the hand-made run; q3's after/zero-shot en answer came from the
+    log-prob fallback."""
+    from dataclasses import replace
+
+    out = []
+    for setting, phases in EXPLORE_EVAL.items():
+        for qid in EXPLORE_SPLITS[split]:
+            answers = {lang: [a] for lang, a in phases[phase][qid].items()}
+            for s in make_samples(answers, qid=qid, gold=EXPLORE_GOLD[qid], setting=setting):
+                fallback = (qid, setting, phase, s.lang) == ("q3", "zero-shot", "after", "en")
+                out.append(replace(s, extraction="logprob") if fallback else s)
+    return out
+
+
+def explore_alignment_samples() -> list[Sample]:
+    from dataclasses import replace
+
+    out = []
+    for setting in ("zero-shot", "rag"):
+        for qid, answers in EXPLORE_ALIGNMENT.items():
+            for s in make_samples(answers, qid=qid, gold=EXPLORE_GOLD[qid], setting=setting):
+                hostile = (qid, s.lang, s.index) == ("q1", "zh", 1)
+                out.append(replace(s, text=HOSTILE) if hostile else s)
+    return out
+
+
+def write_explore_run(folder: Path) -> Path:
+    """The hand-made run as a run folder in the layout ``calm-rag run`` writes (metrics,
+    votes and pairs computed by the library from the samples); no plots, no report."""
+    from calm_rag.evaluation import evaluation_grid
+    from calm_rag.io import write_json, write_jsonl
+    from calm_rag.vote.pairs import build_pairs
+    from calm_rag.vote.voting import VoteConfig, vote_all
+
+    cells = {f"{split}/{phase}": explore_eval_samples(split, phase)
+             for phase in ("before", "after") for split in EXPLORE_SPLITS}
+    for name, samples in cells.items():
+        write_samples(folder / "eval" / f"{name.replace('/', '-')}.jsonl", samples)
+    write_json(folder / "metrics.json", evaluation_grid(cells))
+    samples = explore_alignment_samples()
+    votes = vote_all(samples, VoteConfig())
+    write_samples(folder / "samples.jsonl", samples)
+    write_jsonl(folder / "votes.jsonl", (v.to_dict() for v in votes))
+    write_jsonl(folder / "pairs.jsonl",
+                (p.to_dict() for p in build_pairs(samples, votes, VoteConfig())))
+    write_jsonl(folder / "retrieved.jsonl", [
+        {"question_id": qid, "lang": lang, "hits": [
+            {"rank": 1, "score": 0.5, "lang": "en", "doc_id": f"doc-{qid}", "title": "T",
+             "text": f"<img src=x onerror=alert(1)> passage for {qid} {lang}"}]}
+        for qid in EXPLORE_GOLD for lang in ("en", "zh", "fr")])
+    write_json(folder / "manifest.json", {"experiment": "tiny", "created": "2026-01-01",
+                                          "questions": EXPLORE_SPLITS})
+    (folder / "config.yaml").write_text(yaml.safe_dump({
+        "settings": ["zero-shot", "rag"], "data": {"languages": ["en", "zh", "fr"]},
+        "vote": {"policy": "pooled", "tie": "first-seen", "weights": {}}}), encoding="utf-8")
+    return folder

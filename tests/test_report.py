@@ -151,9 +151,12 @@ def test_report_has_tables_plots_and_relative_links_only(grid, tmp_path):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert links[:2] == ["plots/accuracy.png", "plots/retrieval_delta.png"]
     # four heatmaps at most: the held-out questions, before and after, both settings
-    assert sorted(link for link in links if "agreement" in link) == [
+    assert sorted(link for link in links if link.startswith("plots/agreement_heldout")) == [
         f"plots/agreement_heldout_{phase}_{setting}.png"
         for phase in ("after", "before") for setting in ("rag", "zero-shot")]
+    # ... and the same pairs side by side, before → after (tests/test_explore.py draws them)
+    assert sorted(link for link in links if "agreement_change" in link) == [
+        f"plots/agreement_change_heldout_{setting}.png" for setting in ("rag", "zero-shot")]
     for link in links:
         assert not link.startswith("/") and ".." not in link
         assert (folder / link).read_bytes().startswith(PNG)

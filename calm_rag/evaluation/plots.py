@@ -1,4 +1,5 @@
-"""PNG plots of the evaluation grid: accuracy, language-pair agreement, retrieval delta.
+"""PNG plots of the evaluation grid: accuracy, language-pair agreement, retrieval delta, and
+before → after alignment (consistency, accuracy per language, agreement), retrieval recall.
 
 Figures are built with ``matplotlib.figure.Figure`` and never through pyplot, so no display or
 GUI backend is touched (saving a PNG renders with Agg) and a notebook's own pyplot backend is
@@ -91,22 +92,136 @@ def _legend(fig: Figure, axes: np.ndarray) -> None:
                ncols=min(len(labels), 4), fontsize="small", frameon=False)
 
 
-def plot_agreement(metrics: dict, path: str | Path, title: str) -> Path:
-    """Heatmap of the share of questions on which two languages agree, values annotated."""
-    langs = metrics["languages"]
-    agreement = metrics["agreement"]
-    values = np.array([[np.nan if (v := agreement[a][b]) is None else 100 * v for b in langs]
-                       for a in langs], dtype=float)
-    size = 1.6 + 0.55 * len(langs)
-    fig = figure(size + 1.0, size)
-    ax = fig.subplots()
+def _agreement_values(metrics: dict) -> np.ndarray:
+    langs, agreement = metrics["languages"], metrics["agreement"]
+    return np.array([[np.nan if (v := agreement[a][b]) is None else 100 * v for b in langs]
+                     for a in langs], dtype=float)
+
+
+def _heatmap(ax: Any, metrics: dict, title: str) -> Any:
+    """One agreement heatmap on ``ax``, values annotated; return the image (for a colorbar)."""
+    langs, values = metrics["languages"], _agreement_values(metrics)
     image = ax.imshow(values, vmin=0, vmax=100, cmap="viridis")
     for (i, j), v in np.ndenumerate(values):
         ax.text(j, i, "–" if np.isnan(v) else f"{v:.1f}", ha="center", va="center",
                 fontsize="small", color="black" if v >= 60 else "white")
     ticks = np.arange(len(langs))
     ax.set(xticks=ticks, yticks=ticks, xticklabels=langs, yticklabels=langs, title=title)
-    fig.colorbar(image, ax=ax, label="agreement %")
+    return image
+
+
+def plot_agreement(metrics: dict, path: str | Path, title: str) -> Path:
+    """Heatmap of the share of questions on which two languages agree, values annotated."""
+    size = 1.6 + 0.55 * len(metrics["languages"])
+    fig = figure(size + 1.0, size)
+    image = _heatmap(fig.subplots(), metrics, title)
+    fig.colorbar(image, ax=fig.axes[0], label="agreement %")
+    return save_figure(fig, path)
+
+
+def plot_agreement_change(before: dict, after: dict, path: str | Path, title: str) -> Path:
+    """The agreement heatmaps before and after alignment side by side (same languages)."""
+    if before["languages"] != after["languages"]:
+        raise ValueError(f"before and after differ in languages: {before['languages']} vs "
+                         f"{after['languages']}")
+    size = 1.6 + 0.55 * len(before["languages"])
+    fig = figure(2 * size + 1.0, size + 0.3)
+    axes = fig.subplots(1, 2)
+    _heatmap(axes[0], before, "before")
+    image = _heatmap(axes[1], after, "after")
+    fig.colorbar(image, ax=list(axes), label="agreement %")
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def _before_after(ax: Any, labels: list[str], before: list[dict | None],
+                  after: list[dict | None]) -> None:
+    """Per label, the before and after values (in %) with their 95% intervals, an arrow from
+    one to the other; a missing value is left out."""
+    x = np.arange(len(labels))
+    for offset, phase, stats, shade in ((-0.12, "before", before, 0.45),
+                                        (0.12, "after", after, 1.0)):
+        for i, m in enumerate(stats):
+            if m is None or m.get("value") is None:
+                continue
+            low, high = m.get("ci95") or (None, None)
+            value = 100 * m["value"]
+            err = ([[value - 100 * low], [100 * high - value]] if low is not None
+                   and high is not None else None)
+            ax.errorbar(x[i] + offset, value, yerr=err, fmt="o", capsize=3, color="#4c72b0",
+                        alpha=shade, label=phase if i == 0 else None)
+    for i, (b, a) in enumerate(zip(before, after, strict=True)):
+        if b and a and b.get("value") is not None and a.get("value") is not None:
+            ax.annotate("", xy=(x[i] + 0.12, 100 * a["value"]),
+                        xytext=(x[i] - 0.12, 100 * b["value"]),
+                        arrowprops={"arrowstyle": "->", "color": "gray"})
+    ax.set(xticks=x, xticklabels=labels, ylim=(-5, 105), xlim=(-0.6, len(labels) - 0.4))
+
+
+def has_consistency_change(grid: dict) -> bool:
+    """Whether some split was evaluated both before and after alignment."""
+    return any(grid.get("consistency_change", {}).values())
+
+
+def plot_consistency_change(grid: dict, path: str | Path) -> Path:
+    """Cross-lingual consistency before → after alignment with 95% intervals: one panel per
+    split, the settings side by side."""
+    change = {split: s for split, s in grid["consistency_change"].items() if s}
+    if not change:
+        raise ValueError("no split was evaluated both before and after alignment")
+    fig = figure(max(3.5, 1.6 + 1.2 * max(len(s) for s in change.values())) * len(change), 3.4)
+    axes = fig.subplots(1, len(change), squeeze=False, sharey=True)[0]
+    for ax, (split, settings) in zip(axes, change.items(), strict=True):
+        _before_after(ax, list(settings), [c["before"] for c in settings.values()],
+                      [c["after"] for c in settings.values()])
+        ax.set_title(split)
+    axes[0].set_ylabel("consistency %")
+    _legend(fig, axes)
+    return save_figure(fig, path)
+
+
+def before_after_pairs(grid: dict) -> list[tuple[str, str, str]]:
+    """(split, before cell, after cell) for each split scored before and after alignment."""
+    return [(split, f"{split}/before", f"{split}/after")
+            for split, phases in cells_by_split(grid).items()
+            if "before" in phases and "after" in phases]
+
+
+def plot_accuracy_change(grid: dict, path: str | Path) -> Path:
+    """Accuracy per language before → after alignment with 95% intervals: one panel per
+    split and setting."""
+    panels = [(split, setting, grid["cells"][b]["metrics"][setting]["accuracy"],
+               grid["cells"][a]["metrics"][setting]["accuracy"])
+              for split, b, a in before_after_pairs(grid)
+              for setting in grid["cells"][b]["metrics"]
+              if setting in grid["cells"][a]["metrics"]]
+    if not panels:
+        raise ValueError("no cell was scored both before and after alignment")
+    langs = grid_languages(grid)
+    fig = figure(max(3.2, 1.0 + 0.55 * len(langs)) * len(panels), 3.4)
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (split, setting, before, after) in zip(axes, panels, strict=True):
+        _before_after(ax, langs, [before.get(x) for x in langs], [after.get(x) for x in langs])
+        ax.set_title(f"{split} · {setting}")
+    axes[0].set_ylabel("accuracy %")
+    _legend(fig, axes)
+    return save_figure(fig, path)
+
+
+def plot_recall(recall: dict[str, tuple[int, int]], path: str | Path, k: int | None = None
+                ) -> Path:
+    """Retrieval recall per query language: the share of questions with a relevant passage
+    among the hits, each bar labelled found/asked."""
+    langs = [lang for lang, (_, asked) in recall.items() if asked]
+    if not langs:
+        raise ValueError("no question with relevance labels was retrieved for")
+    values = [100 * recall[x][0] / recall[x][1] for x in langs]
+    fig = figure(max(3.2, 1.2 + 0.6 * len(langs)), 3.2)
+    ax = fig.subplots()
+    bars = ax.bar(np.arange(len(langs)), values, color=SETTING_COLORS["rag"])
+    ax.bar_label(bars, [f"{recall[x][0]}/{recall[x][1]}" for x in langs], fontsize="small")
+    ax.set(xticks=np.arange(len(langs)), xticklabels=langs, ylim=(0, 110),
+           ylabel=f"recall@{k} %" if k else "recall %", title="Retrieval recall per language")
     return save_figure(fig, path)
 
 

@@ -19,9 +19,15 @@ from calm_rag.evaluation.grid import (
     grid_languages,
 )
 from calm_rag.evaluation.plots import (
+    before_after_pairs,
+    has_consistency_change,
     has_retrieval_delta,
     plot_accuracy,
+    plot_accuracy_change,
     plot_agreement,
+    plot_agreement_change,
+    plot_consistency_change,
+    plot_recall,
     plot_retrieval_delta,
 )
 from calm_rag.evaluation.tables import pct, rankc_section, with_ci, with_ci_number
@@ -41,11 +47,17 @@ GRID_LEGEND = ("All numbers in %. Accuracy is per sample (unanswered counts as w
 
 
 def write_report(folder: str | Path, grid: dict, *, title: str, summary: dict[str, str],
-                 training: dict | None = None, votes: dict | None = None) -> Path:
+                 training: dict | None = None, votes: dict | None = None,
+                 recall: dict[str, tuple[int, int]] | None = None,
+                 recall_k: int | None = None) -> Path:
     """Write ``folder/plots/*.png`` and ``folder/report.md``; return the report's path.
-    ``votes`` is the last round's :func:`calm_rag.evaluation.votes.vote_summary`."""
+    ``votes`` is the last round's :func:`calm_rag.evaluation.votes.vote_summary`; ``recall``
+    per query language ``(found, asked)`` at ``recall_k`` (where relevance labels exist)."""
     folder = Path(folder)
-    plots = write_plots(folder, grid)
+    plots = write_plots(folder, grid) + before_after_plots(folder, grid)
+    if recall and any(asked for _, asked in recall.values()):
+        plot_recall(recall, folder / "plots" / "recall.png", recall_k)
+        plots.append(("Retrieval recall per language", "plots/recall.png"))
     sections = [
         f"# {title}",
         "\n".join(f"- **{key}**: {portable_text(value, folder)}" for key, value in summary.items()),
@@ -96,6 +108,43 @@ def write_plots(folder: Path, grid: dict) -> list[tuple[str, str]]:
         plot_agreement(grid["cells"][name]["metrics"][setting], plots / file,
                        f"Agreement % — {name} · {setting}")
         written.append((caption, file))
+    return [(caption, f"plots/{file}") for caption, file in written]
+
+
+def _file_name(stem: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) + ".png"
+
+
+def before_after_plots(folder: Path, grid: dict) -> list[tuple[str, str]]:
+    """Before → after alignment: consistency with intervals per setting, accuracy per
+    language, and the agreement heatmaps side by side (the report's choice of cells);
+    return (caption, relative link) pairs."""
+    plots, written = folder / "plots", []
+    if has_consistency_change(grid):
+        written.append(("Consistency before → after alignment, 95% intervals",
+                        "consistency_change.png"))
+        plot_consistency_change(grid, plots / written[-1][1])
+    pairs = before_after_pairs(grid)
+    if pairs and grid_languages(grid):
+        written.append(("Accuracy per language before → after alignment, 95% intervals",
+                        "accuracy_change.png"))
+        plot_accuracy_change(grid, plots / written[-1][1])
+    shown = {(name.split("/", 1)[0], setting) for name, setting in agreement_choices(grid)}
+    for split, before, after in pairs:
+        for setting in grid["cells"][before]["metrics"]:
+            if (split, setting) not in shown or setting not in grid["cells"][after]["metrics"]:
+                continue
+            langs = [grid["cells"][c]["metrics"][setting]["languages"] for c in (before, after)]
+            if langs[0] != langs[1]:  # side by side only where the same rows and columns
+                log.warning(f"report: no agreement before/after plot for {split} · {setting}: "
+                            f"languages differ ({langs[0]} vs {langs[1]})")
+                continue
+            file = _file_name(f"agreement_change_{split}_{setting}")
+            plot_agreement_change(grid["cells"][before]["metrics"][setting],
+                                  grid["cells"][after]["metrics"][setting], plots / file,
+                                  f"Agreement % — {split} · {setting}")
+            written.append((f"Language-pair agreement before → after, {split} · {setting}",
+                            file))
     return [(caption, f"plots/{file}") for caption, file in written]
 
 

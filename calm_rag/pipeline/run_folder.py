@@ -74,7 +74,9 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
                  if last else None)
         write_report(folder, grid, title=f"calm_rag run: {experiment.name}",
                      summary=_summary(experiment, splits, base, final, retrieved)
-                     | _alignment_line(ctx), training=training, votes=votes)
+                     | _alignment_line(ctx), training=training, votes=votes,
+                     recall=recall_by_language(experiment, retrieved),
+                     recall_k=experiment.retrieval.k)
     target = published[0]
     point_latest(target)
     log.info(reuse_line(ctx.stages))
@@ -258,12 +260,9 @@ def _corpus_line(retrieval: Any) -> str:
 def recall_line(experiment: Any, retrieved: Retrieved | None) -> dict[str, str]:
     """``retrieval recall@k``: the share of (question, language) whose hits hold a relevant
     document, overall and per language; nothing when there are no labels for this index."""
-    from calm_rag.pipeline.stages.retrieve import relevance_labels
-
-    qrels = relevance_labels(experiment) if retrieved is not None else None
-    if retrieved is None or not qrels:
+    per_lang = recall_by_language(experiment, retrieved)
+    if not per_lang:
         return {}
-    per_lang = retrieved.recall(qrels)
     found, asked = (sum(counts[i] for counts in per_lang.values()) for i in (0, 1))
     if not asked:
         return {}
@@ -271,6 +270,18 @@ def recall_line(experiment: Any, retrieved: Retrieved | None) -> dict[str, str]:
     return {f"retrieval recall@{experiment.retrieval.k}":
             f"{found / asked:.2f} ({found}/{asked} question-languages with a relevant passage "
             f"among their hits); {shares}"}
+
+
+def recall_by_language(experiment: Any, retrieved: Retrieved | None
+                       ) -> dict[str, tuple[int, int]] | None:
+    """Per query language ``(found, asked)`` (:meth:`Retrieved.recall`); None when there are
+    no relevance labels for the index searched."""
+    from calm_rag.pipeline.stages.retrieve import relevance_labels
+
+    qrels = relevance_labels(experiment) if retrieved is not None else None
+    if retrieved is None or not qrels:
+        return None
+    return retrieved.recall(qrels)
 
 
 def _model_line(model: ModelRef) -> str:
