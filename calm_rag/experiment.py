@@ -179,11 +179,14 @@ class DataConfig:
                      for i, s in enumerate(self.language_sets))
         _refuse_same_sets(sets)
         object.__setattr__(self, "language_sets", sets)
+
+    def check_offered(self) -> None:
+        """Languages a source says it lacks fail at load, by their key, not once it is read."""
         for source, entry in ((self.source, self.entry),
                               *([(self.eval.source, self.eval.entry)] if self.eval else [])):
-            _check_offered(source, entry, "languages", self.languages)
-            for i, langs in enumerate(sets):
-                _check_offered(source, entry, f"language_sets[{i}]", langs)
+            _check_offered(source, entry, "data.languages", self.languages)
+            for i, langs in enumerate(self.language_sets):
+                _check_offered(source, entry, f"data.language_sets[{i}]", langs)
 
 
 def _refuse_same_sets(sets: tuple[tuple[str, ...], ...]) -> None:
@@ -204,7 +207,7 @@ def _check_offered(source: str, entry: DatasetEntry | None, key: str, langs: tup
     """Languages the source says it lacks fail at load, naming ``key``, not once it is read."""
     from calm_rag.datasets.bundled import BUNDLED_LANGUAGES, BundledSource
 
-    found = entry or QUESTION_SOURCES.get(source, field="source")
+    found = entry or QUESTION_SOURCES.get(source, field="data.source")
     offered = (BUNDLED_LANGUAGES if isinstance(found, BundledSource)
                else getattr(found, "only", ()) if isinstance(found, DatasetEntry) else ())
     missing = [lang for lang in langs if offered and lang not in offered]
@@ -406,6 +409,7 @@ class Experiment:
         if not self.runs_dir.strip():
             raise InputError("is empty", field="runs_dir", hint="e.g. runs (the default)")
         check_run_name(self.name, self.runs_dir)
+        self.data.check_offered()
         _check_heldout_languages(self.data, self.evaluation)
         _check_read_together(self)
 
