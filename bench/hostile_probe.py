@@ -1034,9 +1034,11 @@ def third_pass_cases() -> list[Case]:
     allows, and plugins that fail at import."""
     import importlib.util
 
+    # Heavy: the check reads TRL's config classes, and importing TRL takes most of 20 s on a
+    # busy 2-core machine.
     cases = [_keyed(yaml_case("library", f"align.trainer.{key}: {value!r}", "exp.yaml",
                               _stopped_yaml(**{"align.trainer": {key: value}}), ["run"], True,
-                              STOP_MARK), f"align.trainer.{key}")
+                              STOP_MARK, heavy=True), f"align.trainer.{key}")
              for key, value in TRAINER_VALUES.items()]
     for tracker in ("wandb", "mlflow", "trackio"):
         if importlib.util.find_spec(tracker) is None:  # installed: nothing to refuse
@@ -1056,7 +1058,120 @@ def third_pass_cases() -> list[Case]:
         cases.append(_keyed(yaml_case(
             "plugins", name, "exp.yaml", _stopped_yaml(plugins=["./plugin.py"]), ["run"], True,
             STOP_MARK, extra=lambda work, code=code: put(work, "plugin.py", code)), "plugins[0]"))
+    return cases + load_time_cases() + study_cases()
+
+
+def _too_many_for_here() -> dict[str, int]:
+    """Parallel sizes past this machine (no GPU asked for): a worker per NUMA node, an engine
+    per core (issue 26's example: tensor_parallel_size 4 on a 2-core CPU)."""
+    from calm_rag.runtime.hardware import numa_nodes, usable_cores
+
+    return {"tensor_parallel_size": max(4, numa_nodes() + 1),
+            "pipeline_parallel_size": numa_nodes() + 1,
+            "data_parallel_size": usable_cores() + 1}
+
+
+# Case name: the keys set (a few together for a combination), the key the error must name.
+LOAD_TIME: dict[str, tuple[dict[str, object], str]] = {
+    "sampling.n: 100000": ({"sampling.n": 100_000}, "sampling.n"),
+    "evaluation.sampling.max_tokens: 10^7": ({"evaluation.sampling.max_tokens": 10**7},
+                                             "evaluation.sampling.max_tokens"),
+    "shard_questions: 2^60": ({"shard_questions": 2**60}, "shard_questions"),
+    "retrieval.fusion.depth: 2^60": ({"retrieval.fusion.depth": 2**60},
+                                     "retrieval.fusion.depth"),
+    "data.languages: [en, zh-Hant-TW]": ({"data.languages": ["en", "zh-Hant-TW"]},
+                                         "data.languages"),
+}
+COMBINATIONS: dict[str, tuple[dict[str, object], str]] = {
+    "data.language_sets: [[en, fr], [fr, en]]": (
+        {"data.language_sets": [["en", "fr"], ["fr", "en"]]}, "data.language_sets[1]"),
+    "heldout_languages leave one language to vote": (
+        {"data.languages": ["en", "fr", "de"], "evaluation.heldout_languages": ["de", "fr"]},
+        "evaluation.heldout_languages"),
+    "sampling.forced_answer on hf": ({"generator.backend": "hf", "generator.options": {},
+                                      "sampling.forced_answer": True},
+                                     "sampling.forced_answer"),
+    "retrieval.fusion.rrf_k without rrf": ({"retrieval.fusion.rrf_k": 10},
+                                           "retrieval.fusion.rrf_k"),
+}
+
+
+def load_time_cases() -> list[Case]:
+    """Issue 26's deliverables 1 and 3: parallel sizes against the devices here, counts past
+    their bound, languages a set lacks, and combinations that cannot run together, each
+    refused at load by its full key and line."""
+    cases = []
+    for key, value in _too_many_for_here().items():
+        case = _keyed(yaml_case("library", f"generator.options.{key}: {value} (past this "
+                                "machine)", "exp.yaml", _stopped_yaml(**{
+                                    "generator.backend": "vllm",
+                                    "generator.options": {key: value}}), ["run"], True,
+                                STOP_MARK), f"generator.options.{key}")
+        case.env = {"CUDA_VISIBLE_DEVICES": ""}  # the CPU's limits, on a GPU machine too
+        cases.append(case)
+    for family, table in (("library", LOAD_TIME), ("combinations", COMBINATIONS)):
+        cases += [_keyed(yaml_case(family, name, "exp.yaml", _stopped_yaml(**changes), ["run"],
+                                   True, STOP_MARK), key)
+                  for name, (changes, key) in table.items()]
     return cases
+
+
+def trainer_table() -> str:
+    """Every field type TRL's DPOConfig declares (an enum's choices as a type of their own),
+    one bad value for the first field of each type, and the one line the loader printed for
+    it: the acceptance table of issue 26. In process: TRL is imported once."""
+    import typing
+
+    import trl
+
+    from calm_rag.errors import InputError
+    from calm_rag.experiment import load_experiment
+    from calm_rag.training.config import OWNED, TRL_STRINGS
+
+    hints, kinds = typing.get_type_hints(trl.DPOConfig), {}
+    for f in dataclasses.fields(trl.DPOConfig):
+        if f.name not in OWNED:
+            choices = f.metadata.get("choices", TRL_STRINGS.get(f.name))
+            hint = hints[f.name]
+            kind = ("str, choices in its metadata" if choices else hint.__name__
+                    if isinstance(hint, type) else str(hint).replace("typing.", ""))
+            kinds.setdefault(kind, []).append(f.name)
+    lines = ["| TRL type | fields | field tried | bad value | exit line |", "|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "exp.yaml"
+        for kind, names in kinds.items():
+            message = "accepted"
+            for bad in ("zigzag", 2.5, 5, [1, 2], {"a": 1}):
+                path.write_text(_stopped_yaml(**{"align.trainer": {names[0]: bad}}),
+                                encoding="utf-8")
+                try:
+                    load_experiment(path)
+                except InputError as err:
+                    message = str(err).replace(folder + "/", "")
+                    break
+            lines.append(f"| {_cell(kind, 60)} | {len(names)} | {names[0]} | {bad!r} | "
+                         f"{_cell(message, 400)} |")
+    return "\n".join(lines)
+
+
+def study_cases() -> list[Case]:
+    """``study votes`` with nothing to study: one language, or --min-languages above those
+    present. Each must say why in one line (exit 2), not print an empty table."""
+    one_language = hc.jsonl([r for r in hc.sample_rows() if r["question"]["lang"] == "en"])
+
+    def setup(extra: list[str], text: str | None) -> Setup:
+        def write(work: Path) -> list[str]:
+            _valid_inputs(work)
+            if text is not None:
+                put(work, "samples.jsonl", text)
+            return ["study", "votes", "samples.jsonl", *extra]
+        return write
+
+    # No key: the error names the flag --min-languages, which has no line in a file.
+    return [Case("combinations", name, setup(extra, text), expect_reject=True, writes=("out",))
+            for name, extra, text in (
+                ("study votes on one language", [], one_language),
+                ("study votes --min-languages 4 on 3 languages", ["--min-languages", "4"], None))]
 
 
 CASE_FAMILIES: dict[str, Callable[[], list[Case]]] = {
@@ -1157,7 +1272,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the cases, run nothing")
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="print the report of rows saved by --json, run nothing")
+    parser.add_argument("--trainer-table", action="store_true",
+                        help="print each align.trainer field type TRL declares, a bad value "
+                             "and the loader's message; run nothing else")
     args = parser.parse_args(argv)
+    if args.trainer_table:
+        print(trainer_table())
+        return 0
     if args.from_json:
         rows = [Row(**r) for r in json.loads(args.from_json.read_text())]
         return report(rows)

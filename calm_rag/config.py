@@ -27,6 +27,9 @@ C = TypeVar("C")
 # Fields marked internal are filled by the loader, never read from YAML.
 INTERNAL = {"internal": True}
 MAX_SEED = 2**31 - 1  # numpy and the engines take 32-bit seeds; shards add their index
+# Every whole number a config holds (counts, sizes, seeds), whatever its own check: past it a
+# JSON reader (a manifest, a run record) no longer holds the number exactly.
+MAX_INT = 2**53
 MAX_NODES = 100_000  # values in one YAML document once aliases are expanded
 MAX_DEPTH = 64
 # YAML 1.2 floats that YAML 1.1 (PyYAML) leaves as strings: 5e-6, 1E-3, -2.5e+3.
@@ -177,6 +180,15 @@ def at_least(obj: Any, low: float, *names: str, hint: str | None = None) -> None
             raise InputError(f"must be at least {low:g}, got {value!r}", field=name, hint=hint)
 
 
+def at_most(obj: Any, high: float, *names: str, why: str) -> None:
+    """A check for ``__post_init__``: each named field is ``high`` or less (or None); ``why``
+    (the reason for the bound) goes into the message."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and value > high:
+            raise InputError(f"must be at most {high:g}, got {value!r}: {why}", field=name)
+
+
 def check_seed(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -287,6 +299,10 @@ class _Where:
             value = float(value)
         if isinstance(value, float) and not math.isfinite(value):
             raise self.error(key, f"must be a finite number, got {value}")
+        if hint is int and isinstance(value, int) and abs(value) > MAX_INT:
+            raise self.error(key, f"must lie within ±2^53, got {value}: no count or size "
+                             "means anything past it, and JSON records hold whole numbers "
+                             "exactly only up to it")
         if hint is Any or isinstance(value, hint):
             return value
         raise self.error(key, f"expected {getattr(hint, '__name__', hint)}, got {_kind(value)}")

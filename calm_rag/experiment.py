@@ -178,10 +178,43 @@ class DataConfig:
         object.__setattr__(self, "languages", language_codes(self.languages, "languages"))
         sets = tuple(language_codes(s, f"language_sets[{i}]")
                      for i, s in enumerate(self.language_sets))
-        if len(set(sets)) < len(sets):
-            raise InputError("lists a set twice", field="language_sets",
-                             hint="name each set of languages once")
+        _refuse_same_sets(sets)
         object.__setattr__(self, "language_sets", sets)
+
+    def check_offered(self) -> None:
+        """Languages a source says it lacks fail at load, by their key, not once it is read."""
+        for source, entry in ((self.source, self.entry),
+                              *([(self.eval.source, self.eval.entry)] if self.eval else [])):
+            _check_offered(source, entry, "data.languages", self.languages)
+            for i, langs in enumerate(self.language_sets):
+                _check_offered(source, entry, f"data.language_sets[{i}]", langs)
+
+
+def _refuse_same_sets(sets: tuple[tuple[str, ...], ...]) -> None:
+    """Two sets of the same languages in another order vote alike: the grid would run one
+    set twice and compare it with itself."""
+    seen: dict[frozenset[str], int] = {}
+    for i, langs in enumerate(sets):
+        first = seen.setdefault(frozenset(langs), i)
+        if first != i:
+            how = "" if sets[first] == langs else " in another order"
+            raise InputError(f"lists a set twice: [{', '.join(langs)}] is "
+                             f"language_sets[{first}]{how}", field=f"language_sets[{i}]",
+                             hint="name each set of languages once")
+
+
+def _check_offered(source: str, entry: DatasetEntry | None, key: str, langs: tuple[str, ...]
+                   ) -> None:
+    """Languages the source says it lacks fail at load, naming ``key``, not once it is read."""
+    from calm_rag.datasets.bundled import BUNDLED_LANGUAGES, BundledSource
+
+    found = entry or QUESTION_SOURCES.get(source, field="data.source")
+    offered = (BUNDLED_LANGUAGES if isinstance(found, BundledSource)
+               else getattr(found, "only", ()) if isinstance(found, DatasetEntry) else ())
+    missing = [lang for lang in langs if offered and lang not in offered]
+    if missing:
+        raise InputError(f"{source} has no {', '.join(missing)} questions", field=key,
+                         hint=f"it has {', '.join(offered)}")
 
 
 def language_codes(given: Sequence[str], key: str) -> tuple[str, ...]:
@@ -233,6 +266,10 @@ class GeneratorConfig:
             raise InputError(f"expected {backend.Options.__name__}, got "
                              f"{type(options).__name__}", field="options")
         object.__setattr__(self, "options", options)
+        try:
+            backend.check_devices(options)
+        except InputError as err:  # named as the key under generator
+            raise InputError(err.message, field=f"options.{err.field}", hint=err.hint) from None
         # A model that cannot exist fails now, not after retrieval, and without network; a
         # served model's name may be a path on the server only.
         if backend.reads_local_weights:
@@ -373,7 +410,9 @@ class Experiment:
         if not self.runs_dir.strip():
             raise InputError("is empty", field="runs_dir", hint="e.g. runs (the default)")
         check_run_name(self.name, self.runs_dir)
+        self.data.check_offered()
         _check_heldout_languages(self.data, self.evaluation)
+        _check_read_together(self)
 
     @property
     def settings(self) -> tuple[str, ...]:
@@ -403,6 +442,23 @@ def _absolute(path: str, base: Path) -> str:
     return path if Path(path).is_absolute() else os.path.normpath(base / path)
 
 
+def _check_read_together(experiment: Experiment) -> None:
+    """Keys that only a chosen part reads (the manual says so) are refused when another part
+    is chosen, rather than ignored: a run must not differ from what its file says."""
+    backend = experiment.generator.backend_class
+    for key, params in (("sampling", experiment.sampling),
+                        ("evaluation.sampling", experiment.evaluation.sampling)):
+        if params.forced_answer and not backend.forces_answers:
+            raise InputError(f"the {experiment.generator.backend} backend cannot force "
+                             "answers", field=f"{key}.forced_answer",
+                             hint="use generator.backend: vllm, or set forced_answer: false")
+    fusion = experiment.retrieval.fusion
+    if "rrf_k" in non_defaults(fusion) and fusion.combine != "rrf":
+        raise InputError(f"only rrf reads it, combine is {fusion.combine}",
+                         field="retrieval.fusion.rrf_k",
+                         hint="set combine: rrf, or leave rrf_k out")
+
+
 def _check_heldout_languages(data: DataConfig, evaluation: EvaluationConfig) -> None:
     """Held-out languages are asked (in ``languages``, unless sets add them) and leave a
     language to train on."""
@@ -416,11 +472,14 @@ def _check_heldout_languages(data: DataConfig, evaluation: EvaluationConfig) -> 
                              field="evaluation.heldout_languages",
                              hint="list every held-out language in data.languages too")
     for i, langs in enumerate(data.language_sets or (data.languages,)):
-        if not [lang for lang in langs if lang not in held]:
+        left = [lang for lang in langs if lang not in held]
+        if len(left) < 2:
             where = f"data.language_sets[{i}]" if data.language_sets else "data.languages"
-            raise InputError(f"{where} has no language left to train on",
+            said = "has no language" if not left else f"has only {left[0]}"
+            raise InputError(f"{where} {said} left to train on",
                              field="evaluation.heldout_languages",
-                             hint="hold out fewer languages")
+                             hint="the vote needs two languages or more that are not held "
+                                  "out: hold out fewer languages")
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:

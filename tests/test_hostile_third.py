@@ -330,3 +330,125 @@ def test_regenerate_tries_has_an_upper_bound_with_its_reason(tmp_path):
         "all in memory at once (e.g. 4 (the default) to 16)")
     _load(tmp_path, {"name": "x", "vote": {"chosen_fallback": "regenerate",
                                            "regenerate_tries": 256}})
+
+
+# ---------------------------------------------------------------------------- devices, counts
+
+
+def _message(tmp_path: Path, data: dict) -> str:
+    with pytest.raises(InputError) as err:
+        _load(tmp_path, data)
+    return str(err.value)
+
+
+def test_parallel_sizes_are_checked_against_the_devices_here(tmp_path, monkeypatch):
+    from calm_rag.runtime import hardware
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 0)
+    monkeypatch.setattr(hardware, "numa_nodes", lambda: 1)
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
+    where = f"{tmp_path / 'exp.yaml'}:4: field 'generator.options."
+    assert _message(tmp_path, {"name": "x", "generator": {"options": {
+        "tensor_parallel_size": 4}}}) == (
+        f"{where}tensor_parallel_size': 4 workers of one engine need 4 NUMA nodes on a CPU (no "
+        "GPU is visible), this machine has 1 (vLLM-CPU binds each tensor/pipeline-parallel "
+        "worker to a NUMA node of its own: use 1, or data_parallel_size to share the cores "
+        "among engines)")
+    assert _message(tmp_path, {"name": "x", "generator": {"options": {
+        "data_parallel_size": 3}}}) == (
+        f"{where}data_parallel_size': 3 engines on 2 cores (no GPU is visible) (each engine "
+        "needs a core of its own: use at most as many)")
+    _load(tmp_path, {"name": "x", "generator": {"options": {"data_parallel_size": 2}}})
+    monkeypatch.setattr(hardware, "gpu_count", lambda: 2)
+    assert _message(tmp_path, {"name": "x", "generator": {"options": {
+        "tensor_parallel_size": 2, "data_parallel_size": 2}}}) == (
+        f"{where.replace(':4:', ':5:')}data_parallel_size': 2 engine(s) of 2 GPUs need 4 "
+        "GPUs, 2 are visible (lower the parallel sizes, or set ray_address to use a "
+        "cluster's GPUs)")
+    _load(tmp_path, {"name": "x", "generator": {"options": {"tensor_parallel_size": 2}}})
+    _load(tmp_path, {"name": "x", "generator": {"options": {  # a cluster's devices: unknown
+        "tensor_parallel_size": 8, "ray_address": "auto"}}})
+
+
+def test_numa_nodes_and_visible_gpus_are_read_from_the_machine(tmp_path, monkeypatch):
+    from calm_rag.runtime.hardware import gpu_count, numa_nodes
+
+    for name in ("node0", "node1", "possible"):
+        (tmp_path / name).mkdir()
+    assert numa_nodes(tmp_path) == 2
+    assert numa_nodes(tmp_path / "absent") == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0, 3")
+    assert gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert gpu_count() == 0
+
+
+@pytest.mark.parametrize(("data", "line", "message"), [
+    ({"sampling": {"n": 1025}}, 3, "field 'sampling.n': must be at most 1024, got 1025: a "
+     "prompt's n responses are generated, held and voted on together; CALM samples a few per "
+     "language"),
+    ({"evaluation": {"sampling": {"max_tokens": 10**6}}}, 4, "field 'evaluation.sampling."
+     "max_tokens': must be at most 131072, got 1000000: longer than the context of the models "
+     "calm_rag samples; a response is an explanation and one letter"),
+    ({"shard_questions": 2**60}, 2, "field 'shard_questions': must lie within ±2^53, got "
+     "1152921504606846976: no count or size means anything past it, and JSON records hold "
+     "whole numbers exactly only up to it"),
+])
+def test_every_count_has_an_upper_bound_with_its_reason(tmp_path, data, line, message):
+    assert _message(tmp_path, {"name": "x", **data}) == f"{tmp_path / 'exp.yaml'}:{line}: {message}"
+
+
+def test_a_language_the_set_lacks_is_named_by_its_full_key_and_line(tmp_path, capsys):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: x\ndata:\n  languages: [en, zh-Hant-TW]\n", encoding="utf-8")
+    assert main(["run", "--check", str(exp)]) == 2
+    assert capsys.readouterr().err == (
+        f"calm-rag run: error: {exp}:3: field 'data.languages': bundled has no zh-hant "
+        "questions (it has en, zh, fr, de, it, ja)\n")
+    assert _message(tmp_path, {"name": "x", "data": {"source": "medqa-gbaker",
+                                                     "languages": ["en", "fr"]}}) == (
+        f"{exp}:4: field 'data.languages': medqa-gbaker has no fr questions (it has en)")
+
+
+# ---------------------------------------------------------------------------- combinations
+
+
+def test_combinations_that_cannot_run_together_are_refused_at_load(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    assert _message(tmp_path, {"name": "x", "data": {"languages": ["en", "fr", "de"],
+                                                     "language_sets": [["en", "fr"],
+                                                                       ["fr", "en"]]}}) == (
+        f"{exp}:10: field 'data.language_sets[1]': lists a set twice: [fr, en] is "
+        "language_sets[0] in another order (name each set of languages once)")
+    assert _message(tmp_path, {"name": "x", "data": {"languages": ["en", "fr", "de"]},
+                               "evaluation": {"heldout_languages": ["de", "fr"]}}) == (
+        f"{exp}:8: field 'evaluation.heldout_languages': data.languages has only en left to "
+        "train on (the vote needs two languages or more that are not held out: hold out fewer "
+        "languages)")
+    assert _message(tmp_path, {"name": "x", "generator": {"backend": "hf"},
+                               "sampling": {"forced_answer": True}}) == (
+        f"{exp}:5: field 'sampling.forced_answer': the hf backend cannot force answers (use "
+        "generator.backend: vllm, or set forced_answer: false)")
+    assert _message(tmp_path, {"name": "x", "retrieval": {"fusion": {"rrf_k": 10}}}) == (
+        f"{exp}:4: field 'retrieval.fusion.rrf_k': only rrf reads it, combine is zscore (set "
+        "combine: rrf, or leave rrf_k out)")
+    _load(tmp_path, {"name": "x", "retrieval": {"fusion": {"combine": "rrf", "rrf_k": 10}}})
+
+
+@pytest.mark.parametrize(("answers", "flags", "line"), [
+    ({"en": ["A", "B"]}, [], "field '--min-languages': asks for votes of 2 languages or more, "
+     "the samples hold 1 language (en) (study samples of more languages, or lower "
+     "--min-languages)"),
+    ({"en": ["A"], "fr": ["B"]}, ["--min-languages", "3"], "field '--min-languages': asks for "
+     "votes of 3 languages or more, the samples hold 2 languages (en, fr) (study samples of "
+     "more languages, or lower --min-languages)"),
+])
+def test_study_votes_with_nothing_to_study_says_why(tmp_path, capsys, answers, flags, line):
+    from calm_rag.datasets.samples import write_samples
+    from tests.helpers import make_samples
+
+    path = tmp_path / "samples.jsonl"
+    write_samples(path, make_samples(answers, gold="A"))
+    assert main(["study", "votes", str(path), *flags]) == 2
+    assert capsys.readouterr().err == f"calm-rag study: error: {line}\n"

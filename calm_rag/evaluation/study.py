@@ -79,6 +79,11 @@ def vote_study(samples: list[Sample], policies: dict[str, VoteConfig],
         raise InputError("the samples carry no gold answers, so targets cannot be scored",
                          field="SAMPLES", hint="study samples of a dataset with answers")
     langs = sorted({s.lang for s in samples})
+    if min_languages > len(langs):  # else every row is skipped: an empty table, no reason
+        held = f"{len(langs)} language{'s' if len(langs) != 1 else ''} ({', '.join(langs)})"
+        raise InputError(f"asks for votes of {min_languages} languages or more, the samples "
+                         f"hold {held}", field="--min-languages",
+                         hint="study samples of more languages, or lower --min-languages")
     by_lang: dict[str, list[Sample]] = {lang: [] for lang in langs}
     for s in samples:
         by_lang[s.lang].append(s)

@@ -156,3 +156,29 @@ def _cuda_count() -> int:
     import torch
 
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def numa_nodes(root: Path = Path("/sys/devices/system/node")) -> int:
+    """NUMA nodes with memory on this machine (1 where the kernel does not say): vLLM-CPU binds
+    each tensor/pipeline-parallel worker to a node of its own."""
+    try:
+        found = [d for d in root.glob("node[0-9]*") if d.is_dir()]
+    except OSError:
+        return 1
+    return len(found) or 1
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def gpu_count() -> int:
+    """GPUs this process sees: CUDA_VISIBLE_DEVICES when set, else what torch counts."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return len([d for d in given.split(",") if d.strip() and d.strip() != "-1"])
+    return _cuda_count()
+

@@ -60,6 +60,12 @@ class Sampler(ABC):
         return None
 
     @classmethod
+    def check_devices(cls, options: Any) -> None:
+        """Refuse ``options`` that the devices of this machine cannot run (the experiment's
+        loader asks, so a run fails at load, not once the engine starts); none by default."""
+        return None  # a backend that asks for no devices fits any machine
+
+    @classmethod
     def placement(cls, options: Any) -> tuple[str, str | None]:
         """Where it puts the weights, ``(device, device_map)``: the log-prob scorer follows
         it. By default the first GPU when torch sees one."""

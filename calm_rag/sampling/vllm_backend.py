@@ -179,6 +179,10 @@ class VLLMSampler(Sampler):
     @classmethod
     def dtype_of(cls, options: VLLMOptions) -> str | None:
         return options.dtype
+
+    @classmethod
+    def check_devices(cls, options: VLLMOptions) -> None:
+        vllm_args.check_devices(options)
     options: VLLMOptions
 
     def __init__(self, model: str | os.PathLike[str] | None = None,
