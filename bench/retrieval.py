@@ -30,7 +30,9 @@ Sections:
   top k, for k = 1..10, per language and policy (native, pivot, fused with the default fusion,
   fused + BM25, and the fusion calm_rag used before: RRF at 60 over ``max(4k, 20)``), then the
   worst fused - max(native, pivot) gap in questions; written to
-  bench/results/retrieval_recall.md.
+  bench/results/retrieval_recall.md. ``--reranker PATH_OR_ID`` adds native and fused with their
+  first ``--rerank-top-n`` hits reordered by that CrossEncoder (``retrieval.rerank``); give
+  ``--recall-out`` another file unless the reranker is one worth recording.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def main() -> None:
     if "synthetic" in sections:
         results["synthetic"] = bench_ann(args.ann_size, args.ann_queries)
     if "recall" in sections:
-        results["recall"] = bench_recall(args.recall_out)
+        results["recall"] = bench_recall(args.recall_out, args.reranker, args.rerank_top_n)
     if "scale" in sections:
         from retrieval_scale import bench_scale
 
@@ -103,6 +105,11 @@ def parse_args() -> argparse.Namespace:
                         help="where the scale section writes (default: a temporary folder)")
     parser.add_argument("--recall-out", type=Path, default=RECALL_OUT,
                         help="where the recall section writes its tables (markdown)")
+    parser.add_argument("--reranker", default="",
+                        help="recall section: also rerank native and fused with this "
+                             "CrossEncoder (a folder, or a hub id in the local cache)")
+    parser.add_argument("--rerank-top-n", type=int, default=20,
+                        help="hits the reranker rereads (retrieval.rerank.top_n)")
     parser.add_argument("--build-child", help=argparse.SUPPRESS)
     parser.add_argument("--scale-child", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -246,9 +253,10 @@ def report(name: str, calm: float, raw: float, what: str, aim: float) -> dict:
 # --------------------------------------------------------------------------- recall@k
 
 
-def bench_recall(out: Path) -> dict:
-    """Recall@k of the demo indexes on the bundled questions, per set, policy, k and language;
-    the markdown tables are printed and written to ``out``."""
+def bench_recall(out: Path, reranker: str = "", top_n: int = 20) -> dict:
+    """Recall@k of the demo indexes on the bundled questions, per set, policy, k and language
+    (and reranked by the CrossEncoder ``reranker``, when given, over each list's first
+    ``top_n``); the markdown tables are printed and written to ``out``."""
     from retrieval_scale import cpu_flags
 
     from calm_rag.io import atomic_write
@@ -256,14 +264,17 @@ def bench_recall(out: Path) -> dict:
     tables = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dataset in RECALL_SETS:
-            tables[dataset] = recall_table(dataset, Path(tmp))
+            tables[dataset] = recall_table(dataset, Path(tmp), reranker, top_n)
     lines = [f"# Retrieval recall@k on the bundled sets ({time.strftime('%Y-%m-%d')})", "",
              f"CPU: {cpu_flags()}. Command: `python bench/retrieval.py --sections recall`.",
              "Each cell: the share of the questions in that language whose relevant passage "
              "(its qrel) is among the top k chunks; multilingual-e5-small, Flat, whole index "
              "searched (no language filter). `fused`: the default fusion (z-scores summed, 100 "
              "candidates a list); `fused rrf60 (before)`: reciprocal-rank fusion at 60 over "
-             "max(4k, 20), what calm_rag did before.", ""]
+             "max(4k, 20), what calm_rag did before."
+             + (f" `+rerank`: the first {top_n} hits reordered by the CrossEncoder "
+                f"`{reranker}` reading the question in its own language "
+                "(`retrieval.rerank`)." if reranker else ""), ""]
     for dataset, table in tables.items():
         lines += recall_markdown(dataset, table)
     text = "\n".join(lines) + "\n"
@@ -275,7 +286,8 @@ def bench_recall(out: Path) -> dict:
                       for policy, by_k in table.items()} for dataset, table in tables.items()}
 
 
-def recall_table(dataset: str, tmp: Path) -> dict[str, dict[int, dict[str, int]]]:
+def recall_table(dataset: str, tmp: Path, reranker: str = "", top_n: int = 20
+                 ) -> dict[str, dict[int, dict[str, int]]]:
     """``{policy: {k: {lang: questions found}}}`` for one bundled set."""
     from calm_rag.datasets.bundled import load_bundled
     from calm_rag.retrieval.build import build_index
@@ -315,9 +327,30 @@ def recall_table(dataset: str, tmp: Path) -> dict[str, dict[int, dict[str, int]]
             for q, p in zip(queries, pivots, strict=True)]
         before[k] = found_at(questions, docs, qrels)[k]
     table["fused rrf60 (before)"] = before
+    if reranker:
+        table.update(reranked_found(retriever, questions, qrels, queries, pivots, reranker,
+                                    top_n))
     table["questions"] = {0: {lang: sum(q.lang == lang for q in questions)
                               for lang in {q.lang for q in questions}}}
     return table
+
+
+def reranked_found(retriever, questions, qrels, queries: list[str], pivots: list[str],
+                   reranker: str, top_n: int) -> dict[str, dict[int, dict[str, int]]]:
+    """Native and fused, their first ``top_n`` reordered by the CrossEncoder as the retrieve
+    stage does (the question in its own language; ``calm_rag.retrieval.rerank``)."""
+    from calm_rag.retrieval.rerank import Reranker
+
+    model = Reranker.load(reranker)
+    found = {}
+    for policy in ("native", "fused"):
+        hits = retriever.retrieve_many(queries, pivots, k=max(top_n, max(RECALL_KS)),
+                                       policy=policy)
+        ranked = model.rerank_many(queries, [[h.to_dict() for h in group] for group in hits],
+                                   top_n=top_n, k=max(RECALL_KS))
+        found[f"{policy} +rerank"] = found_at(
+            questions, [[h["doc_id"] for h in group] for group in ranked], qrels)
+    return found
 
 
 def read_qrels(path: Path) -> dict[str, set[str]]:
@@ -351,21 +384,30 @@ def recall_markdown(dataset: str, table: dict[str, dict[int, dict[str, int]]]) -
             f"{by_k[k][lang] / count[lang]:.2f}" for lang in langs) + " |"
             for k in ks for policy, by_k in table.items()]
 
-    gaps = [(table["fused"][k][lang] - max(table["native"][k][lang], table["pivot"][k][lang]),
-             k, lang) for k in RECALL_KS for lang in langs]
-    worst = min(gaps)
-    old = [(table["fused rrf60 (before)"][k][lang]
-            - max(table["native"][k][lang], table["pivot"][k][lang]), k, lang)
-           for k in RECALL_KS for lang in langs]
     sizes = ", ".join(f"{count[lang]} {lang}" for lang in langs)
+    gap = worst_gap_line(table, langs)
     return [f"## {dataset}: recall@k, k = 1, 3, 5, 10 ({sizes} questions)", "", *header,
-            *rows((1, 3, 5, 10)), "",
-            f"Worst fused - max(native, pivot) over all {len(gaps)} cells (k = 1..10, "
-            f"{len(langs)} languages): {worst[0]:+d} questions (k = {worst[1]}, {worst[2]}); "
-            f"cells below: {sum(g < 0 for g, _, _ in gaps)}. The fusion before: "
-            f"{min(old)[0]:+d} (k = {min(old)[1]}, {min(old)[2]}), cells below: "
-            f"{sum(g < 0 for g, _, _ in old)}.", "",
-            f"## {dataset}: recall@k, every k", "", *header, *rows(RECALL_KS), ""]
+            *rows((1, 3, 5, 10)), "", gap, "",
+            f"## {dataset}: recall@k, every k", "", *header, *rows(RECALL_KS), "", gap, ""]
+
+
+def worst_gap_line(table: dict[str, dict[int, dict[str, int]]], langs: list[str]) -> str:
+    """The acceptance's figure: the worst fused - max(native, pivot) over every k and
+    language, in questions, for the default fusion, the one before and reranked fusion."""
+    def worst(name: str) -> str:
+        gaps = [(table[name][k][lang] - max(table["native"][k][lang], table["pivot"][k][lang]),
+                 k, lang) for k in RECALL_KS for lang in langs]
+        low = min(gaps)
+        return (f"{low[0]:+d} questions (k = {low[1]}, {low[2]}), cells below: "
+                f"{sum(g < 0 for g, _, _ in gaps)}")
+
+    cells = len(RECALL_KS) * len(langs)
+    line = (f"Worst fused - max(native, pivot) over all {cells} cells (k = 1..{max(RECALL_KS)}, "
+            f"{len(langs)} languages): {worst('fused')}. The fusion before: "
+            f"{worst('fused rrf60 (before)')}.")
+    if "fused +rerank" in table:
+        line += f" Fused +rerank: {worst('fused +rerank')}."
+    return line
 
 
 # --------------------------------------------------------------------------- synthetic ANN

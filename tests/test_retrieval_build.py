@@ -217,7 +217,7 @@ def test_approximate_factories_build_and_search(tmp_path, factory):
 
 @pytest.mark.parametrize("factory, message", [
     ("Flatt", "FAISS cannot build 'Flatt'"),
-    ("IVF4096,Flat", "4096 inverted lists"),
+    ("IVF4096,Flat", "4096 centroids"),
     ("IVF2,PQ7", "FAISS cannot build"),
 ])
 def test_bad_factories_fail_before_embedding(tmp_path, monkeypatch, capsys, factory, message):
@@ -228,6 +228,64 @@ def test_bad_factories_fail_before_embedding(tmp_path, monkeypatch, capsys, fact
     assert message in err and "faiss.factory" in err
     assert counter.texts == 0
     assert not (tmp_path / "indexes" / "tiny").exists()
+
+
+@pytest.mark.parametrize("factory, centroids, train_size", [
+    ("Flat", [], 100_000),
+    ("HNSW32", [], 100_000),
+    ("IVF8,Flat", [8], 100_000),
+    ("IVF8,PQ4x4", [8, 16], 100_000),
+    ("IVF8,PQ4,Refine(SQ8)", [8, 256], 100_000),
+    ("OPQ4,IVF8,PQ4", [256, 8, 256], 100_000),
+    ("IVF4096,PQ4", [4096, 256], 39 * 4096),  # the 1M scale bench's: 100,000 was too few
+])
+def test_train_size_defaults_to_what_the_factory_needs(factory, centroids, train_size):
+    from calm_rag.retrieval import faiss_index
+    from calm_rag.retrieval.spec import FaissConfig
+
+    config = FaissConfig(factory=factory)
+    index = faiss_index.make_index(config, 16)
+    assert faiss_index.kmeans_centroids(index) == centroids
+    assert faiss_index.train_size(config, index) == train_size
+    assert faiss_index.train_size(FaissConfig(factory=factory, train_size=500), index) == 500
+
+
+def test_faiss_warns_below_the_needed_size_and_so_does_a_spec_asking_for_less(capfd, caplog):
+    """The 39 per centroid is FAISS's own threshold: one vector fewer and FAISS warns."""
+    from calm_rag.retrieval import faiss_index
+    from calm_rag.retrieval.spec import FaissConfig
+
+    config = FaissConfig(factory="IVF8,Flat", train_size=100)
+    index = faiss_index.make_index(config, 16)
+    assert faiss_index.training_points_needed(index) == 8 * 39
+    vectors = np.random.default_rng(0).standard_normal((8 * 39, 16)).astype(np.float32)
+    faiss_index.make_index(config, 16).train(vectors)
+    assert "please provide at least" not in capfd.readouterr().err
+    faiss_index.make_index(config, 16).train(vectors[:-1])
+    assert "please provide at least 312" in capfd.readouterr().err
+
+    with caplog.at_level("WARNING", logger="calm_rag.retrieval.faiss_index"):
+        faiss_index.check_train_size(index, config)
+        faiss_index.check_train_size(index, FaissConfig(factory="IVF8,Flat"))  # the default
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "faiss.train_size 100 is below the 312 training vectors 'IVF8,Flat' needs (FAISS's 39 "
+        "per centroid x 8 centroids)"]
+
+
+def test_an_index_faiss_cannot_train_is_refused_and_a_small_corpus_warned(caplog):
+    from calm_rag.retrieval import faiss_index
+    from calm_rag.retrieval.spec import FaissConfig
+
+    config = FaissConfig(factory="IVF4,PQ4")  # 4 lists, 256 codes a PQ sub-quantizer
+    index = faiss_index.make_index(config, 16)
+    with pytest.raises(InputError, match="trains 256 centroids .* only 255 chunks"):
+        faiss_index.check_trainable(index, config, rows=255)
+    with caplog.at_level("WARNING", logger="calm_rag.retrieval.faiss_index"):
+        faiss_index.check_trainable(index, config, rows=256)
+        faiss_index.check_trainable(index, config, rows=256 * 39)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "'IVF4,PQ4' asks for 9984 training vectors (FAISS's 39 per centroid x 256 centroids) "
+        "but the corpus has 256 chunks"]
 
 
 @pytest.fixture

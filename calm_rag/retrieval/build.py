@@ -8,6 +8,7 @@ memory holds one shard at a time and a killed build skips the shards it already 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import time
@@ -89,6 +90,7 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
                              batch_size=spec.embedder.batch_size)
     index = faiss_index.make_index(spec.faiss, embedder.dimension)  # a bad factory fails now
     check_layout(index, spec.faiss)
+    spec = _with_train_size(spec, index)
     key = build_key(spec, sources, embedder)
     if target.exists() and not force:
         if _existing_key(target) == key:
@@ -158,6 +160,15 @@ def _try_lock(handle: Any) -> bool:
 _KEY_DEFAULTS = {"chunking": {"split": True}, "bm25": True,
                  "faiss": {"ef_construction": 40, "on_disk": False, "gpu": False,
                            "k_factor": 4}}
+
+
+def _with_train_size(spec: IndexSpec, index: Any) -> IndexSpec:
+    """The spec with its training sample's size settled (the factory's need when it names
+    none), so the build key and the manifest say what was trained on. An index needing no
+    training settles on the old fixed default, which leaves its build key as it was."""
+    faiss_index.check_train_size(index, spec.faiss)
+    settled = faiss_index.train_size(spec.faiss, index)
+    return dataclasses.replace(spec, faiss=dataclasses.replace(spec.faiss, train_size=settled))
 
 
 def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> str:

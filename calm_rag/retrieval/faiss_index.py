@@ -18,6 +18,8 @@ from calm_rag.retrieval.spec import FaissConfig
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TRAIN_SIZE = 100_000
+"""The training sample when the spec names none, unless the factory needs more."""
 FACTORY_HINT = "examples: Flat, HNSW32, IVF1024,Flat, IVF4096,PQ64"
 METRICS: tuple[str, ...] = get_args(get_type_hints(FaissConfig)["metric"])
 """The metrics a spec may name (``ip``, ``l2``): a manifest naming another is refused."""
@@ -43,15 +45,79 @@ def make_index(config: FaissConfig, dimension: int) -> Any:
 
 
 def check_trainable(index: Any, config: FaissConfig, rows: int) -> None:
-    """Refuse early (before embedding) an IVF index with more lists than chunks."""
+    """Refuse early (before embedding) an index FAISS cannot train on the chunks it would get
+    (a k-means with more centroids than vectors), and say when it gets fewer than FAISS asks
+    for (it trains, but its clusters are poor)."""
+    largest = max(kmeans_centroids(index), default=0)
+    size = min(rows, train_size(config, index))
+    if size < largest:
+        raise InputError(
+            f"{config.factory!r} trains {largest} centroids (inverted lists or PQ codes) but "
+            f"has only {size} chunks to train them on", field="faiss.factory",
+            hint="use Flat or HNSW32 for a small corpus, or fewer lists")
+    if rows < training_points_needed(index):
+        log.warning("%r asks for %d training vectors (FAISS's %d per centroid x %d centroids) "
+                    "but the corpus has %d chunks: the clusters will be poor; fewer lists, or "
+                    "Flat or HNSW32, suit a corpus this small", config.factory,
+                    training_points_needed(index), min_points_per_centroid(), largest, rows)
+
+
+def check_train_size(index: Any, config: FaissConfig) -> None:
+    """Say when the spec's own ``faiss.train_size`` is below what the factory needs (FAISS
+    would print its "please provide at least" warning mid-build)."""
+    needed = training_points_needed(index)
+    if config.train_size is not None and config.train_size < needed:
+        log.warning("faiss.train_size %d is below the %d training vectors %r needs (FAISS's %d "
+                    "per centroid x %d centroids): the clusters will be poor; leave "
+                    "faiss.train_size out to train on what the factory needs",
+                    config.train_size, needed, config.factory, min_points_per_centroid(),
+                    max(kmeans_centroids(index)))
+
+
+def train_size(config: FaissConfig, index: Any) -> int:
+    """The training sample's size: the spec's ``faiss.train_size``, or by default
+    :data:`DEFAULT_TRAIN_SIZE` raised to what the factory needs."""
+    if config.train_size is not None:
+        return config.train_size
+    return max(DEFAULT_TRAIN_SIZE, training_points_needed(index))
+
+
+def training_points_needed(index: Any) -> int:
+    """Vectors FAISS asks for to train ``index``: its minimum per centroid times the centroids
+    of the largest k-means the index runs; 0 for an index that is not trained."""
+    return min_points_per_centroid() * max(kmeans_centroids(index), default=0)
+
+
+def min_points_per_centroid() -> int:
+    """FAISS's own threshold below which k-means warns (39 in FAISS 1.x), read from FAISS."""
     import faiss
 
-    ivf = faiss.try_extract_index_ivf(index)
-    if ivf is not None and ivf.nlist > min(rows, config.train_size):
-        raise InputError(
-            f"{config.factory!r} has {ivf.nlist} inverted lists but only "
-            f"{min(rows, config.train_size)} chunks to train them on",
-            field="faiss.factory", hint="use Flat or HNSW32 for a small corpus, or fewer lists")
+    return int(faiss.ClusteringParameters().min_points_per_centroid)
+
+
+def kmeans_centroids(index: Any) -> list[int]:
+    """The centroids of each k-means that training ``index`` runs: IVF lists (and a trained
+    coarse quantizer's own), PQ codebooks (``2**nbits`` each), an OPQ rotation's PQ."""
+    import faiss
+
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        steps: Any = index.chain  # a SWIG vector (faiss's stubs call it a list)
+        chain = [faiss.downcast_VectorTransform(steps.at(i)) for i in range(steps.size())]
+        # OPQMatrix::train fits an 8-bit PQ of its own (256 centroids) to learn the rotation.
+        return ([1 << 8 for step in chain if isinstance(step, faiss.OPQMatrix)]
+                + kmeans_centroids(index.index))
+    if isinstance(index, faiss.IndexRefine):
+        return kmeans_centroids(index.base_index) + kmeans_centroids(index.refine_index)
+    found = []
+    if isinstance(index, faiss.IndexIVF):
+        found.append(int(index.nlist))
+        if not index.quantizer.is_trained:
+            found += kmeans_centroids(index.quantizer)
+    pq = getattr(index, "pq", None)
+    if pq is not None:
+        found.append(int(pq.ksub))
+    return found
 
 
 def train(index: Any, config: FaissConfig, sample: np.ndarray) -> None:

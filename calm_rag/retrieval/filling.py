@@ -1,9 +1,10 @@
 """Training and filling a FAISS index from embedding shards: resumable, on disk, on GPUs.
 
 * A trained index (IVF, PQ, OPQ...) is trained on an evenly spread, fixed sample of
-  ``faiss.train_size`` embeddings, and the trained empty index is saved in the build cache
-  before filling, so a killed build does not train again (and the rerun equals an
-  uninterrupted build: same sample, same trained index, same shards).
+  ``faiss.train_size`` embeddings (by default at least what FAISS asks for the factory), and
+  the trained empty index is saved in the build cache before filling, so a killed build does
+  not train again (and the rerun equals an uninterrupted build: same sample, same trained
+  index, same shards).
 * Filling adds one embedding shard at a time: memory holds one shard and the index.
 * ``faiss.on_disk``: an IVF index's inverted lists go to ``index.ivfdata`` beside the index
   (FAISS's ``OnDiskInvertedLists``), so the filled index need not fit in RAM.
@@ -83,8 +84,9 @@ def _trained(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: Pla
     """The index trained on the build's sample, from the cache when a killed build trained it."""
     import faiss
 
+    size = faiss_index.train_size(config, index)
     key = json_digest({"factory": config.factory, "metric": config.metric,
-                       "train_size": config.train_size, "dimension": index.d,
+                       "train_size": size, "dimension": index.d,
                        "shards": plan, "faiss": faiss.__version__}, ascii_only=True)
     cached = shards.folder / f"trained-{key[:32]}.faiss"
     if cached.is_file():
@@ -92,7 +94,7 @@ def _trained(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: Pla
         trained = faiss_index.read_index(cached)
         faiss_index.configure_build(trained, config)
         return trained
-    sample = training_sample(shards, plan, config.train_size)
+    sample = training_sample(shards, plan, size)
     log.info("training %s on %d vectors", config.factory, len(sample))
     if config.gpu and gpu_count():
         # One GPU trains (GPU k-means); the clones that fill it all share its quantizer.

@@ -146,8 +146,11 @@ class FaissConfig:
     lists)."""
     metric: Literal["ip", "l2"] = "ip"
     """``ip``: inner product (cosine when normalized); ``l2``: Euclidean distance."""
-    train_size: int = 100_000
-    """Most embeddings used to train a trained index (an evenly spread, fixed sample)."""
+    train_size: int | None = None
+    """Most embeddings used to train a trained index (an evenly spread, fixed sample). Left
+    out: 100,000, or more where the factory needs it (FAISS asks for 39 vectors per centroid
+    of its largest k-means: ``IVF4096`` needs 159,744); a smaller value is logged as a
+    warning, and fewer vectors than centroids is an error."""
     nprobe: int = 16
     """IVF indexes: inverted lists visited per query (more: better recall, slower)."""
     ef_search: int = 128
