@@ -373,6 +373,11 @@ class Experiment:
             raise InputError("is empty", field="runs_dir", hint="e.g. runs (the default)")
         check_run_name(self.name, self.runs_dir)
         _check_heldout_languages(self.data, self.evaluation)
+        if self.data.language_sets and self.align.methods:
+            raise InputError("one grid at a time: data.language_sets or align.methods",
+                             field="align.methods",
+                             hint="compare the methods on one set (data.languages), or run "
+                                  "the sets with one method")
 
     @property
     def settings(self) -> tuple[str, ...]:
