@@ -312,13 +312,15 @@ def format_methods(name: str, methods: dict[str, dict], runs: dict[str, str]) ->
             "trains on the same votes and its 'before' cells are the same samples. Ties: "
             "questions whose cross-lingual vote tied (settled or dropped), last round. "
             "Questions paired: questions with a CALM preference pair (what dpo trains on). "
-            "Rows and questions trained: the method's rows after max_length, and the questions "
-            "they came from where the method records them (dco does). Computed: the stages "
+            "Rows: the method's training rows (after max_length); questions trained: the "
+            "questions they came from, where the method records them (dco does); steps: "
+            "optimiser steps (align.trainer.max_steps may stop before the rows run out). "
+            "Computed: the stages "
             "this run computed rather than read from the cache.")
     return "\n\n".join([
         f"# calm_rag align methods: {name}", note,
         "## Vote and training per method\n\n" + _table(
-            ["method", *keys, "rows trained", "questions trained", "training s", "computed"],
+            ["method", *keys, "rows", "questions trained", "steps", "training s", "computed"],
             votes),
         "## Evaluation per method\n\n" + _table(header, rows),
         "## Consistency change per method (paired over questions)\n\n" + _table(
@@ -328,8 +330,8 @@ def format_methods(name: str, methods: dict[str, dict], runs: dict[str, str]) ->
 
 def _training_cells(training: dict | None) -> list[str]:
     if training is None:
-        return ["–", "–", "–"]
-    return [_count(training["rows"]), _count(training["questions"]),
+        return ["–", "–", "–", "–"]
+    return [_count(training["rows"]), _count(training["questions"]), _count(training["steps"]),
             f"{training['seconds']:.1f}"]
 
 

@@ -82,7 +82,8 @@ def _training(result: RunResult) -> dict[str, Any] | None:
         return None
     built = training.folder / ROWS_FILE
     rows = read_json(built) if built.is_file() else {}
-    return {"rows": training.rows, "questions": rows.get("questions"),
+    steps = training.log[-1]["step"] if training.log else 0
+    return {"rows": training.rows, "steps": steps, "questions": rows.get("questions"),
             "skipped": rows.get("skipped"), "seconds": training.seconds,
             "final_loss": training.final_loss}
 
