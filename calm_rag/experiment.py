@@ -457,6 +457,24 @@ def _check_read_together(experiment: Experiment) -> None:
         raise InputError(f"only rrf reads it, combine is {fusion.combine}",
                          field="retrieval.fusion.rrf_k",
                          hint="set combine: rrf, or leave rrf_k out")
+    _check_method_grid(experiment)
+
+
+def _check_method_grid(experiment: Experiment) -> None:
+    """``align.methods`` is a grid of its own: not beside language sets, and a single
+    ``align.method`` given with it must be one of the grid's (else it would be ignored)."""
+    align = experiment.align
+    if not align.methods:
+        return
+    if experiment.data.language_sets:
+        raise InputError("one grid at a time: data.language_sets or align.methods",
+                         field="align.methods",
+                         hint="compare the methods on one set (data.languages), or run "
+                              "the sets with one method")
+    if "method" in non_defaults(align) and align.method not in align.methods:
+        raise InputError(f"{align.method!r} is not one of align.methods "
+                         f"({', '.join(align.methods)}), which the grid runs instead",
+                         field="align.method", hint="leave align.method out with align.methods")
 
 
 def _check_heldout_languages(data: DataConfig, evaluation: EvaluationConfig) -> None:

@@ -181,7 +181,7 @@ def test_config_checks_and_keys():
 
 def test_the_method_is_registered_with_its_capabilities():
     method = ALIGN_METHODS.get("dco", "align.method")
-    assert (method.trl_config, method.launchable) == ("DPOConfig", False)
+    assert (method.trl_config, method.launchable) == ("DPOConfig", True)
     samples = make_samples({"en": ["C"], "zh": ["B"]})
     assert method.rows(samples, [vote("C")], []) == dco_questions(samples, [vote("C")], [])
 
@@ -271,3 +271,18 @@ def test_a_run_through_the_cli_trains_dco(tiny_model, tmp_path):
     assert lora_b and any(w.abs().max() > 0 for w in lora_b)  # B starts at 0: it trained
     log = json.loads((run / "manifest.json").read_text())["stages"]
     assert any(s["stage"] == "align" and not s["cached"] for s in log)
+
+
+@pytest.mark.slow
+def test_dco_under_accelerate_with_two_cpu_processes(tiny_model, tmp_path):
+    """The ranks rebuild DCO's trainer by its name (``launchable``): 6 rows, 3 a rank, batches
+    of 3, so one optimiser step, logged by rank 0 with DCO's own metrics."""
+    config = AlignConfig(method="dco", **{**TINY_ALIGN, "batch_size": 3}, epochs=1,
+                         launcher="accelerate", num_processes=2)
+    result = train_dco(str(tiny_model), milk_questions(), config, tmp_path / "align")
+    saved = json.loads((result.folder / "train_log.json").read_text())
+    assert saved["processes"] == 2 and saved["backend"] == "gloo"
+    assert [s["step"] for s in saved["steps"]] == [1] and "dco/margin_1" in saved["steps"][0]
+    assert result.rows == 6 and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert json.loads((result.folder / "rows.json").read_text()) == {
+        "built": 6, "questions": 2, "of_questions": 2, "skipped": {}}

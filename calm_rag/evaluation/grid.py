@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -255,3 +256,91 @@ def format_language_sets(name: str, sets: dict[str, dict], runs: dict[str, str])
         f"# calm_rag language sets: {name}", note,
         "## Vote per set\n\n" + table(["set", "languages", *VOTE_KEYS], votes),
         "## Evaluation per set\n\n" + table(header, rows)])
+
+
+# ---------------------------------------------------------------------------- align methods
+
+def method_summary(langs: Sequence[str], held: Sequence[str], grid: dict, votes: dict | None,
+                   folder: str, training: dict | None, recomputed: dict[str, int]) -> dict:
+    """What the grid report compares of one align method's run: a language set's summary
+    (:func:`language_set_summary`) plus the paired consistency change per split and setting,
+    how many questions had CALM pairs, what the method trained on, and which stages the run
+    computed rather than read from the cache."""
+    summary = language_set_summary(langs, held, grid, votes, folder)
+    if votes is not None and summary["votes"] is not None:
+        summary["votes"]["questions_paired"] = votes.get("questions_paired")
+    return summary | {"consistency_change": grid.get("consistency_change", {}),
+                      "training": training, "recomputed": recomputed}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _count(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
+def format_methods(name: str, methods: dict[str, dict], runs: dict[str, str]) -> str:
+    """The grid report of ``align.methods``: the vote and what each method trained on, every
+    cell's accuracy, consistency, RankC and alpha per method, the paired consistency change."""
+    from calm_rag.evaluation.tables import with_ci_number
+
+    keys = (*VOTE_KEYS, "questions_paired")
+    votes = [[f"[{m}]({runs[m]}/report.md)"]
+             + [_count(s["votes"].get(k)) if s["votes"] else "–" for k in keys]
+             + _training_cells(s["training"])
+             + [", ".join(f"{k} {n}" for k, n in s["recomputed"].items()) or "none"]
+             for m, s in methods.items()]
+    held = list(dict.fromkeys(x for s in methods.values() for x in s["heldout_languages"]))
+    rows = [[m, cell, setting, pct(c["accuracy"]),
+             *[pct(c["accuracy_heldout_languages"].get(x)) for x in held],
+             with_ci(c["consistency"]), with_ci_number(c["rankc"]),
+             with_ci_number(c["krippendorff_alpha"])]
+            for m, s in methods.items() for cell, by_setting in s["cells"].items()
+            for setting, c in by_setting.items()]
+    header = (["method", "cell", "setting", "accuracy % (trained languages)"]
+              + [f"accuracy % {x} (held out)" for x in held]
+              + ["consistency % [95% CI]", "RankC [95% CI]", "Krippendorff's alpha [95% CI]"])
+    changes = [[m, split, setting, pct(c["before"]["value"]), pct(c["after"]["value"]),
+                _change(c["change"])]
+               for m, s in methods.items() for split, by_setting in s["consistency_change"].items()
+               for setting, c in by_setting.items()]
+    note = ("Each method is the experiment run with align.method set to it; the runs share "
+            "the samples, answers and option scores through the stage cache, so every method "
+            "trains on the same votes and its 'before' cells are the same samples. Ties: "
+            "questions whose cross-lingual vote tied (settled or dropped), last round. "
+            "Questions paired: questions with a CALM preference pair (what dpo trains on). "
+            "Rows: the method's training rows (after max_length); questions trained: the "
+            "questions they came from, where the method records them (dco does); steps: "
+            "optimiser steps (align.trainer.max_steps may stop before the rows run out). "
+            "Computed: the stages "
+            "this run computed rather than read from the cache.")
+    return "\n\n".join([
+        f"# calm_rag align methods: {name}", note,
+        "## Vote and training per method\n\n" + _table(
+            ["method", *keys, "rows", "questions trained", "steps", "training s", "computed"],
+            votes),
+        "## Evaluation per method\n\n" + _table(header, rows),
+        "## Consistency change per method (paired over questions)\n\n" + _table(
+            ["method", "split", "setting", "before %", "after %",
+             "change (points) [95% CI] (questions)"], changes)])
+
+
+def _training_cells(training: dict | None) -> list[str]:
+    if training is None:
+        return ["–", "–", "–", "–"]
+    return [_count(training["rows"]), _count(training["questions"]), _count(training["steps"]),
+            f"{training['seconds']:.1f}"]
+
+
+def _change(change: dict) -> str:
+    """A paired change in points with its interval and the questions it pairs."""
+    value, (low, high) = change["value"], change["ci95"]
+    if value is None:
+        return f"n/a ({change['n']})"
+    points = f"{100 * value:+.1f}"
+    if low is None:
+        return f"{points} ({change['n']})"
+    return f"{points} [{100 * low:+.1f}, {100 * high:+.1f}] ({change['n']})"

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +67,18 @@ def _votes(experiment: Experiment, last: Any) -> dict:
     return vote_summary(last.tally, last.pairs, experiment.vote)
 
 
-def write_grid(experiment: Experiment, summaries: dict[str, dict]) -> tuple[Path, dict]:
-    """``grid.json`` and ``report.md`` in a new ``<runs_dir>/<name>/<timestamp>/``."""
+def write_grid(experiment: Experiment, summaries: dict[str, dict], key: str = "language_sets",
+               formatter: Callable[[str, dict[str, dict], dict[str, str]], str] | None = None
+               ) -> tuple[Path, dict]:
+    """``grid.json`` (the summaries under ``key``) and ``report.md`` (``formatter``'s, by
+    default the language sets') in a new ``<runs_dir>/<name>/<timestamp>/``."""
     from calm_rag.evaluation.grid import format_language_sets
     from calm_rag.io import atomic_write, write_json
     from calm_rag.pipeline.run_folder import check_run_name, new_run_folder, point_latest
 
+    formatter = formatter or format_language_sets
     parent = Path(experiment.runs_dir) / check_run_name(experiment.name, experiment.runs_dir)
-    grid = {"language_sets": summaries,
+    grid = {key: summaries,
             "cells": {f"{cell} [{name}]": data for name, s in summaries.items()
                       for cell, data in s.pop("grid_cells").items()}}
     with new_run_folder(parent) as (folder, published):
@@ -82,6 +87,6 @@ def write_grid(experiment: Experiment, summaries: dict[str, dict]) -> tuple[Path
         runs = {name: "../" + Path(os.path.relpath(s["folder"], parent)).as_posix()
                 for name, s in summaries.items()}
         with atomic_write(folder / "report.md") as handle:
-            handle.write(format_language_sets(experiment.name, summaries, runs) + "\n")
+            handle.write(formatter(experiment.name, summaries, runs) + "\n")
     point_latest(published[0])
     return published[0], grid

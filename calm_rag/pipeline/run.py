@@ -46,8 +46,9 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
                    source: str | Path | None = None,
                    force: frozenset[str] = frozenset()) -> RunResult:
     """Run ``experiment``; write ``<runs_dir>/<name>/<timestamp>/`` and return what it holds
-    (with ``data.language_sets``, one run per set and the grid comparing them). The stages
-    named in ``force`` are recomputed, their cache entries replaced."""
+    (with ``data.language_sets`` or ``align.methods``, one run per set or method and the grid
+    comparing them). The stages named in ``force`` are recomputed, their cache entries
+    replaced."""
     from calm_rag.pipeline.run_folder import write_run
     from calm_rag.pipeline.stages.option_scores import score_options
 
@@ -55,6 +56,10 @@ def run_experiment(experiment: Experiment, *, progress: bool = True,
         from calm_rag.pipeline.language_grid import run_language_grid
 
         return run_language_grid(experiment, progress=progress, source=source, force=force)
+    if experiment.align.methods:
+        from calm_rag.pipeline.method_grid import run_method_grid
+
+        return run_method_grid(experiment, progress=progress, source=source, force=force)
     started = time.perf_counter()
     runs = Path(experiment.runs_dir)
     ctx = RunContext(experiment, StageCache(runs / ".cache", force=force), progress=progress)

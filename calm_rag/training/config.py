@@ -237,6 +237,11 @@ class AlignConfig:
     on the responses that agree with the target (CALM's supervised baseline); ``dco`` trains
     each language's preference between two answers to follow the other language's
     (Direct Consistency Optimization; ``align.dco.*``)."""
+    methods: tuple[str, ...] = ()
+    """Two or more registered align methods compared in one grid (``[dpo, dco]``): the
+    experiment runs once per method, every run sharing the samples and the votes (their
+    stages are cached), and ``<runs_dir>/<name>/`` gets ``grid.json`` and ``report.md``
+    comparing them; ``method`` is then not read. Empty: one run with ``method``."""
     target: Literal["majority", "gold"] = "majority"
     """``majority`` takes the cross-lingual vote as the answer to prefer; ``gold`` takes the
     dataset's label instead (an upper-bound baseline)."""
@@ -323,6 +328,28 @@ class AlignConfig:
         at_least(self, 1, "threads", hint="or null for every core available")
         check_seed(self, "seed")
         self._check_scale_out()
+        self._check_methods()
+
+    def _check_methods(self) -> None:
+        """``methods`` names two or more registered methods once each, and every other key
+        holds for each of them (a launcher, ``trainer`` fields), now rather than after the
+        first method's run."""
+        if not self.methods:
+            return
+        object.__setattr__(self, "methods", tuple(self.methods))
+        for i, name in enumerate(self.methods):
+            ALIGN_METHODS.check(name, f"methods[{i}]")
+        _check("methods", len(set(self.methods)) == len(self.methods) >= 2,
+               list(self.methods), "must name two or more different methods",
+               "e.g. [dpo, dco]; one method: align.method")
+        _check("methods", self.rounds >= 1, list(self.methods),
+               "compares trainings, but align.rounds is 0", "set align.rounds: 1")
+        for name in self.methods:
+            try:
+                dataclasses.replace(self, method=name, methods=())
+            except InputError as err:
+                raise InputError(f"with method {name} (align.methods): {err.message}",
+                                 field=err.field, hint=err.hint) from None
 
     def _check_scale_out(self) -> None:
         one_of("launcher", self.launcher, LAUNCHERS)
@@ -410,6 +437,10 @@ class AlignConfig:
         """Plain values, for the resolved config and the cache key."""
         values = dataclasses.asdict(self)
         del values["chat_template_kwargs"]  # not a key of the align block (rows carry them)
+        if not self.methods:  # a grid's runs train one method each: their keys stay as they were
+            del values["methods"]
+        else:
+            values["methods"] = list(self.methods)
         values["lora"]["targets"] = list(self.lora.targets)
         values["dco"]["pairs"] = [list(pair) for pair in self.dco.pairs]
         own = ALIGN_METHODS.get(self.method, "align.method").own_keys

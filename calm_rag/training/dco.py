@@ -45,6 +45,7 @@ from typing import Any
 import torch
 
 from calm_rag.errors import InputError
+from calm_rag.io import write_json
 from calm_rag.records import PreferencePair, Sample, Vote
 from calm_rag.sampling.base import Messages
 from calm_rag.sampling.chat import encode_chat, recorded_chat
@@ -59,6 +60,9 @@ from calm_rag.training.common import (
 from calm_rag.training.config import AlignConfig, DcoConfig
 
 log = logging.getLogger(__name__)
+
+ROWS_FILE = "rows.json"
+"""What a training's rows were built from (rows, questions, skips), beside its log."""
 
 # DPOConfig fields of DPO's own loss: DCO's loss would silently ignore them.
 DPO_LOSS_KEYS = ("loss_type", "loss_weights", "ld_alpha", "f_divergence_type",
@@ -295,10 +299,16 @@ def train_dco(model_path: str | Path, questions: list[DcoQuestion], config: Alig
                          f"(skipped: {dict(skipped) or 'none'})", field="align.dco",
                          hint="ask two languages or more, and check align.dco.languages, "
                               "answers and completions")
-    log.info("dco: %d rows from %d questions", len(rows), len(questions))
+    trained = {(row.question_id, row.setting) for row in rows}
+    log.info("dco: %d rows from %d of %d questions", len(rows), len(trained), len(questions))
     trl_rows = [with_template_kwargs(row.trl_row(), config) for row in rows]
-    return run_training("dco", model_path, trl_rows, config, out_dir,
-                        dco_trainer(config, trl_rows), adapter=adapter)
+    result = run_training("dco", model_path, trl_rows, config, out_dir,
+                          dco_trainer(config, trl_rows), adapter=adapter)
+    # Beside train_log.json: how many questions the rows came from, for the method grid.
+    write_json(result.folder / ROWS_FILE, {"built": len(rows), "questions": len(trained),
+                                           "of_questions": len(questions),
+                                           "skipped": dict(skipped)})
+    return result
 
 
 def _refuse_dpo_loss_keys(config: AlignConfig) -> None:

@@ -167,9 +167,7 @@ class DCO(AlignMethod["DcoQuestion"]):
 
     trl_config = "DPOConfig"
     own_keys = "dco"
-    # Not yet under a launcher: its trainer has not been run by accelerate's ranks (it would
-    # need a trainer() returning dco_trainer, and a multi-process test).
-    launchable = False
+    launchable = True
 
     @classmethod
     def rows(cls, samples: list[Sample], votes: list[Vote],
@@ -186,3 +184,9 @@ class DCO(AlignMethod["DcoQuestion"]):
         from calm_rag.training.dco import train_dco
 
         return train_dco(model_path, rows, config, out_dir, adapter)
+
+    @classmethod
+    def trainer(cls, config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
+        from calm_rag.training.dco import dco_trainer
+
+        return dco_trainer(config, rows)
