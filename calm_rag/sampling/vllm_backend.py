@@ -317,7 +317,7 @@ class _ChildEngine:
                                             trust_remote_code=options.trust_remote_code)
         except InputError as exc:
             raise InputError(exc.message, field="generator.model", hint=exc.hint) from None
-        # vLLM only after the tokenizer: a wrong model fails without vLLM's 10 s import.
+        # vLLM only after the tokenizer: a wrong model fails without paying vLLM's long import.
         from vllm.platforms import current_platform
 
         on_cpu = current_platform.is_cpu()
