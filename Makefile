@@ -26,12 +26,12 @@ $(STAMP): pyproject.toml Makefile
 test: setup lint browser
 	$(PY) -m pytest -q
 
-# The explorer's browser test drives Debian's chromium: installed when absent and root; where
-# it cannot be, the test skips and says why.
+# The browser tests (the explorer, the notebooks in JupyterLab) drive Debian's chromium:
+# installed when absent and root; where it cannot be, the tests skip and say why.
 browser:
 	command -v chromium >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null \
 		&& apt-get install -y --no-install-recommends chromium; } \
-		|| echo "chromium not installed: the explorer's browser test will skip"
+		|| echo "chromium not installed: the browser tests will skip"
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
@@ -41,9 +41,9 @@ test-fast: setup
 demo: setup
 	$(VENV)/bin/calm-rag run pipelines/demo.yaml
 
-# Jupyter in .venv, opened on notebooks/ (the lab is installed on first use only).
+# JupyterLab in .venv (the test extra installs it: a test renders the notebooks in it), opened
+# on notebooks/.
 notebooks: setup
-	test -x $(VENV)/bin/jupyter-lab || $(PIP) 'jupyterlab>=4,<5'
 	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 # The wheels the GPU check carries to the GPU machine (CPython 3.12, x86-64) into the

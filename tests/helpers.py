@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -191,6 +192,17 @@ def as_format_1(folder: Path) -> None:
     manifest["files"] = {name: file_entry(folder / name)
                          for name in (mf.INDEX_FILE, "chunks.jsonl")}
     mf.write_manifest(folder, manifest)
+
+
+# ---------------------------------------------------------------------------- browser
+
+CHROMIUM_MISSING = "no chromium on PATH (make test installs it with apt-get as root)"
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium, for playwright's ``executable_path`` (playwright's own browser
+    download is not reachable here); None where there is none."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 # ---------------------------------------------------------------------------- run folders

@@ -5,19 +5,17 @@ hand-made run of tests/helpers.py; what the page shows is checked against the ru
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 from calm_rag.datasets.samples import read_samples
 from calm_rag.explore import write_explorer
-from tests.helpers import HOSTILE, write_explore_run
+from tests.helpers import CHROMIUM_MISSING, HOSTILE, chromium_path, write_explore_run
 
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="playwright is not installed (pip install -e '.[test]')")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH (make test installs it with apt-get as root)")
+CHROMIUM = chromium_path()
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=CHROMIUM_MISSING)
 
 
 @pytest.fixture(scope="module")
