@@ -113,6 +113,20 @@ def test_hub_keys_belong_to_hub_sources_only(tmp_path):
         spec_from_dict({"name": "t", "corpus": [{"type": "hub", "name": "a/b", "limit": 0}]})
 
 
+def test_a_name_the_hub_cannot_hold_is_named_as_name_at_load(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: t\ncorpus:\n  - {type: hub, name: 'not a valid name!!'}\n")
+    with pytest.raises(InputError) as err:
+        load_spec(spec)
+    assert str(err.value) == (
+        f"{spec}:3: field 'corpus[0].name': is not a hub id: Repo id must use alphanumeric "
+        "chars, '-', '_' or '.'. The name cannot start or end with '-' or '.' and the maximum "
+        "length is 96: 'not a valid name!!'. (a dataset's id as the hub shows it (owner/name), "
+        "or path: a local copy)")
+    for good in ("MedRAG/textbooks", "squad"):  # an owner-less id is the hub's too
+        assert spec_from_dict({"name": "t", "corpus": [{"type": "hub", "name": good}]})
+
+
 def test_a_hub_id_without_network_fails_at_once(tmp_path):
     pinned = source(tmp_path, name="MedRAG/textbooks",
                     revision="9c72838920a1323ffa867467d3f7aa7b36b0f994")
