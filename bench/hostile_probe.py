@@ -52,8 +52,9 @@ MEMORY_LIMIT = 4 << 30  # address space of a light case: a bomb must not take th
 STOP = 54321  # data.train of a run that must stop after loading (more than any bundled set)
 STOP_MARK = "5432"  # ... as it shows in the stop's message (train + heldout)
 SPEC_STOP = "POISON-missing.jsonl"  # the missing corpus that stops a build before embedding
-# Progress a command prints on stderr before its error: not part of the error message.
-PROGRESS = re.compile(r"^(experiment .*: settings |round \d+: |evaluating )|\[\d\d:\d\d")
+# Progress a command prints on stderr before its error (the run's log lines: its settings, the
+# data's protocol, each round): not part of the error message.
+PROGRESS = re.compile(r"^(experiment .*: settings |data: |round \d+: |evaluating )|\[\d\d:\d\d")
 Setup = Callable[[Path], list[str]]
 
 
@@ -74,6 +75,9 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     key: str | None = None
     """The config key the case breaks: its error must name it (with the file's line)."""
+    names: str | None = None
+    """Text the error must hold where the key has no line to name (a JSON manifest, a check
+    made while the run runs): ``misnamed`` when it does not."""
 
 
 @dataclass
@@ -258,6 +262,8 @@ def _flags(case: Case, code: int | None, last: str, new: list[str], tmp: Path, w
         flags.append("leftover")
     if case.key and code == 2 and not reached_stop:
         flags += _naming_flags(case.key, last)
+    if case.names and code == 2 and case.names not in last:
+        flags.append("misnamed")
     return flags, escaped
 
 
@@ -1058,7 +1064,50 @@ def third_pass_cases() -> list[Case]:
         cases.append(_keyed(yaml_case(
             "plugins", name, "exp.yaml", _stopped_yaml(plugins=["./plugin.py"]), ["run"], True,
             STOP_MARK, extra=lambda work, code=code: put(work, "plugin.py", code)), "plugins[0]"))
-    return cases + load_time_cases() + study_cases()
+    return cases + load_time_cases() + study_cases() + index_and_leftover_cases()
+
+
+def _named(case: Case, text: str) -> Case:
+    case.names = text
+    return case
+
+
+def _chunk_count_off(work: Path) -> list[str]:
+    """A built index whose manifest says 8 chunks over faiss.ntotal's 3 vectors."""
+    for file in ("index.faiss", "chunks.jsonl"):
+        put(work, f"indexes/broken/{file}", hc.TEN_BYTES)
+    put(work, "indexes/broken/manifest.json",
+        json.dumps(hc.set_path(hc.built_manifest(), "chunks.count", 8)))
+    return ["index", "info", "broken", "--index-dir", "indexes"]
+
+
+def index_and_leftover_cases() -> list[Case]:
+    """Issue 26's index messages and leftovers: a hub corpus's bad name named as ``name``, a
+    missing index named as ``retrieval.index`` (at ``--check`` with its line; in a run, before
+    any model), a manifest's chunk count named as one, and a hub generator that cannot
+    resolve offline leaving no stage entry behind (the ``leftover`` flag)."""
+    bad_name = hc.spec()
+    bad_name["corpus"] = [{"type": "hub", "name": "not a valid name!!"}]
+    missing = {"retrieval": {"enabled": True, "index": "no-such-index"}}
+    ran = hc.experiment() | missing  # small enough to reach retrieval (no stop)
+    hub_model = hc.set_yaml_key(hc.experiment(), "generator.model", "probe-org/no-such-model")
+    hub_model["data"].update(train=1, heldout=0, languages=["en"])
+    return [
+        _keyed(yaml_case("indexes", "hub corpus named 'not a valid name!!'", "spec.yaml",
+                         hc.to_yaml(bad_name), ["index", "build"], True, None),
+               "corpus[0].name"),
+        _keyed(yaml_case("indexes", "missing retrieval.index at --check", "exp.yaml",
+                         _stopped_yaml(**missing), ["run", "--check"], True, STOP_MARK),
+               "retrieval.index"),
+        _named(yaml_case("indexes", "missing retrieval.index in a run", "exp.yaml",
+                         hc.to_yaml(ran), ["run"], True, None), "field 'retrieval.index'"),
+        _named(Case("indexes", "manifest chunks.count not faiss.ntotal", _chunk_count_off,
+                    expect_reject=True), "field 'chunks.count'"),
+        # Heavy: before the fix the failure came from transformers' loader (torch imported).
+        _named(yaml_case("leftovers", "generator a hub id, offline (HF_HUB_OFFLINE=1)",
+                         "exp.yaml", hc.to_yaml(hub_model), ["run"], True, None, heavy=True),
+               "field 'generator.model'"),
+    ]
 
 
 def _too_many_for_here() -> dict[str, int]:

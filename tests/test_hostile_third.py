@@ -209,6 +209,7 @@ def test_a_staging_folder_of_another_machine_waits_for_its_age(tmp_path):
     assert sweep_folder(tmp_path) == [other] and not other.exists()
 
 
+@pytest.mark.slow  # trains the tiny model twice (about half a minute on 2 cores)
 def test_kill_9_in_the_align_stage_then_a_rerun_leaves_no_staging(sharp_model, tmp_path):
     data = experiment(sharp_model, tmp_path / "runs", align__epochs=3, data__train=8)
     path = write_experiment(tmp_path, data)
@@ -409,6 +410,47 @@ def test_a_language_the_set_lacks_is_named_by_its_full_key_and_line(tmp_path, ca
     assert _message(tmp_path, {"name": "x", "data": {"source": "medqa-gbaker",
                                                      "languages": ["en", "fr"]}}) == (
         f"{exp}:4: field 'data.languages': medqa-gbaker has no fr questions (it has en)")
+
+
+# ---------------------------------------------------------------------------- indexes
+
+
+MISSING_INDEX = ("field 'retrieval.index': no built index named 'gone' in indexes, nor a spec to "
+                 "build it from (write indexes/gone.yaml, here or beside the experiment, and "
+                 "build it with calm-rag index build, or name a built index)")
+
+
+def test_check_names_a_missing_index_by_its_key_and_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no indexes/ here nor above the experiment
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: x\nretrieval:\n  enabled: true\n  index: gone\n", encoding="utf-8")
+    assert main(["run", "--check", str(exp)]) == 2
+    assert capsys.readouterr().err == f"calm-rag run: error: {exp}:4: {MISSING_INDEX}\n"
+    assert main(["run", "--check", str(exp), "--set", "retrieval.index=gone"]) == 2
+    assert capsys.readouterr().err == (
+        f"calm-rag run: error: --set retrieval.index=gone: {MISSING_INDEX}\n")
+    assert main(["run", "--check", str(exp), "--no-retrieval"]) == 0  # no index asked for
+    capsys.readouterr()
+    spec = tmp_path / "indexes" / "gone.yaml"  # a spec the run builds the index from
+    spec.parent.mkdir()
+    spec.write_text("name: gone\ncorpus: []\n", encoding="utf-8")
+    assert main(["run", "--check", str(exp)]) == 2  # the spec a run would build from is read
+    assert capsys.readouterr().err == (f"calm-rag run: error: {spec}:2: field 'corpus': "
+                                       "lists no corpus\n")
+    spec.write_text("name: gone\ncorpus: [{type: jsonl, path: c.jsonl}]\n", encoding="utf-8")
+    assert main(["run", "--check", str(exp)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"retrieval.index gone: {spec}"
+
+
+def test_a_run_names_a_missing_index_by_its_key_before_any_model(tmp_path, capsys,
+                                                                  monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: x\ndata: {languages: [en], train: 1, heldout: 0}\n"
+                   "retrieval: {enabled: true, index: gone}\n", encoding="utf-8")
+    assert main(["run", str(exp), "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"calm-rag run: error: {MISSING_INDEX}"
+    assert not (tmp_path / "runs").exists()
 
 
 # ---------------------------------------------------------------------------- combinations

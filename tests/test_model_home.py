@@ -15,7 +15,7 @@ from calm_rag.errors import InputError
 from calm_rag.io import exclusive_lock
 from calm_rag.models import check_model_reference, looks_like_hub_id, prepare_once
 from calm_rag.models.home import STAMP_FILE, lock_path, read_stamp
-from calm_rag.models.references import from_local_or_hub
+from calm_rag.models.references import check_hub_available, from_local_or_hub
 
 EXPECTED = {"source": "weights.gguf", "size": 123, "converter": 1}
 
@@ -201,3 +201,42 @@ def test_an_embedder_on_an_unreachable_hub_is_one_line(monkeypatch, tmp_path):
         Embedder.load("someone/not-cached")
     with pytest.raises(InputError, match="field 'embedder.model': .*is empty"):
         Embedder.load(str(tmp_path))
+
+
+def test_a_hub_id_in_the_local_hub_cache_needs_no_network(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(InputError) as err:
+        check_hub_available("someone/m", field="generator.model")
+    assert err.value.field == "generator.model"
+    assert err.value.message == ("the model someone/m is neither a local folder nor reachable "
+                                 "on the hub (no network)")
+    snapshot = tmp_path / "models--someone--m" / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    check_hub_available("someone/m")  # downloaded before: loads from the cache offline
+
+
+def test_a_hub_generator_offline_fails_before_the_run_opens_any_entry(monkeypatch, tmp_path,
+                                                                     capsys):
+    """Issue 26: the failure left an empty ``.partial`` sample entry (and its lock) behind."""
+    import huggingface_hub.constants
+
+    from calm_rag.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: x\ndata: {languages: [en], train: 1, heldout: 0}\n"
+                   "generator: {backend: hf, model: someone-calm-rag-test/no-such-model}\n"
+                   f"retrieval: {{enabled: false}}\nruns_dir: {tmp_path / 'runs'}\n")
+    assert main(["run", str(exp), "--quiet"]) == 2
+    err = capsys.readouterr().err  # the run's progress lines come first, then one error line
+    assert err.count("error:") == 1 and err.splitlines()[-1] == (
+        "calm-rag run: error: field 'generator.model': the model "
+        "someone-calm-rag-test/no-such-model is neither a local folder nor reachable on the hub "
+        "(no network) (where there is network, run `huggingface-cli download "
+        "someone-calm-rag-test/no-such-model --local-dir DIR` and set the model to DIR)")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["exp.yaml"]

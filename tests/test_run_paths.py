@@ -58,7 +58,10 @@ def test_missing_index_hint_names_a_spec_that_exists(tmp_path, monkeypatch):
     assert found.value.hint == f"build it with: calm-rag index build {spec} --out-dir indexes"
     with pytest.raises(InputError) as missing:
         locate_index("gone", "indexes", base_dir=exp.parent)
-    assert missing.value.hint.startswith("no spec gone.yaml in indexes nor beside the ")
+    assert missing.value.message == ("no built index named 'gone' in indexes, nor a spec to "
+                                     "build it from")
+    assert missing.value.hint == ("write indexes/gone.yaml, here or beside the experiment, and "
+                                  "build it with calm-rag index build, or name a built index")
 
 
 def test_print_config_is_the_resolved_experiment(tmp_path, monkeypatch, capsys):

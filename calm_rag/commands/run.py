@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
               end="")
         return 0
     if args.check:
+        _check_index(experiment, args.experiment, overrides)
         return check(experiment)
 
     from calm_rag.evaluation import format_grid_table
@@ -116,6 +117,33 @@ def check(experiment: Any) -> int:
     print(f"data: {data.protocol()}")
     print(f"checked in {time.perf_counter() - started:.1f} s; no model or index was loaded")
     return 0
+
+
+def _check_index(experiment: Any, path: Path, overrides: list[str]) -> None:
+    """``--check`` with retrieval on: the index is built, or a spec the run builds it from
+    exists (read from the disk, nothing loaded); else the error names ``retrieval.index``
+    with its line (or its ``--set``)."""
+    from calm_rag.config import read_yaml
+    from calm_rag.errors import InputError
+    from calm_rag.retrieval.catalog import SPEC_SUFFIXES, index_source
+    from calm_rag.retrieval.spec import load_spec
+
+    settings, key = experiment.retrieval, "retrieval.index"
+    if not settings.enabled:
+        return
+    try:
+        source = index_source(settings.index, settings.index_dir, experiment.base_dir)
+    except InputError as err:
+        for override in reversed(overrides):  # the last --set of the key wins
+            if override.partition("=")[0].strip() in (key, "retrieval"):
+                raise InputError(err.message, path=f"--set {override}", field=key,
+                                 hint=err.hint) from None
+        lines = read_yaml(path)[1]  # a default index: the line of its group, if any
+        raise InputError(err.message, path=path, line=lines.get(key, lines.get("retrieval")),
+                         field=key, hint=err.hint) from None
+    if source.suffix in SPEC_SUFFIXES:  # the run builds from it: a broken spec fails now
+        load_spec(source)
+    print(f"retrieval.index {settings.index}: {source}")
 
 
 def _check_set(data: DataConfig, base_dir: str) -> Alignment:

@@ -85,13 +85,32 @@ def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
         return False
 
 
-def unreachable(name: str, why: str | None = None) -> InputError:
+def unreachable(name: str, why: str | None = None, *, field: str | None = None) -> InputError:
     """The one-line error for a hub id that could not be loaded."""
     reason = f" ({why})" if why else ""
     return InputError(
         f"the model {name} is neither a local folder nor reachable on the hub{reason}",
+        field=field,
         hint=f"where there is network, run `huggingface-cli download {name} --local-dir DIR` "
              "and set the model to DIR")
+
+
+def in_hub_cache(name: str) -> bool:
+    """Whether the local hub cache holds a snapshot of the model ``name`` (no network)."""
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any(snapshots.iterdir())
+
+
+def check_hub_available(name: str, *, field: str | None = None) -> None:
+    """Raise the one-line :func:`unreachable` error now for a hub id that is neither a local
+    folder nor in the local hub cache while the hub cannot be reached: a run checks this
+    before it opens any stage entry, so the failure leaves nothing behind to sweep."""
+    if is_local(name) or not looks_like_hub_id(name) or in_hub_cache(name):
+        return
+    if not hub_reachable():
+        raise unreachable(name, "no network", field=field)
 
 
 def first_line(err: BaseException) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from calm_rag.errors import InputError
 from calm_rag.experiment import GeneratorConfig
 from calm_rag.models import DEFAULT_GENERATOR, check_model_reference, resolve_generator
+from calm_rag.models.references import check_hub_available
 from calm_rag.runtime.provenance import model_fingerprint
 from calm_rag.sampling.base import Sampler, make_sampler, sampler_class
 
@@ -36,6 +37,7 @@ class ModelRef:
         else:
             check_model_reference(name_or_path, field="generator.model",
                                   defaults=(DEFAULT_GENERATOR,))
+            check_hub_available(name_or_path, field="generator.model")
             path = resolve_generator(name_or_path)
             base = cls(path, model_fingerprint(path))
         if adapter is None:

@@ -58,19 +58,31 @@ def locate_index(name_or_path: str | Path, index_dir: str | Path | None = None,
     if candidate.is_dir():
         return candidate
     built = [entry.name for entry in list_indexes(index_dir) if entry.built]
-    raise InputError(f"no built index named {str(name_or_path)!r} in {index_dir}",
-                     hint=_build_hint(str(given), index_dir, base_dir)
+    spec = find_spec(str(given), index_dir, base_dir)
+    raise InputError(f"no built index named {str(name_or_path)!r} in {index_dir}"
+                     + ("" if spec else ", nor a spec to build it from"),
+                     hint=_build_hint(str(given), spec, index_dir, base_dir)
                           + (f"; built here: {', '.join(built)}" if built else ""))
 
 
-def _build_hint(name: str, index_dir: Path, base_dir: str | Path | None) -> str:
-    """A command that builds it from a spec that exists, or where a spec would be found."""
-    spec = find_spec(name, index_dir, base_dir)
+def _build_hint(name: str, spec: Path | None, index_dir: Path,
+                base_dir: str | Path | None) -> str:
+    """A command that builds it from the spec found, or the spec to write."""
     if spec is not None:
         out = "" if spec.parent.resolve() == index_dir.resolve() else f" --out-dir {index_dir}"
         return f"build it with: calm-rag index build {spec}{out}"
-    return (f"no spec {name}.yaml in {index_dir} nor beside the experiment: write one and "
-            "build it with calm-rag index build SPEC, or name a built index")
+    beside = ", here or beside the experiment," if base_dir is not None else ""
+    return (f"write {index_dir / name}.yaml{beside} and build it with calm-rag index build, "
+            "or name a built index")
+
+
+def index_source(name: str, index_dir: str | Path, base_dir: str | Path | None = None
+                 ) -> Path:
+    """Where a run's index comes from, read from the disk only (no index, no model loaded):
+    its spec (the run builds the index from it, or rebuilds a stale one), else its built
+    folder; the one-line missing-index error when there is neither."""
+    spec = find_spec(name, index_dir, base_dir)
+    return spec if spec is not None else locate_index(name, index_dir, base_dir)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ class CorpusSource:
             if not self.name and not self.path:
                 raise InputError("a hub source needs name (a hub id) or path (a local copy)",
                                  field="name")
+            if self.name:
+                _check_hub_id(self.name)
             return
         if not self.path:
             raise InputError("missing", field="path", hint=f"the {self.type} corpus's file "
@@ -91,6 +93,20 @@ class CorpusSource:
     def where(self) -> str:
         """The path, or the hub id, as written (manifests and messages)."""
         return self.path or f"hub:{self.name}"
+
+
+def _check_hub_id(name: str) -> None:
+    """A name the hub cannot hold fails at load, named as ``name`` (not later, when its
+    revision is resolved over the network)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError as err:
+        text = " ".join(str(err).split())
+        raise InputError(f"is not a hub id: {text}", field="name",
+                         hint="a dataset's id as the hub shows it (owner/name), or path: a "
+                              "local copy") from None
 
 
 @dataclass(frozen=True)

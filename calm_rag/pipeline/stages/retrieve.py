@@ -174,7 +174,10 @@ def ensure_index(ctx: RunContext) -> str:
     settings, base_dir = ctx.experiment.retrieval, ctx.experiment.base_dir
     spec_path = find_spec(settings.index, settings.index_dir, base_dir)  # from the experiment
     if spec_path is None:  # an index built elsewhere: use it as it is
-        found = locate_index(settings.index, settings.index_dir, base_dir)
+        try:
+            found = locate_index(settings.index, settings.index_dir, base_dir)
+        except InputError as err:  # named as the key that asked for it
+            raise err.at(field="retrieval.index") from None
         return read_manifest(found)["build_key"][:20]
     spec = load_spec(spec_path)
     stamp = _index_stamp(spec, spec_path, settings.index_dir)
