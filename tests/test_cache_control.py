@@ -179,3 +179,22 @@ def test_force_help_names_every_stage_that_can_be_forced():
     (force,) = [a for a in run._actions if "--force" in a.option_strings]
     named = force.help.split("(")[1].split(";")[0].split(", ")
     assert named == list(FORCEABLE)
+
+
+def test_a_failed_compute_leaves_no_empty_work_folder_but_keeps_resumable_work(tmp_path):
+    stage = _text_stage("sample")
+
+    def fails(work: Path) -> str:
+        raise RuntimeError("the model could not be loaded")
+
+    def fails_after_a_piece(work: Path) -> str:
+        (work / "shard-0.jsonl").write_text("{}\n")
+        raise RuntimeError("killed halfway")
+
+    with pytest.raises(RuntimeError):
+        run_cached(_ctx(tmp_path), stage, "job", "k1", fails)
+    assert not (tmp_path / "sample" / "k1.partial").exists()
+    with pytest.raises(RuntimeError):
+        run_cached(_ctx(tmp_path), stage, "job", "k2", fails_after_a_piece)
+    kept = tmp_path / "sample" / "k2.partial" / "shard-0.jsonl"
+    assert kept.read_text() == "{}\n"

@@ -103,8 +103,21 @@ def _compute(ctx: RunContext, stage: Stage[T], key: str, compute: Callable[[Path
     if replace:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    result = compute(work)
+    try:
+        result = compute(work)
+    except BaseException:
+        _drop_if_empty(work)
+        raise
     with cache.writing(stage.name, key, replace=replace) as staging:
         stage.save(staging, result)
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _drop_if_empty(work: Path) -> None:
+    """A work folder a failed compute left empty holds nothing to resume from: remove it
+    rather than leave an empty ``.partial`` entry for the next sweep."""
+    try:
+        work.rmdir()  # only succeeds when empty: resumable work is kept
+    except OSError:
+        pass
