@@ -79,3 +79,75 @@ def test_policy_names_the_preset_in_vote_study_and_metrics():
     for flag in ("--policy", "--preset"):  # --preset: study's old name
         assert parser.parse_args(["study", "votes", "s", flag, "calm"]).preset == "calm"
     assert parser.parse_args(["study", "votes", "s"]).preset == "default"
+
+
+# ---------------------------------------------------------------- config errors, all at once
+
+KNOWN_TOP = ("name, plugins, data, generator, sampling, answers, retrieval, vote, align, "
+             "evaluation, shard_questions, runs_dir")
+
+
+def test_every_bad_value_of_a_file_is_one_line_exit_2(tmp_path, capsys):
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\nruns_dri: out\ndata:\n  languages: [en, 3, true]\n"
+                    "  train: many\n", encoding="utf-8")
+    assert main(["run", str(path), "--check"]) == 2
+    said = f"calm-rag run: error: {path}"
+    assert capsys.readouterr().err.splitlines() == [
+        f"{said}:2: field 'runs_dri': unknown key (did you mean runs_dir? known keys: "
+        f"{KNOWN_TOP})",
+        f"{said}:4: field 'data.languages[1]': expected str, got int",
+        f"{said}:4: field 'data.languages[2]': expected str, got bool",
+        f"{said}:5: field 'data.train': expected int, got str",
+    ]
+
+
+def test_a_set_error_follows_the_files_and_one_error_stays_one(tmp_path):
+    from calm_rag.errors import InputError, InputErrors
+    from calm_rag.experiment import load_experiment
+
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\nretrieval:\n  k: three\n", encoding="utf-8")
+    with pytest.raises(InputErrors) as found:
+        load_experiment(path, ["sampling.n=x"])
+    assert [(err.path, err.line, err.field) for err in found.value.errors] == [
+        (str(path), 3, "retrieval.k"), ("--set sampling.n=x", None, "sampling.n")]
+    assert found.value.field == "retrieval.k"  # an InputError: the first one's place
+    with pytest.raises(InputError) as one:
+        load_experiment(path)
+    assert type(one.value) is InputError
+    assert str(one.value) == f"{path}:3: field 'retrieval.k': expected int, got str"
+
+
+def test_at_most_20_errors_shown(tmp_path):
+    from calm_rag.errors import InputErrors
+    from calm_rag.experiment import load_experiment
+
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\ndata:\n" + "".join(f"  k{i}: 1\n" for i in range(25)),
+                    encoding="utf-8")
+    with pytest.raises(InputErrors) as found:
+        load_experiment(path)
+    lines = str(found.value).splitlines()
+    assert len(found.value.errors) == 25 and len(lines) == 21
+    assert lines[0].startswith(f"{path}:3: field 'data.k0': unknown key (known keys: source,")
+    assert lines[19].startswith(f"{path}:22: field 'data.k19': unknown key")
+    assert lines[20] == "5 more errors not shown (fix these 20 first)"
+
+
+@pytest.mark.parametrize(("text", "field", "hint"), [
+    ("retrieval:\n  hybird: true\n", "retrieval.hybird", "did you mean hybrid? known keys:"),
+    ("align:\n  lora:\n    rank: 8\n", "align.lora.rank", "known keys: r, alpha,"),
+    ("align:\n  lora:\n    alpah: 8\n", "align.lora.alpah", "did you mean alpha? known keys: r"),
+    ("sampling:\n  temprature: 0.5\n", "sampling.temprature", "did you mean temperature?"),
+])
+def test_did_you_mean_at_every_level(tmp_path, text, field, hint):
+    from calm_rag.errors import InputError
+    from calm_rag.experiment import load_experiment
+
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\n" + text, encoding="utf-8")
+    with pytest.raises(InputError) as found:
+        load_experiment(path)
+    assert found.value.field == field
+    assert found.value.hint.startswith(hint)
