@@ -151,3 +151,27 @@ def test_did_you_mean_at_every_level(tmp_path, text, field, hint):
         load_experiment(path)
     assert found.value.field == field
     assert found.value.hint.startswith(hint)
+
+
+# ---------------------------------------------------------------- short texts, no language
+
+@pytest.mark.parametrize(("text", "code"), [
+    ("Risposta: B", "und"),  # py3langid: Afrikaans
+    ("aspirin dose", "und"),  # py3langid: Kurdish
+    ("Answer: B", "und"),  # py3langid: German
+    ("12345 -- 678", "und"),
+    ("答案: C", "zh"),  # CJK is told by its script, however short
+    ("La risposta è B.", "it"),  # three words and more: the identifier's
+    ("The answer is B", "en"),
+])
+def test_texts_too_short_are_not_identified(text, code):
+    from calm_rag.retrieval.language_id import detect_language
+
+    assert detect_language(text) == code
+
+
+def test_a_text_too_short_to_identify_is_in_no_language():
+    from calm_rag.retrieval.language_id import written_in
+
+    assert [written_in("Risposta: B", code) for code in ("it", "en", "af")] == [False] * 3
+    assert written_in("La risposta è B.", "it") is True
