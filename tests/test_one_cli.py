@@ -175,3 +175,25 @@ def test_a_text_too_short_to_identify_is_in_no_language():
 
     assert [written_in("Risposta: B", code) for code in ("it", "en", "af")] == [False] * 3
     assert written_in("La risposta è B.", "it") is True
+
+
+# ---------------------------------------------------------------- locks: filelock
+
+def test_the_cache_and_exclusive_lock_hold_filelocks(tmp_path):
+    from filelock import FileLock, Timeout
+
+    from calm_rag.io import exclusive_lock
+    from calm_rag.pipeline.cache import StageCache
+
+    cache = StageCache(tmp_path / "cache")
+    with cache.claim("sample", "k"):  # a run computing the key: prune leaves it
+        assert cache.remove("sample", "k") is False
+    assert cache.remove("sample", "k") is True
+    with FileLock(tmp_path / "cache" / "sample" / ".k.lock"):  # another holder of the key
+        assert cache.remove("sample", "k") is False
+    path = tmp_path / "once.lock"
+    with exclusive_lock(path):
+        with pytest.raises(Timeout):
+            FileLock(path).acquire(timeout=0)
+    with FileLock(path).acquire(timeout=0):
+        pass
