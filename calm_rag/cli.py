@@ -7,7 +7,7 @@ import errno
 import logging
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from calm_rag import TELEMETRY_OFF
 from calm_rag.errors import InputError
@@ -36,9 +36,23 @@ COMMAND_MODULES = (
 )
 
 
+class SharedFlagsSubParsers(argparse._SubParsersAction):
+    """Subcommands whose parsers all take the shared flags (commands.common.shared_flags)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        from calm_rag.commands.common import shared_flags
+
+        kwargs["parents"] = [shared_flags(), *kwargs.get("parents", ())]
+        return super().add_parser(name, **kwargs)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (what was wrong, and where the help is), exit 2;
-    its subcommands' parsers are of this class too."""
+    its subcommands' parsers are of this class too, and take the shared flags."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", SharedFlagsSubParsers)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -68,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     show_pipeline_progress()
     try:
         return int(args.func(args) or 0)
-    except InputError as err:
-        print(f"calm-rag {args.command}: error: {err}", file=sys.stderr)
+    except InputError as err:  # several errors (a config file's): one line each
+        for line in str(err).splitlines():
+            print(f"calm-rag {args.command}: error: {line}", file=sys.stderr)
         return 2
     except OSError as err:
         if not (isinstance(err, USER_FS_ERRORS) or err.errno in USER_FS_ERRNOS):

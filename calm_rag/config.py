@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from calm_rag.errors import InputError
+from calm_rag.errors import InputError, combined, flatten
 
 C = TypeVar("C")
 
@@ -151,7 +151,14 @@ def from_mapping(cls: type[C], data: Any, *, path: str | Path | None = None,
     ``lines`` maps dotted keys to their line in ``path``; ``overrides`` maps the keys set on
     the command line to the ``--set`` text, so their errors name that instead of the file.
     """
-    return _Where(path, lines or {}, overrides or {}).build(cls, data, prefix)
+    try:
+        return _Where(path, lines or {}, overrides or {}).build(cls, data, prefix)
+    except InputError as err:  # several: in the file's order (a --set's after the file's)
+        errors = flatten([err])
+        if len(errors) == 1:
+            raise
+        errors.sort(key=lambda one: (one.line is None, one.line or 0))
+        raise combined(errors) from None
 
 
 def typed_by(key: str, types_of: Callable[[], dict[str, type]]) -> dict[str, Any]:
@@ -235,6 +242,8 @@ class _Where:
                           hint=hint)
 
     def build(self, cls: type, data: Any, prefix: str) -> Any:
+        """``cls`` from ``data``. Keys are independent, so every unknown key and every bad
+        value of this group (and of its groups) is reported at once, not the first only."""
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -243,22 +252,33 @@ class _Where:
         hints = typing.get_type_hints(cls)
         # Old keys the class still takes (deprecated): handed on as given, it moves them.
         old: tuple[str, ...] = getattr(cls, "deprecated_keys", ())
-        for key in data:
-            if key not in fields and key not in old:
-                raise self.error(_join(prefix, str(key)), "unknown key",
-                                 hint=f"known keys: {', '.join(fields)}")
+        errors = [self.error(_join(prefix, str(key)), "unknown key",
+                             hint=_known_keys_hint(str(key), list(fields)))
+                  for key in data if key not in fields and key not in old]
         values: dict[str, Any] = {key: data[key] for key in old if key in data}
         for name, f in fields.items():
             key = _join(prefix, name)
             if name in data:
-                values[name] = self.convert(hints[name], data[name], key)
+                values[name] = self.attempt(errors, self.convert, hints[name], data[name], key)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise self.error(key, "missing", hint="this key is required")
+                errors.append(self.error(key, "missing", hint="this key is required"))
+        if errors:  # the group's own checks need every field: they wait for these fixes
+            raise combined(errors)
         try:
             return cls(**values)
         except InputError as err:  # a check in __post_init__: name the key in this file
-            key = _join(prefix, err.field) if err.field else prefix
-            raise self.error(key, err.message, err.hint) from None
+            raise combined([self.error(_join(prefix, one.field) if one.field else prefix,
+                                       one.message, one.hint) for one in flatten([err])]
+                           ) from None
+
+    @staticmethod
+    def attempt(errors: list[InputError], convert: Callable[..., Any], *args: Any) -> Any:
+        """``convert(*args)``, or None with its error added to ``errors`` (checked later)."""
+        try:
+            return convert(*args)
+        except InputError as err:
+            errors.append(err)
+            return None
 
     def convert(self, hint: Any, value: Any, key: str) -> Any:
         origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -277,17 +297,29 @@ class _Where:
                 value = list(value)
             if not isinstance(value, list):
                 raise self.error(key, f"expected a list, got {_kind(value)}")
-            items = [self.convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
-            return items if origin is list else tuple(items)
+            return self.each(origin, args[0], dict(enumerate(value)), key)
         if origin is dict:
             if not isinstance(value, dict):
                 raise self.error(key, f"expected a mapping of keys, got {_kind(value)}")
-            return {str(k): self.convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+            return self.each(dict, args[1], value, key)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             if isinstance(value, hint):
                 return value
             return self.build(hint, value, key)
         return self.scalar(hint, value, key)
+
+    def each(self, kind: type, hint: Any, items: dict[Any, Any], key: str) -> Any:
+        """A list's items (``items`` by index) or a mapping's values, each converted; every bad
+        one reported."""
+        errors: list[InputError] = []
+        done = {k: self.attempt(errors, self.convert, hint, v,
+                                f"{key}.{k}" if kind is dict else f"{key}[{k}]")
+                for k, v in items.items()}
+        if errors:
+            raise combined(errors)
+        if kind is dict:
+            return {str(k): v for k, v in done.items()}
+        return list(done.values()) if kind is list else tuple(done.values())
 
     def scalar(self, hint: Any, value: Any, key: str) -> Any:
         # bool is an int in Python, but `chunk_size: true` is a mistake, not a 1.
@@ -306,6 +338,15 @@ class _Where:
         if hint is Any or isinstance(value, hint):
             return value
         raise self.error(key, f"expected {getattr(hint, '__name__', hint)}, got {_kind(value)}")
+
+
+def _known_keys_hint(key: str, known: list[str]) -> str:
+    """What an unknown key may have meant (the close known names), then every known key."""
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    listed = f"known keys: {', '.join(known)}" if known else "this group takes no keys"
+    return f"did you mean {' or '.join(close)}? {listed}" if close else listed
 
 
 def _join(prefix: str, name: str) -> str:

@@ -72,7 +72,8 @@ QUICKSTART = [
         This notebook runs that loop on three bundled medical questions in English, Chinese and
         French, with the embedded default generator (SmolLM2-135M-Instruct) on CPU, and shows
         each stage as a pandas DataFrame. Nothing is downloaded; it takes a minute or two.
-        `calm-rag demo` runs the same steps on more questions and writes them to `runs/demo/`.
+        `make demo` (`calm-rag run pipelines/demo.yaml`) runs the same steps on more questions
+        and writes them to `runs/demo/`.
     '''),
     QUIET,
     code('''
@@ -160,7 +161,7 @@ QUICKSTART = [
     md('''
         With retrieval (the `rag` setting), each prompt gets the top-2 passages of the index.
         The `fused` policy searches the question in its own language and in English and merges
-        both rankings, as `calm-rag demo` does (notebook 02 compares the policies).
+        both rankings, as `pipelines/demo.yaml` does (notebook 02 compares the policies).
     '''),
     code('''
         english = {q.id: question_query(q) for q in asked if q.lang == "en"}
@@ -234,7 +235,7 @@ QUICKSTART = [
         Accuracy per language (an unparsed answer counts as wrong), and CALM's cross-lingual
         consistency: the share of language pairs giving the same answer, each language
         answering with the majority of its own samples. Three questions are far too few for the
-        95% intervals to mean much; `calm-rag demo` and `calm-rag metrics` use more.
+        95% intervals to mean much; `make demo` and `calm-rag metrics` use more.
     '''),
     code('''
         Markdown(format_metrics_table(compute_metrics(samples)))
@@ -256,12 +257,12 @@ RETRIEVAL = [
         changes in the answers of the default generator (SmolLM2-135M-Instruct, on CPU).
         It takes a minute or two.
 
-        | policy | what is searched |
+        | setting | what is searched |
         |---|---|
-        | `native` | the question in its own language |
-        | `pivot` | its parallel English question |
-        | `fused` | both, merged by reciprocal-rank fusion |
-        | `hybrid` | `fused`, plus BM25 keyword rankings of both (`hybrid=True`) |
+        | `native` | the question in its own language (a policy) |
+        | `pivot` | its parallel English question (a policy) |
+        | `fused` | both, merged by reciprocal-rank fusion (a policy) |
+        | `hybrid` | `fused` with the `hybrid=True` flag: BM25 keyword rankings of both too |
     '''),
     QUIET,
     code('''
@@ -331,9 +332,9 @@ RETRIEVAL = [
         ], ignore_index=True)
     '''),
     md('''
-        ## 3. Four policies, one question
+        ## 3. Three policies and the hybrid flag, one question
 
-        The Chinese version of the question under each policy. `pivot`, `fused` and `hybrid`
+        The Chinese version of the question in each setting. `pivot`, `fused` and `hybrid`
         also search the English version; with several rankings the score is the
         reciprocal-rank-fusion score, with one it is the cosine similarity.
     '''),

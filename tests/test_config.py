@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from calm_rag.config import describe, from_mapping, parse_yaml
-from calm_rag.errors import InputError
+from calm_rag.errors import InputError, flatten
 from calm_rag.experiment import Experiment, load_experiment
 from calm_rag.experiment import describe as describe_experiment
 from calm_rag.retrieval.spec import IndexSpec, load_spec
@@ -301,9 +301,11 @@ def test_generated_configs_load_or_fail_with_an_input_error(tmp_path_factory, va
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     try:
         loaded = load_experiment(path)
-    except InputError as err:
-        assert "\n" not in str(err)
-        assert hc.names_a_changed_key(err, data, {"name": "x"}), str(err)
+    except InputError as err:  # each error of the file one line, each naming a given key
+        for one in flatten([err]):
+            assert "\n" not in str(one)
+            assert hc.names_a_changed_key(one, data, {"name": "x"}), str(one)
+        assert str(err).splitlines() == [str(one) for one in flatten([err])]
         return
     given = {key: value for key, value in values.items() if key in NUMBER_KEYS
              and isinstance(value, int | float) and not isinstance(value, bool)

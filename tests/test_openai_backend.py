@@ -66,7 +66,7 @@ def client(url: str, model: str | None = None, **options) -> OpenAISampler:
 
 
 @pytest.mark.parametrize("bad", [{"base_url": "127.0.0.1:8000/v1"}, {"concurrency": 0},
-                                 {"timeout": 0}, {"api_key_env": ""}])
+                                 {"timeout": 0}, {"api_key_env": ""}, {"max_retries": -1}])
 def test_options_name_the_bad_key(bad):
     with pytest.raises(InputError, match=f"field '{next(iter(bad))}'"):
         OpenAIOptions(**bad)
@@ -90,9 +90,9 @@ def test_registry_builds_the_openai_backend():
 def test_a_closed_port_says_how_to_start_a_server():
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there any more
     with pytest.raises(InputError, match=r"field 'generator.options.base_url'"
-                                         r".*cannot reach the server"
+                                         r".*cannot reach the server.*\(1 try\)"
                                          r".*refused.*vllm serve <model>"):
-        client(url).generate(chats("en"), FAST)
+        client(url, max_retries=0).generate(chats("en"), FAST)
 
 
 def test_a_silent_server_names_the_timeout():
@@ -101,8 +101,9 @@ def test_a_silent_server_names_the_timeout():
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         url = f"http://127.0.0.1:{listening.getsockname()[1]}/v1"
-        with pytest.raises(InputError, match="field 'generator.options.timeout'.*no answer"):
-            client(url, timeout=0.5).generate(chats("en"), FAST)
+        with pytest.raises(InputError, match="field 'generator.options.timeout'.*no answer"
+                                             r".* within 0.5 s \(1 try\)"):
+            client(url, timeout=0.5, max_retries=0).generate(chats("en"), FAST)
 
 
 class Refuses(http.server.BaseHTTPRequestHandler):
@@ -140,6 +141,72 @@ def test_an_error_body_names_the_key_whatever_its_param(param, field):
     finally:
         refuser.shutdown()
         refuser.server_close()
+
+
+class Busy(http.server.BaseHTTPRequestHandler):
+    """Lists model ``m``; answers the first ``refusals`` chat requests with ``status`` (and
+    Retry-After: 0), then one choice "hi". Records each chat request's Authorization."""
+
+    refusals, status, seen = 0, 429, []
+
+    def do_POST(self):  # noqa: N802  (http.server's naming)
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Busy.seen.append(self.headers.get("Authorization"))
+        if len(Busy.seen) <= Busy.refusals:
+            self.answer(Busy.status, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
+        else:
+            self.answer(200, {"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                              "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                  "role": "assistant", "content": "hi"}}],
+                              "usage": {"completion_tokens": 1, "prompt_tokens": 9,
+                                        "total_tokens": 10}})
+
+    def do_GET(self):  # noqa: N802
+        self.answer(200, {"object": "list", "data": [
+            {"id": "m", "object": "model", "created": 0, "owned_by": "test"}]})
+
+    def answer(self, status, payload, headers=None):
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json",
+                            "Content-Length": str(len(body)), **(headers or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def busy_server(refusals: int, status: int = 429):
+    Busy.refusals, Busy.status, Busy.seen = refusals, status, []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_busy_server_is_asked_again_after_a_backoff(status, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with busy_server(refusals=2, status=status) as url:
+        out = client(url, model="m", max_retries=2).generate(chats("en"), FAST)
+    assert out == [["hi", "hi"]]  # n=2 asked; the server gave one choice a request
+    assert Busy.seen == ["Bearer EMPTY"] * 4  # 2 refused, then one request per choice
+
+
+def test_retries_spent_name_the_busy_server(monkeypatch):
+    monkeypatch.setenv("CALM_TEST_KEY", "secret")
+    with busy_server(refusals=5) as url, pytest.raises(
+            InputError, match=r"field 'generator.options.base_url'.*HTTP 429: slow down "
+                              r"\(the server is busy: raise generator.options.max_retries"):
+        client(url, model="m", max_retries=1, api_key_env="CALM_TEST_KEY").generate(
+            chats("en"), FAST)
+    assert Busy.seen == ["Bearer secret"] * 2  # one try and one retry
 
 
 # --------------------------------------------------------------------------- a real server

@@ -6,23 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
+from calm_rag.commands.common import add_index_dir_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "index", help="build, query and inspect retrieval indexes",
         description="FAISS indexes over corpora, described by YAML specs in indexes/.")
     actions = parser.add_subparsers(dest="index_command", metavar="ACTION", required=True)
-    dir_help = "where built indexes live (default: $CALM_RAG_INDEX_DIR or ./indexes)"
 
     build = actions.add_parser("build", help="build an index from its spec",
-                               description="Chunk, embed and index a corpus into OUT_DIR/<name>/. "
-                                           "A killed build resumes; an up-to-date index is kept.")
+                               description="Chunk, embed and index a corpus into "
+                                           "INDEX_DIR/<name>/. A killed build resumes; an "
+                                           "up-to-date index is kept.")
     build.add_argument("spec", type=Path, metavar="SPEC", help="index spec (YAML)")
-    build.add_argument("--out-dir", type=Path, default=None, help=dir_help)
+    add_index_dir_option(build, old_name="--out-dir")  # --out-dir: the old name, still read
     build.add_argument("--force", action="store_true",
                        help="rebuild even if the index exists (the old one stays until done)")
     build.add_argument("--keep-embeddings", action="store_true",
-                       help="keep the embedding shards in OUT_DIR/.cache/ after the build")
+                       help="keep the embedding shards in INDEX_DIR/.cache/ after the build")
     build.set_defaults(func=run_build)
 
     query = actions.add_parser("query", help="search an index",
@@ -39,13 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     query.add_argument("--embedder", metavar="NAME",
                        help="fail unless the index was built with this embedder")
     query.add_argument("--json", action="store_true", help="one JSON object a hit")
-    query.add_argument("--index-dir", type=Path, default=None, help=dir_help)
+    add_index_dir_option(query)
     query.set_defaults(func=run_query)
 
     info = actions.add_parser("info", help="show an index's manifest")
     info.add_argument("name", metavar="NAME", help="index name, folder or spec")
     info.add_argument("--json", action="store_true", help="print the whole manifest")
-    info.add_argument("--index-dir", type=Path, default=None, help=dir_help)
+    add_index_dir_option(info)
     info.set_defaults(func=run_info)
 
     verify = actions.add_parser(
@@ -55,14 +57,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "its files again only when one changed since (size, mtime, inode or "
                     "ctime).")
     verify.add_argument("name", metavar="NAME", help="index name, folder or spec")
-    verify.add_argument("--index-dir", type=Path, default=None, help=dir_help)
+    add_index_dir_option(verify)
     verify.set_defaults(func=run_verify)
 
     keys = actions.add_parser("keys", help="the manual of an index spec's YAML keys")
     keys.set_defaults(func=run_keys)
 
     listing = actions.add_parser("list", help="list index specs and built indexes")
-    listing.add_argument("--index-dir", type=Path, default=None, help=dir_help)
+    add_index_dir_option(listing)
     listing.set_defaults(func=run_list)
 
 
@@ -72,7 +74,7 @@ def run_build(args: argparse.Namespace) -> int:
     from calm_rag.retrieval.spec import load_spec
 
     spec = load_spec(args.spec)
-    result = build_index(spec, args.out_dir or default_index_dir(), force=args.force,
+    result = build_index(spec, args.index_dir or default_index_dir(), force=args.force,
                          keep_embeddings=args.keep_embeddings)
     if not result.built:
         print(f"{result.path}: up to date (use --force to rebuild)")

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Accuracy per language against gold, extraction rates, CALM's "
                     "cross-lingual consistency, Krippendorff's alpha (languages as raters), "
                     "answer entropy across languages and RankC (from option scores), with "
-                    "bootstrap 95%% intervals.")
+                    "bootstrap 95% intervals.")
     p.add_argument("samples", type=Path, metavar="SAMPLES", nargs="?",
                    help="a samples JSONL, a CALM sample file, or a folder of CALM sample files")
     p.add_argument("--policy", choices=("default", "calm"), default="default",

@@ -7,7 +7,12 @@ import dataclasses
 import time
 from pathlib import Path
 
-from calm_rag.commands.common import add_extractor_option, add_group_option, load_samples
+from calm_rag.commands.common import (
+    add_extractor_option,
+    add_group_option,
+    load_samples,
+    policy_chain,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,8 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("samples", type=Path, metavar="SAMPLES",
                    help="a samples JSONL, a CALM sample file, or a folder of CALM sample files")
     p.add_argument("--out", type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--preset", default="default", choices=list(VOTE_PRESETS),
-                   help="vote preset the policies share (default: %(default)s)")
+    p.add_argument("--policy", dest="preset", default="default", choices=list(VOTE_PRESETS),
+                   help="preset vote policy the policies studied share, as `calm-rag vote "
+                        "--policy`; 'calm' reads and votes as CALM does (default: "
+                        "%(default)s)")
+    p.add_argument("--preset", dest="preset", choices=list(VOTE_PRESETS),
+                   help=argparse.SUPPRESS)  # the old name of --policy, still read
     p.add_argument("--tie", choices=list(TIE_POLICIES), help="how ties are settled")
     p.add_argument("--min-agreement", type=float, metavar="SHARE",
                    help="abstain when the winner holds less than this share of the votes")
@@ -79,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         refuse_inputs(args.out, [args.samples])  # before the work, not after it
     started = time.perf_counter()
-    study = vote_study(load_samples(args.samples, args.extractors, group=args.group), policies,
-                       args.min_languages)
+    samples = load_samples(args.samples, args.extractors, policy_chain(args.preset), args.group)
+    study = vote_study(samples, policies, args.min_languages)
     table = format_study_table(study)
     print(f"{study['questions']} questions, languages {', '.join(study['languages'])}, "
           f"{time.perf_counter() - started:.1f} s\n")

@@ -109,18 +109,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def exclusive_lock(lock_path: str | Path) -> Iterator[None]:
-    """Hold an advisory lock so parallel runs do one-time work once (a no-op where fcntl is
-    missing; atomic_dir still keeps half-written folders invisible)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
+    """Hold an advisory lock so parallel runs do one-time work once (atomic_dir also keeps
+    half-written folders invisible)."""
+    from filelock import FileLock
+
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(lock_path):
+        yield

@@ -19,17 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import IO
+
+from filelock import FileLock, Timeout
 
 from calm_rag.errors import InputError
 from calm_rag.io import atomic_dir
-
-fcntl: ModuleType | None
-try:
-    import fcntl
-except ImportError:  # no advisory locks here: runs sharing a cache must not overlap
-    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +47,7 @@ STALE_SECONDS = 24 * 3600
 """Staging entries whose owner cannot be told untouched this long belong to killed runs and
 are swept (and a killed run's resumable ``.partial`` work)."""
 _STAGING = re.compile(r"(?:\..+\.(?:new|tmp)|.+\.partial)")
-_HELD: dict[Path, IO[str]] = {}
+_HELD: dict[Path, FileLock] = {}
 """Stage-key locks this process holds (flock is per open file, so a second open would block
 on our own lock)."""
 
@@ -143,7 +137,7 @@ class StageCache:
         try:
             yield
         finally:
-            _HELD.pop(lock).close()
+            _HELD.pop(lock).release()
 
     def work_folder(self, stage: str, key: str) -> Path:
         """Where a long stage keeps finished pieces (shards) until it completes; kept across a
@@ -172,9 +166,9 @@ class StageCache:
 
     def drop_work(self, stage: str, key: str) -> None:
         shutil.rmtree(self.root / stage / f"{key}.partial", ignore_errors=True)
-        handle = _HELD.pop(self._lock_path(stage, key), None)
-        if handle is not None:
-            handle.close()  # closing the file releases its flock
+        held = _HELD.pop(self._lock_path(stage, key), None)
+        if held is not None:
+            held.release()
 
 
 def _check_complete(stage: str, staging: Path) -> None:
@@ -185,32 +179,29 @@ def _check_complete(stage: str, staging: Path) -> None:
                          "nothing was cached", hint="check the questions and shard_questions")
 
 
-def _acquire(lock: Path) -> IO[str]:
+def _acquire(lock: Path) -> FileLock:
+    """``lock``, held until released (waiting while another run holds it). Not thread-local:
+    a stage may release a key in another thread than the one that claimed it."""
     lock.parent.mkdir(parents=True, exist_ok=True)
-    handle = lock.open("a")
-    try:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-    except BaseException:
-        handle.close()
-        raise
-    return handle
+    held = FileLock(lock, thread_local=False)
+    held.acquire()
+    return held
 
 
 @contextmanager
 def _flock(lock: Path, wait: bool) -> Iterator[bool]:
     """Hold ``lock`` for the block; with ``wait=False`` yield False at once if it is taken."""
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        if fcntl is None:
-            yield True
-            return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
+    held = FileLock(lock)
+    try:
+        held.acquire(timeout=-1 if wait else 0)
+    except Timeout:
+        yield False
+        return
+    try:
         yield True
+    finally:
+        held.release()
 
 
 def sweep_stale(root: Path, max_age: float = STALE_SECONDS) -> list[Path]:
@@ -236,7 +227,7 @@ def sweep_folder(folder: Path, max_age: float = STALE_SECONDS) -> list[Path]:
         if not _STAGING.fullmatch(entry.name):
             continue
         lock = _key_lock(entry)
-        if lock is not None and fcntl is not None:  # the key's lock says whether it is owned
+        if lock is not None:  # the key's lock says whether it is owned
             with _flock(lock, wait=False) as free:
                 if free and (_nothing_to_resume(entry)
                              or now - _newest_mtime(entry) >= max_age):

@@ -132,27 +132,19 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
 def _exclusive_build(out_dir: Path, name: str) -> Iterator[None]:
     """One build of an index at a time; the holder removes what killed builds left behind
     (atomic_dir's ``.<name>.*.new`` staging folders)."""
+    from filelock import FileLock, Timeout
+
     lock_path = out_dir / CACHE_DIR / f"{name}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        if not _try_lock(handle):
-            raise InputError("another build of this index is running", path=out_dir / name,
-                             hint="wait for it to finish")
+    try:
+        held = FileLock(lock_path).acquire(timeout=0)
+    except Timeout:
+        raise InputError("another build of this index is running", path=out_dir / name,
+                         hint="wait for it to finish") from None
+    with held:
         for leftover in out_dir.glob(f".{name}.*.new"):
             shutil.rmtree(leftover, ignore_errors=True)
-        yield  # closing the file releases the lock
-
-
-def _try_lock(handle: Any) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks here: builds are not guarded against each other
-        return True
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+        yield
 
 
 # Keys added after indexes were built, and at these values, leave the build key as it was: an

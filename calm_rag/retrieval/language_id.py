@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections import Counter
 
 from calm_rag.errors import InputError
 
 SAMPLE_CHARS = 2000
+# Below three words py3langid guesses ("Risposta: B" reads as Afrikaans, "aspirin dose" as
+# Kurdish): such a text is left unidentified rather than given a wrong language.
+MIN_WORDS = 3
+_WORD = re.compile(r"[^\W\d_]+")  # a run of letters
+UNDETERMINED = "und"
 
 
 def language_code(code: str) -> str:
@@ -22,14 +28,15 @@ def language_code(code: str) -> str:
 
 
 def detect_language(text: str) -> str:
-    """The ISO 639-1 code of ``text``'s language (``"und"`` when it has no letters;
-    ``"zh-hant"`` for traditional Chinese)."""
+    """The ISO 639-1 code of ``text``'s language (``"zh-hant"`` for traditional Chinese);
+    ``"und"`` when it has no letters, or fewer than MIN_WORDS words outside CJK scripts (too
+    short for the identifier to tell)."""
     sample = text[:SAMPLE_CHARS]
     by_script = _cjk_language(sample)
     if by_script:
         return by_script
-    if not any(ch.isalpha() for ch in sample):
-        return "und"
+    if len(_WORD.findall(sample)) < MIN_WORDS:
+        return UNDETERMINED
     # py3langid loads its model (about a second) on first use: only for non-CJK text.
     import py3langid
 
@@ -40,7 +47,9 @@ def detect_language(text: str) -> str:
 def written_in(text: str, code: str) -> bool:
     """Whether the identifier finds ``text`` in the language ``code`` (a registry code).
 
-    Chinese text that no character places in one script ("答案是 B") counts as either.
+    Chinese text that no character places in one script ("答案是 B") counts as either. A
+    text too short to identify ("Risposta: B") is in no language: a check that keeps texts
+    in their language keeps only those it can tell.
     """
     found = detect_language(text)
     if found == code:

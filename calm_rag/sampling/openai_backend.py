@@ -1,5 +1,6 @@
 """The ``openai`` backend: any OpenAI-compatible chat server (``vllm serve``, SGLang, llama.cpp's
-``llama-server``), over HTTP with the standard library only.
+``llama-server``), through the ``openai`` client: its timeouts, and its retries with exponential
+backoff (and the server's Retry-After) when a server is busy (429), restarting (5xx) or slow.
 
 Every prompt of a call is submitted at once to a pool of ``concurrency`` threads, so the server
 batches them as it likes (vLLM and SGLang batch continuously). Each prompt is seeded from the
@@ -13,14 +14,11 @@ call's seed and its own messages, so its texts do not depend on which prompts sh
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,11 @@ log = logging.getLogger(__name__)
 
 START_HINT = ("start one with `vllm serve <model>` (or SGLang, llama.cpp's llama-server) and "
               "set generator.options.base_url to its /v1 address")
+# Request keys the openai client takes by name; the others go in its extra_body.
+CLIENT_KEYS = frozenset({"model", "messages", "n", "temperature", "top_p", "max_tokens", "seed",
+                         "stop"})
+# Sent as the key when none is set: the client needs one; a server without keys ignores it.
+NO_KEY = "EMPTY"
 # A request parameter the server rejects ("param" in its error) names this config key.
 PARAM_FIELDS = {"model": "generator.model", "n": "sampling.n", "seed": "sampling.seed",
                 "temperature": "sampling.temperature", "top_p": "sampling.top_p",
@@ -56,11 +59,16 @@ class OpenAIOptions:
     request with the command that serves it. Set by the pipeline after training; a user may
     also set it to sample a base model with an adapter."""
     api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the API key; unset: no key is sent."""
+    """Environment variable holding the API key; unset: the placeholder ``EMPTY`` is sent (a
+    server started without ``--api-key`` ignores it)."""
     concurrency: int = 8
     """Requests in flight at once (the server batches them)."""
     timeout: float = 120.0
     """Seconds to wait for one request's answer."""
+    max_retries: int = 2
+    """Times a request is tried again when the server is busy (429), restarting (5xx) or
+    silent past ``timeout``, or the connection drops: the openai client's exponential backoff,
+    or the server's Retry-After. 0: one try."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -76,6 +84,8 @@ class OpenAIOptions:
                             f"must lie in [1, 4096], got {self.concurrency}"),
             "timeout": (0 < self.timeout <= 86400,
                         f"must lie in (0, 86400] seconds, got {self.timeout}"),
+            "max_retries": (0 <= self.max_retries <= 100,
+                            f"must lie in [0, 100], got {self.max_retries}"),
         }
         for key, (ok, why) in checks.items():
             if not ok:
@@ -102,6 +112,7 @@ class OpenAISampler(Sampler):
         self.model: str | None = self.model_name
         self.last_stats: dict[str, float] = {}
         self._checked = False
+        self._openai: Any = None
 
     def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
         from tqdm.auto import tqdm
@@ -212,54 +223,72 @@ class OpenAISampler(Sampler):
                          hint=f"serve it with `vllm serve {base} --enable-lora --lora-modules "
                               f"{name}={path}{ranks}` (or set align.merge: true)")
 
+    def _client(self) -> Any:
+        """The openai client, made on first use and shared by the request threads."""
+        if self._openai is None:
+            import openai
+
+            self._openai = openai.OpenAI(
+                base_url=self.options.base_url, timeout=self.options.timeout,
+                api_key=os.environ.get(self.options.api_key_env) or NO_KEY,
+                max_retries=self.options.max_retries)
+        return self._openai
+
     def _request(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """GET (no body) or POST a JSON request; the server's failures become InputErrors."""
+        """The server's JSON for ``/models`` (no body) or ``/chat/completions``; its failures,
+        once the client's retries are spent, become InputErrors."""
+        import openai
+
         url = self.options.base_url.rstrip("/") + path
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = os.environ.get(self.options.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, headers=headers)
+        client = self._client()
         try:
-            with urllib.request.urlopen(request, timeout=self.options.timeout) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as err:
-            raise self._http_error(url, err) from None
-        except (urllib.error.URLError, ConnectionError, http.client.HTTPException,
-                TimeoutError) as err:
-            reason = getattr(err, "reason", err)
-            if isinstance(reason, TimeoutError):
-                raise InputError(f"no answer from {url} within {self.options.timeout:g} s",
-                                 field="generator.options.timeout",
-                                 hint="raise generator.options.timeout or lower "
-                                      "generator.options.concurrency"
-                                 ) from None
-            raise InputError(f"cannot reach the server at {url}: {reason}",
+            if body is None:
+                return {"data": [card.to_dict() for card in client.models.list()]}
+            extra = {key: value for key, value in body.items() if key not in CLIENT_KEYS}
+            return client.chat.completions.create(
+                **{key: value for key, value in body.items() if key in CLIENT_KEYS},
+                extra_body=extra or None).to_dict()
+        except openai.APITimeoutError:
+            raise InputError(f"no answer from {url} within {self.options.timeout:g} s "
+                             f"({self._tries()})", field="generator.options.timeout",
+                             hint="raise generator.options.timeout or lower "
+                                  "generator.options.concurrency") from None
+        except openai.APIConnectionError as err:
+            reason = err.__cause__ or err
+            raise InputError(f"cannot reach the server at {url} ({self._tries()}): {reason}",
                              field="generator.options.base_url", hint=START_HINT) from None
-        except json.JSONDecodeError:
+        except openai.APIStatusError as err:
+            raise self._http_error(url, err) from None
+        except (openai.APIResponseValidationError, json.JSONDecodeError):
             raise InputError(f"{url} answered with something other than JSON",
                              field="generator.options.base_url",
                              hint="is it an OpenAI-compatible API? The address ends in /v1"
                              ) from None
 
-    def _http_error(self, url: str, err: urllib.error.HTTPError) -> InputError:
-        """The server's own message, and the config key it points at when it says which."""
-        raw = err.read().decode("utf-8", errors="replace")
-        try:
-            detail = json.loads(raw)
-            detail = detail.get("error", detail) if isinstance(detail, dict) else {}
-        except json.JSONDecodeError:
-            detail = {}
-        detail = detail if isinstance(detail, dict) else {"message": str(detail)}
-        message = detail.get("message") or detail.get("detail") or raw.strip()[:300] or err.reason
+    def _tries(self) -> str:
+        tries = 1 + self.options.max_retries
+        return f"{tries} tr{'ies' if tries > 1 else 'y'}"
+
+    def _http_error(self, url: str, err: Any) -> InputError:
+        """The server's own message (``err``: the client's APIStatusError), and the config key
+        it points at when it says which."""
+        raw = err.response.text
+        detail = err.body
+        if isinstance(detail, dict) and isinstance(detail.get("error"), dict):
+            detail = detail["error"]  # the client hands on the body whole or its "error"
+        detail = detail if isinstance(detail, dict) else {}
+        message = (detail.get("message") or detail.get("detail") or raw.strip()[:300]
+                   or err.response.reason_phrase)
         param = detail.get("param")  # any JSON value: only a known name maps to a config key
         field = PARAM_FIELDS.get(param) if isinstance(param, str) else None
+        code = err.status_code
         hints = {401: f"set the API key in ${self.options.api_key_env}",
-                 404: "check generator.options.base_url (it ends in /v1) and generator.model"}
-        return InputError(f"the server at {url} answered HTTP {err.code}: {message}",
+                 404: "check generator.options.base_url (it ends in /v1) and generator.model",
+                 429: "the server is busy: raise generator.options.max_retries or lower "
+                      "generator.options.concurrency"}
+        return InputError(f"the server at {url} answered HTTP {code}: {message}",
                           field=field or "generator.options.base_url",
-                          hint=hints.get(err.code, START_HINT if err.code >= 500 else None))
+                          hint=hints.get(code, START_HINT if code >= 500 else None))
 
 
 def _extra_body(params: SamplingParams) -> dict[str, Any]:
