@@ -5,6 +5,7 @@ and the registry knows their names."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -163,7 +164,9 @@ def test_a_plugin_backend_runs_an_experiment(sharp_model, tmp_path):
     texts = [json.loads(line)["text"] for name in ("samples.jsonl", "eval/heldout-after.jsonl")
              for line in (run / name).read_text().splitlines()]
     assert len(texts) == 24 + 4 and all(t.startswith("<tagged> ") for t in texts)
-    assert f"- **aligned model**: {merged}\n" in (run / "report.md").read_text()
+    # report.md names it relative to the run folder (no machine path in a shared report)
+    shown = os.path.relpath(merged, run.resolve())
+    assert f"- **aligned model**: {shown}\n" in (run / "report.md").read_text()
 
 
 # --------------------------------------------------------------------------- vote policy

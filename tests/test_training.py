@@ -292,7 +292,7 @@ def test_config_round_trips_through_a_dict():
 
 
 @pytest.mark.parametrize(("values", "key", "says"), [
-    ({"betta": 0.1}, "align.betta", "known keys: method, target, rounds, beta"),
+    ({"betta": 0.1}, "align.betta", "known keys: method, methods, target, rounds, beta"),
     ({"lora": {"rank": 8}}, "align.lora.rank", "known keys: r, alpha, dropout, targets"),
     ({"beta": "high"}, "align.beta", "expected float, got str"),
     ({"epochs": True}, "align.epochs", "expected float, got a boolean"),
@@ -353,7 +353,7 @@ def echo_method():
 
 def test_capabilities_are_on_the_registered_classes():
     assert {name: (m.trl_config, m.launchable) for name, m in ALIGN_METHODS.items()} == {
-        "dco": ("DPOConfig", False), "dpo": ("DPOConfig", True), "sft": ("SFTConfig", True)}
+        "dco": ("DPOConfig", True), "dpo": ("DPOConfig", True), "sft": ("SFTConfig", True)}
 
 
 def test_trainer_keys_follow_the_methods_trl_config(echo_method):
