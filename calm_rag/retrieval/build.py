@@ -237,12 +237,12 @@ def _embedder_key(spec: IndexSpec, embedder: Embedder) -> str:
 
 def _write_chunks(spec: IndexSpec, sources: list[_Source], embedder: Embedder, folder: Path,
                   progress: bool) -> _ChunkStats:
-    from tqdm.auto import tqdm
+    from calm_rag.runtime.progress import progress_bar
 
     splitter = make_splitter(spec.chunking, embedder.tokenize)
     stats = _ChunkStats()
     with ChunkWriter(folder / mf.CHUNKS_FILE, folder / mf.CHUNK_LANGS_FILE) as writer, \
-            tqdm(desc="chunking", unit="doc", disable=not progress) as bar:
+            progress_bar("chunking", unit="doc", enabled=progress) as bar:
         for source in sources:
             documents = _counted(read_corpus(source.type, source.resolved, source.lang), source,
                                  bar)
@@ -292,10 +292,10 @@ def _embed_shards(spec: IndexSpec, embedder: Embedder, shards: EmbeddingShards,
                   chunks: ArrowChunks, total: int, progress: bool) -> tuple[Plan, int]:
     """Embed each shard not on disk yet; return the plan ``[(key, rows)]`` and how many
     shards were embedded (the rest were reused)."""
-    from tqdm.auto import tqdm
+    from calm_rag.runtime.progress import progress_bar
 
     plan, embedded = [], 0
-    with tqdm(total=total, desc="embedding", unit="chunk", disable=not progress) as bar:
+    with progress_bar("embedding", total, unit="chunk", enabled=progress) as bar:
         for group in _chunk_groups(chunks, spec.embedder.shard_size):
             texts = [c.embedding_text(spec.chunking.include_title) for c in group]
             key = shards.key(texts)
