@@ -18,9 +18,13 @@ DELAY_S = 2.0
 """Work shorter than this shows no bar and leaves no line."""
 
 # huggingface_hub's switch also turns off transformers' bars ("Loading weights"); datasets
-# (TRL's map bars) has its own. Both are read when the library is first imported.
+# (TRL's map bars) has its own, read when first imported; tqdm reads TQDM_DISABLE for every
+# bar made without an explicit ``disable`` (TRL's reference log-probs bar, vLLM's own).
 THIRD_PARTY_BARS_OFF = {"HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+                        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+SET_HERE: set[str] = set()
+"""The variables :func:`quiet_third_party` set (not the user): TQDM_DISABLE of ours does not
+turn our own bars off."""
 
 
 def progress_bar(desc: str, total: int | None = None, *, unit: str = "it", enabled: bool = True,
@@ -33,7 +37,9 @@ def progress_bar(desc: str, total: int | None = None, *, unit: str = "it", enabl
     if not enabled:
         return tqdm(total=total, desc=desc, unit=unit, disable=True)
     if live_display():
-        return tqdm(total=total, desc=desc, unit=unit, delay=DELAY_S, **options)
+        users_off = bool(os.environ.get("TQDM_DISABLE")) and "TQDM_DISABLE" not in SET_HERE
+        return tqdm(total=total, desc=desc, unit=unit, delay=DELAY_S, disable=users_off,
+                    **options)
     return StageLine(desc, total, unit)
 
 
@@ -98,7 +104,9 @@ def quiet_third_party(verbose: bool) -> None:
     if verbose:
         return
     for name, value in THIRD_PARTY_BARS_OFF.items():
-        os.environ.setdefault(name, value)
+        if name not in os.environ:
+            os.environ[name] = value
+            SET_HERE.add(name)
     # Already imported (a notebook, or a test calling main() twice): they read the variables
     # at import, so tell them directly.
     if "huggingface_hub" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
