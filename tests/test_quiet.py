@@ -55,6 +55,10 @@ def test_short_work_leaves_no_line_and_an_open_total_shows_the_count(clock):
         bar.update(7)
         clock.now += 2.0
     assert out.getvalue() == "chunking: 7 doc in 2.0 s\n"
+    with StageLine("starting vLLM", stream=out) as bar:
+        bar.update(0)
+        clock.now += 12.25
+    assert out.getvalue().splitlines()[-1] == "starting vLLM: 12.2 s"
 
 
 class Terminal(io.StringIO):
@@ -128,7 +132,7 @@ def test_the_study_one_policy_at_a_time_equals_the_whole_study(tmp_path):
 COLD_START = """
 import sys
 from calm_rag.cli import main
-HEAVY = ("torch", "transformers", "faiss", "sentence_transformers", "trl", "vllm")
+HEAVY = ("torch", "transformers", "faiss", "sentence_transformers", "trl", "vllm", "bm25s")
 for argv in (sys.argv[1:6], sys.argv[6:]):
     code = main(argv)
     print("exit", code, "imported:", sorted(m for m in HEAVY if m in sys.modules))

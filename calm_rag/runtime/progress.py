@@ -79,8 +79,10 @@ class StageLine:
 
     def line(self, seconds: float) -> str:
         """The closing line: name, count (of the total when known), seconds, postfix."""
-        count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
         extra = f" ({self.postfix})" if self.postfix else ""
+        if self.total is None and not self.n:  # a wait, not a count ("starting vLLM")
+            return f"{self.desc}: {seconds:.1f} s{extra}"
+        count = f"{self.n}/{self.total}" if self.total is not None else str(self.n)
         return f"{self.desc}: {count} {self.unit} in {seconds:.1f} s{extra}"
 
     def close(self) -> None:
