@@ -129,7 +129,7 @@ class RunFolder:
 
     def metrics_frame(self) -> pd.DataFrame:
         """``metrics.json`` in long form: one row a figure, with columns ``cell, setting,
-        metric, lang, value, lo, hi, n`` (``lang`` None for a figure over all languages,
+        metric, lang, value, lo, hi, n`` (``lang`` missing for a figure over all languages,
         ``"en/fr"`` for a pair's; ``lo``/``hi`` the 95% interval and ``n`` where recorded)."""
         import pandas as pd
 
