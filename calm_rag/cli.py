@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from calm_rag import TELEMETRY_OFF
 from calm_rag.errors import InputError
+from calm_rag.runtime.progress import quiet_third_party
 
 for _name, _value in TELEMETRY_OFF.items():  # importing calm_rag set them; kept explicit here
     os.environ.setdefault(_name, _value)
@@ -33,6 +34,7 @@ COMMAND_MODULES = (
     "calm_rag.commands.study",
     "calm_rag.commands.cache",
     "calm_rag.commands.explore",
+    "calm_rag.commands.runs",
 )
 
 
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     show_pipeline_progress()
+    quiet_third_party(args.verbose)  # before a command imports transformers or datasets
     try:
         return int(args.func(args) or 0)
     except InputError as err:  # several errors (a config file's): one line each

@@ -127,12 +127,61 @@ class RunFolder:
                  else samples_frame([]).assign(split=None, phase=None))
         return frame[["split", "phase", *COLUMNS]]
 
+    def metrics_frame(self) -> pd.DataFrame:
+        """``metrics.json`` in long form: one row a figure, with columns ``cell, setting,
+        metric, lang, value, lo, hi, n`` (``lang`` missing for a figure over all languages,
+        ``"en/fr"`` for a pair's; ``lo``/``hi`` the 95% interval and ``n`` where recorded)."""
+        import pandas as pd
+
+        frame = pd.DataFrame(metric_rows(self.grid, self.path / "metrics.json"),
+                             columns=METRIC_COLUMNS)
+        return frame.astype({"n": "Int64"})  # a count, missing where none was recorded
+
     def explore(self, height: int = 720) -> ExplorerView:
         """The run's explorer, displayed inline in a notebook: the page ``calm-rag explore``
         writes (nothing is written here)."""
         from calm_rag.explore import ExplorerView
 
         return ExplorerView(self.path, height)
+
+
+METRIC_COLUMNS = ["cell", "setting", "metric", "lang", "value", "lo", "hi", "n"]
+MetricRow = tuple[str, str, str, str | None, float, float | None, float | None, int | None]
+# Facts about a setting's questions, not figures of a metric.
+NOT_METRICS = {"n_questions", "languages"}
+
+
+def metric_rows(grid: dict[str, Any], path: Path | None = None) -> list[MetricRow]:
+    """Every figure of an evaluation grid (``metrics.json``) as a :data:`METRIC_COLUMNS` row,
+    in the grid's order: a metric is one figure, one per language, or one per pair of
+    languages, each a number or ``{"value", "ci95", "n"}``."""
+    rows: list[MetricRow] = []
+    for cell, data in expect(grid, "cells", dict, path).items():
+        for setting, metrics in expect(data, "metrics", dict, path).items():
+            for name, value in metrics.items():
+                if name not in NOT_METRICS:
+                    rows.extend((cell, setting, name, *figure)
+                                for figure in _figures(value, None))
+    return rows
+
+
+def _figures(value: Any, lang: str | None, depth: int = 0
+             ) -> list[tuple[str | None, float, float | None, float | None, int | None]]:
+    """``(lang, value, lo, hi, n)`` for a figure, or for each language's (a mapping of
+    languages, two levels deep for a pairwise table); anything else holds no figure."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return [(lang, float(value), None, None, None)]
+    if not isinstance(value, dict):
+        return []
+    if "value" in value:
+        if value["value"] is None:
+            return []  # no figure (e.g. no question with two answers to compare)
+        lo, hi = value.get("ci95") or (None, None)
+        return [(lang, float(value["value"]), lo, hi, value.get("n"))]
+    if depth > 1:
+        return []
+    return [figure for key, sub in value.items()
+            for figure in _figures(sub, key if lang is None else f"{lang}/{key}", depth + 1)]
 
 
 def _records(path: Path, parse: Callable[..., Record]) -> list[Record]:

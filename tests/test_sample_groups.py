@@ -100,7 +100,7 @@ def test_a_group_for_a_samples_jsonl_is_refused(tmp_path):
 
 @pytest.mark.parametrize("command, expected", [
     ("metrics", "### zero-shot (3 questions)"),
-    ("vote", '"questions": 3'),
+    ("vote", "3 questions, "),
     ("study", "3 questions, languages en, zh"),
 ])
 def test_commands_refuse_the_mixed_folder_and_take_the_group(mixed, tmp_path, capsys,

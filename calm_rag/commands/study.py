@@ -73,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
         format_study_table,
         plot_study,
         study_policies,
-        vote_study,
     )
     from calm_rag.io import atomic_write, output_folder, refuse_inputs, write_json
 
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_inputs(args.out, [args.samples])  # before the work, not after it
     started = time.perf_counter()
     samples = load_samples(args.samples, args.extractors, policy_chain(args.preset), args.group)
-    study = vote_study(samples, policies, args.min_languages)
+    study = study_with_progress(samples, policies, args.min_languages)
     table = format_study_table(study)
     print(f"{study['questions']} questions, languages {', '.join(study['languages'])}, "
           f"{time.perf_counter() - started:.1f} s\n")
@@ -102,3 +101,18 @@ def run(args: argparse.Namespace) -> int:
             plot_study(study, folder.path("votes_study.png"))
         print(f"\nwrote votes_study.md, votes_study.json and votes_study.png to {args.out}")
     return 0
+
+
+def study_with_progress(samples: list, policies: dict, min_languages: int) -> dict:
+    """``vote_study`` one policy at a time, so that a long study shows its progress (a bar
+    on a terminal, one line in a log)."""
+    from calm_rag.evaluation.study import vote_study
+    from calm_rag.runtime.progress import progress_bar
+
+    study: dict = {}
+    with progress_bar("studying vote policies", len(policies), unit="policy") as bar:
+        for name, config in policies.items():
+            one = vote_study(samples, {name: config}, min_languages)
+            study = {**one, "policies": {**study.get("policies", {}), **one["policies"]}}
+            bar.update(1)
+    return study

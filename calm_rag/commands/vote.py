@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(the fallbacks that sample again need `calm-rag run`)")
     p.add_argument("--unparsed", choices=UNPARSED, help="responses with no answer: ignore/reject")
     p.add_argument("--max-pairs-per-question", type=int, metavar="N", help="cap rows per question")
+    p.add_argument("--json", action="store_true",
+                   help="print the whole summary (summary.json) instead of its short form")
     add_extractor_option(p)
     add_group_option(p)
     p.set_defaults(func=run)
@@ -110,9 +112,30 @@ def run(args: argparse.Namespace) -> int:
         write_jsonl(folder.path("votes.jsonl"), (v.to_dict() for v in votes))
         write_jsonl(folder.path("pairs.jsonl"), (p.to_dict() for p in pairs))
         write_json(folder.path("summary.json"), summary)
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    if args.json:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(summary_lines(summary)))
     print(f"wrote {len(votes)} votes and {len(pairs)} pairs to {args.out}")
     return 0
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The summary in a few lines (questions and how they were voted, pairs by language,
+    where chosen came from, how answers were read); summary.json and ``--json`` hold it all."""
+    def counts(mapping: dict) -> str:
+        return ", ".join(f"{key} {value}" for key, value in mapping.items()) or "none"
+
+    lines = [f"{summary['questions']} questions, {summary['samples']} samples: votes "
+             f"{counts(summary['votes'])}; {summary['ties']} tied ({summary['ties_dropped']} "
+             f"dropped), {summary['abstained']} abstained",
+             f"pairs: {summary['pairs']} ({counts(summary['pairs_per_language'])}); chosen "
+             f"from {counts(summary['chosen_source'])}",
+             f"answers read by: {counts(summary['extraction'])}"]
+    weights = summary["language_weights"]
+    if weights:  # per setting, or per language: shown as summary.json has them
+        lines.append(f"language weights: {json.dumps(weights, ensure_ascii=False)}")
+    return lines
 
 
 def summarize(samples, votes, pairs, config, weights=None) -> dict:

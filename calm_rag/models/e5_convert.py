@@ -151,11 +151,11 @@ def _save_sentence_transformer(hf_dir: Path, out_dir: Path) -> None:
 
 
 def _progress_bar(total: int, *, enabled: bool):
-    from tqdm.auto import tqdm
+    from calm_rag.runtime.progress import progress_bar
 
-    # delay: the bar only appears once the conversion has run for a few seconds.
-    return tqdm(total=total, desc="converting multilingual-e5-small", unit="step",
-                delay=3.0, disable=not enabled)
+    # The bar only appears once the conversion has run for a few seconds.
+    return progress_bar("converting multilingual-e5-small", total, unit="step",
+                        enabled=enabled)
 
 
 _README = """\

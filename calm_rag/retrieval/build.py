@@ -86,12 +86,15 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
                          f"{mf.MANIFEST})", path=target,
                          hint="move it away or give the index another name")
     sources = _resolve_sources(spec, _built_corpora(target))
+    if not force and _up_to_date(spec, sources, target):  # before loading any model
+        log.info("%s is up to date", target)
+        return BuildResult(path=target, built=False)
     embedder = Embedder.load(spec.embedder.model, normalize=spec.embedder.normalize,
                              batch_size=spec.embedder.batch_size)
     index = faiss_index.make_index(spec.faiss, embedder.dimension)  # a bad factory fails now
     check_layout(index, spec.faiss)
     spec = _with_train_size(spec, index)
-    key = build_key(spec, sources, embedder)
+    key = build_key(spec, sources, embedder.fingerprint)
     if target.exists() and not force:
         if _existing_key(target) == key:
             log.info("%s is up to date", target)
@@ -163,7 +166,7 @@ def _with_train_size(spec: IndexSpec, index: Any) -> IndexSpec:
     return dataclasses.replace(spec, faiss=dataclasses.replace(spec.faiss, train_size=settled))
 
 
-def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> str:
+def build_key(spec: IndexSpec, sources: list[_Source], fingerprint: str) -> str:
     """Everything that decides the index's content; equal keys mean nothing to rebuild."""
     described = {k: v for k, v in spec.to_dict().items() if k != "description"}
     for name, default in _KEY_DEFAULTS.items():
@@ -173,8 +176,50 @@ def build_key(spec: IndexSpec, sources: list[_Source], embedder: Embedder) -> st
         elif described[name] == default:
             del described[name]
     inputs = {"format": mf.KEY_FORMAT, "spec": described,
-              "corpus": [s.sha256 for s in sources], "embedder": embedder.fingerprint}
+              "corpus": [s.sha256 for s in sources], "embedder": fingerprint}
     return json_digest(inputs, ascii_only=True)
+
+
+def _up_to_date(spec: IndexSpec, sources: list[_Source], target: Path) -> bool:
+    """Whether the index at ``target`` was built from these inputs, decided from its manifest
+    alone (no torch, transformers or FAISS): the embedder's weights are the ones it
+    fingerprinted while its files are unchanged, and the training size the one it settled.
+    False sends the build on to the full check (old manifests have no files stamp)."""
+    try:
+        manifest = mf.read_manifest(target)
+    except InputError:
+        return False
+    built = manifest["embedder"]
+    location = _embedder_location(spec.embedder.model)
+    if (built.get("location") != location or not built.get("files_stamp")
+            or built["files_stamp"] != files_stamp(location)):
+        return False
+    settled = manifest["faiss"].get("train_size")
+    if spec.faiss.train_size not in (None, settled):
+        return False
+    spec = dataclasses.replace(spec, faiss=dataclasses.replace(spec.faiss, train_size=settled))
+    return build_key(spec, sources, built["fingerprint"]) == manifest["build_key"]
+
+
+def _embedder_location(name: str) -> str:
+    """Where ``Embedder.load(name)`` would load from (a folder as given, else resolved)."""
+    from calm_rag.models import DEFAULT_EMBEDDERS, check_model_reference, resolve_embedder
+
+    check_model_reference(name, field="embedder.model", defaults=DEFAULT_EMBEDDERS)
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    return resolve_embedder(name)
+
+
+def files_stamp(location: str) -> str | None:
+    """A digest of the names, sizes and modification times of a model folder's files (None
+    for no folder): equal stamps, the same weights, without reading them."""
+    folder = Path(location)
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return json_digest([(str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in files])
 
 
 def _resolve_sources(spec: IndexSpec, built: set[str]) -> list[_Source]:
@@ -229,12 +274,12 @@ def _embedder_key(spec: IndexSpec, embedder: Embedder) -> str:
 
 def _write_chunks(spec: IndexSpec, sources: list[_Source], embedder: Embedder, folder: Path,
                   progress: bool) -> _ChunkStats:
-    from tqdm.auto import tqdm
+    from calm_rag.runtime.progress import progress_bar
 
     splitter = make_splitter(spec.chunking, embedder.tokenize)
     stats = _ChunkStats()
     with ChunkWriter(folder / mf.CHUNKS_FILE, folder / mf.CHUNK_LANGS_FILE) as writer, \
-            tqdm(desc="chunking", unit="doc", disable=not progress) as bar:
+            progress_bar("chunking", unit="doc", enabled=progress) as bar:
         for source in sources:
             documents = _counted(read_corpus(source.type, source.resolved, source.lang), source,
                                  bar)
@@ -284,10 +329,10 @@ def _embed_shards(spec: IndexSpec, embedder: Embedder, shards: EmbeddingShards,
                   chunks: ArrowChunks, total: int, progress: bool) -> tuple[Plan, int]:
     """Embed each shard not on disk yet; return the plan ``[(key, rows)]`` and how many
     shards were embedded (the rest were reused)."""
-    from tqdm.auto import tqdm
+    from calm_rag.runtime.progress import progress_bar
 
     plan, embedded = [], 0
-    with tqdm(total=total, desc="embedding", unit="chunk", disable=not progress) as bar:
+    with progress_bar("embedding", total, unit="chunk", enabled=progress) as bar:
         for group in _chunk_groups(chunks, spec.embedder.shard_size):
             texts = [c.embedding_text(spec.chunking.include_title) for c in group]
             key = shards.key(texts)
@@ -329,7 +374,8 @@ def _manifest(spec: IndexSpec, sources: list[_Source], embedder: Embedder, index
         "build_key": key,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "build_seconds": round(seconds, 2),
-        "embedder": {**embedder.identity(), "batch_size": embedder.batch_size},
+        "embedder": {**embedder.identity(), "batch_size": embedder.batch_size,
+                     "files_stamp": files_stamp(embedder.location)},
         "faiss": {"factory": spec.faiss.factory, "metric": spec.faiss.metric,
                   "dimension": index.d, "ntotal": index.ntotal, "nprobe": spec.faiss.nprobe,
                   "ef_search": spec.faiss.ef_search, "ef_construction": spec.faiss.ef_construction,

@@ -38,7 +38,7 @@ def fill_index(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: P
                folder: Path, progress: bool) -> Any:
     """Train ``index`` if it needs it, add every shard, and return the index to save (on the
     CPU; its inverted lists in ``folder/index.ivfdata`` when ``on_disk``)."""
-    from tqdm.auto import tqdm
+    from calm_rag.runtime.progress import progress_bar
 
     faiss_index.configure_build(index, config)
     if not index.is_trained:
@@ -54,7 +54,7 @@ def fill_index(index: Any, config: FaissConfig, shards: EmbeddingShards, plan: P
     working = (faiss_index.to_gpus(index, every_gpu=False) if devices and not config.on_disk
                else index)
     total = sum(rows for _, rows in plan)
-    with tqdm(total=total, desc="indexing", unit="chunk", disable=not progress) as bar:
+    with progress_bar("indexing", total, unit="chunk", enabled=progress) as bar:
         for key, rows in plan:
             working.add(np.ascontiguousarray(planned_shard(shards, key, rows)))
             bar.update(rows)

@@ -101,7 +101,8 @@ class HFSampler(Sampler):
 
     def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
         import torch
-        from tqdm.auto import tqdm
+
+        from calm_rag.runtime.progress import progress_bar
 
         encoded = [encode_chat(self.tokenizer, chat, params.chat_template_kwargs)
                    for chat in prompts]
@@ -112,8 +113,8 @@ class HFSampler(Sampler):
         size = self.options.batch_size
         torch.manual_seed(params.seed)
         started, new_tokens = time.perf_counter(), 0
-        bar = tqdm(total=len(prompts), desc="sampling", unit="prompt",
-                   disable=not self.options.progress)
+        bar = progress_bar("sampling", len(prompts), unit="prompt",
+                           enabled=self.options.progress)
         with torch.inference_mode(), torch_threads(self.options.threads), bar:
             for start in range(0, len(order), size):
                 batch = order[start : start + size]

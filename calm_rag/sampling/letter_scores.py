@@ -120,12 +120,13 @@ class LetterScorer:
         question's label order. ``template_kwargs``: the ``chat_template_kwargs`` the samples
         were sampled with, so that the prompt is the one the model read."""
         import torch
-        from tqdm.auto import tqdm
+
+        from calm_rag.runtime.progress import progress_bar
 
         scored = self._tokenize(samples, template_kwargs)
         results: list[dict[str, float]] = [{} for _ in samples]
-        bar = tqdm(total=len(samples), desc="scoring answers", unit="sample",
-                   disable=not self.progress)
+        bar = progress_bar("scoring answers", len(samples), unit="sample",
+                           enabled=self.progress)
         with torch.inference_mode(), torch_threads(self.threads), bar:
             for packed in self._passes(scored):
                 for item, scores in zip(packed, self._score_pass(packed), strict=True):

@@ -115,13 +115,13 @@ class OpenAISampler(Sampler):
         self._openai: Any = None
 
     def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
-        from tqdm.auto import tqdm
+        from calm_rag.runtime.progress import progress_bar
 
         model = self._served_model()
         results: list[list[str]] = [[] for _ in prompts]
         started, new_tokens, requests = time.perf_counter(), 0, 0
-        bar = tqdm(total=len(prompts), desc="sampling", unit="prompt",
-                   disable=not self.options.progress)
+        bar = progress_bar("sampling", len(prompts), unit="prompt",
+                           enabled=self.options.progress)
         pool = ThreadPoolExecutor(max_workers=self.options.concurrency,
                                   thread_name_prefix="calm-rag-openai")
         try:

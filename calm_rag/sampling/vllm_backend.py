@@ -207,7 +207,7 @@ class VLLMSampler(Sampler):
                         endings: list[AnswerEnding] | None) -> list[list[str]]:
         """As ``generate``; with ``params.forced_answer``, each prompt's response ends as its
         ending says (:mod:`calm_rag.sampling.endings`)."""
-        from tqdm.auto import tqdm
+        from calm_rag.runtime.progress import progress_bar
 
         if not prompts:
             return []  # no reason to start an engine
@@ -216,8 +216,8 @@ class VLLMSampler(Sampler):
         endings_sent = endings if params.forced_answer and endings else None
         engine = self._start()
         started = time.perf_counter()
-        with tqdm(total=len(prompts), desc="sampling (vllm)", unit="prompt",
-                  disable=not self.options.progress) as bar:
+        with progress_bar("sampling (vllm)", len(prompts), unit="prompt",
+                          enabled=self.options.progress) as bar:
             reply = _vllm_errors(engine.request, "generate", (prompts, params, endings_sent),
                                  bar.update)
         texts, new_tokens = reply["texts"], reply["new_tokens"]
@@ -231,7 +231,7 @@ class VLLMSampler(Sampler):
             self._engine = None
 
     def _start(self) -> ChildProcess | data_parallel.EngineGroup:
-        from tqdm.auto import tqdm
+        from calm_rag.runtime.progress import progress_bar
 
         if self._engine is not None and not self._engine.alive():
             self.close()  # it died since the last call (and said so then): start afresh
@@ -239,8 +239,8 @@ class VLLMSampler(Sampler):
             started = time.perf_counter()
             engine = self._new_engine()
             weakref.finalize(self, engine.stop).atexit = False  # the engine's own hook does that
-            with tqdm(desc="starting vLLM", bar_format="{desc}: {elapsed}", mininterval=1,
-                      disable=not self.options.progress) as bar:
+            with progress_bar("starting vLLM", bar_format="{desc}: {elapsed}", mininterval=1,
+                              enabled=self.options.progress) as bar:
                 _vllm_errors(engine.start, lambda: bar.update(0))  # shows the time elapsed
             self._engine = engine
             self.startup_seconds = time.perf_counter() - started

@@ -295,11 +295,11 @@ def _show_progress(trainer: Any, desc: str) -> None:
 
     class LossBar(ProgressCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            from tqdm.auto import tqdm
+            from calm_rag.runtime.progress import progress_bar
 
             if not state.is_world_process_zero:
                 return  # one bar for all the ranks
-            self.training_bar = tqdm(total=state.max_steps, desc=desc, unit="step")
+            self.training_bar = progress_bar(desc, state.max_steps, unit="step")
             self.current_step = 0
 
         def on_log(self, args, state, control, logs=None, **kwargs):

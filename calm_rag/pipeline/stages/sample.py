@@ -100,8 +100,7 @@ def sample_stage(ctx: RunContext, job: SampleJob, model: ModelRef,
 
 def _sample_shards(ctx: RunContext, job: SampleJob, sampler: LazySampler,
                    work: Path) -> list[Sample]:
-    from tqdm.auto import tqdm
-
+    from calm_rag.runtime.progress import progress_bar
     from calm_rag.sampling.stage import sample_questions
 
     shards = _shards(job.questions, ctx.experiment.shard_questions)
@@ -110,8 +109,8 @@ def _sample_shards(ctx: RunContext, job: SampleJob, sampler: LazySampler,
                  if (work / f"shard-{i:05d}.jsonl").is_file())
     if reused:
         log.info(f"  sample   {job.label}: {reused} prompts read back from a killed run's shards")
-    bar = tqdm(total=len(job.questions), desc=f"sampling {job.label}", unit="prompt",
-               disable=not ctx.progress)
+    bar = progress_bar(f"sampling {job.label}", len(job.questions), unit="prompt",
+                       enabled=ctx.progress)
     with bar:
         for i, shard in enumerate(shards):
             path = work / f"shard-{i:05d}.jsonl"
