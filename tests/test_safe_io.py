@@ -104,6 +104,13 @@ def test_errors_name_the_line(tmp_path):
     path.write_text('[\n  {"a": 1}\n  {"a": 2}\n]\n')
     with pytest.raises(InputError, match=r"x\.json:3: malformed JSON"):
         read_json_array(path)
+    # cut short: the fault is named on the last line with content, not the empty one after it
+    path.write_text('{\n')
+    with pytest.raises(InputError, match=r"x\.json:1: malformed JSON: .* at column 2"):
+        read_json_array(path)
+    path.write_text('[\n  {"a": 1},\n\n\n')
+    with pytest.raises(InputError, match=r"x\.json:2: malformed JSON"):
+        read_json_array(path)
 
 
 def test_a_utf8_bom_and_paired_surrogates_are_fine(tmp_path):

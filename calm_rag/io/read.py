@@ -117,8 +117,12 @@ def parse_json(text: str, path: str | Path, line: int = 1, *, start: int = 0
     try:
         value, end = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as err:
-        raise InputError(f"malformed JSON: {err.msg} at column {err.colno}", path=path,
-                         line=line + text.count("\n", 0, err.pos)) from None
+        # A file cut short fails past its end: name the last line with content, not the
+        # empty one after its final newline.
+        pos = min(err.pos, len(text.rstrip()))
+        column = pos - text.rfind("\n", 0, pos)
+        raise InputError(f"malformed JSON: {err.msg} at column {column}", path=path,
+                         line=line + text.count("\n", 0, pos)) from None
     except _Duplicate as dup:
         raise InputError(f"duplicate key {dup.key!r} in one JSON object", path=path,
                          line=line + text.count("\n", 0, start),
