@@ -111,9 +111,14 @@ class DcoConfig:
     """What the policy scores: ``options``, each answer as the language writes it (its
     answer marker, the letter and the option text; the paper scores the candidate answers'
     texts), or ``responses``, a sampled response in that language giving the answer."""
+    gold_dpo: float = 1.0
+    """The weight of DPO's loss on the gold pairs that ``method: gold-dpo-dco`` adds to DCO's
+    (DPO's β is ``align.beta``); ``dco`` does not read it."""
 
     def __post_init__(self) -> None:
         _check("beta", self.beta > 0, self.beta, "must be positive", "1 is symmetric")
+        _check("gold_dpo", self.gold_dpo > 0, self.gold_dpo, "must be positive",
+               "1 weighs DPO's loss as DCO's; method dco for no DPO term")
         one_of("languages", self.languages, DCO_LANGUAGES)
         one_of("answers", self.answers, DCO_ANSWERS)
         one_of("completions", self.completions, DCO_COMPLETIONS)
