@@ -241,7 +241,8 @@ class AlignConfig:
     """A registered align method: ``dpo`` trains on the preference pairs; ``sft`` fine-tunes
     on the responses that agree with the target (CALM's supervised baseline); ``dco`` trains
     each language's preference between two answers to follow the other language's
-    (Direct Consistency Optimization; ``align.dco.*``)."""
+    (Direct Consistency Optimization; ``align.dco.*``); ``gold-dpo-dco`` adds DPO's loss on
+    the gold answers to DCO's (``align.dco.gold_dpo``)."""
     methods: tuple[str, ...] = ()
     """Two or more registered align methods compared in one grid (``[dpo, dco]``): the
     experiment runs once per method, every run sharing the samples and the votes (their
@@ -269,7 +270,8 @@ class AlignConfig:
     lora: LoraConfig = LoraConfig()
     """The LoRA adapter (``align.lora.*``)."""
     dco: DcoConfig = DcoConfig()
-    """``method: dco``'s own keys (``align.dco.*``); other methods ignore them."""
+    """The own keys of ``method: dco`` and ``gold-dpo-dco`` (``align.dco.*``); other methods
+    ignore them."""
     seed: int = 0
     """Seed of the adapter's init and the shuffle."""
     threads: int | None = None
