@@ -5,6 +5,7 @@ whose first logged loss is the one a plain forward pass computes."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -37,6 +38,11 @@ from calm_rag.training.dco import (  # noqa: E402 (needs torch)
     dco_questions,
     dco_rows,
     train_dco,
+)
+from calm_rag.training.dco_gold import (  # noqa: E402 (needs torch)
+    gold_dco_losses,
+    gold_rows,
+    train_gold_dco,
 )
 
 # ---------------------------------------------------------------------------- the loss
@@ -203,13 +209,18 @@ MILK = {"en": ("Answer with the letter.", "Where is milk kept?",
 
 def milk_questions() -> list:
     """Two questions in en and fr: 2 x C(3, 2) = 6 rows with the default keys."""
+    return dco_questions(milk_samples(), [], [])
+
+
+def milk_samples() -> list:
+    """One sample a language of :func:`milk_questions`' questions (gold B)."""
     samples = []
     for qid in ("q0", "q1"):
         for lang, (instruction, stem, options) in MILK.items():
             question = Question(id=qid, lang=lang, stem=stem, options=options, answer="B")
             samples.append(Sample(question=question, text="B", answer="B",
                                   instruction=instruction, input=f"{stem} ({qid})"))
-    return dco_questions(samples, [], [])
+    return samples
 
 
 def logprob(model, tokenizer, prompt, response: str) -> float:
@@ -286,3 +297,122 @@ def test_dco_under_accelerate_with_two_cpu_processes(tiny_model, tmp_path):
     assert result.rows == 6 and (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert json.loads((result.folder / "rows.json").read_text()) == {
         "built": 6, "questions": 2, "of_questions": 2, "skipped": {}}
+
+
+# ------------------------------------------------ DCO plus DPO on gold labels (gold-dpo-dco)
+
+def dpo_term(margin: float, beta: float) -> float:
+    """DPO's sigmoid loss on one pair, written out: -log σ(βm) = log(1 + e^(-βm))."""
+    return math.log1p(math.exp(-beta * margin))
+
+
+def test_the_gold_loss_is_dco_plus_dpo_on_hand_computed_rows():
+    """The two rows of the DCO case above (beta_dco = 2: DCO terms 3.5 and 2), row 1 comparing
+    the gold answer (chosen), row 2 two wrong answers; beta_dpo = 0.5, weight 2.
+
+    Row 1: m1 = 2, m2 = -3; DPO = log(1 + e^-1) + log(1 + e^1.5) = 0.31326 + 1.70141
+      = 2.01467; loss = 3.5 + 2 * 2.01467 = 7.52935
+    Row 2: no gold, DPO adds 0; loss = 2
+    Mean: (7.52935 + 2) / 2 = 4.76467.
+    """
+    policy, reference = as_tensors((-1, -3, -2, -2, -2, -2, -1, -4),
+                                   (-2, -1, -1, -3, -1, -2, -2, -2))
+    gold = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    losses = gold_dco_losses(policy, reference, gold, dco_beta=2.0, dpo_beta=0.5, weight=2.0)
+    dpo = dpo_term(2, 0.5) + dpo_term(-3, 0.5)
+    dco = dco_losses(policy, reference, beta=2.0).tolist()
+    assert losses.tolist() == pytest.approx([dco[0] + 2 * dpo, dco[1]], abs=1e-12)
+    assert losses.tolist() == pytest.approx([7.529349931, 2.0], abs=1e-9)
+    assert losses.mean().item() == pytest.approx(4.764674966, abs=1e-9)
+    # With no gold row it is DCO's loss, exactly.
+    assert gold_dco_losses(policy, reference, gold * 0, 2.0, 0.5, 2.0).tolist() == dco
+
+
+def test_the_gold_loss_gradient_matches_finite_differences():
+    generator = torch.Generator().manual_seed(1)
+    inputs = tuple(torch.randn(5, dtype=torch.float64, generator=generator, requires_grad=True)
+                   for _ in range(8))
+    gold = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+
+    def loss(*values):
+        return gold_dco_losses(values[:4], values[4:], gold, 1.7, 0.3, 1.5).mean()
+
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-6)
+
+
+def test_gold_rows_put_the_gold_answer_first():
+    samples = make_samples({"en": ["C", "A"], "zh": ["C", "B"]}, gold="B")
+    method = ALIGN_METHODS.get("gold-dpo-dco", "align.method")
+    assert (method.trl_config, method.launchable, method.own_keys) == ("DPOConfig", True, "dco")
+    questions_ = method.rows(samples, [vote("C")], [])  # the vote's C is not the gold B
+    assert [q.gold for q in questions_] == ["B"]
+    rows, has_gold, skipped = gold_rows(questions_, AlignConfig(method="gold-dpo-dco"))
+    # Every two of A-D in (en, zh), in option order; (A, B) turned so that B is chosen.
+    assert [(r.chosen, r.rejected) for r in rows] == [
+        ("B", "A"), ("A", "C"), ("A", "D"), ("B", "C"), ("B", "D"), ("C", "D")]
+    assert has_gold == [True, False, False, True, True, False] and not skipped
+    turned = rows[0]
+    assert (turned.chosen_1, turned.rejected_1) == ("Answer: B. school", "Answer: A. town")
+    assert (turned.chosen_2, turned.rejected_2) == ("答案: B. school", "答案: A. town")
+
+
+def test_gold_dpo_dco_is_refused_without_gold():
+    config = AlignConfig(method="gold-dpo-dco")
+    method = ALIGN_METHODS.get("gold-dpo-dco", "align.method")
+    no_gold = method.rows(make_samples({"en": ["C"], "zh": ["B"]}, gold=None), [], [])
+    cases = [(no_gold, config, "align.method", "none of the 1 questions has one"),
+             (method.rows(make_samples({"en": ["C"], "zh": ["B"]}, gold="A"), [], []),
+              AlignConfig(method="gold-dpo-dco", dco=DcoConfig(answers="sampled")),
+              "align.dco.answers", "none of the 1 DCO rows compares a gold answer")]
+    for rows, config_, field, says in cases:
+        with pytest.raises(InputError) as err:
+            train_gold_dco("unused", rows, config_, "unused")
+        assert err.value.field == field and says in str(err.value)
+        assert "\n" not in str(err.value)
+    mixed = make_samples({"en": ["C"]}, gold="C") + make_samples({"zh": ["B"]}, gold="B")
+    with pytest.raises(InputError, match="different gold answers in its languages: B, C"):
+        method.rows(mixed, [], [])
+    with pytest.raises(InputError) as err:
+        from_mapping(AlignConfig, {"method": "gold-dpo-dco", "dco": {"gold_dpo": 0}},
+                     prefix="align")
+    assert err.value.field == "align.dco.gold_dpo" and "must be positive" in str(err.value)
+
+
+def plain_gold_loss(policy, reference, tokenizer, rows, has_gold, config) -> float:
+    """The gold-dpo-dco loss over ``rows`` from plain forward passes of the two models: DCO's
+    (:func:`plain_loss`) plus DPO's on each gold row's two languages, computed apart."""
+    dpo = 0.0
+    for row, has in zip(rows, has_gold, strict=True):
+        if has:
+            for prompt, chosen, rejected in ((row.prompt_1, row.chosen_1, row.rejected_1),
+                                             (row.prompt_2, row.chosen_2, row.rejected_2)):
+                margin = ((logprob(policy, tokenizer, prompt, chosen)
+                           - logprob(reference, tokenizer, prompt, chosen))
+                          - (logprob(policy, tokenizer, prompt, rejected)
+                             - logprob(reference, tokenizer, prompt, rejected)))
+                dpo += dpo_term(margin, config.beta)
+    return (plain_loss(policy, reference, tokenizer, rows, config.dco.beta)
+            + config.dco.gold_dpo * dpo / len(rows))
+
+
+def test_gold_dpo_dco_training_lowers_the_loss_a_plain_forward_computes(tiny_model, tmp_path):
+    config = AlignConfig(method="gold-dpo-dco", **{**TINY_ALIGN, "batch_size": 6}, epochs=3,
+                         merge=True, beta=0.5, dco=DcoConfig(gold_dpo=2.0))
+    questions_ = ALIGN_METHODS.get("gold-dpo-dco", "align.method").rows(milk_samples(), [], [])
+    result = train_gold_dco(str(tiny_model), questions_, config, tmp_path / "align")
+    rows, has_gold, _ = gold_rows(questions_, config)
+    assert has_gold == [True, False, True] * 2  # (A,B) (A,C) (B,C): gold B in two of three
+    base = transformers.AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    after = transformers.AutoModelForCausalLM.from_pretrained(result.merged_dir).eval()
+    before = plain_gold_loss(base, base, tokenizer, rows, has_gold, config)
+    # The untrained policy is the reference: every margin is 0, so DPO adds log 2 for each
+    # language of the 4 gold rows, weighted 2, over 6 rows.
+    dco_before = plain_loss(base, base, tokenizer, rows, config.dco.beta)
+    assert before == pytest.approx(dco_before + 2 * (4 * 2) * math.log(2) / 6, rel=1e-9)
+    assert result.rows == 6 and len(result.log) == 3
+    assert result.log[0]["loss"] == pytest.approx(before, rel=1e-4)
+    assert plain_gold_loss(after, base, tokenizer, rows, has_gold, config) < before
+    assert result.log[-1]["loss"] < before and "dco/gold_dpo" in result.log[0]
+    assert json.loads((result.folder / "rows.json").read_text()) == {
+        "built": 6, "questions": 2, "of_questions": 2, "skipped": {}, "gold_rows": 4}

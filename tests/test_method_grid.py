@@ -12,7 +12,7 @@ from calm_rag.errors import InputError
 from calm_rag.experiment import load_experiment
 from calm_rag.pipeline import run_experiment
 from calm_rag.pipeline.method_grid import method_experiment
-from tests.helpers import experiment, write_experiment
+from tests.helpers import experiment, make_samples, write_experiment
 
 
 def _load(tmp_path, model, **changes):
@@ -43,6 +43,38 @@ def test_method_grid_keys_are_checked(tmp_path, tiny_model):
             _load(tmp_path, tiny_model, **changes)
         assert err.value.field == field and says in str(err.value), changes
         assert err.value.path is not None and "\n" not in str(err.value)
+
+
+def test_a_grid_with_gold_dpo_dco_trains_dpo_on_gold(tmp_path, tiny_model):
+    """``[dpo, dco, gold-dpo-dco]`` with ``target: gold``: every run votes by the gold label,
+    so dpo's pairs and gold-dpo-dco's DPO term prefer the gold C where the majority is B."""
+    from calm_rag.registries import ALIGN_METHODS
+    from calm_rag.training.dco_gold import gold_rows
+    from calm_rag.vote.pairs import build_pairs, gold_votes
+    from calm_rag.vote.voting import vote_all
+
+    exp = _load(tmp_path, tiny_model, align__target="gold",
+                align__methods=["dpo", "dco", "gold-dpo-dco"])
+    runs = {m: method_experiment(exp, m) for m in exp.align.methods}
+    assert runs["gold-dpo-dco"].name == "tiny-gold-dpo-dco"
+    assert {run.align.target for run in runs.values()} == {"gold"}
+    assert "dco" not in runs["dpo"].align.to_dict()  # dpo's stage key has no dco keys
+    assert runs["gold-dpo-dco"].align.to_dict()["dco"]["gold_dpo"] == 1.0
+    samples = make_samples({"en": ["C", "A", "B"], "zh": ["B", "B", "C"]}, gold="C")
+    assert [v.answer for v in vote_all(samples, exp.vote)] == ["B"]  # the majority
+    votes = gold_votes(samples, exp.vote)
+    assert [(v.answer, v.status) for v in votes] == [("C", "gold")]
+    pairs = build_pairs(samples, votes, exp.vote)
+    dpo_rows = ALIGN_METHODS.get("dpo", "align.method").rows(samples, votes, pairs)
+    assert sorted((p.lang, p.chosen_answer, p.rejected_answer) for p in dpo_rows) == [
+        ("en", "C", "A"), ("en", "C", "B"), ("zh", "C", "B"), ("zh", "C", "B")]
+    method = ALIGN_METHODS.get("gold-dpo-dco", "align.method")
+    rows, has_gold, _ = gold_rows(method.rows(samples, votes, pairs),
+                                  runs["gold-dpo-dco"].align)
+    # Every two of A-D in (en, zh): the three with C compare it, C chosen.
+    compared = [(r.chosen, r.rejected) for r, has in zip(rows, has_gold, strict=True) if has]
+    assert compared == [("C", "A"), ("C", "B"), ("C", "D")]
+    assert len(rows) == 6
 
 
 @pytest.mark.slow

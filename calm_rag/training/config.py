@@ -111,9 +111,14 @@ class DcoConfig:
     """What the policy scores: ``options``, each answer as the language writes it (its
     answer marker, the letter and the option text; the paper scores the candidate answers'
     texts), or ``responses``, a sampled response in that language giving the answer."""
+    gold_dpo: float = 1.0
+    """The weight of DPO's loss on the gold pairs that ``method: gold-dpo-dco`` adds to DCO's
+    (DPO's β is ``align.beta``); ``dco`` does not read it."""
 
     def __post_init__(self) -> None:
         _check("beta", self.beta > 0, self.beta, "must be positive", "1 is symmetric")
+        _check("gold_dpo", self.gold_dpo > 0, self.gold_dpo, "must be positive",
+               "1 weighs DPO's loss as DCO's; method dco for no DPO term")
         one_of("languages", self.languages, DCO_LANGUAGES)
         one_of("answers", self.answers, DCO_ANSWERS)
         one_of("completions", self.completions, DCO_COMPLETIONS)
@@ -236,7 +241,8 @@ class AlignConfig:
     """A registered align method: ``dpo`` trains on the preference pairs; ``sft`` fine-tunes
     on the responses that agree with the target (CALM's supervised baseline); ``dco`` trains
     each language's preference between two answers to follow the other language's
-    (Direct Consistency Optimization; ``align.dco.*``)."""
+    (Direct Consistency Optimization; ``align.dco.*``); ``gold-dpo-dco`` adds DPO's loss on
+    the gold answers to DCO's (``align.dco.gold_dpo``)."""
     methods: tuple[str, ...] = ()
     """Two or more registered align methods compared in one grid (``[dpo, dco]``): the
     experiment runs once per method, every run sharing the samples and the votes (their
@@ -264,7 +270,8 @@ class AlignConfig:
     lora: LoraConfig = LoraConfig()
     """The LoRA adapter (``align.lora.*``)."""
     dco: DcoConfig = DcoConfig()
-    """``method: dco``'s own keys (``align.dco.*``); other methods ignore them."""
+    """The own keys of ``method: dco`` and ``gold-dpo-dco`` (``align.dco.*``); other methods
+    ignore them."""
     seed: int = 0
     """Seed of the adapter's init and the shuffle."""
     threads: int | None = None

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from functools import cache
 from itertools import combinations
@@ -290,7 +290,18 @@ def train_dco(model_path: str | Path, questions: list[DcoQuestion], config: Alig
     """Train a LoRA adapter with DCO on the rows ``align.dco`` asks for; write what
     :func:`~calm_rag.training.train_dpo` writes. With ``adapter`` (a previous round's) that
     adapter goes on training, a frozen copy of it the reference."""
-    _refuse_dpo_loss_keys(config)
+    refuse_dpo_loss_keys(config)
+    rows, skipped = checked_rows(questions, config)
+    trl_rows = [with_template_kwargs(row.trl_row(), config) for row in rows]
+    result = run_training("dco", model_path, trl_rows, config, out_dir,
+                          dco_trainer(config, trl_rows), adapter=adapter)
+    write_rows_file(result, rows, len(questions), skipped)
+    return result
+
+
+def checked_rows(questions: list[DcoQuestion], config: AlignConfig
+                 ) -> tuple[list[DcoRow], Counter[str]]:
+    """The rows ``align.dco`` asks for (the skips logged), or an InputError if none is left."""
     rows, skipped = dco_rows(questions, config.dco)
     if skipped:
         log.warning("dco: skipped %s", ", ".join(f"{n} ({why})" for why, n in skipped.items()))
@@ -301,17 +312,19 @@ def train_dco(model_path: str | Path, questions: list[DcoQuestion], config: Alig
                               "answers and completions")
     trained = {(row.question_id, row.setting) for row in rows}
     log.info("dco: %d rows from %d of %d questions", len(rows), len(trained), len(questions))
-    trl_rows = [with_template_kwargs(row.trl_row(), config) for row in rows]
-    result = run_training("dco", model_path, trl_rows, config, out_dir,
-                          dco_trainer(config, trl_rows), adapter=adapter)
-    # Beside train_log.json: how many questions the rows came from, for the method grid.
+    return rows, skipped
+
+
+def write_rows_file(result: TrainResult, rows: list[DcoRow], of_questions: int,
+                    skipped: Counter[str], **extra: int) -> None:
+    """Beside train_log.json: how many questions the rows came from, for the method grid."""
+    trained = {(row.question_id, row.setting) for row in rows}
     write_json(result.folder / ROWS_FILE, {"built": len(rows), "questions": len(trained),
-                                           "of_questions": len(questions),
-                                           "skipped": dict(skipped)})
-    return result
+                                           "of_questions": of_questions,
+                                           "skipped": dict(skipped)} | extra)
 
 
-def _refuse_dpo_loss_keys(config: AlignConfig) -> None:
+def refuse_dpo_loss_keys(config: AlignConfig) -> None:
     """``align.trainer`` keys of DPO's loss would be silently ignored by DCO's."""
     for key in config.trainer:
         if key in DPO_LOSS_KEYS:
@@ -320,8 +333,11 @@ def _refuse_dpo_loss_keys(config: AlignConfig) -> None:
                              hint="drop it; align.dco.* sets DCO's loss")
 
 
-def dco_trainer(config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
-    """What builds the DCO trainer for these rows (TRL's DPOTrainer, DCO's loss)."""
+def dco_trainer(config: AlignConfig, rows: list[dict[str, Any]],
+                trainer_class: Callable[[], type] | None = None,
+                **extra: Any) -> MakeTrainer:
+    """What builds the DCO trainer for these rows (TRL's DPOTrainer, DCO's loss); a subclass
+    of :func:`dco_trainer_class`'s (``trainer_class()``) gets ``extra`` as keywords."""
 
     def make_trainer(model: Any, tokenizer: Any, dataset: Any, args: dict[str, Any]) -> Any:
         from trl import DPOConfig
@@ -331,9 +347,9 @@ def dco_trainer(config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
         # The reference's log-probs come from the same batch with the adapter switched off
         # (TRL's precompute stores two numbers a row; DCO needs four).
         args = {"precompute_ref_log_probs": False} | args
-        return dco_trainer_class()(model=model, args=DPOConfig(beta=config.dco.beta, **args),
-                       train_dataset=dataset, processing_class=tokenizer,
-                       peft_config=new_lora(config, model))
+        return (trainer_class or dco_trainer_class)()(
+            model=model, args=DPOConfig(beta=config.dco.beta, **args), train_dataset=dataset,
+            processing_class=tokenizer, peft_config=new_lora(config, model), **extra)
 
     return make_trainer
 
@@ -360,11 +376,14 @@ def dco_trainer_class() -> type:
     class DcoTrainer(DPOTrainer):
         """TRL's DPOTrainer (PEFT, checkpoints, trackers, logging) with DCO's loss: each row
         holds both languages, tokenized as DPO's rows are, and one forward scores the four
-        completions of every row of the batch."""
+        completions of every row of the batch. A subclass may add per-row columns that its
+        loss reads (``row_columns``, numbers) and its own :meth:`row_losses`."""
+
+        row_columns: tuple[str, ...] = ()
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self.data_collator: Any = _BothSides(self.data_collator)
+            self.data_collator: Any = _BothSides(self.data_collator, self.row_columns)
 
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
                              dataset_name: str) -> Any:
@@ -381,16 +400,24 @@ def dco_trainer_class() -> type:
             first, second = _same_units(*sides)
             second = second.select_columns(list(_TOKENS)).rename_columns(
                 {name: f"{name}_2" for name in _TOKENS})
-            return concatenate_datasets(
+            joined = concatenate_datasets(
                 [first.select_columns(["unit", *_TOKENS]), second], axis=1)
+            for column in self.row_columns:  # looked up by unit: TRL may have dropped rows
+                values = dataset[column]
+                joined = joined.add_column(column, [values[u] for u in joined["unit"]])
+            return joined
 
         def _set_signature_columns_if_needed(self) -> None:
             if self._signature_columns is None:
-                self._signature_columns: Any = ["unit", *_TOKENS, *(f"{t}_2" for t in _TOKENS)]
+                self._signature_columns: Any = ["unit", *_TOKENS, *(f"{t}_2" for t in _TOKENS),
+                                                *self.row_columns]
 
         def _compute_loss(self, model: Any, inputs: dict[str, Any],
                           return_outputs: bool) -> Any:
             mode = "train" if self.model.training else "eval"
+            # The loss's own columns never reach the model (nor TRL's reference forward).
+            extra = {k: inputs[k] for k in self.row_columns}
+            inputs = {k: v for k, v in inputs.items() if k not in self.row_columns}
             mask = inputs["completion_mask"]
             kwargs = {k: v for k, v in inputs.items() if k != "completion_mask"}
             labels = inputs["input_ids"].masked_fill(mask == 0, -100)
@@ -403,13 +430,20 @@ def dco_trainer_class() -> type:
             c1, c2, r1, r2 = logps.chunk(4, dim=0)
             rc1, rc2 = ref_chosen.chunk(2, dim=0)
             rr1, rr2 = ref_rejected.chunk(2, dim=0)
-            losses = dco_losses((c1, r1, c2, r2), (rc1, rr1, rc2, rr2), self.beta)
+            losses = self.row_losses((c1, r1, c2, r2), (rc1, rr1, rc2, rr2), extra, mode)
             loss = losses.mean()
             if self.aux_loss_enabled:
                 loss = loss + self.aux_loss_coef * outputs.aux_loss
             self._log_dco((c1 - rc1) - (r1 - rr1), (c2 - rc2) - (r2 - rr2),
                           rc1 - rr1, rc2 - rr2, mode)
             return (loss, outputs) if return_outputs else loss
+
+        def row_losses(self, policy: tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                           torch.Tensor],
+                       reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                       extra: dict[str, torch.Tensor], mode: str) -> torch.Tensor:
+            """The loss of each row of the batch (DCO's; ``extra``: the row columns)."""
+            return dco_losses(policy, reference, self.beta)
 
         def _log_dco(self, m1: Any, m2: Any, o1: Any, o2: Any, mode: str) -> None:
             """The margins and the reference's preferences, averaged over the ranks."""
@@ -435,11 +469,16 @@ def _same_units(first: Any, second: Any) -> tuple[Any, Any]:
 
 @dataclass
 class _BothSides:
-    """Collates DCO rows as DPO's collator would 2×batch rows: language 1's, then 2's."""
+    """Collates DCO rows as DPO's collator would 2×batch rows: language 1's, then 2's; each
+    of ``columns`` becomes one float tensor, a value a row."""
 
     inner: Any
+    columns: tuple[str, ...] = ()
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         ones = [{t: row[t] for t in _TOKENS} for row in examples]
         twos = [{t: row[f"{t}_2"] for t in _TOKENS} for row in examples]
-        return dict(self.inner(ones + twos))
+        batch = dict(self.inner(ones + twos))
+        for column in self.columns:
+            batch[column] = torch.tensor([float(row[column]) for row in examples])
+        return batch

@@ -35,6 +35,7 @@ from calm_rag.training.config import AlignConfig
 
 if TYPE_CHECKING:
     from calm_rag.training.dco import DcoQuestion
+    from calm_rag.training.dco_gold import GoldQuestion
 
 
 class TrainingRow(Protocol):
@@ -190,3 +191,34 @@ class DCO(AlignMethod["DcoQuestion"]):
         from calm_rag.training.dco import dco_trainer
 
         return dco_trainer(config, rows)
+
+
+@ALIGN_METHODS.register("gold-dpo-dco")
+class GoldDpoDCO(AlignMethod["GoldQuestion"]):
+    """DCO plus DPO on gold labels, summed in one loss on DCO's rows: where a row compares
+    the question's gold answer, DPO's loss on each language's pair is added (weight
+    ``align.dco.gold_dpo``, β ``align.beta``). Refused where the questions have no answers."""
+
+    trl_config = "DPOConfig"
+    own_keys = "dco"
+    launchable = True
+
+    @classmethod
+    def rows(cls, samples: list[Sample], votes: list[Vote],
+             pairs: list[PreferencePair]) -> list[GoldQuestion]:
+        from calm_rag.training.dco_gold import gold_questions
+
+        return gold_questions(samples, votes, pairs)
+
+    @classmethod
+    def train(cls, model_path: str | Path, rows: list[GoldQuestion], config: AlignConfig,
+              out_dir: Path, adapter: str | None = None) -> TrainResult:
+        from calm_rag.training.dco_gold import train_gold_dco
+
+        return train_gold_dco(model_path, rows, config, out_dir, adapter)
+
+    @classmethod
+    def trainer(cls, config: AlignConfig, rows: list[dict[str, Any]]) -> MakeTrainer:
+        from calm_rag.training.dco_gold import gold_dco_trainer
+
+        return gold_dco_trainer(config, rows)
