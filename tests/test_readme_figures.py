@@ -31,6 +31,8 @@ UNSOURCED = {
                             "hand; a timing is measured, not derived from a results file",
     "| language | pairs | `pivot`": "counted once on the demo's samples without the pair cap; "
                                      "no results file was kept",
+    "| experiment | languages | zero-shot | rag | wall time |":
+        "runs of an earlier protocol (pipelines/README says so); no results file was kept",
 }
 # Tables checked against the command they quote (below).
 COMMAND_CHECKED = {"| language | accuracy % [95% CI] | extraction % |":
@@ -45,6 +47,10 @@ class Table:
     source: str | None  # the bench/results file named before it in its section
 
 
+def is_row(line: str) -> bool:
+    return line.lstrip().startswith("|")  # a table inside a list item is indented
+
+
 def cells(line: str) -> tuple[str, ...]:
     return tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
 
@@ -54,12 +60,12 @@ def tables(path: Path) -> list[Table]:
     lines = path.read_text(encoding="utf-8").splitlines()
     found, i = [], 0
     while i < len(lines):
-        if lines[i].startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+        if is_row(lines[i]) and i + 1 < len(lines) and lines[i + 1].lstrip().startswith("|---"):
             end = i + 2
-            while end < len(lines) and lines[end].startswith("|"):
+            while end < len(lines) and is_row(lines[end]):
                 end += 1
             rows = tuple(cells(line) for line in lines[i + 2:end])
-            found.append(Table(f"{path.relative_to(REPO)}:{i + 1}", lines[i], rows,
+            found.append(Table(f"{path.relative_to(REPO)}:{i + 1}", lines[i].strip(), rows,
                                source_before(lines, i)))
             i = end
         else:
@@ -71,7 +77,7 @@ def source_before(lines: list[str], start: int) -> str | None:
     """The last results file named between the table and its section's heading (a ``#`` line or
     a bold paragraph lead), tables excluded."""
     for line in reversed(lines[:start]):
-        if line.startswith("|"):
+        if is_row(line):
             continue
         cited = _SOURCE.findall(line)
         if cited:
@@ -227,3 +233,75 @@ def test_the_adapter_text_count_is_the_demos_questions_times_its_languages():
     languages = len(experiment.data.languages)
     assert (int(quoted[1]), int(quoted[2])) == (questions, languages)
     assert int(quoted[3]) == int(quoted[4]) == len(rows) == questions * languages
+
+
+def flat(path: Path) -> str:
+    """The file's text with every run of whitespace one space (README sentences wrap)."""
+    return " ".join(path.read_text(encoding="utf-8").split())
+
+
+def number(text: str) -> float:
+    found = re.search(r"[-+]?\d+(?:\.\d+)?", text)
+    assert found is not None, f"no figure in {text!r}"
+    return float(found[0])
+
+
+def cell(source: str, row: tuple[str, ...], column: str, which: int = 0) -> float:
+    """The first figure of ``column`` in the row starting with ``row``, in the ``which``-th of
+    the source's tables that have such a row and column."""
+    matches = []
+    for table in tables(REPO / source):
+        header = cells(table.header)
+        if column in header:
+            matches += [found[header.index(column)] for found in table.rows
+                        if found[:len(row)] == row]
+    assert len(matches) > which, f"{source} has no {row} in a column {column!r}"
+    return number(matches[which])
+
+
+# Figures README sentences quote from a results table: (README, the sentence as a pattern whose
+# groups are the figures, where each figure is in the source: (file, row, column[, table])).
+DEMO, HELDOUT_AR, STUDY = ("bench/results/demo.md", "bench/results/xcsqa-heldout-ar.md",
+                           "bench/results/study-votes.md")
+CONSISTENCY = "consistency [95% CI]"
+PROSE = [
+    ("README.md", r"Training-question consistency rose after DPO: (\S+) → (\S+) % zero-shot and "
+                  r"(\S+) → (\S+) % with retrieval",
+     [(DEMO, ("train/before", "zero-shot"), CONSISTENCY),
+      (DEMO, ("train/after", "zero-shot"), CONSISTENCY),
+      (DEMO, ("train/before", "rag"), CONSISTENCY), (DEMO, ("train/after", "rag"), CONSISTENCY)]),
+    ("README.md", r"held-out Arabic accuracy (\S+) → (\S+)%, RankC on the held-out questions "
+                  r"(\S+) → (\S+), consistency (\S+) → (\S+)%",
+     [(HELDOUT_AR, ("heldout/before",), "acc ar"), (HELDOUT_AR, ("heldout/after",), "acc ar"),
+      (HELDOUT_AR, ("heldout/before",), "RankC [95% CI]"),
+      (HELDOUT_AR, ("heldout/after",), "RankC [95% CI]"),
+      (HELDOUT_AR, ("heldout/before",), CONSISTENCY),
+      (HELDOUT_AR, ("heldout/after",), CONSISTENCY)]),
+    ("README.md", r"pooled target accuracy rises from (\S+) % with two languages to (\S+) % with "
+                  r"six, clean pairs from (\S+) to (\S+) %",
+     [(STUDY, ("pooled", "2 (mean of 15)"), "target accuracy %"),
+      (STUDY, ("pooled", "all 6"), "target accuracy %"),
+      (STUDY, ("pooled", "2 (mean of 15)"), "clean %"), (STUDY, ("pooled", "all 6"), "clean %")]),
+    ("README.md", r"Dawid-Skene, which never ties, follows the language it trusts more and is "
+                  r"worst there \((\S+) %\)",
+     [(STUDY, ("dawid-skene", "2 (mean of 15)"), "target accuracy %")]),
+    ("README.md", r"gives the best targets \((\S+) %, (\S+) % clean pairs\)",
+     [(STUDY, ("weighted", "all 6"), "target accuracy %"),
+      (STUDY, ("weighted", "all 6"), "clean %")]),
+]
+
+
+@pytest.mark.parametrize("readme, pattern, sources", PROSE, ids=lambda p: str(p)[:30])
+def test_a_sentence_quotes_its_results_table(readme, pattern, sources):
+    quoted = re.search(pattern, flat(REPO / readme))
+    assert quoted is not None, f"{readme} no longer says {pattern!r}: update PROSE"
+    assert [number(figure) for figure in quoted.groups()] == [cell(*where) for where in sources]
+
+
+def test_the_demos_recall_is_its_reports():
+    readme = re.search(r"retrieval recall@1 of its questions \((\S+): (\d+) of (\d+) "
+                       r"question-languages", flat(READMES[0]))
+    report = re.search(r"\*\*retrieval recall@1\*\*: (\S+) \((\d+)/(\d+) question-languages",
+                       flat(REPO / DEMO))
+    assert readme is not None and report is not None
+    assert readme.groups() == report.groups()
