@@ -302,10 +302,36 @@ def test_a_sentence_quotes_its_results_table(readme, pattern, sources):
     assert [number(figure) for figure in quoted.groups()] == [cell(*where) for where in sources]
 
 
-def test_the_demos_recall_is_its_reports():
-    readme = re.search(r"retrieval recall@1 of its questions \((\S+): (\d+) of (\d+) "
-                       r"question-languages", flat(READMES[0]))
-    report = re.search(r"\*\*retrieval recall@1\*\*: (\S+) \((\d+)/(\d+) question-languages",
-                       flat(REPO / DEMO))
-    assert readme is not None and report is not None
-    assert readme.groups() == report.groups()
+# Figures README sentences quote from a results file's text: (README, its sentence, source,
+# the source's sentence; every match of the source's pattern, in order, gives the figures).
+QUOTED_TEXT = [
+    ("README.md", r"retrieval recall@1 of its questions \((\S+): (\d+) of (\d+) question-languages",
+     DEMO, r"\*\*retrieval recall@1\*\*: (\S+) \((\d+)/(\d+) question-languages"),
+    ("README.md", r"`amx_bf16 avx2 avx512_bf16 avx512f`; (\d+) s and (\d+) s for the two grids",
+     "bench/results/dco-vs-calm.md", r"run finished in (\d+) s"),
+]
+
+
+@pytest.mark.parametrize("readme, pattern, source, source_pattern", QUOTED_TEXT,
+                         ids=lambda p: str(p)[:30])
+def test_a_sentence_quotes_its_results_text(readme, pattern, source, source_pattern):
+    quoted = re.search(pattern, flat(REPO / readme))
+    assert quoted is not None, f"{readme} no longer says {pattern!r}: update QUOTED_TEXT"
+    found = [figure for match in re.finditer(source_pattern, flat(REPO / source))
+             for figure in match.groups()]
+    assert list(quoted.groups()) == found
+
+
+def test_the_paper_table_of_calms_samples_is_what_the_command_prints(capsys):
+    """pipelines/README quotes `calm-rag metrics .../samples --paper-table --policy calm`
+    (through bench/results/calm-paper-table.md): the row is what the command prints now."""
+    samples = CALM_REFERENCE / "samples"
+    if not samples.is_dir():
+        pytest.skip(f"CALM's released samples are not beside the project ({samples} missing)")
+    command = ("`calm-rag metrics ../shared/calm-reference/xcsqa/samples --paper-table "
+               "--policy calm`")
+    assert command in flat(READMES[1])
+    assert main(["metrics", str(samples), "--paper-table", "--policy", "calm"]) == 0
+    header = "| phase | questions x samples |"
+    (quoted, _) = [t for t in tables(READMES[1]) if t.header.startswith(header)]
+    assert list(quoted.rows) == printed_table(capsys.readouterr().out, header)
