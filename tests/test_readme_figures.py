@@ -4,8 +4,9 @@ Every table of figures in README.md and pipelines/README.md either names the ben
 it was copied from (looking back from the table to the section's heading), and each of its rows
 is then found in that file, or is checked against the command it quotes, run here on CALM's
 released files, or is listed in UNSOURCED with the reason. A new table of figures without a
-source fails the census. Counts the README quotes from a test are checked against what that test
-compares. Text parsing and two cheap commands (no model, no index): a few seconds.
+source fails the census. Sentences that quote a results file (PROSE, QUOTED_TEXT) are checked
+against it, and counts the README quotes from a test or a registry against what they count.
+Text parsing and three cheap commands on CALM's files (no model, no index): a few seconds.
 """
 
 from __future__ import annotations
@@ -335,3 +336,11 @@ def test_the_paper_table_of_calms_samples_is_what_the_command_prints(capsys):
     header = "| phase | questions x samples |"
     (quoted, _) = [t for t in tables(READMES[1]) if t.header.startswith(header)]
     assert list(quoted.rows) == printed_table(capsys.readouterr().out, header)
+
+
+def test_the_language_count_is_the_registrys():
+    from calm_rag.languages import LANGUAGES
+
+    quoted = re.search(r"\| `calm_rag\.languages` \| (\d+) languages:", flat(READMES[0]))
+    assert quoted is not None
+    assert int(quoted[1]) == len(LANGUAGES)
