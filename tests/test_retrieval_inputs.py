@@ -85,11 +85,12 @@ def test_written_in_takes_script_neutral_chinese_for_either(text, code, expected
     assert written_in(text, code) is expected
 
 
-def test_the_script_table_pairs_distinct_characters():
-    from calm_rag.retrieval.language_id import SCRIPT_PAIRS, SIMPLIFIED, TRADITIONAL
+def test_the_script_sets_share_no_character():
+    from calm_rag.retrieval.language_id import script_characters
 
-    assert all(len(pair) == 2 and pair[0] != pair[1] for pair in SCRIPT_PAIRS)
-    assert not TRADITIONAL & SIMPLIFIED and len(TRADITIONAL) == len(SCRIPT_PAIRS)
+    traditional, simplified = script_characters()
+    assert not traditional & simplified
+    assert {"這", "們", "興", "學"} <= traditional and {"这", "们", "兴", "学"} <= simplified
 
 
 def test_language_code_uses_the_registry_and_keeps_unknown_codes():

@@ -58,16 +58,11 @@ def open_hub(name: str, config: str | None, split: str, revision: str | None, *,
 
 def go_offline_without_network() -> None:
     """Without network, ``datasets`` retries every request for half a minute before failing;
-    one quick connection tells, and offline mode then reads the local cache or fails at once."""
-    import socket
-    from urllib.parse import urlparse
+    one quick request (through huggingface_hub's session, its proxies included) tells, and
+    offline mode then reads the local cache or fails at once."""
+    from calm_rag.models.references import hub_reachable
 
-    if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
-        return
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host or "huggingface.co", 443), timeout=3).close()
-    except OSError:
+    if not hub_reachable():
         import datasets.config
         import huggingface_hub.constants
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from calm_rag.errors import InputError
 
@@ -73,16 +71,26 @@ def is_local(name: str) -> bool:
 
 
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
-    """Whether the model hub answers a TCP connection (honours HF_ENDPOINT and HF_HUB_OFFLINE)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    """Whether the model hub answers, asked the way huggingface_hub downloads: its offline mode
+    (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE) says no without a request, and the request goes
+    through its HTTP session to HF_ENDPOINT, so HTTPS_PROXY, NO_PROXY and a client factory the
+    user set count as they do for a download."""
+    import httpx2
+    from huggingface_hub import constants, get_session
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    # The environment is read now too: the constant was read when huggingface_hub was imported.
+    if constants.is_offline_mode() or any(
+            os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+            for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         return False
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = url.port or (80 if url.scheme == "http" else 443)
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
     try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
+        response = get_session().head(endpoint, timeout=timeout)
+    except (httpx2.TransportError, OfflineModeIsEnabled, OSError):
         return False
+    # A proxy that cannot reach the hub answers 502 or 504 itself.
+    return response.status_code < 500
 
 
 def unreachable(name: str, why: str | None = None, *, field: str | None = None) -> InputError:

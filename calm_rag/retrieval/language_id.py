@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from functools import cache
 
 from calm_rag.errors import InputError
 
@@ -98,33 +99,27 @@ def _letter_kind(ch: str) -> str | None:
     return "han" if name.startswith("CJK") else "other"
 
 
-# Frequent characters that only traditional Chinese writes, each beside the simplified form
-# that replaced it. A text in one script holds none of the other's: which set it draws from
-# tells the two apart (a table, not a model: both scripts share most characters, and
-# statistical detectors answer "zh" for either).
-SCRIPT_PAIRS = (
-    "這这 個个 們们 為为 說说 時时 來来 對对 會会 國国 學学 醫医 體体 與与 還还 發发 經经 "
-    "種种 現现 動动 療疗 藥药 無无 問问 題题 關关 應应 過过 開开 長长 見见 實实 當当 點点 "
-    "嗎吗 從从 間间 頭头 氣气 義义 樣样 進进 機机 變变 認认 論论 讓让 難难 話话 語语 電电 "
-    "車车 愛爱 歲岁 診诊 斷断 臨临 腦脑 腎肾 臟脏 壓压 細细 腫肿 級级 選选 擇择 項项 確确 "
-    "錯错 釋释 該该 適适 險险 蟲虫 葉叶 區区 處处 錢钱 買买 賣卖 東东 風风 飛飞 馬马 魚鱼 "
-    "鳥鸟 門门 聽听 讀读 寫写 書书 畫画 業业 產产 歷历 條条 紅红 綠绿 黃黄 熱热 傳传 師师 "
-    "員员 單单 總总 萬万 術术 務务 屬属 據据 環环 節节 號号 標标 極极 樂乐 導导 設设 計计 "
-    "記记 識识 證证 護护 檢检 驗验 腸肠 膽胆 脈脉 傷伤 潰溃 瘍疡 頸颈 臉脸 齒齿 覺觉 嬰婴 "
-    "婦妇 劑剂 靜静 輸输 結结 盡尽 維维 歸归 陽阳 陰阴 錄录 顯显 類类 質质 嚴严 減减 壞坏"
-).split()
-TRADITIONAL = frozenset(pair[0] for pair in SCRIPT_PAIRS)
-SIMPLIFIED = frozenset(pair[1] for pair in SCRIPT_PAIRS)
+@cache
+def script_characters() -> tuple[frozenset[str], frozenset[str]]:
+    """(the characters only traditional Chinese writes, those only simplified writes), from
+    CC-CEDICT as hanzidentifier reads it: thousands each, where a hand-made table of frequent
+    pairs left plain sentences ("我今天很高興") without a sign of either script."""
+    from hanzidentifier import helpers
+
+    traditional, simplified = helpers.TRADITIONAL_CHARACTERS, helpers.SIMPLIFIED_CHARACTERS
+    return frozenset(traditional - simplified), frozenset(simplified - traditional)
 
 
 def _chinese_script(sample: str) -> str:
     """``zh-hant`` for traditional Chinese, ``zh`` for simplified (and for text that gives no
-    sign of either)."""
+    sign of either). The larger count decides: a text in one script may still hold a character
+    of the other (a name, a quoted term), which hanzidentifier alone calls "mixed"."""
     traditional, simplified = _script_counts(sample)
     return "zh-hant" if traditional > simplified else "zh"
 
 
 def _script_counts(sample: str) -> tuple[int, int]:
     """How many characters of ``sample`` only traditional, and only simplified, Chinese write."""
-    return (sum(ch in TRADITIONAL for ch in sample), sum(ch in SIMPLIFIED for ch in sample))
+    traditional, simplified = script_characters()
+    return (sum(ch in traditional for ch in sample), sum(ch in simplified for ch in sample))
 
