@@ -310,6 +310,8 @@ QUOTED_TEXT = [
      DEMO, r"\*\*retrieval recall@1\*\*: (\S+) \((\d+)/(\d+) question-languages"),
     ("README.md", r"`amx_bf16 avx2 avx512_bf16 avx512f`; (\d+) s and (\d+) s for the two grids",
      "bench/results/dco-vs-calm.md", r"run finished in (\d+) s"),
+    ("README.md", r"a two-language grid at demo\s+size, (\d+) s, is in `bench/results/dco-vs-calm.md`",
+     "bench/results/dco-vs-calm.md", r"run finished in (\d+) s"),
 ]
 
 
@@ -320,7 +322,9 @@ def test_a_sentence_quotes_its_results_text(readme, pattern, source, source_patt
     assert quoted is not None, f"{readme} no longer says {pattern!r}: update QUOTED_TEXT"
     found = [figure for match in re.finditer(source_pattern, flat(REPO / source))
              for figure in match.groups()]
-    assert list(quoted.groups()) == found
+    # The sentence quotes a run of the source's figures, in the source's order.
+    want, width = list(quoted.groups()), len(quoted.groups())
+    assert any(found[i:i + width] == want for i in range(len(found))), (want, found)
 
 
 def test_the_paper_table_of_calms_samples_is_what_the_command_prints(capsys):
