@@ -49,7 +49,10 @@ def write_tensorboard(run_folder: Path, scalars: dict[str, float]) -> str:
     """One event file in the run folder's ``tensorboard/``; the folder, relative to the run.
 
     Step 0 for every scalar: the tag already says which evaluation (cell, phase) it is."""
-    from torch.utils.tensorboard import SummaryWriter
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # report_to: tensorboard is also allowed with tensorboardX alone
+        from tensorboardX import SummaryWriter
 
     folder = run_folder / TENSORBOARD_FOLDER
     with SummaryWriter(log_dir=str(folder)) as writer:
