@@ -2,7 +2,9 @@
 
 It holds what a reader of the run needs without the cache: the resolved config, the manifest
 (seeds, package versions, git commit, input hashes, stage keys), samples, votes, pairs, the
-adapter and loss plot, the evaluation samples, metrics.json and report.md with its plots.
+adapter and loss plot, the evaluation samples, metrics.json and report.md with its plots;
+links.json (where the training's cache entries and tracker logs are) and, with
+``align.report_to: tensorboard``, the evaluation's figures in ``tensorboard/``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
     """Write the run folder; return it and the evaluation grid."""
     from calm_rag.evaluation import evaluation_grid, write_report
     from calm_rag.evaluation.grid import add_rankc
+    from calm_rag.evaluation.tracking import log_evaluation
     from calm_rag.evaluation.votes import vote_summary
 
     experiment = ctx.experiment
@@ -59,11 +62,14 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
         write_json(folder / "manifest.json",
                    manifest(ctx, splits, base, final, source))
         _write_rounds(folder, rounds)
-        if any(r.training for r in rounds):
-            write_json(folder / "links.json", training_links(folder, rounds))
         for cell, samples in cells.items():
             write_samples(folder / "eval" / f"{cell.file_stem}.jsonl", samples)
         write_json(folder / "metrics.json", grid)
+        # The figures just written, to the tracker(s) the training logged to.
+        tracked = log_evaluation(folder, grid, experiment.align.trackers)
+        if tracked or any(r.training for r in rounds):
+            write_json(folder / "links.json",
+                       training_links(folder, rounds) | {"evaluation": tracked})
         if option_scores:
             write_jsonl(folder / "option_scores.jsonl", option_scores)
         if retrieved is not None:  # every question's passages: id, language, rank, score
@@ -79,6 +85,9 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
                      recall_k=experiment.retrieval.k)
     target = published[0]
     point_latest(target)
+    for tracker, where in tracked.items():
+        log.info("evaluation metrics logged to %s: %s (links.json: evaluation)", tracker,
+                 target / where)
     log.info(reuse_line(ctx.stages))
     return target, grid
 
@@ -103,7 +112,8 @@ def reuse_line(stages: list[dict[str, Any]]) -> str:
 def training_links(folder: Path, rounds: list[Round]) -> dict[str, Any]:
     """Where each round's training lives in the stage cache (the run keeps a copy of the
     adapter only): its folder, adapter, merged model and tracker logs, relative to the run
-    folder so that the runs folder can move with its cache."""
+    folder so that the runs folder can move with its cache. A training with no TensorBoard
+    events (cached from a run without ``report_to: tensorboard``) has no ``tensorboard``."""
     links = []
     for number, round_ in enumerate(rounds, start=1):
         training = round_.training

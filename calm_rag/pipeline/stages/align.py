@@ -72,10 +72,35 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
                     [r.to_dict() for r in rows],
                     *([template] if template else []))  # keys without them stay as they were
     result = run_cached(ctx, stage, label, key, train)
+    if ctx.stages[-1]["cached"] and (line := cached_tracking(label, result, align.trackers)):
+        log.info(line)
     folder = result.folder
     if align.merge:
         return ModelRef(str(folder / "merged"), f"align:{key}"), result
     return ModelRef(model.path, f"align:{key}", adapter=str(folder / "adapter")), result
+
+
+def cached_tracking(label: str, result: TrainResult, trackers: list[str]) -> str | None:
+    """What a training read from the cache means for the trackers asked for: its TensorBoard
+    events, which the run links; or none to link, because ``report_to`` is no part of the key
+    and the cached training ran without it (None when no tracker is asked for)."""
+    wanted = [t for t in trackers if t != "none"]
+    if not wanted:
+        return None
+    ran_with = result.config.get("report_to") or "none"
+    ran_with = ran_with if isinstance(ran_with, str) else ", ".join(ran_with)
+    said = [f"align {label}: the training was read from the cache (trained with report_to: "
+            f"{ran_with}; report_to is not part of the cache key)"]
+    events = result.folder / "tensorboard"
+    unlinked = "tensorboard" in wanted and not events.is_dir()
+    if "tensorboard" in wanted:
+        said.append("it logged no TensorBoard events to link" if unlinked
+                    else f"its TensorBoard events are in {events} (links.json: rounds)")
+    if others := [t for t in wanted if t != "tensorboard"]:
+        said.append(f"nothing new goes to {', '.join(others)}")
+    if unlinked or others:
+        said.append("--force align trains it again and logs it")
+    return "; ".join(said)
 
 
 def _written_by_training(folder: Path, result: TrainResult) -> None:
