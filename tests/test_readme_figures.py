@@ -310,7 +310,8 @@ QUOTED_TEXT = [
      DEMO, r"\*\*retrieval recall@1\*\*: (\S+) \((\d+)/(\d+) question-languages"),
     ("README.md", r"`amx_bf16 avx2 avx512_bf16 avx512f`; (\d+) s and (\d+) s for the two grids",
      "bench/results/dco-vs-calm.md", r"run finished in (\d+) s"),
-    ("README.md", r"a two-language grid at demo\s+size, (\d+) s, is in `bench/results/dco-vs-calm.md`",
+    ("README.md",
+     r"a two-language grid at demo\s+size, (\d+) s, is in `bench/results/dco-vs-calm.md`",
      "bench/results/dco-vs-calm.md", r"run finished in (\d+) s"),
 ]
 
