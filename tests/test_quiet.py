@@ -70,6 +70,9 @@ def test_the_bar_kind_follows_stderr(monkeypatch):
     from tqdm.auto import tqdm
 
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    # An earlier test's CLI call may have switched third-party bars off in this process.
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.setattr(progress, "SET_HERE", set())
     monkeypatch.setattr("sys.stderr", io.StringIO())
     assert isinstance(progress_bar("indexing", 10, unit="chunk"), StageLine)
     off = progress_bar("indexing", 10, unit="chunk", enabled=False)

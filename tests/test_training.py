@@ -324,7 +324,8 @@ def test_bad_config_names_the_key(values, key, says):
 def test_bad_method_hint_lists_the_methods():
     with pytest.raises(InputError) as err:
         AlignConfig(method="ppo")
-    assert err.value.field == "method" and err.value.hint == "use one of dco, dpo, sft"
+    assert err.value.field == "method"
+    assert err.value.hint == "use one of dco, dpo, gold-dpo-dco, sft"
 
 
 # --------------------------------------------------------------------------- capabilities
@@ -353,7 +354,8 @@ def echo_method():
 
 def test_capabilities_are_on_the_registered_classes():
     assert {name: (m.trl_config, m.launchable) for name, m in ALIGN_METHODS.items()} == {
-        "dco": ("DPOConfig", True), "dpo": ("DPOConfig", True), "sft": ("SFTConfig", True)}
+        "dco": ("DPOConfig", True), "dpo": ("DPOConfig", True),
+        "gold-dpo-dco": ("DPOConfig", True), "sft": ("SFTConfig", True)}
 
 
 def test_trainer_keys_follow_the_methods_trl_config(echo_method):
@@ -368,7 +370,7 @@ def test_trainer_keys_follow_the_methods_trl_config(echo_method):
 def test_a_method_its_ranks_cannot_rebuild_is_refused_a_launcher(echo_method):
     with pytest.raises(InputError, match="'test-echo' cannot run under a launcher") as err:
         AlignConfig(method=echo_method, launcher="accelerate")
-    assert err.value.field == "launcher" and err.value.hint.endswith("dpo, sft")
+    assert err.value.field == "launcher" and err.value.hint.endswith("dco, dpo, gold-dpo-dco, sft")
     assert AlignConfig(method=echo_method).launcher == "none"
 
 
