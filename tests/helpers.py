@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -203,6 +206,17 @@ def chromium_path() -> str | None:
     """Debian's chromium, for playwright's ``executable_path`` (playwright's own browser
     download is not reachable here); None where there is none."""
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.contextmanager
+def headless_chromium(sync_api: Any) -> Iterator[Any]:
+    """Debian's chromium driven by playwright (``sync_api``: the module the test imported or
+    skipped on), closed on exit."""
+    with sync_api.sync_playwright() as p:
+        # --no-sandbox: Chromium refuses its sandbox as root (CI containers).
+        launched = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+        yield launched
+        launched.close()
 
 
 # ---------------------------------------------------------------------------- run folders

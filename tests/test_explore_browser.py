@@ -10,7 +10,13 @@ import pytest
 
 from calm_rag.datasets.samples import read_samples
 from calm_rag.explore import write_explorer
-from tests.helpers import CHROMIUM_MISSING, HOSTILE, chromium_path, write_explore_run
+from tests.helpers import (
+    CHROMIUM_MISSING,
+    HOSTILE,
+    chromium_path,
+    headless_chromium,
+    write_explore_run,
+)
 
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="playwright is not installed (pip install -e '.[test]')")
@@ -20,11 +26,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=CHROMIUM_MISSING)
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        # --no-sandbox: Chromium refuses its sandbox as root (CI containers).
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with headless_chromium(sync_api) as launched:
         yield launched
-        launched.close()
 
 
 def rows(page) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.helpers import CHROMIUM_MISSING, chromium_path
+from tests.helpers import CHROMIUM_MISSING, chromium_path, headless_chromium
 
 sync_api = pytest.importorskip("playwright.sync_api",
                                reason="playwright is not installed (pip install -e '.[test]')")
@@ -101,11 +101,8 @@ def lab(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_api.sync_playwright() as p:
-        # --no-sandbox: Chromium refuses its sandbox as root (CI containers).
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with headless_chromium(sync_api) as launched:
         yield launched
-        launched.close()
 
 
 def saved_outputs(path: Path) -> list[dict]:
