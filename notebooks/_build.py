@@ -477,7 +477,7 @@ CONSISTENCY = [
         `open_run("demo")` finds the newest run of the `demo` experiment through
         `runs/demo/LATEST` (a path to any run folder works too). When there is none yet, the
         next cell first makes a small one from the same `pipelines/demo.yaml`, with overrides
-        that keep it to a few minutes on a CPU: the transformers backend, 4 training and 4
+        that keep it to a few minutes on a CPU: the transformers backend, 3 training and 3
         held-out questions in English, Chinese and French, 2 samples of 32 tokens each, one
         passage per prompt, one epoch of DPO, and no log-prob fallback (it scores every
         option after each response the extractors cannot read: on a CPU the slowest stage).
@@ -486,7 +486,7 @@ CONSISTENCY = [
     '''),
     code('''
         SMALL = [
-            "generator.backend=hf", "data.train=4", "data.heldout=4", "data.languages=[en,zh,fr]",
+            "generator.backend=hf", "data.train=3", "data.heldout=3", "data.languages=[en,zh,fr]",
             "sampling.n=2", "sampling.max_tokens=32", "answers.fallback=none", "retrieval.k=1",
             "align.epochs=1", "align.batch_size=2", "evaluation.sampling.max_tokens=32",
             # The hf backend cannot force the answer's format (the demo's vLLM does).
