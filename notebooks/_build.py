@@ -768,9 +768,23 @@ def clean(nb: nbformat.NotebookNode) -> list[str]:
                 if EXPLORER_HTML in output.get("data", {}).get("text/html", ""):
                     del output.data["text/html"]
                 kept.append(output)
-        cell.outputs = kept
+        cell.outputs = _joined_streams(kept)
     nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
     return dropped
+
+
+def _joined_streams(outputs: list) -> list:
+    """Consecutive stream outputs of one name as one, as Jupyter shows them (a dropped stderr
+    between two stdout prints leaves them side by side)."""
+    joined: list = []
+    for output in outputs:
+        last = joined[-1] if joined else None
+        if (last is not None and output.output_type == "stream"
+                and last.output_type == "stream" and last.name == output.name):
+            last.text += output.text
+        else:
+            joined.append(output)
+    return joined
 
 
 def write(nb: nbformat.NotebookNode, path: Path) -> None:
