@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+from calm_rag.models.home import STAMP_FILE
 from calm_rag.runtime import provenance
 
 
@@ -40,6 +41,10 @@ def test_model_fingerprint_follows_the_model_files(tmp_path):
     (tmp_path / "README.md").write_text("notes")
     first = provenance.model_fingerprint(str(tmp_path))
     (tmp_path / "README.md").write_text("other notes")  # not part of the model
+    assert provenance.model_fingerprint(str(tmp_path)) == first
+    # A prepared model's stamp records how long preparing took: the same weights prepared
+    # again are the same model.
+    (tmp_path / STAMP_FILE).write_text('{"seconds": 23.6}')
     assert provenance.model_fingerprint(str(tmp_path)) == first
     (tmp_path / "config.json").write_text('{"a": 1}')
     assert provenance.model_fingerprint(str(tmp_path)) != first

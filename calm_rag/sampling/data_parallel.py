@@ -70,7 +70,9 @@ class EngineGroup:
         except BaseException:
             self.stop(wait=0)  # those that started are of no use without the others
             raise
-        self.info = infos[0]
+        # One engine that may not repeat its forced answers makes the group's not repeat.
+        self.info = infos[0] | {"grammars_in_step": all(i.get("grammars_in_step", False)
+                                                       for i in infos)}
         return self.info
 
     def request(self, command: str, payload: Any, on_progress: Progress | None = None) -> Any:

@@ -265,6 +265,26 @@ def one_process_on_cpu() -> None:
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
+def compile_grammars_in_step(llm: Any) -> bool:
+    """Make the engine compile each request's grammar when the request is added, not in a
+    thread beside the scheduler; whether it could (the engine core runs in this process).
+
+    vLLM compiles structured-output grammars in a thread pool and schedules a request only once
+    its grammar is ready, so which requests share a batch step depends on thread timing, and a
+    token's logits on its batch: two fresh engines sampled 23 of the same 216 forced-answer
+    texts differently (SmolLM2-135M, vLLM-CPU 0.32.0), none without forced answers. vLLM
+    compiles in step only under ``external_launcher`` and offers no option for it; the
+    attribute it checks is set here, and an engine without it (a core in another process, a
+    vLLM that renamed it) is reported, not guessed at.
+    """
+    core = getattr(getattr(llm.llm_engine, "engine_core", None), "engine_core", None)
+    manager = getattr(core, "structured_output_manager", None)
+    if manager is None or not hasattr(manager, "_use_async_grammar_compilation"):
+        return False
+    manager._use_async_grammar_compilation = False
+    return True
+
+
 def request_params(params: SamplingParams, prompt: list[int], pattern: str | None = None
                    ) -> Any:
     """vLLM's ``SamplingParams`` for one prompt of a call with ``params`` (ours).
@@ -289,17 +309,23 @@ def request_params(params: SamplingParams, prompt: list[int], pattern: str | Non
 
 def forward_progress(progress: Progress) -> Any:
     """A tqdm class for ``LLM.generate`` that draws nothing and tells the parent of each
-    finished prompt (the parent draws the bar, in a terminal or a notebook)."""
+    finished prompt (the parent draws the bar, in a terminal or a notebook).
+
+    vLLM also wraps the prompts it renders in this class (an iterable, which tqdm updates in
+    batches as it goes): those updates are not finished prompts, and counted as such the bar
+    read 76/72."""
     import io
 
     from tqdm import tqdm
 
     class Forward(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.finishes = not args and kwargs.get("iterable") is None
             super().__init__(*args, **{**kwargs, "file": io.StringIO()})
 
         def update(self, n: float | None = 1) -> bool | None:
-            progress(1)  # vLLM calls it once per finished prompt
+            if self.finishes:
+                progress(1)  # vLLM calls it once per finished prompt
             return super().update(n)
 
     return Forward

@@ -199,6 +199,7 @@ class VLLMSampler(Sampler):
         self.last_stats: dict[str, float] = {}
         self.startup_seconds: float | None = None
         self._engine: ChildProcess | data_parallel.EngineGroup | None = None
+        self._warned = False  # forced answers that may not repeat: said once
 
     def generate(self, prompts: list[Messages], params: SamplingParams) -> list[list[str]]:
         return self.generate_forced(prompts, params, None)
@@ -215,6 +216,11 @@ class VLLMSampler(Sampler):
             raise ValueError("forced_answer needs one AnswerEnding per prompt")
         endings_sent = endings if params.forced_answer and endings else None
         engine = self._start()
+        if endings_sent and not engine.info.get("grammars_in_step", False) and not self._warned:
+            self._warned = True
+            log.warning("forced answers on this engine may not repeat from run to run: vLLM "
+                        "compiles their grammars beside its scheduler (its engine core runs in "
+                        "another process), so which prompts share a batch depends on timing")
         started = time.perf_counter()
         with progress_bar("sampling (vllm)", len(prompts), unit="prompt",
                           enabled=self.options.progress) as bar:
@@ -328,7 +334,8 @@ class _ChildEngine:
         self.llm = vllm.LLM(**engine_args(config, on_cpu=on_cpu))
         self.lora_request = lora_request(config.lora)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
-        self.info = {"max_model_len": self.max_model_len}
+        self.info = {"max_model_len": self.max_model_len,
+                     "grammars_in_step": vllm_args.compile_grammars_in_step(self.llm)}
         self.progress = options.progress
 
     def handle(self, command: str, payload: Any, progress: Progress) -> dict[str, Any]:
