@@ -97,6 +97,16 @@ def test_wandb_gets_the_scalars_offline_where_the_training_logs(tmp_path, monkey
         "calm", "tiny-evaluation", "finished", 0)
     assert {k: v for k, v in read["summary"].items() if not k.startswith("_")} == (
         eval_scalars(GRID))
+    # WANDB_RUN_ID names the training's run (open in this process): the figures get their own.
+    import wandb
+
+    monkeypatch.setenv("WANDB_RUN_ID", "training1")
+    fresh_wandb_settings()
+    training = wandb.init()
+    again = log_evaluation(run_folder, GRID, ["wandb"], RUN)["wandb"]
+    training.finish()
+    assert isinstance(again, dict) and again["run_id"] not in (where["run_id"], "training1")
+    assert read_wandb((run_folder / again["dir"]).resolve())["name"] == "tiny-evaluation"
 
 
 def read_wandb(offline: Path) -> dict[str, Any]:
@@ -121,6 +131,13 @@ def test_mlflow_gets_the_scalars_in_the_trainings_experiment(tmp_path, monkeypat
     assert run.data.metrics == eval_scalars(GRID)
     assert {m.step for name in run.data.metrics
             for m in client.get_metric_history(run.info.run_id, name)} == {0}
+    # MLFLOW_RUN_ID: the training's steps went into that run; the figures join them there.
+    training = client.create_run(run.info.experiment_id, run_name="training")
+    monkeypatch.setenv("MLFLOW_RUN_ID", training.info.run_id)
+    where = log_evaluation(tmp_path, GRID, ["mlflow"], RUN)["mlflow"]
+    assert isinstance(where, dict)
+    assert (where["run_id"], where["name"]) == (training.info.run_id, "training")
+    assert client.get_run(training.info.run_id).data.metrics == eval_scalars(GRID)
 
 
 def test_trackio_gets_the_scalars_in_its_local_store(tmp_path, monkeypatch):

@@ -50,11 +50,14 @@ def relative(place: str | Path, run_folder: Path) -> str:
 
 def write_wandb(run_folder: Path, scalars: dict[str, float], run: TrackedRun) -> Locator:
     """A W&B run in ``WANDB_PROJECT`` (as ``WandbCallback``), beside any run still open
-    (the training's, in this process); ``WANDB_MODE``/``WANDB_DIR`` as wandb reads them."""
+    (the training's, in this process); ``WANDB_MODE``/``WANDB_DIR`` as wandb reads them.
+    A fresh id: ``WANDB_RUN_ID`` names the training's run, which refuses a second writer."""
     import wandb
+    from wandb.sdk.lib.runid import generate_id
 
     tracked = wandb.init(project=os.getenv("WANDB_PROJECT", DEFAULT_PROJECT),
-                         name=run.tracker_name, job_type="evaluation", reinit="create_new")
+                         name=run.tracker_name, job_type="evaluation", reinit="create_new",
+                         id=generate_id())
     try:
         tracked.log(scalars, step=0)
         where = {"project": str(tracked.project), "run_id": tracked.id,
@@ -71,18 +74,20 @@ def write_wandb(run_folder: Path, scalars: dict[str, float], run: TrackedRun) ->
 def write_mlflow(run_folder: Path, scalars: dict[str, float], run: TrackedRun) -> Locator:
     """An MLflow run in ``MLFLOW_EXPERIMENT_NAME`` (as ``MLflowCallback``: it sets that
     experiment, creating it if need be) of the store ``MLFLOW_TRACKING_URI`` names; nested
-    in a run left open (``MLFLOW_RUN_ID``'s, say), as the callback's would be."""
+    in a run left open, as the callback's would be. With ``MLFLOW_RUN_ID`` the figures go
+    into that run, as the training's steps do, and its name stays the user's."""
     import mlflow
 
     if experiment := os.getenv("MLFLOW_EXPERIMENT_NAME"):
         mlflow.set_experiment(experiment)
-    nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=run.tracker_name, nested=nested,
-                          tags={"calm_rag.stage": "evaluation"}) as active:
+    own = not os.getenv("MLFLOW_RUN_ID")  # mlflow.start_run resumes that run by itself
+    with mlflow.start_run(run_name=run.tracker_name if own else None,
+                          nested=mlflow.active_run() is not None,
+                          tags={"calm_rag.stage": "evaluation"} if own else None) as active:
         mlflow.log_metrics(scalars, step=0)
     return {"tracking_uri": mlflow.get_tracking_uri(),
             "experiment_id": active.info.experiment_id, "run_id": active.info.run_id,
-            "name": run.tracker_name}
+            "name": str(active.info.run_name)}
 
 
 def write_trackio(run_folder: Path, scalars: dict[str, float], run: TrackedRun) -> Locator:
