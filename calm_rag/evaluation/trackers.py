@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 Locator = str | dict[str, str]
 """Where a tracker keeps the figures: a path relative to the run folder, or its fields."""
 
+OFFLINE = ("offline", "dryrun")
+"""W&B modes that keep the run in a local folder."""
+
 DEFAULT_PROJECT = "huggingface"
 """The project transformers logs to when none is set (``WANDB_PROJECT``, Trackio's ``project``)."""
 
@@ -62,7 +65,7 @@ def write_wandb(run_folder: Path, scalars: dict[str, float], run: TrackedRun) ->
         tracked.log(scalars, step=0)
         where = {"project": str(tracked.project), "run_id": tracked.id,
                  "name": str(tracked.name), "mode": tracked.settings.mode}
-        if tracked.settings._offline:  # `wandb sync <dir>` uploads it
+        if tracked.settings.mode in OFFLINE:  # `wandb sync <dir>` uploads it
             where["dir"] = relative(tracked.settings.sync_dir, run_folder)
         elif tracked.url:
             where["url"] = tracked.url
