@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,34 @@ def write_explore_run(folder: Path) -> Path:
         "settings": ["zero-shot", "rag"], "data": {"languages": ["en", "zh", "fr"]},
         "vote": {"policy": "pooled", "tie": "first-seen", "weights": {}}}), encoding="utf-8")
     return folder
+
+
+def local_trackers(monkeypatch: Any, folder: Path) -> None:
+    """W&B offline, MLflow's file store and Trackio's local store, all under ``folder``: no
+    account, no network, no telemetry, whatever the machine's environment says."""
+    for name in ("WANDB_API_KEY", "WANDB_PROJECT", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID",
+                 "TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(folder))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (folder / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for a database
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    # mlflow.set_experiment keeps the experiment it chose, in a global and in
+    # MLFLOW_EXPERIMENT_ID: forgotten now, and after the test (set first, so that it is undone).
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
+    if "mlflow" in sys.modules:
+        monkeypatch.setattr(sys.modules["mlflow"].tracking.fluent, "_active_experiment_id", None)
+    monkeypatch.setenv("TRACKIO_DIR", str(folder / "trackio"))
+    for name, module in list(sys.modules.items()):  # trackio reads TRACKIO_DIR when imported
+        if name.partition(".")[0] == "trackio" and hasattr(module, "TRACKIO_DIR"):
+            monkeypatch.setattr(module, "TRACKIO_DIR", folder / "trackio")
+    fresh_wandb_settings()
+
+
+def fresh_wandb_settings() -> None:
+    """wandb reads the environment once a process: forget what it read."""
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()

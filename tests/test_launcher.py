@@ -24,7 +24,7 @@ from calm_rag.experiment import Experiment, load_experiment
 from calm_rag.training import AlignConfig, LoraConfig, train_dpo
 from calm_rag.training.checkpoints import SEAL, checkpoint_folder, last_checkpoint
 from calm_rag.training.launch import PARENT_ENV, config_file, launch_command
-from tests.helpers import TINY_ALIGN, milk_pairs
+from tests.helpers import TINY_ALIGN, local_trackers, milk_pairs
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = TINY_ALIGN
@@ -103,12 +103,8 @@ def test_wrong_values_name_the_key(tmp_path, align, field):
     assert err.value.field == field and err.value.path == str(path) and err.value.line
 
 
-def test_report_to_takes_one_tracker_or_a_list(monkeypatch):
-    import importlib.util
-
-    real_find_spec = importlib.util.find_spec  # mlflow is not installed here: pretend it is
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "mlflow" else real_find_spec(name, *a))
+def test_report_to_takes_one_tracker_or_a_list(monkeypatch, tmp_path):
+    local_trackers(monkeypatch, tmp_path)  # an MLflow store that opens
     assert AlignConfig().trackers == ["none"]
     assert AlignConfig(report_to="tensorboard").trackers == ["tensorboard"]
     assert AlignConfig(report_to=["tensorboard", "mlflow"]).trackers == ["tensorboard", "mlflow"]

@@ -4,17 +4,30 @@ still links its TensorBoard events into the run (or says it has none, and how to
 from __future__ import annotations
 
 import json
-import logging
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from calm_rag.evaluation.tracking import eval_scalars, log_evaluation, tag
+from calm_rag.errors import InputError
+from calm_rag.evaluation.trackers import TrackedRun
+from calm_rag.evaluation.tracking import EVAL_WRITERS, eval_scalars, log_evaluation, tag
 from calm_rag.pipeline.stages.align import cached_tracking
 from calm_rag.runs import metric_rows
+from calm_rag.training import AlignConfig
 from calm_rag.training.common import TrainResult
-from tests.helpers import experiment, latest_run, run_cli, write_experiment
+from calm_rag.training.config import TRACKERS
+from tests.helpers import (
+    experiment,
+    fresh_wandb_settings,
+    latest_run,
+    local_trackers,
+    run_cli,
+    write_experiment,
+)
 
 GRID = {"cells": {"heldout/after": {"metrics": {"zero-shot": {
     "n_questions": 2, "languages": ["en", "fr"],
@@ -53,14 +66,151 @@ def test_eval_scalars_are_the_grids_figures_by_tag():
     }  # no alpha (not computed), no agreement table (a pair's figures)
 
 
-def test_tensorboard_gets_the_scalars_and_a_tracker_without_writer_is_named(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="calm_rag.evaluation.tracking"):
-        assert log_evaluation(tmp_path, GRID, ["tensorboard", "mlflow"]) == {
-            "tensorboard": "tensorboard"}
+RUN = TrackedRun("tiny")
+
+
+def test_tensorboard_gets_the_scalars(tmp_path):
+    assert log_evaluation(tmp_path, GRID, ["tensorboard"], RUN) == {"tensorboard": "tensorboard"}
     assert read_scalars(tmp_path / "tensorboard") == eval_scalars(GRID)
-    assert "align.report_to: mlflow got the training's logs only" in caplog.text
-    assert log_evaluation(tmp_path / "none", GRID, ["none"]) == {}
+    assert log_evaluation(tmp_path / "none", GRID, ["none"], RUN) == {}
     assert not (tmp_path / "none").exists()
+
+
+def test_every_tracker_report_to_takes_has_a_writer():
+    assert set(EVAL_WRITERS) == set(TRACKERS) - {"none"}
+
+
+def test_wandb_gets_the_scalars_offline_where_the_training_logs(tmp_path, monkeypatch):
+    local_trackers(monkeypatch, tmp_path)
+    monkeypatch.setenv("WANDB_PROJECT", "calm")  # WandbCallback's project: the training's
+    run_folder = tmp_path / "runs" / "tiny" / "run"
+    run_folder.mkdir(parents=True)
+    where = log_evaluation(run_folder, GRID, ["wandb"], RUN)["wandb"]
+    assert isinstance(where, dict)
+    assert (where["project"], where["name"], where["mode"]) == ("calm", "tiny-evaluation",
+                                                                "offline")
+    offline = (run_folder / where["dir"]).resolve()
+    assert offline.parent == tmp_path / "wandb"  # WANDB_DIR, as for the training
+    assert offline.name.startswith("offline-run-") and offline.name.endswith(where["run_id"])
+    read = read_wandb(offline)
+    assert (read["project"], read["name"], read["state"], read["step"]) == (
+        "calm", "tiny-evaluation", "finished", 0)
+    assert {k: v for k, v in read["summary"].items() if not k.startswith("_")} == (
+        eval_scalars(GRID))
+    # WANDB_RUN_ID names the training's run (open in this process): the figures get their own.
+    import wandb
+
+    monkeypatch.setenv("WANDB_RUN_ID", "training1")
+    fresh_wandb_settings()
+    training = wandb.init()
+    again = log_evaluation(run_folder, GRID, ["wandb"], RUN)["wandb"]
+    training.finish()
+    assert isinstance(again, dict) and again["run_id"] not in (where["run_id"], "training1")
+    assert read_wandb((run_folder / again["dir"]).resolve())["name"] == "tiny-evaluation"
+
+
+def read_wandb(offline: Path) -> dict[str, Any]:
+    """An offline W&B run as wandb's own reader of its transaction log sees it."""
+    return json.loads(subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(offline)],
+        capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL).stdout)
+
+
+def test_mlflow_gets_the_scalars_in_the_trainings_experiment(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    local_trackers(monkeypatch, tmp_path)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "calm")  # MLflowCallback's experiment
+    where = log_evaluation(tmp_path, GRID, ["mlflow"], RUN)["mlflow"]
+    assert isinstance(where, dict)
+    assert where["tracking_uri"] == (tmp_path / "mlruns").as_uri()
+    client = MlflowClient()
+    run = client.get_run(where["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "calm"
+    assert (run.info.run_name, run.info.status) == ("tiny-evaluation", "FINISHED")
+    assert run.data.metrics == eval_scalars(GRID)
+    assert {m.step for name in run.data.metrics
+            for m in client.get_metric_history(run.info.run_id, name)} == {0}
+    # MLFLOW_RUN_ID: the training's steps went into that run; the figures join them there.
+    training = client.create_run(run.info.experiment_id, run_name="training")
+    monkeypatch.setenv("MLFLOW_RUN_ID", training.info.run_id)
+    where = log_evaluation(tmp_path, GRID, ["mlflow"], RUN)["mlflow"]
+    assert isinstance(where, dict)
+    assert (where["run_id"], where["name"]) == (training.info.run_id, "training")
+    assert client.get_run(training.info.run_id).data.metrics == eval_scalars(GRID)
+
+
+def test_trackio_gets_the_scalars_in_its_local_store(tmp_path, monkeypatch):
+    local_trackers(monkeypatch, tmp_path)
+    where = log_evaluation(tmp_path / "run", GRID, ["trackio"], RUN)["trackio"]
+    assert isinstance(where, dict)
+    assert (where["project"], where["name"]) == ("huggingface", "tiny-evaluation")
+    from trackio.sqlite_storage import SQLiteStorage
+
+    assert (tmp_path / "run" / where["store"]).resolve() == tmp_path / "trackio" / "huggingface.db"
+    (logged,) = SQLiteStorage.get_logs("huggingface", run_id=where["run_id"])
+    assert logged.pop("step") == 0
+    logged.pop("timestamp")
+    assert logged == eval_scalars(GRID)
+    # The project align.trainer sets for the training (TrackioCallback's args.project).
+    where = log_evaluation(tmp_path / "run", GRID, ["trackio"],
+                           TrackedRun("tiny", {"project": "calm"}))["trackio"]
+    assert [log["step"] for log in SQLiteStorage.get_logs("calm", run_id=where["run_id"])] == [0]
+
+
+def test_a_tracker_that_fails_at_the_end_leaves_the_run_its_other_trackers(
+        tmp_path, monkeypatch, caplog):
+    local_trackers(monkeypatch, tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # the store now refuses to open
+    assert log_evaluation(tmp_path, GRID, ["mlflow", "tensorboard"], RUN) == {
+        "tensorboard": "tensorboard"}
+    assert ("align.report_to: the evaluation's figures did not reach mlflow (MlflowException: "
+            "The filesystem tracking backend") in caplog.text
+
+
+def test_wandb_without_an_account_is_refused_at_load_unless_offline(tmp_path, monkeypatch):
+    local_trackers(monkeypatch, tmp_path)
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # no `wandb login` either
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    fresh_wandb_settings()
+    with pytest.raises(InputError) as err:
+        AlignConfig(report_to="wandb")
+    assert err.value.field == "report_to"
+    assert "'wandb' has no API key for " in str(err.value)
+    assert "export WANDB_MODE=offline" in str(err.value.hint)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # a key: wandb checks it when it logs in
+    fresh_wandb_settings()
+    assert AlignConfig(report_to="wandb").trackers == ["wandb"]
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    fresh_wandb_settings()
+    assert AlignConfig(report_to="wandb").trackers == ["wandb"]
+
+
+def test_mlflow_whose_store_cannot_open_is_refused_at_load(tmp_path, monkeypatch):
+    local_trackers(monkeypatch, tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")
+    with pytest.raises(InputError) as err:
+        AlignConfig(report_to=["tensorboard", "mlflow"])
+    assert str(err.value) == (
+        f"field 'report_to': 'mlflow' cannot open its tracking store "
+        f"{(tmp_path / 'mlruns').as_uri()}: The filesystem tracking backend (e.g., './mlruns') "
+        "is in maintenance mode and will not receive further updates (set MLFLOW_TRACKING_URI "
+        "to a server (http://...), or pip install mlflow for its sqlite store, or "
+        "MLFLOW_TRACKING_URI=file:./mlruns with MLFLOW_ALLOW_FILE_STORE=true)")
+
+
+def test_trackio_on_a_space_without_a_token_is_refused_at_load(tmp_path, monkeypatch):
+    local_trackers(monkeypatch, tmp_path)
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert AlignConfig(report_to="trackio").trackers == ["trackio"]  # the local store
+    monkeypatch.setenv("TRACKIO_SPACE_ID", "me/calm")  # or align.trainer.trackio_space_id
+    with pytest.raises(InputError) as err:
+        AlignConfig(report_to="trackio")
+    assert str(err.value).startswith("field 'report_to': 'trackio' logs to the Space me/calm, "
+                                     "and no Hugging Face token is set")
 
 
 def _training(folder: Path, report_to: str | list[str], events: bool) -> TrainResult:
@@ -79,7 +229,8 @@ def test_a_cached_training_says_where_its_events_are_or_that_it_has_none(tmp_pat
     assert cached_tracking("r1", silent, ["tensorboard", "wandb"]) == (
         "align r1: the training was read from the cache (trained with report_to: none; "
         "report_to is not part of the cache key); it logged no TensorBoard events to link; "
-        "nothing new goes to wandb; --force align trains it again and logs it")
+        "no training steps go to wandb (the evaluation's figures do); --force align trains "
+        "it again and logs it")
     assert cached_tracking("r1", silent, ["none"]) is None
 
 
@@ -89,21 +240,25 @@ def _float32(value: float) -> float:
 
 @pytest.mark.slow
 def test_report_to_on_a_cached_training_links_events_and_logs_the_evaluation(
-        sharp_model, tmp_path, capsys):
+        sharp_model, tmp_path, capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    local_trackers(monkeypatch, tmp_path / "trackers")
     runs = tmp_path / "runs"
     assert run_cli(write_experiment(tmp_path, experiment(sharp_model, runs))) == 0
     capsys.readouterr()
-    tracked = write_experiment(tmp_path, experiment(sharp_model, runs,
-                                                    align__report_to="tensorboard"))
+    tracked = write_experiment(tmp_path, experiment(sharp_model, runs, align__report_to=[
+        "tensorboard", "wandb", "mlflow", "trackio"]))
     assert run_cli(tracked) == 0  # the training is read from the cache: no events to link
     said = "".join(capsys.readouterr())
     assert ("the training was read from the cache (trained with report_to: none; report_to is "
-            "not part of the cache key); it logged no TensorBoard events to link; --force "
-            "align trains it again and logs it") in said
+            "not part of the cache key); it logged no TensorBoard events to link; no training "
+            "steps go to wandb, mlflow, trackio (the evaluation's figures do); --force align "
+            "trains it again and logs it") in said
     run = latest_run(runs)
     links = json.loads((run / "links.json").read_text())
     assert "tensorboard" not in links["rounds"][0]
-    assert links["evaluation"] == {"tensorboard": "tensorboard"}
+    assert links["evaluation"]["tensorboard"] == "tensorboard"
     assert f"evaluation metrics logged to tensorboard: {run / 'tensorboard'}" in said
     grid = json.loads((run / "metrics.json").read_text())
     scalars = read_scalars(run / links["evaluation"]["tensorboard"])
@@ -112,6 +267,10 @@ def test_report_to_on_a_cached_training_links_events_and_logs_the_evaluation(
             assert scalars[tag(cell, setting, metric, lang)] == _float32(value)
     assert {name.split("/")[1] for name in scalars} == {
         "train-before", "heldout-before", "train-after", "heldout-after"}
+    mlflow_run = MlflowClient().get_run(links["evaluation"]["mlflow"]["run_id"])
+    assert mlflow_run.data.metrics == eval_scalars(grid)  # the figures, unrounded
+    assert links["evaluation"]["trackio"]["name"] == "tiny-evaluation"
+    assert links["evaluation"]["wandb"]["mode"] == "offline"
 
     assert run_cli(tracked, "--force", "align") == 0  # trained again, with its events
     assert run_cli(tracked) == 0  # and read from the cache: its events linked
@@ -120,3 +279,7 @@ def test_report_to_on_a_cached_training_links_events_and_logs_the_evaluation(
     folder = (latest_run(runs) / events["tensorboard"]).resolve()
     assert f"its TensorBoard events are in {folder} (links.json: rounds)" in said
     assert list(folder.glob("events.out.tfevents.*"))
+    trained = [r for r in MlflowClient().search_runs(["0"]) if "train_loss" in r.data.metrics]
+    assert len(trained) == 1  # MLflowCallback logged the forced training where the figures are
+    evaluation = json.loads((latest_run(runs) / "links.json").read_text())["evaluation"]
+    assert read_wandb(latest_run(runs) / evaluation["wandb"]["dir"])["summary"]["_step"] == 0

@@ -2,19 +2,28 @@
 
 The trainer logs each step of a training; these writers log what the evaluation measured, one
 scalar a figure of ``metrics.json``, tagged ``eval/<split>-<phase>/<setting>/<metric>[/<lang>]``
-(``.../accuracy/mean``: the mean of the per-language accuracies, as the report shows it). A
-tracker without a writer here gets the training's logs only, and the run says so.
+(``.../accuracy/mean``: the mean of the per-language accuracies, as the report shows it).
+Every tracker ``align.report_to`` takes has a writer: TensorBoard's here, the others in
+:mod:`calm_rag.evaluation.trackers`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from calm_rag.evaluation.cells import Cell
 from calm_rag.evaluation.tables import mean_accuracy
+from calm_rag.evaluation.trackers import (
+    Locator,
+    TrackedRun,
+    write_mlflow,
+    write_trackio,
+    write_wandb,
+)
 from calm_rag.runs import metric_rows
 
 log = logging.getLogger(__name__)
@@ -45,7 +54,7 @@ def tag(cell: str, setting: str, metric: str, lang: str | None = None) -> str:
     return f"{name}/{lang}" if lang is not None else name
 
 
-def write_tensorboard(run_folder: Path, scalars: dict[str, float]) -> str:
+def write_tensorboard(run_folder: Path, scalars: dict[str, float], run: TrackedRun) -> str:
     """One event file in the run folder's ``tensorboard/``; the folder, relative to the run.
 
     Step 0 for every scalar: the tag already says which evaluation (cell, phase) it is."""
@@ -61,23 +70,38 @@ def write_tensorboard(run_folder: Path, scalars: dict[str, float]) -> str:
     return TENSORBOARD_FOLDER
 
 
-EVAL_WRITERS: dict[str, Callable[[Path, dict[str, float]], str]] = {
-    "tensorboard": write_tensorboard}
+EVAL_WRITERS: dict[str, Callable[[Path, dict[str, float], TrackedRun], Locator]] = {
+    "tensorboard": write_tensorboard, "wandb": write_wandb, "mlflow": write_mlflow,
+    "trackio": write_trackio}
 """Tracker name (as ``align.report_to`` spells it) → its writer of the evaluation's figures."""
 
 
-def log_evaluation(run_folder: Path, grid: dict[str, Any], trackers: list[str]
-                   ) -> dict[str, str]:
-    """Write the grid's figures to each of ``trackers`` that has a writer; where each went
-    (relative to the run folder), for ``links.json``."""
+def log_evaluation(run_folder: Path, grid: dict[str, Any], trackers: list[str],
+                   run: TrackedRun) -> dict[str, Locator]:
+    """Write the grid's figures to each of ``trackers``; where each went, for ``links.json``.
+
+    A tracker that fails now (a server gone since the config loaded) is named in the log and
+    left out: the run folder, metrics.json with every figure, is still written."""
     wanted = [t for t in trackers if t != "none"]
-    if not wanted:
-        return {}
-    scalars = eval_scalars(grid)
-    written = {t: EVAL_WRITERS[t](run_folder, scalars) for t in wanted if t in EVAL_WRITERS}
-    if skipped := [t for t in wanted if t not in EVAL_WRITERS]:
-        log.info("align.report_to: %s got the training's logs only; the evaluation's figures "
-                 "go to %s", ", ".join(skipped),
-                 ", ".join(EVAL_WRITERS) + " (when named there) and metrics.json")
+    scalars = eval_scalars(grid) if wanted else {}
+    written = {}
+    for tracker in wanted:
+        try:
+            written[tracker] = EVAL_WRITERS[tracker](run_folder, scalars, run)
+        except Exception as err:  # whatever the library raises: the run folder still comes
+            log.warning("align.report_to: the evaluation's figures did not reach %s (%s: %s); "
+                        "metrics.json has them", tracker, type(err).__name__, err)
     return written
 
+
+def describe(locator: Locator, run_folder: Path) -> str:
+    """Where a tracker keeps the figures, for the log: a folder, or the tracker's fields."""
+    if isinstance(locator, str):
+        return os.path.normpath(run_folder / locator)
+    shown = {k: os.path.normpath(run_folder / v) if k in LOCAL_FIELDS else v
+             for k, v in locator.items()}
+    return ", ".join(f"{k} {v}" for k, v in shown.items())
+
+
+LOCAL_FIELDS = ("dir", "store")
+"""A locator's fields that are paths relative to the run folder."""

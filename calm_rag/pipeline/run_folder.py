@@ -3,8 +3,8 @@
 It holds what a reader of the run needs without the cache: the resolved config, the manifest
 (seeds, package versions, git commit, input hashes, stage keys), samples, votes, pairs, the
 adapter and loss plot, the evaluation samples, metrics.json and report.md with its plots;
-links.json (where the training's cache entries and tracker logs are) and, with
-``align.report_to: tensorboard``, the evaluation's figures in ``tensorboard/``.
+links.json (where the training's cache entries and tracker logs are, and where
+``align.report_to``'s trackers keep the evaluation's figures: TensorBoard's in ``tensorboard/``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
     """Write the run folder; return it and the evaluation grid."""
     from calm_rag.evaluation import evaluation_grid, write_report
     from calm_rag.evaluation.grid import add_rankc
-    from calm_rag.evaluation.tracking import log_evaluation
+    from calm_rag.evaluation.trackers import TrackedRun
+    from calm_rag.evaluation.tracking import describe, log_evaluation
     from calm_rag.evaluation.votes import vote_summary
 
     experiment = ctx.experiment
@@ -66,7 +67,8 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
             write_samples(folder / "eval" / f"{cell.file_stem}.jsonl", samples)
         write_json(folder / "metrics.json", grid)
         # The figures just written, to the tracker(s) the training logged to.
-        tracked = log_evaluation(folder, grid, experiment.align.trackers)
+        tracked = log_evaluation(folder, grid, experiment.align.trackers,
+                                 TrackedRun(experiment.name, experiment.align.trainer))
         if tracked or any(r.training for r in rounds):
             write_json(folder / "links.json",
                        training_links(folder, rounds) | {"evaluation": tracked})
@@ -87,7 +89,7 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
     point_latest(target)
     for tracker, where in tracked.items():
         log.info("evaluation metrics logged to %s: %s (links.json: evaluation)", tracker,
-                 target / where)
+                 describe(where, target))
     log.info(reuse_line(ctx.stages))
     return target, grid
 

@@ -289,8 +289,11 @@ class AlignConfig:
     """Save a checkpoint every N optimiser steps (null: none). A run killed and started again
     resumes from the last one; they are removed once the adapter is written."""
     report_to: Any = "none"
-    """Where the trainer logs: none, tensorboard, wandb, trackio, mlflow, or a list of them.
-    TensorBoard's events go to the stage folder's ``tensorboard/``."""
+    """Where the trainer logs: none, tensorboard, wandb, trackio, mlflow, or a list of them;
+    each also gets the evaluation's figures. TensorBoard's events go to the stage folder's
+    ``tensorboard/`` (the evaluation's to the run's); the others where transformers' callbacks
+    put them (WANDB_PROJECT/WANDB_MODE, MLFLOW_TRACKING_URI/MLFLOW_EXPERIMENT_NAME, Trackio's
+    local store or TRACKIO_SPACE_ID), checked when the config loads."""
     launcher: Literal["none", "accelerate"] = "none"
     """``none`` trains in the pipeline's process; ``accelerate`` runs the training in a child
     under ``accelerate launch`` (several processes, GPUs or nodes)."""
@@ -386,17 +389,22 @@ class AlignConfig:
                and all(isinstance(t, str) and t in TRACKERS for t in given), self.report_to,
                "unknown tracker", f"use one of {', '.join(TRACKERS)}, or a list of them")
         object.__setattr__(self, "report_to", tuple(t for t in given if t != "none") or "none")
-        self._check_trackers()
         self._check_trainer()
+        self._check_trackers()  # after: Trackio's check reads align.trainer
 
     def _check_trackers(self) -> None:
-        """Each tracker's package is installed, or the trainer would fail after sampling."""
+        """Each tracker's package is installed and it can log (credentials, a store that
+        opens), or the trainer would fail after sampling."""
+        from calm_rag.training.trackers import TRACKER_CHECKS
+
         for tracker in self.trackers:
             packages = TRACKER_PACKAGES.get(tracker, ())
             if packages and not any(importlib.util.find_spec(p) for p in packages):
                 raise InputError(f"{tracker!r} needs the {' or '.join(packages)} package, "
                                  "which is not installed", field="report_to",
                                  hint=f"pip install {packages[0]}, or report_to: none")
+            if check := TRACKER_CHECKS.get(tracker):
+                check(self.trainer)
 
     def _check_trainer(self) -> None:
         """``align.trainer`` keys are fields of the method's TRL config, not set elsewhere."""

@@ -97,7 +97,7 @@ def cached_tracking(label: str, result: TrainResult, trackers: list[str]) -> str
         said.append("it logged no TensorBoard events to link" if unlinked
                     else f"its TensorBoard events are in {events} (links.json: rounds)")
     if others := [t for t in wanted if t != "tensorboard"]:
-        said.append(f"nothing new goes to {', '.join(others)}")
+        said.append(f"no training steps go to {', '.join(others)} (the evaluation's figures do)")
     if unlinked or others:
         said.append("--force align trains it again and logs it")
     return "; ".join(said)
