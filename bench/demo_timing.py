@@ -109,6 +109,21 @@ def checked_manifest(timed: Timed, clone: Path, bf16: str | None) -> dict:
     return manifest
 
 
+def prepared(run: Path, clone: Path, home: Path) -> dict[str, float]:
+    """The seconds the generator's conversion (its stamp) and the index build (its manifest)
+    took, both refused unless they were made in this clone's fresh CALM_RAG_HOME."""
+    from calm_rag.models.home import STAMP_FILE
+    from calm_rag.runs import open_run
+
+    base = Path(read_json(run / "manifest.json")["models"]["base"])
+    if not base.is_relative_to(home):
+        sys.exit(f"{run}: the generator {base} is not in the fresh CALM_RAG_HOME {home}")
+    retrieval = open_run(run).config.retrieval
+    index = clone / retrieval.index_dir / retrieval.index / "manifest.json"
+    return {"generator prepared": read_json(base / STAMP_FILE)["seconds"],
+            "index built": read_json(index)["build_seconds"]}
+
+
 def measure(name: str, work: Path) -> dict:
     """Both runs of one precision in a clone and CALM_RAG_HOME of its own, and their parts."""
     label, bf16 = PRECISIONS[name]
@@ -120,10 +135,7 @@ def measure(name: str, work: Path) -> dict:
     manifest = checked_manifest(first, clone, bf16)
     again = run_demo(clone, env, folder / "rerun.log")
     stages = checked_manifest(again, clone, bf16)["stages"]
-    generator = read_json(home / "models" / "smollm2-135m-instruct" / "calm_rag_source.json")
-    index = read_json(clone / "indexes" / "medical-demo" / "manifest.json")
-    parts = {"generator prepared": generator["seconds"], "index built": index["build_seconds"],
-             **stage_seconds(manifest["stages"])}
+    parts = {**prepared(first.folder, clone, home), **stage_seconds(manifest["stages"])}
     return {"label": f"{label}: {manifest['precision']['generator']}", "wall": first.seconds,
             "load": first.load, "parts": parts, "rerun": again.seconds,
             "rerun_cached": (sum(s["cached"] for s in stages), len(stages)),

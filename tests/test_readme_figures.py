@@ -30,10 +30,6 @@ _DECIMAL = re.compile(r"[-+]?\d+\.\d+")
 UNSOURCED = {
     "| `time make demo` |": "wall-clock times of one `make demo` from a fresh clone, timed by "
                             "hand; a timing is measured, not derived from a results file",
-    "| language | pairs | `pivot`": "counted once on the demo's samples without the pair cap; "
-                                     "no results file was kept",
-    "| experiment | languages | zero-shot | rag | wall time |":
-        "runs of an earlier protocol (pipelines/README says so); no results file was kept",
 }
 # Tables checked against the command they quote (below).
 COMMAND_CHECKED = {"| language | accuracy % [95% CI] | extraction % |":
