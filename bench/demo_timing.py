@@ -176,11 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     names = list(PRECISIONS) if args.precision == "both" else [args.precision]
-    started_load = load_average()
+    started_load, revision = load_average(), commit()  # what the clones check out
     with tempfile.TemporaryDirectory(prefix="demo-timing-") as tmp:
         work = args.keep or Path(tmp)
         rows = [measure(name, work) for name in names]
-    text = [*header("`make demo` from a fresh clone", COMMAND, started_load),
+    text = [*header("`make demo` from a fresh clone", COMMAND, started_load, revision),
             *about(rows), "", *table(rows), "", *ratios(rows)]
     if args.no_write:
         print("\n".join(text))

@@ -28,13 +28,15 @@ def commit(where: Path = REPO) -> str:
     return state["commit"] + (" (local changes)" if state["dirty"] else "")
 
 
-def header(title: str, command: str, started_load: str) -> list[str]:
-    """The file's first lines: title, command, date, commit, CPU, load at the start and now."""
+def header(title: str, command: str, started_load: str, revision: str | None = None
+           ) -> list[str]:
+    """The file's first lines: title, command, date, commit (``revision``, taken when the
+    measure started, or now), CPU, load at the start and now."""
     from retrieval_scale import cpu_flags
 
     return [f"# {title}", "",
             f"Command: `{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-            f"commit {commit()}.", "",
+            f"commit {revision or commit()}.", "",
             f"CPU: {cpu_flags()} (`/proc/cpuinfo`), shared with other work; load average "
             f"(1, 5, 15 min) {started_load} at the start, {load_average()} at the end.", ""]
 
