@@ -4,8 +4,9 @@ Every table of figures in README.md and pipelines/README.md either names the ben
 it was copied from (looking back from the table to the section's heading), and each of its rows
 is then found in that file, or is checked against the command it quotes, run here on CALM's
 released files. A new table of figures without a source fails the census (a figure measured by
-hand goes into a results file written by a bench script first). Sentences that quote a results file (PROSE, QUOTED_TEXT) are checked
-against it, and counts the README quotes from a test or a registry against what they count.
+hand goes into a results file written by a bench script first). Sentences that quote a results
+file (PROSE, QUOTED_TEXT) are checked against it, and counts the README quotes from a test or a
+registry against what they count.
 Text parsing and three cheap commands on CALM's files (no model, no index): a few seconds.
 """
 
