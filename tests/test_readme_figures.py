@@ -259,7 +259,7 @@ DEMO, HELDOUT_AR, STUDY = ("bench/results/demo.md", "bench/results/xcsqa-heldout
                            "bench/results/study-votes.md")
 CONSISTENCY = "consistency [95% CI]"
 PROSE = [
-    ("README.md", r"Training-question consistency rose after DPO: (\S+) → (\S+) % zero-shot and "
+    ("README.md", r"Training-question consistency after DPO: (\S+) → (\S+) % zero-shot and "
                   r"(\S+) → (\S+) % with retrieval",
      [(DEMO, ("train/before", "zero-shot"), CONSISTENCY),
       (DEMO, ("train/after", "zero-shot"), CONSISTENCY),
