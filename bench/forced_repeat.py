@@ -21,8 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from results_header import REPO, commit, header, load_average, write_results
-
+# Not results_header at the top: it puts this checkout first on sys.path, and a worker must
+# import the calm_rag of --code.
+REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "results" / "forced_repeat.md"
 COMMAND = "python bench/forced_repeat.py [--code CHECKOUT]"
 QUESTIONS = 12  # med-001 .. med-012, in each bundled language
@@ -32,6 +33,7 @@ TABLE = ("| calm_rag commit | forced answers | texts | differing between two fre
 
 def worker(out: Path, forced: bool) -> None:
     """In a fresh process: one engine's texts, written to ``out``."""
+    import calm_rag
     from calm_rag.datasets.bundled import load_bundled
     from calm_rag.sampling import SamplingParams, make_sampler, sample_questions
 
@@ -41,17 +43,20 @@ def worker(out: Path, forced: bool) -> None:
                             forced_answer=forced)
     texts = [s.text for s in sample_questions(questions, sampler, params, setting="zero-shot")]
     sampler.close()
+    print(f"{len(texts)} texts from {Path(calm_rag.__file__).parent}", flush=True)
     out.write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
 
 
 def fresh_engine_texts(code: Path, forced: bool, out: Path) -> list[str]:
-    env = os.environ | {"PYTHONPATH": f"{code}{os.pathsep}{REPO / 'bench'}"}
+    env = os.environ | {"PYTHONPATH": str(code)}
     subprocess.run([sys.executable, __file__, "--worker", str(out), str(int(forced))],
                    check=True, env=env, cwd=REPO / "bench")
     return json.loads(out.read_text(encoding="utf-8"))
 
 
 def row(code: Path, forced: bool, work: Path) -> str:
+    from results_header import commit
+
     first, second = (fresh_engine_texts(code, forced, work / f"{forced}-{i}.json")
                      for i in (1, 2))
     differ = sum(a != b for a, b in zip(first, second, strict=True))
@@ -68,6 +73,8 @@ def kept_rows(commits: set[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from results_header import header, load_average, write_results
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", type=Path, default=REPO, help="the checkout to run")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
