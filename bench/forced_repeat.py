@@ -73,8 +73,6 @@ def kept_rows(commits: set[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from results_header import header, load_average, write_results
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", type=Path, default=REPO, help="the checkout to run")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -82,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(Path(args.worker[0]), args.worker[1] == "1")
         return 0
+    from results_header import header, load_average, write_results
+
     started = load_average()
     with tempfile.TemporaryDirectory(prefix="forced-repeat-") as work:
         rows = [row(args.code.resolve(), forced, Path(work)) for forced in (True, False)]
