@@ -115,7 +115,7 @@ def prepared(run: Path, clone: Path, home: Path) -> dict[str, float]:
     from calm_rag.models.home import STAMP_FILE
     from calm_rag.runs import open_run
 
-    base = Path(read_json(run / "manifest.json")["models"]["base"])
+    base = Path(read_json(run / "manifest.json")["paths"]["base_model"])
     if not base.is_relative_to(home):
         sys.exit(f"{run}: the generator {base} is not in the fresh CALM_RAG_HOME {home}")
     retrieval = open_run(run).config.retrieval

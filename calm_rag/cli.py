@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(err).splitlines():
             print(f"calm-rag {args.command}: error: {line}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        return stopped_reading()
     except OSError as err:
         if not (isinstance(err, USER_FS_ERRORS) or err.errno in USER_FS_ERRNOS):
             raise
@@ -97,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"calm-rag {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def stopped_reading() -> int:
+    """What a pipe's writer does when its reader has gone (``calm-rag runs | head -3``): stop
+    without a traceback, with the exit status of a process SIGPIPE ended (128 + 13). Output still
+    buffered goes nowhere, so that Python's flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141
 
 
 def show_pipeline_progress() -> None:

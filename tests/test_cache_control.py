@@ -155,7 +155,12 @@ def test_forced_training_links_and_reuse(sharp_model, tmp_path, capsys):
     assert [link["round"] for link in links] == [1]
     assert (first / links[0]["adapter"] / "adapter_config.json").is_file()
     assert links[0]["training"].startswith("../../.cache/align/")
-    assert json.loads((first / "manifest.json").read_text())["reused"] == []
+    written = json.loads((first / "manifest.json").read_text())
+    assert written["reused"] == []
+    # The aligned model as links.json has it (relative), its machine path under "paths".
+    final = written["models"]["final"]
+    assert final.startswith("../../.cache/align/") and (first / final).is_dir()
+    assert written["paths"]["final_model"] == str((first / final).resolve())
     capsys.readouterr()
     assert run_cli(path, "--force", "align") == 0
     said = "".join(capsys.readouterr())

@@ -109,3 +109,13 @@ def test_console_script_exit_code():
     result = subprocess.run([sys.executable, "-m", "calm_rag.cli", "metrics", "/nonexistent"],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_a_reader_that_stops_reading_ends_the_command_without_a_traceback():
+    """``calm-rag run --describe | head -1``: the reader closes the pipe before the command
+    writes (here at once, before the command has even started)."""
+    command = subprocess.Popen([sys.executable, "-m", "calm_rag.cli", "run", "--describe"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command.stdout.close()
+    said = command.stderr.read().decode()
+    assert command.wait() == 141 and said == ""  # 128 + SIGPIPE, as `yes | head` ends

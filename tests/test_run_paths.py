@@ -131,8 +131,12 @@ def test_saved_config_reruns_from_another_folder_from_the_cache(sharp_model, tmp
     saved = yaml.safe_load((first / "config.yaml").read_text())
     assert saved["runs_dir"] == str(project / "runs")
     assert str(tmp_path) not in (first / "report.md").read_text()
-    paths = json.loads((first / "manifest.json").read_text())["paths"]
+    written = json.loads((first / "manifest.json").read_text())
+    paths = written["paths"]
     assert paths["runs_dir"] == str(project / "runs") and paths["cwd"] == str(project)
+    # The model as the experiment names it; the machine's path under "paths".
+    assert written["models"]["base"] == str(sharp_model)
+    assert paths["base_model"] == str(sharp_model.resolve())
     monkeypatch.chdir(elsewhere)
     assert run_cli(first / "config.yaml") == 0
     second = latest_run(project / "runs")

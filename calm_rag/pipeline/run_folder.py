@@ -61,7 +61,7 @@ def write_run(ctx: RunContext, splits: dict[str, list[Question]],
             # from any folder.
             yaml.safe_dump(experiment.resolved(), handle, sort_keys=False, allow_unicode=True)
         write_json(folder / "manifest.json",
-                   manifest(ctx, splits, base, final, source))
+                   manifest(ctx, splits, (base, final), source, folder))
         _write_rounds(folder, rounds)
         for cell, samples in cells.items():
             write_samples(folder / "eval" / f"{cell.file_stem}.jsonl", samples)
@@ -325,10 +325,13 @@ def _params(params: Any) -> str:
             f"max_tokens {params.max_tokens}, seed {params.seed}")
 
 
-def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
-             final: ModelRef, source: str | Path | None) -> dict[str, Any]:
-    """Everything needed to say what this run was: seeds, versions, commit, input hashes."""
+def manifest(ctx: RunContext, splits: dict[str, list[Question]],
+             models: tuple[ModelRef, ModelRef], source: str | Path | None, folder: Path
+             ) -> dict[str, Any]:
+    """Everything needed to say what this run was: seeds, versions, commit, input hashes.
+    ``models``: the base and the final model; ``folder``: the run folder being written."""
     experiment = ctx.experiment
+    base, final = models
     return {
         "experiment": experiment.name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -339,16 +342,34 @@ def manifest(ctx: RunContext, splits: dict[str, list[Question]], base: ModelRef,
                   "align": experiment.align.seed},
         "questions": {name: sorted({q.id for q in qs}) for name, qs in splits.items()},
         "alignment": _alignment(ctx),
-        "models": {"base": base.path, "base_fingerprint": base.fingerprint,
-                   "final": final.path, "final_fingerprint": final.fingerprint},
+        "models": model_places(experiment.generator.model, base, final, folder),
         "stages": ctx.stages,
         "reused": reused(ctx.stages),
         "precision": precision(experiment),
         "packages": package_versions(),
         "python": platform.python_version(),
         "git": git_state(),
-        "paths": run_paths(experiment, source),
+        "paths": run_paths(experiment, source) | {
+            "base_model": machine_path(base.path),
+            "final_model": machine_path(final.adapter or final.path)},
     }
+
+
+def model_places(named: str, base: ModelRef, final: ModelRef, folder: Path) -> dict[str, str]:
+    """The base as the experiment names it and the final model (the aligned copy or adapter)
+    relative to the run folder, as links.json has them; their fingerprints. The machine's
+    paths of both are under the manifest's "paths"."""
+    place = final.adapter or final.path
+    aligned = place != base.path or final.fingerprint != base.fingerprint
+    return {"base": named, "base_fingerprint": base.fingerprint,
+            "final": (os.path.relpath(Path(place).resolve(), folder.resolve()) if aligned
+                      else named),
+            "final_fingerprint": final.fingerprint}
+
+
+def machine_path(place: str) -> str:
+    """A local model's absolute path; a hub id or a served model's name as it is."""
+    return os.path.abspath(place) if Path(place).exists() else place
 
 
 def run_paths(experiment: Any, source: str | Path | None) -> dict[str, str | None]:
