@@ -15,16 +15,22 @@ import pytest
 from calm_rag.errors import InputError
 from calm_rag.evaluation.trackers import TrackedRun
 from calm_rag.evaluation.tracking import EVAL_WRITERS, eval_scalars, log_evaluation, tag
+from calm_rag.io import write_json
+from calm_rag.pipeline.run_folder import training_links
+from calm_rag.pipeline.stages import Round
 from calm_rag.pipeline.stages.align import cached_tracking
 from calm_rag.runs import metric_rows
-from calm_rag.training import AlignConfig
+from calm_rag.training import AlignConfig, train_dpo
 from calm_rag.training.common import TrainResult
 from calm_rag.training.config import TRACKERS
+from calm_rag.vote.voting import Tally
 from tests.helpers import (
+    TINY_ALIGN,
     experiment,
     fresh_wandb_settings,
     latest_run,
     local_trackers,
+    milk_pairs,
     run_cli,
     write_experiment,
 )
@@ -232,6 +238,71 @@ def test_a_cached_training_says_where_its_events_are_or_that_it_has_none(tmp_pat
         "no training steps go to wandb (the evaluation's figures do); --force align trains "
         "it again and logs it")
     assert cached_tracking("r1", silent, ["none"]) is None
+
+
+WANDB_RUN = {"project": "calm", "run_id": "1a2b", "mode": "offline",
+             "dir": "../../wandb/offline-run-20260101_000000-1a2b"}
+MLFLOW_RUN = {"tracking_uri": "file:///srv/mlruns", "experiment_id": "3", "run_id": "c0ffee",
+              "name": "quiet-fox-7"}
+
+
+def test_a_cached_training_names_the_tracker_runs_it_recorded_and_the_run_links_them(tmp_path):
+    logged = _training(tmp_path / "cache" / "align" / "k1", ["wandb", "mlflow"], events=False)
+    write_json(logged.folder / "trackers.json", {"wandb": WANDB_RUN, "mlflow": MLFLOW_RUN})
+    assert cached_tracking("r1", logged, ["wandb", "mlflow", "trackio"]) == (
+        "align r1: the training was read from the cache (trained with report_to: wandb, "
+        "mlflow; report_to is not part of the cache key); its wandb run calm/1a2b (links.json: "
+        "rounds); its mlflow run 3/c0ffee (links.json: rounds); no training steps go to "
+        "trackio (the evaluation's figures do); --force align trains it again and logs it")
+    assert cached_tracking("r1", logged, ["mlflow"]).endswith(  # nothing left to --force
+        "its mlflow run 3/c0ffee (links.json: rounds)")
+    # Trained with wandb by a calm_rag that kept no trackers.json: not "no steps went there".
+    unrecorded = _training(tmp_path / "old", ["wandb"], events=False)
+    assert cached_tracking("r1", unrecorded, ["wandb"]).endswith(
+        "; where its wandb run went was not recorded; --force align trains it again and logs it")
+    # links.json: the locators, their folders now relative to the run folder.
+    run_folder = tmp_path / "runs" / "tiny" / "20260101-000000"
+    (entry,) = training_links(run_folder, [Round([], Tally([], {}), [], logged)])["rounds"]
+    assert entry == {"round": 1, "training": "../../../cache/align/k1",
+                     "wandb": WANDB_RUN | {"dir": "../../../cache/wandb/"
+                                                  "offline-run-20260101_000000-1a2b"},
+                     "mlflow": MLFLOW_RUN}
+
+
+@pytest.mark.slow
+def test_a_training_records_where_its_tracker_runs_went(tiny_model, tmp_path, monkeypatch):
+    import wandb
+    from mlflow import MlflowClient
+    from trackio.sqlite_storage import SQLiteStorage
+
+    local_trackers(monkeypatch, tmp_path / "trackers")
+    monkeypatch.setenv("WANDB_PROJECT", "calm")
+    config = AlignConfig(**TINY_ALIGN, report_to=["wandb", "mlflow", "trackio"],
+                         trainer={"run_name": "r1-dpo"})
+    result = train_dpo(str(tiny_model), milk_pairs()[:2], config, tmp_path / "align")
+    wandb.finish()  # WandbCallback leaves its run open in the process that trained
+    runs = json.loads((tmp_path / "align" / "trackers.json").read_text())
+    assert runs == result.trackers and list(runs) == ["wandb", "mlflow", "trackio"]
+    train_loss = json.loads((tmp_path / "align" / "train_log.json").read_text())[
+        "summary"]["train_loss"]
+    mlflow_run = MlflowClient().get_run(runs["mlflow"]["run_id"])
+    assert runs["mlflow"] == {"tracking_uri": (tmp_path / "trackers" / "mlruns").as_uri(),
+                              "experiment_id": mlflow_run.info.experiment_id,
+                              "run_id": mlflow_run.info.run_id, "name": "r1-dpo"}
+    assert mlflow_run.data.metrics["train_loss"] == train_loss
+    offline = (tmp_path / "align" / runs["wandb"]["dir"]).resolve()
+    assert offline.parent == tmp_path / "trackers" / "wandb"
+    assert offline.name.endswith(runs["wandb"]["run_id"])
+    read = read_wandb(offline)
+    assert (read["project"], read["name"], read["run_id"]) == ("calm", "r1-dpo",
+                                                              runs["wandb"]["run_id"])
+    assert read["summary"]["train_loss"] == pytest.approx(train_loss)
+    assert runs["trackio"]["name"] == "r1-dpo"
+    assert (tmp_path / "align" / runs["trackio"]["store"]).resolve() == (
+        tmp_path / "trackers" / "trackio" / "huggingface.db")
+    logged = SQLiteStorage.get_logs("huggingface", run_id=runs["trackio"]["run_id"])
+    assert [row["train/loss"] for row in logged if "train/loss" in row] == pytest.approx(
+        [step["loss"] for step in result.log])
 
 
 def _float32(value: float) -> float:
