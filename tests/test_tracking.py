@@ -344,13 +344,30 @@ def test_report_to_on_a_cached_training_links_events_and_logs_the_evaluation(
     assert links["evaluation"]["wandb"]["mode"] == "offline"
 
     assert run_cli(tracked, "--force", "align") == 0  # trained again, with its events
-    assert run_cli(tracked) == 0  # and read from the cache: its events linked
+    forced = json.loads((latest_run(runs) / "links.json").read_text())["rounds"][0]
+    assert run_cli(tracked) == 0  # and read from the cache: its events and runs linked
     said = "".join(capsys.readouterr())
     events = json.loads((latest_run(runs) / "links.json").read_text())["rounds"][0]
+    assert events == forced  # the same links, fresh or cached (the run folders are siblings)
     folder = (latest_run(runs) / events["tensorboard"]).resolve()
     assert f"its TensorBoard events are in {folder} (links.json: rounds)" in said
     assert list(folder.glob("events.out.tfevents.*"))
     trained = [r for r in MlflowClient().search_runs(["0"]) if "train_loss" in r.data.metrics]
     assert len(trained) == 1  # MLflowCallback logged the forced training where the figures are
+    assert events["mlflow"]["run_id"] == trained[0].info.run_id
+    wandb_id = events["wandb"]["run_id"]  # its run is open till the process ends: not read here
+    assert (latest_run(runs) / events["wandb"]["dir"] / f"run-{wandb_id}.wandb").is_file()
+    trackio_run = events["trackio"]
+    (line,) = [line for line in said.splitlines() if "training was read from the cache" in line]
+    assert line.endswith(  # every tracker linked: no --force to suggest
+        f"(trained with report_to: tensorboard, wandb, mlflow, trackio; report_to is not part "
+        f"of the cache key); its TensorBoard events are in {folder} (links.json: rounds); its "
+        f"wandb run huggingface/{wandb_id} (links.json: rounds); its mlflow run "
+        f"0/{trained[0].info.run_id} (links.json: rounds); its trackio run "
+        f"huggingface/{trackio_run['run_id']} (links.json: rounds)")
+    from trackio.sqlite_storage import SQLiteStorage
+
+    assert any("train/loss" in row for row in SQLiteStorage.get_logs(
+        trackio_run["project"], run_id=trackio_run["run_id"]))
     evaluation = json.loads((latest_run(runs) / "links.json").read_text())["evaluation"]
     assert read_wandb(latest_run(runs) / evaluation["wandb"]["dir"])["summary"]["_step"] == 0
