@@ -23,6 +23,7 @@ from calm_rag.runs import metric_rows
 from calm_rag.training import AlignConfig, train_dpo
 from calm_rag.training.common import TrainResult
 from calm_rag.training.config import TRACKERS
+from calm_rag.training.tracker_runs import write_tracker_runs
 from calm_rag.vote.voting import Tally
 from tests.helpers import (
     TINY_ALIGN,
@@ -267,6 +268,15 @@ def test_a_cached_training_names_the_tracker_runs_it_recorded_and_the_run_links_
                      "wandb": WANDB_RUN | {"dir": "../../../cache/wandb/"
                                                   "offline-run-20260101_000000-1a2b"},
                      "mlflow": MLFLOW_RUN}
+
+
+def test_a_tracker_run_not_found_is_left_out_and_named_never_guessed(tmp_path, caplog):
+    write_tracker_runs(tmp_path, ["tensorboard", "wandb", "mlflow"], {"mlflow": MLFLOW_RUN})
+    assert json.loads((tmp_path / "trackers.json").read_text()) == {"mlflow": MLFLOW_RUN}
+    assert ("align.report_to: wandb had no run open when the training began; trackers.json "
+            "leaves it out") in caplog.text
+    write_tracker_runs(tmp_path / "tb", ["tensorboard"], {})  # TensorBoard's events are a folder
+    assert not (tmp_path / "tb").exists()
 
 
 @pytest.mark.slow
