@@ -18,7 +18,7 @@ from calm_rag.evaluation.tracking import EVAL_WRITERS, eval_scalars, log_evaluat
 from calm_rag.io import write_json
 from calm_rag.pipeline.run_folder import training_links
 from calm_rag.pipeline.stages import Round
-from calm_rag.pipeline.stages.align import cached_tracking
+from calm_rag.pipeline.stages.align import cached_tracking, trained_tracking
 from calm_rag.runs import metric_rows
 from calm_rag.training import AlignConfig, train_dpo
 from calm_rag.training.common import TrainResult
@@ -255,6 +255,9 @@ def test_a_cached_training_names_the_tracker_runs_it_recorded_and_the_run_links_
         "mlflow; report_to is not part of the cache key); its wandb run calm/1a2b (links.json: "
         "rounds); its mlflow run 3/c0ffee (links.json: rounds); no training steps go to "
         "trackio (the evaluation's figures do); --force align trains it again and logs it")
+    assert trained_tracking("r1", logged) == (  # the same training, as it finished
+        "align r1: training steps logged to wandb run calm/1a2b, mlflow run 3/c0ffee "
+        "(links.json: rounds)")
     assert cached_tracking("r1", logged, ["mlflow"]).endswith(  # nothing left to --force
         "its mlflow run 3/c0ffee (links.json: rounds)")
     # Trained with wandb by a calm_rag that kept no trackers.json: not "no steps went there".
@@ -368,6 +371,9 @@ def test_report_to_on_a_cached_training_links_events_and_logs_the_evaluation(
     wandb_id = events["wandb"]["run_id"]  # its run is open till the process ends: not read here
     assert (latest_run(runs) / events["wandb"]["dir"] / f"run-{wandb_id}.wandb").is_file()
     trackio_run = events["trackio"]
+    assert (f"align round 1: training steps logged to wandb run huggingface/{wandb_id}, mlflow run "
+            f"0/{trained[0].info.run_id}, trackio run huggingface/{trackio_run['run_id']} "
+            "(links.json: rounds)") in said  # the forced training, when it trained
     (line,) = [line for line in said.splitlines() if "training was read from the cache" in line]
     assert line.endswith(  # every tracker linked: no --force to suggest
         f"(trained with report_to: tensorboard, wandb, mlflow, trackio; report_to is not part "

@@ -73,12 +73,23 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
                     [r.to_dict() for r in rows],
                     *([template] if template else []))  # keys without them stay as they were
     result = run_cached(ctx, stage, label, key, train)
-    if ctx.stages[-1]["cached"] and (line := cached_tracking(label, result, align.trackers)):
+    line = (cached_tracking(label, result, align.trackers) if ctx.stages[-1]["cached"]
+            else trained_tracking(label, result))
+    if line:
         log.info(line)
     folder = result.folder
     if align.merge:
         return ModelRef(str(folder / "merged"), f"align:{key}"), result
     return ModelRef(model.path, f"align:{key}", adapter=str(folder / "adapter")), result
+
+
+def trained_tracking(label: str, result: TrainResult) -> str | None:
+    """Where a training just run logged its steps, as ``trackers.json`` records it (None:
+    no W&B, MLflow or Trackio run)."""
+    if not (runs := result.trackers):
+        return None
+    return (f"align {label}: training steps logged to "
+            f"{', '.join(run_name(t, where) for t, where in runs.items())} (links.json: rounds)")
 
 
 def cached_tracking(label: str, result: TrainResult, trackers: list[str]) -> str | None:
