@@ -280,6 +280,11 @@ def test_a_tracker_run_not_found_is_left_out_and_named_never_guessed(tmp_path, c
             "leaves it out") in caplog.text
     write_tracker_runs(tmp_path / "tb", ["tensorboard"], {})  # TensorBoard's events are a folder
     assert not (tmp_path / "tb").exists()
+    # Resumed from a checkpoint: the runs of the process that finished, said to be so.
+    write_tracker_runs(tmp_path, ["mlflow"], {"mlflow": MLFLOW_RUN}, "checkpoint-2")
+    assert json.loads((tmp_path / "trackers.json").read_text()) == {
+        "mlflow": MLFLOW_RUN | {"resumed_from": "checkpoint-2"}}
+    assert not (tmp_path / "tb").exists()
 
 
 @pytest.mark.slow

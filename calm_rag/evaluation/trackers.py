@@ -5,7 +5,7 @@ Each writer opens its own tracker run, ``<experiment>-evaluation``, where transf
 project, experiment, store and environment variables), logs every figure at step 0 (the tag
 already says which evaluation it is), closes the run and says where it is, for ``links.json``:
 a local folder relative to the run folder, or the tracker's own address. Each library is
-imported only here, when its tracker is asked for.
+imported only when its tracker is asked for.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTra
                   seconds=time.perf_counter() - started,
                   extra={"processes": state.num_processes, "backend": state.backend,
                          "resumed_from": last.name if last else None})
-        write_tracker_runs(staging, config.trackers, runs)
+        write_tracker_runs(staging, config.trackers, runs, last.name if last else None)
 
 
 def load_policy(model_path: str | Path, config: AlignConfig,

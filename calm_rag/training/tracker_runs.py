@@ -111,10 +111,13 @@ def run_recorder(trackers: list[str], folder: Path, found: dict[str, dict[str, s
     return RunRecorder()
 
 
-def write_tracker_runs(folder: Path, trackers: list[str],
-                       found: dict[str, dict[str, str]]) -> None:
+def write_tracker_runs(folder: Path, trackers: list[str], found: dict[str, dict[str, str]],
+                       resumed_from: str | None = None) -> None:
     """``trackers.json`` with the runs found, when a tracker that has runs was asked for; a
-    tracker whose run was not found is left out and named in the log, never guessed."""
+    tracker whose run was not found is left out and named in the log, never guessed.
+
+    A training resumed from a checkpoint records the runs of the process that finished it,
+    marked ``resumed_from``: the killed process's steps may have gone to other runs."""
     wanted = [t for t in trackers if t in OPEN_RUN]
     if not wanted:
         return
@@ -122,7 +125,8 @@ def write_tracker_runs(folder: Path, trackers: list[str],
         if tracker not in found:
             log.warning("align.report_to: %s had no run open when the training began; "
                         "%s leaves it out", tracker, TRACKERS_FILE)
-    write_json(folder / TRACKERS_FILE, {t: found[t] for t in wanted if t in found})
+    mark = {"resumed_from": resumed_from} if resumed_from else {}
+    write_json(folder / TRACKERS_FILE, {t: found[t] | mark for t in wanted if t in found})
 
 
 def read_tracker_runs(folder: Path) -> dict[str, dict[str, str]]:
