@@ -174,16 +174,25 @@ LAUNCHED = {**TINY, "launcher": "accelerate", "num_processes": 2}
 
 
 @pytest.mark.slow
-def test_dpo_under_accelerate_with_two_cpu_processes(tiny_model, tmp_path):
+def test_dpo_under_accelerate_with_two_cpu_processes(tiny_model, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    local_trackers(monkeypatch, tmp_path / "trackers")  # the ranks inherit the environment
     out = tmp_path / "align"
-    config = AlignConfig(**LAUNCHED, report_to="tensorboard", save_steps=1)
+    config = AlignConfig(**LAUNCHED, report_to=["tensorboard", "mlflow"], save_steps=1)
     result = train_dpo(str(tiny_model), _pairs(), config, out)
     saved = json.loads((out / "train_log.json").read_text())
     assert saved["processes"] == 2 and saved["backend"] == "gloo"
     # 4 rows, 1 a rank, 2 ranks: 2 optimiser steps, logged once (by rank 0)
     assert [s["step"] for s in saved["steps"]] == [1, 2]
     assert sorted(p.name for p in out.iterdir()) == [
-        "adapter", "loss.png", "tensorboard", "train_log.json"]
+        "adapter", "loss.png", "tensorboard", "trackers.json", "train_log.json"]
+    # rank 0 recorded the MLflow run it logged to; the parent reads it from the folder
+    (tracked,) = MlflowClient().search_runs(["0"])
+    assert result.trackers == {"mlflow": {
+        "tracking_uri": (tmp_path / "trackers" / "mlruns").as_uri(), "experiment_id": "0",
+        "run_id": tracked.info.run_id, "name": tracked.info.run_name}}
+    assert tracked.data.metrics["train_loss"] == saved["summary"]["train_loss"]
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert result.loss_plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))

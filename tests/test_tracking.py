@@ -15,16 +15,23 @@ import pytest
 from calm_rag.errors import InputError
 from calm_rag.evaluation.trackers import TrackedRun
 from calm_rag.evaluation.tracking import EVAL_WRITERS, eval_scalars, log_evaluation, tag
-from calm_rag.pipeline.stages.align import cached_tracking
+from calm_rag.io import write_json
+from calm_rag.pipeline.run_folder import training_links
+from calm_rag.pipeline.stages import Round
+from calm_rag.pipeline.stages.align import cached_tracking, trained_tracking
 from calm_rag.runs import metric_rows
-from calm_rag.training import AlignConfig
+from calm_rag.training import AlignConfig, train_dpo
 from calm_rag.training.common import TrainResult
 from calm_rag.training.config import TRACKERS
+from calm_rag.training.tracker_runs import write_tracker_runs
+from calm_rag.vote.voting import Tally
 from tests.helpers import (
+    TINY_ALIGN,
     experiment,
     fresh_wandb_settings,
     latest_run,
     local_trackers,
+    milk_pairs,
     run_cli,
     write_experiment,
 )
@@ -234,6 +241,88 @@ def test_a_cached_training_says_where_its_events_are_or_that_it_has_none(tmp_pat
     assert cached_tracking("r1", silent, ["none"]) is None
 
 
+WANDB_RUN = {"project": "calm", "run_id": "1a2b", "mode": "offline",
+             "dir": "../../wandb/offline-run-20260101_000000-1a2b"}
+MLFLOW_RUN = {"tracking_uri": "file:///srv/mlruns", "experiment_id": "3", "run_id": "c0ffee",
+              "name": "quiet-fox-7"}
+
+
+def test_a_cached_training_names_the_tracker_runs_it_recorded_and_the_run_links_them(tmp_path):
+    logged = _training(tmp_path / "cache" / "align" / "k1", ["wandb", "mlflow"], events=False)
+    write_json(logged.folder / "trackers.json", {"wandb": WANDB_RUN, "mlflow": MLFLOW_RUN})
+    assert cached_tracking("r1", logged, ["wandb", "mlflow", "trackio"]) == (
+        "align r1: the training was read from the cache (trained with report_to: wandb, "
+        "mlflow; report_to is not part of the cache key); its wandb run calm/1a2b (links.json: "
+        "rounds); its mlflow run 3/c0ffee (links.json: rounds); no training steps go to "
+        "trackio (the evaluation's figures do); --force align trains it again and logs it")
+    assert trained_tracking("r1", logged) == (  # the same training, as it finished
+        "align r1: training steps logged to wandb run calm/1a2b, mlflow run 3/c0ffee "
+        "(links.json: rounds)")
+    assert cached_tracking("r1", logged, ["mlflow"]).endswith(  # nothing left to --force
+        "its mlflow run 3/c0ffee (links.json: rounds)")
+    # Trained with wandb by a calm_rag that kept no trackers.json: not "no steps went there".
+    unrecorded = _training(tmp_path / "old", ["wandb"], events=False)
+    assert cached_tracking("r1", unrecorded, ["wandb"]).endswith(
+        "; where its wandb run went was not recorded; --force align trains it again and logs it")
+    # links.json: the locators, their folders now relative to the run folder.
+    run_folder = tmp_path / "runs" / "tiny" / "20260101-000000"
+    (entry,) = training_links(run_folder, [Round([], Tally([], {}), [], logged)])["rounds"]
+    assert entry == {"round": 1, "training": "../../../cache/align/k1",
+                     "wandb": WANDB_RUN | {"dir": "../../../cache/wandb/"
+                                                  "offline-run-20260101_000000-1a2b"},
+                     "mlflow": MLFLOW_RUN}
+
+
+def test_a_tracker_run_not_found_is_left_out_and_named_never_guessed(tmp_path, caplog):
+    write_tracker_runs(tmp_path, ["tensorboard", "wandb", "mlflow"], {"mlflow": MLFLOW_RUN})
+    assert json.loads((tmp_path / "trackers.json").read_text()) == {"mlflow": MLFLOW_RUN}
+    assert ("align.report_to: wandb had no run open when the training began; trackers.json "
+            "leaves it out") in caplog.text
+    write_tracker_runs(tmp_path / "tb", ["tensorboard"], {})  # TensorBoard's events are a folder
+    assert not (tmp_path / "tb").exists()
+    # Resumed from a checkpoint: the runs of the process that finished, said to be so.
+    write_tracker_runs(tmp_path, ["mlflow"], {"mlflow": MLFLOW_RUN}, "checkpoint-2")
+    assert json.loads((tmp_path / "trackers.json").read_text()) == {
+        "mlflow": MLFLOW_RUN | {"resumed_from": "checkpoint-2"}}
+    assert not (tmp_path / "tb").exists()
+
+
+@pytest.mark.slow
+def test_a_training_records_where_its_tracker_runs_went(tiny_model, tmp_path, monkeypatch):
+    import wandb
+    from mlflow import MlflowClient
+    from trackio.sqlite_storage import SQLiteStorage
+
+    local_trackers(monkeypatch, tmp_path / "trackers")
+    monkeypatch.setenv("WANDB_PROJECT", "calm")
+    config = AlignConfig(**TINY_ALIGN, report_to=["wandb", "mlflow", "trackio"],
+                         trainer={"run_name": "r1-dpo"})
+    result = train_dpo(str(tiny_model), milk_pairs()[:2], config, tmp_path / "align")
+    wandb.finish()  # WandbCallback leaves its run open in the process that trained
+    runs = json.loads((tmp_path / "align" / "trackers.json").read_text())
+    assert runs == result.trackers and list(runs) == ["wandb", "mlflow", "trackio"]
+    train_loss = json.loads((tmp_path / "align" / "train_log.json").read_text())[
+        "summary"]["train_loss"]
+    mlflow_run = MlflowClient().get_run(runs["mlflow"]["run_id"])
+    assert runs["mlflow"] == {"tracking_uri": (tmp_path / "trackers" / "mlruns").as_uri(),
+                              "experiment_id": mlflow_run.info.experiment_id,
+                              "run_id": mlflow_run.info.run_id, "name": "r1-dpo"}
+    assert mlflow_run.data.metrics["train_loss"] == train_loss
+    offline = (tmp_path / "align" / runs["wandb"]["dir"]).resolve()
+    assert offline.parent == tmp_path / "trackers" / "wandb"
+    assert offline.name.endswith(runs["wandb"]["run_id"])
+    read = read_wandb(offline)
+    assert (read["project"], read["name"], read["run_id"]) == ("calm", "r1-dpo",
+                                                              runs["wandb"]["run_id"])
+    assert read["summary"]["train_loss"] == pytest.approx(train_loss)
+    assert runs["trackio"]["name"] == "r1-dpo"
+    assert (tmp_path / "align" / runs["trackio"]["store"]).resolve() == (
+        tmp_path / "trackers" / "trackio" / "huggingface.db")
+    logged = SQLiteStorage.get_logs("huggingface", run_id=runs["trackio"]["run_id"])
+    assert [row["train/loss"] for row in logged if "train/loss" in row] == pytest.approx(
+        [step["loss"] for step in result.log])
+
+
 def _float32(value: float) -> float:
     return float(np.float32(value))  # TensorBoard keeps a scalar as a 32-bit float
 
@@ -273,13 +362,33 @@ def test_report_to_on_a_cached_training_links_events_and_logs_the_evaluation(
     assert links["evaluation"]["wandb"]["mode"] == "offline"
 
     assert run_cli(tracked, "--force", "align") == 0  # trained again, with its events
-    assert run_cli(tracked) == 0  # and read from the cache: its events linked
+    forced = json.loads((latest_run(runs) / "links.json").read_text())["rounds"][0]
+    assert run_cli(tracked) == 0  # and read from the cache: its events and runs linked
     said = "".join(capsys.readouterr())
     events = json.loads((latest_run(runs) / "links.json").read_text())["rounds"][0]
+    assert events == forced  # the same links, fresh or cached (the run folders are siblings)
     folder = (latest_run(runs) / events["tensorboard"]).resolve()
     assert f"its TensorBoard events are in {folder} (links.json: rounds)" in said
     assert list(folder.glob("events.out.tfevents.*"))
     trained = [r for r in MlflowClient().search_runs(["0"]) if "train_loss" in r.data.metrics]
     assert len(trained) == 1  # MLflowCallback logged the forced training where the figures are
+    assert events["mlflow"]["run_id"] == trained[0].info.run_id
+    wandb_id = events["wandb"]["run_id"]  # its run is open till the process ends: not read here
+    assert (latest_run(runs) / events["wandb"]["dir"] / f"run-{wandb_id}.wandb").is_file()
+    trackio_run = events["trackio"]
+    assert (f"align round 1: training steps logged to wandb run huggingface/{wandb_id}, mlflow run "
+            f"0/{trained[0].info.run_id}, trackio run huggingface/{trackio_run['run_id']} "
+            "(links.json: rounds)") in said  # the forced training, when it trained
+    (line,) = [line for line in said.splitlines() if "training was read from the cache" in line]
+    assert line.endswith(  # every tracker linked: no --force to suggest
+        f"(trained with report_to: tensorboard, wandb, mlflow, trackio; report_to is not part "
+        f"of the cache key); its TensorBoard events are in {folder} (links.json: rounds); its "
+        f"wandb run huggingface/{wandb_id} (links.json: rounds); its mlflow run "
+        f"0/{trained[0].info.run_id} (links.json: rounds); its trackio run "
+        f"huggingface/{trackio_run['run_id']} (links.json: rounds)")
+    from trackio.sqlite_storage import SQLiteStorage
+
+    assert any("train/loss" in row for row in SQLiteStorage.get_logs(
+        trackio_run["project"], run_id=trackio_run["run_id"]))
     evaluation = json.loads((latest_run(runs) / "links.json").read_text())["evaluation"]
     assert read_wandb(latest_run(runs) / evaluation["wandb"]["dir"])["summary"]["_step"] == 0

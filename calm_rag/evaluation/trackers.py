@@ -5,7 +5,7 @@ Each writer opens its own tracker run, ``<experiment>-evaluation``, where transf
 project, experiment, store and environment variables), logs every figure at step 0 (the tag
 already says which evaluation it is), closes the run and says where it is, for ``links.json``:
 a local folder relative to the run folder, or the tracker's own address. Each library is
-imported only here, when its tracker is asked for.
+imported only when its tracker is asked for.
 """
 
 from __future__ import annotations
@@ -19,15 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calm_rag.training.tracker_runs import mlflow_locator, trackio_locator, wandb_locator
 from calm_rag.training.trackers import trackio_space
 
 log = logging.getLogger(__name__)
 
 Locator = str | dict[str, str]
 """Where a tracker keeps the figures: a path relative to the run folder, or its fields."""
-
-OFFLINE = ("offline", "dryrun")
-"""W&B modes that keep the run in a local folder."""
 
 DEFAULT_PROJECT = "huggingface"
 """The project transformers logs to when none is set (``WANDB_PROJECT``, Trackio's ``project``)."""
@@ -46,11 +44,6 @@ class TrackedRun:
         return f"{self.name}-evaluation"
 
 
-def relative(place: str | Path, run_folder: Path) -> str:
-    """``place`` from the run folder (a sibling of the published one: the path holds)."""
-    return os.path.relpath(Path(place).resolve(), run_folder.resolve())
-
-
 def write_wandb(run_folder: Path, scalars: dict[str, float], run: TrackedRun) -> Locator:
     """A W&B run in ``WANDB_PROJECT`` (as ``WandbCallback``), beside any run still open
     (the training's, in this process); ``WANDB_MODE``/``WANDB_DIR`` as wandb reads them.
@@ -63,12 +56,7 @@ def write_wandb(run_folder: Path, scalars: dict[str, float], run: TrackedRun) ->
                          id=generate_id())
     try:
         tracked.log(scalars, step=0)
-        where = {"project": str(tracked.project), "run_id": tracked.id,
-                 "name": str(tracked.name), "mode": tracked.settings.mode}
-        if tracked.settings.mode in OFFLINE:  # `wandb sync <dir>` uploads it
-            where["dir"] = relative(tracked.settings.sync_dir, run_folder)
-        elif tracked.url:
-            where["url"] = tracked.url
+        where = wandb_locator(tracked, run_folder)
     finally:
         tracked.finish()
     return where
@@ -88,9 +76,7 @@ def write_mlflow(run_folder: Path, scalars: dict[str, float], run: TrackedRun) -
                           nested=mlflow.active_run() is not None,
                           tags={"calm_rag.stage": "evaluation"} if own else None) as active:
         mlflow.log_metrics(scalars, step=0)
-    return {"tracking_uri": mlflow.get_tracking_uri(),
-            "experiment_id": active.info.experiment_id, "run_id": active.info.run_id,
-            "name": str(active.info.run_name)}
+    return mlflow_locator(active.info)
 
 
 def write_trackio(run_folder: Path, scalars: dict[str, float], run: TrackedRun) -> Locator:
@@ -98,7 +84,6 @@ def write_trackio(run_folder: Path, scalars: dict[str, float], run: TrackedRun) 
     and ``trackio_space_id``, else ``TRACKIO_SPACE_ID``), or its local store (``TRACKIO_DIR``).
     Trackio prints its dashboard instructions: kept for ``-v``."""
     import trackio
-    from trackio.sqlite_storage import SQLiteStorage
 
     project = run.trainer.get("project") or DEFAULT_PROJECT
     space = trackio_space(run.trainer)
@@ -111,7 +96,4 @@ def write_trackio(run_folder: Path, scalars: dict[str, float], run: TrackedRun) 
         finally:
             trackio.finish()  # the module's: it also forgets the run (else finished at exit)
     log.debug("trackio: %s", printed.getvalue().strip())
-    where = {"project": project, "run_id": tracked.id, "name": tracked.name}
-    if space:
-        return where | {"space_id": space}
-    return where | {"store": relative(SQLiteStorage.get_project_db_path(project), run_folder)}
+    return trackio_locator(tracked, space, run_folder)

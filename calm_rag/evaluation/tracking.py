@@ -25,6 +25,7 @@ from calm_rag.evaluation.trackers import (
     write_wandb,
 )
 from calm_rag.runs import metric_rows
+from calm_rag.training.tracker_runs import LOCAL_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,3 @@ def describe(locator: Locator, run_folder: Path) -> str:
              for k, v in locator.items()}
     return ", ".join(f"{k} {v}" for k, v in shown.items())
 
-
-LOCAL_FIELDS = ("dir", "store")
-"""A locator's fields that are paths relative to the run folder."""

@@ -34,6 +34,7 @@ from calm_rag.pipeline.stages import Retrieved, Round, RunContext
 from calm_rag.records import Question, Sample
 from calm_rag.runtime.provenance import file_digest, git_state, package_versions
 from calm_rag.training.common import TrainResult
+from calm_rag.training.tracker_runs import rebased
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,10 @@ def reuse_line(stages: list[dict[str, Any]]) -> str:
 def training_links(folder: Path, rounds: list[Round]) -> dict[str, Any]:
     """Where each round's training lives in the stage cache (the run keeps a copy of the
     adapter only): its folder, adapter, merged model and tracker logs, relative to the run
-    folder so that the runs folder can move with its cache. A training with no TensorBoard
-    events (cached from a run without ``report_to: tensorboard``) has no ``tensorboard``."""
+    folder so that the runs folder can move with its cache; and its W&B, MLflow and Trackio
+    runs as ``trackers.json`` recorded them (the evaluation entry's shape). A training with no
+    TensorBoard events (cached from a run without ``report_to: tensorboard``) has no
+    ``tensorboard``, one that logged to no other tracker no other tracker's key."""
     links = []
     for number, round_ in enumerate(rounds, start=1):
         training = round_.training
@@ -126,7 +129,9 @@ def training_links(folder: Path, rounds: list[Round]) -> dict[str, Any]:
                   "tensorboard": training.folder / "tensorboard"}
         links.append({"round": number} | {
             name: os.path.relpath(Path(place).resolve(), folder.resolve())
-            for name, place in places.items() if place is not None and Path(place).exists()})
+            for name, place in places.items() if place is not None and Path(place).exists()}
+            | {tracker: rebased(where, training.folder, folder)
+               for tracker, where in training.trackers.items()})
     return {"rounds": links}
 
 

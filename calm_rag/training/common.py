@@ -22,6 +22,7 @@ from calm_rag.runtime.threads import torch_threads
 from calm_rag.training.artifacts import save_merged, write_log
 from calm_rag.training.checkpoints import checkpoint_folder, last_checkpoint, sealing_callback
 from calm_rag.training.config import AlignConfig
+from calm_rag.training.tracker_runs import read_tracker_runs, run_recorder, write_tracker_runs
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,12 @@ class TrainResult:
         """The adapter folded into the base weights; None unless ``align.merge``."""
         merged = self.folder / "merged"
         return merged if merged.is_dir() else None
+
+    @property
+    def trackers(self) -> dict[str, dict[str, str]]:
+        """Where its W&B, MLflow and Trackio runs went (``trackers.json``), by tracker; folders
+        relative to :attr:`folder`."""
+        return read_tracker_runs(self.folder)
 
     @property
     def loss_plot(self) -> Path:
@@ -139,6 +146,8 @@ def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTra
         _show_progress(trainer, desc=f"training ({job.method})")
         if config.save_steps:
             trainer.add_callback(sealing_callback(trainer))
+        runs: dict[str, dict[str, str]] = {}
+        trainer.add_callback(run_recorder(config.trackers, staging, runs))
         last = last_checkpoint(job.checkpoints) if config.save_steps else None
         if last is not None and trainer.is_world_process_zero():
             log.info("resuming from %s", last.name)
@@ -157,6 +166,7 @@ def train_into(job: TrainJob, dataset: Any, staging: Path, make_trainer: MakeTra
                   seconds=time.perf_counter() - started,
                   extra={"processes": state.num_processes, "backend": state.backend,
                          "resumed_from": last.name if last else None})
+        write_tracker_runs(staging, config.trackers, runs, last.name if last else None)
 
 
 def load_policy(model_path: str | Path, config: AlignConfig,

@@ -18,6 +18,7 @@ from calm_rag.registries import ALIGN_METHODS
 from calm_rag.runtime.hardware import resolve_dtype
 from calm_rag.training.common import TrainResult
 from calm_rag.training.config import AlignConfig
+from calm_rag.training.tracker_runs import run_name
 from calm_rag.vote.voting import Tally
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
                     [r.to_dict() for r in rows],
                     *([template] if template else []))  # keys without them stay as they were
     result = run_cached(ctx, stage, label, key, train)
-    if ctx.stages[-1]["cached"] and (line := cached_tracking(label, result, align.trackers)):
+    line = (cached_tracking(label, result, align.trackers) if ctx.stages[-1]["cached"]
+            else trained_tracking(label, result))
+    if line:
         log.info(line)
     folder = result.folder
     if align.merge:
@@ -80,24 +83,39 @@ def align_stage(ctx: RunContext, label: str, model: ModelRef, rows: list[Any]
     return ModelRef(model.path, f"align:{key}", adapter=str(folder / "adapter")), result
 
 
+def trained_tracking(label: str, result: TrainResult) -> str | None:
+    """Where a training just run logged its steps, as ``trackers.json`` records it (None:
+    no W&B, MLflow or Trackio run)."""
+    if not (runs := result.trackers):
+        return None
+    return (f"align {label}: training steps logged to "
+            f"{', '.join(run_name(t, where) for t, where in runs.items())} (links.json: rounds)")
+
+
 def cached_tracking(label: str, result: TrainResult, trackers: list[str]) -> str | None:
     """What a training read from the cache means for the trackers asked for: its TensorBoard
-    events, which the run links; or none to link, because ``report_to`` is no part of the key
-    and the cached training ran without it (None when no tracker is asked for)."""
+    events and the tracker runs ``trackers.json`` records, which the run links; or none to
+    link, because ``report_to`` is no part of the key and the cached training ran without
+    that tracker (None when no tracker is asked for)."""
     wanted = [t for t in trackers if t != "none"]
     if not wanted:
         return None
     ran_with = result.config.get("report_to") or "none"
-    ran_with = ran_with if isinstance(ran_with, str) else ", ".join(ran_with)
+    logged_to = [ran_with] if isinstance(ran_with, str) else list(ran_with)
     said = [f"align {label}: the training was read from the cache (trained with report_to: "
-            f"{ran_with}; report_to is not part of the cache key)"]
+            f"{', '.join(logged_to)}; report_to is not part of the cache key)"]
     events = result.folder / "tensorboard"
     unlinked = "tensorboard" in wanted and not events.is_dir()
     if "tensorboard" in wanted:
         said.append("it logged no TensorBoard events to link" if unlinked
                     else f"its TensorBoard events are in {events} (links.json: rounds)")
-    if others := [t for t in wanted if t != "tensorboard"]:
-        said.append(f"no training steps go to {', '.join(others)} (the evaluation's figures do)")
+    runs = result.trackers
+    said += [f"its {run_name(t, runs[t])} (links.json: rounds)" for t in wanted if t in runs]
+    others = [t for t in wanted if t != "tensorboard" and t not in runs]
+    if unrecorded := [t for t in others if t in logged_to]:  # by a calm_rag that kept no record
+        said.append(f"where its {', '.join(unrecorded)} run went was not recorded")
+    if silent := [t for t in others if t not in logged_to]:
+        said.append(f"no training steps go to {', '.join(silent)} (the evaluation's figures do)")
     if unlinked or others:
         said.append("--force align trains it again and logs it")
     return "; ".join(said)
