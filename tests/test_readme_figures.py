@@ -258,7 +258,15 @@ def cell(source: str, row: tuple[str, ...], column: str, which: int = 0) -> floa
 DEMO, HELDOUT_AR, STUDY = ("bench/results/demo.md", "bench/results/xcsqa-heldout-ar.md",
                            "bench/results/study-votes.md")
 CONSISTENCY = "consistency [95% CI]"
+# bench/results/forced_repeat.md: the commit before grammars were compiled in step, and after.
+FORCED, DIFFER = "bench/results/forced_repeat.md", "differing between two fresh engines"
+BEFORE_IN_STEP, IN_STEP = "c0398cc626d9", "a5724d9f579e"
 PROSE = [
+    ("README.md", r"two fresh engines sampled (\S+) of the same (\S+) forced-answer texts "
+                  r"differently before \(.*?\), (\S+) now, and (\S+) of (\S+) without forced",
+     [(FORCED, (BEFORE_IN_STEP, "yes"), DIFFER), (FORCED, (BEFORE_IN_STEP, "yes"), "texts"),
+      (FORCED, (IN_STEP, "yes"), DIFFER), (FORCED, (IN_STEP, "no"), DIFFER),
+      (FORCED, (IN_STEP, "no"), "texts")]),
     ("README.md", r"Training-question consistency after DPO: (\S+) → (\S+) % zero-shot and "
                   r"(\S+) → (\S+) % with retrieval",
      [(DEMO, ("train/before", "zero-shot"), CONSISTENCY),
