@@ -104,14 +104,16 @@ def require_bundled(dataset: str) -> None:
 
 
 @pytest.fixture(scope="module", params=["medical", "commonsense"])
-def bundled(request, tmp_path_factory):
+def bundled(request):
     """``(dataset, retriever, questions, qrels)``: a demo index built once per module."""
     dataset = request.param
     require_bundled(dataset)
     from calm_rag.datasets.bundled import load_bundled
 
-    folder = tmp_path_factory.mktemp(f"recall-{dataset}")
-    spec = load_spec(REPO / "indexes" / f"{dataset}-demo.yaml")
+    # Where `make demo` and the notebooks build it (git-ignored): one build serves them all,
+    # and build_index rebuilds it if its inputs or code changed since.
+    folder = REPO / "indexes"
+    spec = load_spec(folder / f"{dataset}-demo.yaml")
     build_index(spec, folder, progress=False)
     questions = load_bundled(dataset)
     qrels = read_qrels(DATA / f"{dataset}_qrels.jsonl")
