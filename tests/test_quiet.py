@@ -165,6 +165,19 @@ def test_a_no_op_build_imports_no_model_and_a_query_only_its_own(tmp_path):
         "exit 0 imported: []",
         "exit 0 imported: ['faiss', 'sentence_transformers', 'torch', 'transformers']"], done
     assert "up to date" in done.stdout
+    # An index whose manifest has no files stamp (built before it existed): the full check,
+    # which loads the model, finds it up to date and stamps it; the next no-op decides cold.
+    manifest = tmp_path / "indexes" / "tiny" / "manifest.json"
+    written = json.loads(manifest.read_text())
+    del written["embedder"]["files_stamp"]
+    manifest.write_text(json.dumps(written))
+    assert not build_index(load_spec(spec), tmp_path / "indexes", progress=False).built
+    assert json.loads(manifest.read_text())["embedder"]["files_stamp"]
+    again = subprocess.run([sys.executable, "-c", COLD_START, *argv[:5]], capture_output=True,
+                           text=True, cwd=tmp_path, timeout=300,
+                           env={**os.environ, "PYTHONPATH": str(root)})
+    assert [line for line in again.stdout.splitlines() if line.startswith("exit")] == [
+        "exit 0 imported: []"], again
 
 
 def test_the_embedder_files_stamp_follows_sizes_and_times(tmp_path):

@@ -98,6 +98,7 @@ def build_index(spec: IndexSpec, out_dir: str | Path = "indexes", *, force: bool
     if target.exists() and not force:
         if _existing_key(target) == key:
             log.info("%s is up to date", target)
+            _restamp(target, embedder.location)
             return BuildResult(path=target, built=False)
         raise InputError("an index of this name exists, built from other inputs", path=target,
                          hint="pass --force to rebuild it (the old one stays until the new "
@@ -199,6 +200,17 @@ def _up_to_date(spec: IndexSpec, sources: list[_Source], target: Path) -> bool:
         return False
     spec = dataclasses.replace(spec, faiss=dataclasses.replace(spec.faiss, train_size=settled))
     return build_key(spec, sources, built["fingerprint"]) == manifest["build_key"]
+
+
+def _restamp(target: Path, location: str) -> None:
+    """The embedder's files as they are now, in the manifest of an index the full check found
+    up to date (one built before the stamp existed, or a model prepared again: same weights,
+    new files): the next no-op build decides from the manifest, without loading the model."""
+    manifest = mf.read_manifest(target)
+    stamp = {"location": location, "files_stamp": files_stamp(location)}
+    if {key: manifest["embedder"].get(key) for key in stamp} != stamp:
+        manifest["embedder"] |= stamp
+        mf.write_manifest(target, manifest)
 
 
 def _embedder_location(name: str) -> str:
