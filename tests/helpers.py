@@ -334,3 +334,8 @@ def fresh_wandb_settings() -> None:
     """wandb reads the environment once a process: forget what it read."""
     if "wandb" in sys.modules:
         sys.modules["wandb"].teardown()
+
+
+ADAPTER_LANGUAGES = ("en", "zh", "fr")
+"""The demo's languages that tests/test_adapters.py compares adapter and merged model in (three
+scripts; README quotes the count)."""
