@@ -34,7 +34,7 @@ from calm_rag.pipeline.stages import Retrieved, Round, RunContext
 from calm_rag.records import Question, Sample
 from calm_rag.runtime.provenance import file_digest, git_state, package_versions
 from calm_rag.training.common import TrainResult
-from calm_rag.training.tracker_runs import rebased
+from calm_rag.training.tracker_runs import rebased, relative
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def training_links(folder: Path, rounds: list[Round]) -> dict[str, Any]:
                   "merged_model": training.merged_dir,
                   "tensorboard": training.folder / "tensorboard"}
         links.append({"round": number} | {
-            name: os.path.relpath(Path(place).resolve(), folder.resolve())
+            name: relative(place, folder)
             for name, place in places.items() if place is not None and Path(place).exists()}
             | {tracker: rebased(where, training.folder, folder)
                for tracker, where in training.trackers.items()})
@@ -367,8 +367,7 @@ def model_places(named: str, base: ModelRef, final: ModelRef, folder: Path) -> d
     place = final.adapter or final.path
     aligned = place != base.path or final.fingerprint != base.fingerprint
     return {"base": named, "base_fingerprint": base.fingerprint,
-            "final": (os.path.relpath(Path(place).resolve(), folder.resolve()) if aligned
-                      else named),
+            "final": relative(place, folder) if aligned else named,
             "final_fingerprint": final.fingerprint}
 
 
